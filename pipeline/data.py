@@ -1,0 +1,181 @@
+"""Data sets on disk: generated, imported from an ImageNet-layout folder, or given as Parquet.
+
+Every engine reads the same Parquet files (columns id, label, image; `images_per_file` rows a file). A
+generated or imported data set is cached under a directory keyed by its spec and reused, so generation
+time is paid once and reported apart from any benchmark. Writes go to a temporary directory that is
+renamed into place, so an interrupted generation never leaves a half data set that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline import synthetic
+from pipeline.preprocess import RAW_SIDE, BadImage, decode_rgb
+from pipeline.schema import DataSource, DatasetConfig, ImageFormat
+
+IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
+ROW_GROUP_SIZE = 32  # small row groups let Spark split even a single file across all cores
+GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+META_FILE = "_dataset.json"
+
+
+class DatasetError(ValueError):
+    """A data set that cannot be benchmarked; raised before any engine starts."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: Path
+    num_images: int
+    num_files: int
+    size_bytes: int
+    spec: dict
+    generated: bool
+    prepare_s: float
+
+
+def to_raw(image: Image.Image) -> bytes:
+    """The original study's workload: shorter side resized to 256, center 256x256, uint8 HWC bytes."""
+    scale = RAW_SIDE / min(image.size)
+    width, height = max(RAW_SIDE, round(image.width * scale)), max(RAW_SIDE, round(image.height * scale))
+    resized = image.resize((width, height), Image.Resampling.BILINEAR)
+    left, top = (width - RAW_SIDE) // 2, (height - RAW_SIDE) // 2
+    return resized.crop((left, top, left + RAW_SIDE, top + RAW_SIDE)).tobytes()
+
+
+def _synthetic_row(args: tuple[int, int, str]) -> tuple[str, int, bytes]:
+    seed, index, image_format = args
+    image = synthetic.synth_image(seed, index)
+    data = to_raw(image) if image_format == "raw" else synthetic.encode_jpeg(image)
+    return f"{index:09d}", synthetic.synth_label(seed, index), data
+
+
+def _folder_row(args: tuple[str, str, int, str]) -> tuple[str, int, bytes]:
+    path, image_id, label, image_format = args
+    data = Path(path).read_bytes()
+    if image_format == "raw":
+        try:
+            data = to_raw(decode_rgb(data))
+        except BadImage:
+            data = b""  # kept, so preprocessing reports it as a bad image instead of it vanishing here
+    return image_id, label, data
+
+
+def _folder_listing(root: Path) -> list[tuple[str, str, int]]:
+    """(path, id, label) for each image in root/<class>/..., labels numbered by sorted class name."""
+    if not root.is_dir():
+        raise DatasetError(f"dataset.folder={str(root)!r} is not a directory")
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    listing = [
+        (str(file), f"{name}/{file.relative_to(root / name)}", label)
+        for label, name in enumerate(classes)
+        for file in sorted((root / name).rglob("*"))
+        if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not listing:
+        raise DatasetError(f"dataset.folder={str(root)!r} holds no images in class subfolders (ImageNet layout)")
+    return listing
+
+
+def _spec(config: DatasetConfig) -> tuple[dict, list]:
+    """The cache key of a data set and the work items that build it."""
+    base = {"source": config.source.value, "format": config.format.value, "images_per_file": config.images_per_file}
+    if config.source is DataSource.synthetic:
+        spec = base | {"num_images": config.num_images, "seed": config.seed, "generator": GENERATOR_VERSION}
+        items = [(config.seed, index, config.format.value) for index in range(config.num_images)]
+        return spec, items
+    root = Path(config.folder).expanduser().resolve()
+    listing = _folder_listing(root)[: config.num_images]
+    fingerprint = hashlib.sha256()
+    for path, image_id, label in listing:
+        stat = os.stat(path)
+        fingerprint.update(f"{image_id}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    spec = base | {"folder": str(root), "num_images": len(listing), "fingerprint": fingerprint.hexdigest()[:16]}
+    return spec, [(path, image_id, label, config.format.value) for path, image_id, label in listing]
+
+
+def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]]:
+    build = _synthetic_row if config.source is DataSource.synthetic else _folder_row
+    workers = min(os.cpu_count() or 1, max(1, len(items) // 64))
+    if workers == 1:
+        yield from map(build, items)
+        return
+    # spawn, not fork: a test process may already hold a JVM gateway and its threads
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(build, items, chunksize=16)
+
+
+def _write(config: DatasetConfig, items: list, target: Path) -> None:
+    target.mkdir(parents=True)
+    rows = _rows(config, items)
+    for number, start in enumerate(range(0, len(items), config.images_per_file)):
+        chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
+        ids, labels, images = zip(*chunk)
+        table = pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA)
+        pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
+
+
+def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Dataset:
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise DatasetError(f"{path} holds no .parquet files")
+    try:
+        num_images = sum(pq.ParquetFile(file).metadata.num_rows for file in files)
+        schema = pq.read_schema(files[0])
+    except (OSError, pa.ArrowException) as error:
+        raise DatasetError(f"cannot read Parquet under {path}: {error}") from error
+    missing = [name for name in IMAGE_SCHEMA.names if name not in schema.names]
+    if missing:
+        raise DatasetError(f"{path}: Parquet lacks column(s) {missing}; expected {IMAGE_SCHEMA.names}")
+    if not pa.types.is_binary(schema.field("image").type) and not pa.types.is_large_binary(schema.field("image").type):
+        raise DatasetError(f"{path}: column 'image' is {schema.field('image').type}, expected binary")
+    if num_images == 0:
+        raise DatasetError(f"{path}: the data set is empty")
+    size = sum(file.stat().st_size for file in files)
+    return Dataset(path, num_images, len(files), size, spec, generated, prepare_s)
+
+
+def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
+    """The data set a run reads: found in the cache, or built into it now (and timed apart)."""
+    started = time.perf_counter()
+    if config.source is DataSource.parquet:
+        path = Path(config.path).expanduser().resolve()
+        if not path.is_dir():
+            raise DatasetError(f"dataset.path={config.path!r} is not a directory")
+        return describe(path, {"source": "parquet", "path": str(path)}, False, time.perf_counter() - started)
+    spec, items = _spec(config)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(cache_dir).expanduser() / "datasets" / f"{config.source.value}-{config.format.value}-{spec['num_images']}-{key}"
+    generated = not (path / META_FILE).is_file()
+    if generated:
+        staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _write(config, items, staging)
+            (staging / META_FILE).write_text(json.dumps(spec, indent=2))
+            shutil.rmtree(path, ignore_errors=True)
+            staging.rename(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return describe(path, spec, generated, time.perf_counter() - started)
+
+
+def dataset_summary(dataset: Dataset) -> dict:
+    summary = asdict(dataset)
+    summary["path"] = str(dataset.path)
+    return summary

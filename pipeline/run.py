@@ -1,0 +1,133 @@
+"""One run, start to finish: data → weights → (reference) → engine → result.json, also when it fails."""
+
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+import time
+import traceback
+from pathlib import Path
+
+from pipeline.data import dataset_summary, prepare
+from pipeline.engine import Measurement
+from pipeline.inference import Inference
+from pipeline.model import ModelSpec, load_model
+from pipeline.preprocess import Preprocessing
+from pipeline.reference import compare, reference_predictions, run_torch
+from pipeline.results import Result, new_result, now, write_result
+from pipeline.schema import Config, Engine, OnBadImage, Sink
+from pipeline.validate import validate
+from pipeline import weights
+
+log = logging.getLogger(__name__)
+WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit)): (.+)$", re.MULTILINE)
+
+
+class AccountingError(RuntimeError):
+    """A pass did not account for every input image exactly once."""
+
+
+def describe_error(error: BaseException) -> dict[str, str]:
+    """Type and message of a failure; for an error raised in a Spark Python worker, the worker's own."""
+    text = str(error)
+    kind, message = type(error).__name__, text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if "Traceback (most recent call last)" in text:
+        worker = WORKER_ERROR.findall(text.split("Traceback (most recent call last)")[-1])
+        if worker:
+            kind, message = worker[-1]
+    trace = "".join(traceback.format_exception(error))
+    return {"type": kind, "message": message, "detail": trace[-20000:]}
+
+
+def _inference(config: Config, weights_file: Path) -> Inference:
+    return Inference(
+        preprocessing=Preprocessing(image_format=config.dataset.format.value),
+        model=ModelSpec(str(weights_file)),
+        batch_size=config.model.batch_size,
+        fail_on_bad_image=config.on_bad_image is OnBadImage.fail,
+    )
+
+
+def _measure(config: Config, dataset, inference: Inference, run_dir: Path) -> Measurement:
+    if config.engine.name is Engine.spark:
+        from pipeline.spark_engine import run_spark
+
+        return run_spark(config, dataset, inference, run_dir)
+    measurement = run_torch(
+        dataset,
+        inference,
+        workers=config.engine.loader_workers,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        sink_dir=run_dir / "predictions" if config.sink is Sink.parquet else None,
+    )
+    measurement.startup_s = 0.0
+    return measurement
+
+
+def _record(result: Result, measurement: Measurement, num_images: int) -> None:
+    for number, passed in enumerate(measurement.warmups + measurement.timed, start=1):
+        if passed.predicted + len(passed.bad) != num_images:
+            raise AccountingError(
+                f"pass {number}: {passed.predicted} predicted + {len(passed.bad)} bad != {num_images} input images"
+            )
+    metrics = result.metrics
+    last = measurement.timed[-1]
+    metrics.wall_s = [p.seconds for p in measurement.timed]
+    metrics.warmup_s = [p.seconds for p in measurement.warmups]
+    metrics.throughput_per_repeat = [num_images / s for s in metrics.wall_s]
+    metrics.throughput_images_per_s = num_images / statistics.median(metrics.wall_s)
+    metrics.startup_s = measurement.startup_s
+    metrics.num_predicted = last.predicted
+    bad = {record.id: record.reason for record in last.bad}
+    metrics.num_bad_images = len(bad)
+    result.bad_images = [{"id": image_id, "reason": reason} for image_id, reason in sorted(bad.items())]
+    result.tasks = {key: value for key, value in last.tasks.items()}
+    metrics.max_model_loads_per_worker = last.tasks.get("max_model_loads_per_worker", load_model.cache_info().misses)
+    result.spark_conf = measurement.spark_conf
+
+
+def execute(config: Config, run_dir: Path, result: Result) -> None:
+    validate(config)
+    cache = config.cache_dir
+    dataset = prepare(config.dataset, cache)
+    result.dataset = dataset_summary(dataset)
+    result.metrics.num_images = dataset.num_images
+    result.metrics.data_prepare_s = dataset.prepare_s
+    result.metrics.data_generated = dataset.generated
+    log.info("data: %d images in %s (%s, %.1f s)", dataset.num_images, dataset.path,
+             "generated" if dataset.generated else "cached", dataset.prepare_s)
+    started = time.perf_counter()
+    inference = _inference(config, weights.resolve(config.model.weights, config.model.seed, cache))
+    result.metrics.weights_prepare_s = time.perf_counter() - started
+    reference = None
+    if config.verify:
+        started = time.perf_counter()
+        reference = reference_predictions(dataset, inference, cache)
+        result.metrics.reference_s = time.perf_counter() - started
+    measurement = _measure(config, dataset, inference, run_dir)
+    _record(result, measurement, dataset.num_images)
+    if reference is not None:
+        agreement = compare(measurement.predictions, reference)
+        result.verification.update(agreement)
+        result.metrics.top1_agreement = agreement["top1_agreement"]
+        result.metrics.max_abs_prob_diff = agreement["max_abs_prob_diff"]
+        result.metrics.verified_images = agreement["compared"]
+
+
+def run(config: Config, run_dir: Path) -> Result:
+    """Run one configured benchmark; result.json is written however it ends."""
+    result = new_result(config, run_dir)
+    try:
+        execute(config, run_dir, result)
+        result.status = "ok"
+    except KeyboardInterrupt:
+        result.status, result.error = "interrupted", {"type": "KeyboardInterrupt", "message": "interrupted"}
+        raise
+    except Exception as error:
+        result.status, result.error = "failed", describe_error(error)
+    finally:
+        result.finished_at = now()
+        write_result(run_dir, result)
+    return result

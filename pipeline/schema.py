@@ -1,0 +1,121 @@
+"""The experiment's structured-config schema.
+
+Every axis of the matrix is a Hydra config group whose YAML options are merged into these dataclasses, so a
+misspelt key, a wrong type or an unknown enum value fails at compose time with the key and the choices.
+What a type cannot say (ranges, combinations) is checked by `pipeline.validate` before anything starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class Engine(Enum):
+    spark = "spark"
+    torch = "torch"
+
+
+class DataSource(Enum):
+    synthetic = "synthetic"
+    folder = "folder"
+    parquet = "parquet"
+
+
+class ImageFormat(Enum):
+    jpeg = "jpeg"
+    raw = "raw"
+
+
+class UdfStyle(Enum):
+    map_in_pandas = "map_in_pandas"
+
+
+class ClusterMode(Enum):
+    local = "local"
+
+
+class Sink(Enum):
+    noop = "noop"
+    parquet = "parquet"
+
+
+class OnBadImage(Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+@dataclass
+class DatasetConfig:
+    source: DataSource = DataSource.synthetic
+    format: ImageFormat = ImageFormat.jpeg
+    num_images: Optional[int] = 64
+    images_per_file: int = 1000
+    seed: int = 0
+    folder: Optional[str] = None
+    path: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    weights: str = "random"
+    seed: int = 0
+    batch_size: int = 32
+
+
+@dataclass
+class EngineConfig:
+    name: Engine = Engine.spark
+    loader_workers: int = 0
+
+
+@dataclass
+class UdfConfig:
+    style: UdfStyle = UdfStyle.map_in_pandas
+
+
+@dataclass
+class ClusterConfig:
+    mode: ClusterMode = ClusterMode.local
+    cores: Optional[int] = None
+    driver_memory: str = "2g"
+
+
+@dataclass
+class GpuConfig:
+    executor_amount: int = 0
+    task_amount: float = 0.0
+    emulate: int = 0
+
+
+@dataclass
+class SparkConfig:
+    max_records_per_batch: int = 128
+    python_worker_reuse: bool = True
+    partitions: Optional[int] = None
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    udf: UdfConfig = field(default_factory=UdfConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    sink: Sink = Sink.noop
+    on_bad_image: OnBadImage = OnBadImage.skip
+    repeats: int = 3
+    warmup: int = 1
+    verify: bool = False
+    cache_dir: str = "~/.cache/spark-inference-bench"
+
+
+def register() -> None:
+    """Register the schema; `config.yaml` names it first in its defaults list."""
+    ConfigStore.instance().store(name="schema", node=Config)
