@@ -358,7 +358,6 @@ def _add_objects(rng: np.random.Generator, rgb: np.ndarray, amp: np.ndarray, kin
             continue
         alpha = _mask((x1 - x0, y1 - y0), [(px - x0, py - y0) for px, py in poly.tolist()], blur)
 
-        # Directional shading (and optional stripes) across the object's box.
         # Directional shading and optional stripes, built from 1-D profiles:
         # sin(a + b) = sin a cos b + cos a sin b keeps the transcendental
         # work one-dimensional.
@@ -369,10 +368,12 @@ def _add_objects(rng: np.random.Generator, rgb: np.ndarray, amp: np.ndarray, kin
         if stripes:
             kx = 2 * np.pi / s_period * np.cos(s_theta)
             ky = 2 * np.pi / s_period * np.sin(s_theta)
-            sx, cx_ = (np.sin(kx * xx) * s_depth).astype(np.float32), (np.cos(kx * xx) * s_depth).astype(np.float32)
-            sy, cy_ = np.cos(ky * yy).astype(np.float32)[:, None], np.sin(ky * yy).astype(np.float32)[:, None]
-            wave = sx * sy
-            wave += cx_ * cy_
+            sin_x = (s_depth * np.sin(kx * xx)).astype(np.float32)
+            cos_x = (s_depth * np.cos(kx * xx)).astype(np.float32)
+            sin_y = np.sin(ky * yy).astype(np.float32)[:, None]
+            cos_y = np.cos(ky * yy).astype(np.float32)[:, None]
+            wave = sin_x * cos_y
+            wave += cos_x * sin_y
             wave += np.float32(1.0)
             lum *= wave
         np.clip(lum, 0.2, 2.0, out=lum)
