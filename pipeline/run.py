@@ -9,7 +9,8 @@ import time
 import traceback
 from pathlib import Path
 
-from pipeline.data import dataset_summary, prepare
+from pipeline import weights
+from pipeline.data import Dataset, dataset_summary, prepare
 from pipeline.engine import Measurement
 from pipeline.inference import Inference
 from pipeline.model import ModelSpec, load_model
@@ -17,8 +18,8 @@ from pipeline.preprocess import Preprocessing
 from pipeline.reference import compare, reference_predictions, run_torch
 from pipeline.results import Result, new_result, now, write_result
 from pipeline.schema import Config, Engine, OnBadImage, Sink
+from pipeline.session import java_version
 from pipeline.validate import validate
-from pipeline import weights
 
 log = logging.getLogger(__name__)
 WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit)): (.+)$", re.MULTILINE)
@@ -49,12 +50,12 @@ def _inference(config: Config, weights_file: Path) -> Inference:
     )
 
 
-def _measure(config: Config, dataset, inference: Inference, run_dir: Path) -> Measurement:
+def _measure(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
     if config.engine.name is Engine.spark:
         from pipeline.spark_engine import run_spark
 
         return run_spark(config, dataset, inference, run_dir)
-    measurement = run_torch(
+    return run_torch(
         dataset,
         inference,
         workers=config.engine.loader_workers,
@@ -62,8 +63,6 @@ def _measure(config: Config, dataset, inference: Inference, run_dir: Path) -> Me
         repeats=config.repeats,
         sink_dir=run_dir / "predictions" if config.sink is Sink.parquet else None,
     )
-    measurement.startup_s = 0.0
-    return measurement
 
 
 def _record(result: Result, measurement: Measurement, num_images: int) -> None:
@@ -83,13 +82,15 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     bad = {record.id: record.reason for record in last.bad}
     metrics.num_bad_images = len(bad)
     result.bad_images = [{"id": image_id, "reason": reason} for image_id, reason in sorted(bad.items())]
-    result.tasks = {key: value for key, value in last.tasks.items()}
+    result.tasks = dict(last.tasks)
     metrics.max_model_loads_per_worker = last.tasks.get("max_model_loads_per_worker", load_model.cache_info().misses)
     result.spark_conf = measurement.spark_conf
 
 
 def execute(config: Config, run_dir: Path, result: Result) -> None:
     validate(config)
+    if config.engine.name is Engine.spark:
+        java_version()
     cache = config.cache_dir
     dataset = prepare(config.dataset, cache)
     result.dataset = dataset_summary(dataset)

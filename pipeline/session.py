@@ -101,10 +101,11 @@ def loopback_env() -> None:
 @contextmanager
 def spark_session(conf: dict[str, str]) -> Iterator["SparkSession"]:  # noqa: F821
     """A SparkSession built from `conf` (nothing else), stopped however the block ends."""
-    java_version()
     loopback_env()
     from pyspark.sql import SparkSession
 
+    if SparkSession.getActiveSession() is not None:
+        raise RuntimeError("a SparkSession is already active in this process; each run needs its own application")
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)

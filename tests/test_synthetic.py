@@ -115,11 +115,12 @@ def test_encode_jpeg_quality_controls_size():
 
 
 def test_mean_jpeg_size_is_imagenet_like(jpegs):
-    # Over 200 images (seed 0) the mean is calibrated to 110-130 KB, like
-    # ImageNet validation.  60 images carry more sampling error (per-image
-    # sizes have a coefficient of variation of roughly 0.35, so the standard
-    # error of a 60-image mean is ~5 %); 100-140 KB covers that, and holds for
-    # these fixed indices.
+    # Calibrated so that 200 images average 110-130 KB (seed 0: ~115 KB; seeds
+    # 0-5: ~121 KB), like ImageNet validation.  A 60-image mean carries more
+    # sampling error: sizes have a coefficient of variation of ~0.25, so its
+    # standard error is ~3 % (~4 KB), and disjoint 60-image windows of seeds
+    # 0-3 measured 114-126 KB.  100-140 KB leaves over 3 standard errors of
+    # room either side while still catching a mis-calibration.
     mean_kb = np.mean([len(b) for b in jpegs.values()]) / 1000
     assert 100 <= mean_kb <= 140, mean_kb
 
@@ -131,19 +132,29 @@ def test_jpeg_sizes_vary_naturally(jpegs):
 
 
 # --- looks like a photo, not noise or flat colour ---------------------------
-def test_neighbouring_pixels_are_strongly_correlated(images):
-    for image in images.values():
-        y = _luma(image)
-        r = np.corrcoef(y[:, :-1].ravel(), y[:, 1:].ravel())[0, 1]
-        assert r > 0.8, r
+def _neighbour_correlation(y: np.ndarray) -> float:
+    return float(np.corrcoef(y[:, :-1].ravel(), y[:, 1:].ravel())[0, 1])
 
 
-def test_images_have_edges(images):
+def test_neighbouring_pixels_are_correlated_like_a_scene_not_noise(images):
+    # White noise gives ~0.  Typical images here give ~0.85; the busiest
+    # (large, densely textured surfaces, which the quality-90 size target
+    # demands) dip to ~0.65, so the per-image floor is 0.6.
+    corrs = [_neighbour_correlation(_luma(image)) for image in images.values()]
+    assert min(corrs) > 0.6, corrs
+    assert np.median(corrs) > 0.8, corrs
+
+
+def test_images_have_structural_edges(images):
+    # Averaged over 8x8 blocks, texture cancels out but object boundaries and
+    # horizons remain: a good share of neighbouring blocks differ by > 30 grey
+    # levels, where white noise gives ~1 % and a smooth gradient 0.
     for image in images.values():
         y = _luma(image)
-        gx = np.abs(np.diff(y, axis=1))
-        strong = (gx > 25).mean()
-        assert 0.002 < strong < 0.25, strong
+        h, w = (s // 8 * 8 for s in y.shape)
+        blocks = y[:h, :w].reshape(h // 8, 8, w // 8, 8).mean(axis=(1, 3))
+        jumps = np.maximum(np.abs(np.diff(blocks, axis=1))[:-1, :], np.abs(np.diff(blocks, axis=0))[:, :-1])
+        assert (jumps > 30).mean() > 0.05
 
 
 def test_images_are_not_flat(images):

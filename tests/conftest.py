@@ -1,0 +1,83 @@
+"""Shared fixtures: one cache of data and weights, and one SparkSession, per test session."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from pipeline import synthetic, weights
+from pipeline.data import IMAGE_SCHEMA, Dataset, describe, prepare
+from pipeline.inference import Inference
+from pipeline.model import ModelSpec
+from pipeline.preprocess import Preprocessing
+from pipeline.schema import Config, register
+
+register()
+
+
+def compose_config(*overrides: str) -> Config:
+    """The real composed config, as `python -m pipeline OVERRIDES` would build it."""
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+
+
+def corrupt_images() -> dict[str, bytes]:
+    """One of each undecodable image a real data set contains, keyed by the id they get."""
+    jpeg = synthetic.synth_jpeg(7, 0)
+    return {
+        "bad-empty": b"",
+        "bad-truncated": jpeg[: len(jpeg) // 3],
+        "bad-random": random.Random(0).randbytes(5000),
+    }
+
+
+def write_images(path: Path, rows: list[tuple[str, int, bytes]]) -> Dataset:
+    path.mkdir(parents=True, exist_ok=True)
+    ids, labels, images = zip(*rows)
+    pq.write_table(pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA), path / "part-0.parquet")
+    return describe(path, {"source": "parquet", "path": str(path)}, False, 0.0)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def weights_file(cache_dir: Path) -> Path:
+    return weights.resolve("random", 0, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(cache_dir: Path) -> Dataset:
+    """12 generated JPEGs in two files."""
+    return prepare(compose_config("dataset.num_images=12", "dataset.images_per_file=8").dataset, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def bad_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """6 good JPEGs and the three corrupt images of `corrupt_images`, interleaved."""
+    good = [(f"good-{i}", synthetic.synth_label(3, i), synthetic.synth_jpeg(3, i)) for i in range(6)]
+    bad = [(image_id, 0, data) for image_id, data in corrupt_images().items()]
+    return write_images(tmp_path_factory.mktemp("bad-data"), good[:2] + bad[:1] + good[2:4] + bad[1:] + good[4:])
+
+
+@pytest.fixture(scope="session")
+def inference(weights_file: Path) -> Inference:
+    return Inference(preprocessing=Preprocessing(), model=ModelSpec(str(weights_file)), batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """The test session's one SparkSession (local[2]), built from the same conf builder as a run."""
+    from pipeline.session import spark_conf, spark_session
+
+    run_dir = tmp_path_factory.mktemp("spark")
+    with spark_session(spark_conf(compose_config(), run_dir, input_bytes=2**20)) as session:
+        yield session

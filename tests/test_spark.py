@@ -1,0 +1,79 @@
+"""The Spark engine on the test session's one SparkSession: same predictions as the reference, bad images
+accounted for, the model built once per Python worker."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline.reference import compare, reference_predictions
+from pipeline.run import describe_error
+from pipeline.spark_engine import measure
+from tests.conftest import compose_config, corrupt_images
+
+
+def measured(spark, run_dir, dataset, inference, *overrides):
+    return measure(spark, compose_config("warmup=0", "repeats=1", *overrides), dataset, inference, run_dir)
+
+
+def test_map_in_pandas_agrees_with_the_reference(spark, tmp_path, tiny_dataset, inference, cache_dir):
+    run = measured(spark, tmp_path, tiny_dataset, inference, "verify=true")
+    agreement = compare(run.predictions, reference_predictions(tiny_dataset, inference, cache_dir))
+    assert agreement["compared"] == tiny_dataset.num_images
+    assert agreement["top1_agreement"] == 1.0
+    assert agreement["max_abs_prob_diff"] <= 1e-4
+    assert agreement["duplicate_ids"] == 0
+
+
+def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, inference):
+    run = measured(spark, tmp_path, tiny_dataset, inference, "warmup=1", "repeats=2")
+    assert [p.predicted for p in run.warmups + run.timed] == [tiny_dataset.num_images] * 3
+    assert all(p.tasks["images"] == tiny_dataset.num_images for p in run.timed)
+
+
+def test_model_is_built_once_per_python_worker(spark, tmp_path, tiny_dataset, inference):
+    run = measured(spark, tmp_path, tiny_dataset, inference, "repeats=2")
+    for timed in run.timed:
+        assert timed.tasks["tasks"] >= 2
+        assert timed.tasks["max_model_loads_per_worker"] == 1
+    # 12 images at batch size 4: every task ran several model batches on its worker's one model
+    assert max(record["images"] for record in run.timed[-1].tasks["records"]) > inference.batch_size
+
+
+def test_tasks_use_their_cpu_share_on_the_cpu(spark, tmp_path, tiny_dataset, inference):
+    records = measured(spark, tmp_path, tiny_dataset, inference).timed[0].tasks["records"]
+    assert {(record["cpus"], record["device"], tuple(record["gpu_addresses"])) for record in records} == {(1, "cpu", ())}
+
+
+def test_corrupt_images_are_skipped_counted_and_listed(spark, tmp_path, bad_dataset, inference):
+    run = measured(spark, tmp_path, bad_dataset, inference)
+    timed = run.timed[0]
+    assert {record.id for record in timed.bad} == set(corrupt_images())
+    assert all(record.reason for record in timed.bad)
+    assert timed.predicted == bad_dataset.num_images - len(corrupt_images())
+
+
+def test_on_bad_image_fail_stops_the_run_naming_the_image(spark, tmp_path, bad_dataset, inference):
+    strict = dataclasses.replace(inference, fail_on_bad_image=True)
+    with pytest.raises(Exception) as failure:
+        measured(spark, tmp_path, bad_dataset, strict)
+    error = describe_error(failure.value)
+    assert error["type"] == "BadImageError"
+    assert "id=bad-" in error["message"] and "on_bad_image=fail" in error["message"]
+
+
+def test_parquet_sink_writes_every_prediction(spark, tmp_path, tiny_dataset, inference):
+    measured(spark, tmp_path, tiny_dataset, inference, "sink=parquet")
+    written = spark.read.parquet(str(tmp_path / "predictions")).toPandas()
+    assert sorted(written.columns) == ["id", "label", "prob", "top1", "top5"]
+    assert sorted(written["id"]) == [f"{index:09d}" for index in range(tiny_dataset.num_images)]
+    assert all(len(top5) == 5 and top5[0] == top1 for top5, top1 in zip(written["top5"], written["top1"]))
+
+
+def test_a_second_application_in_the_same_process_is_refused(spark, tmp_path):
+    from pipeline.session import spark_conf, spark_session
+
+    with pytest.raises(RuntimeError, match="already active"):
+        with spark_session(spark_conf(compose_config(), tmp_path, 2**20)):
+            pass
