@@ -134,16 +134,19 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
     files = sorted(path.glob("*.parquet"))
     if not files:
         raise DatasetError(f"{path} holds no .parquet files")
-    try:
-        num_images = sum(pq.ParquetFile(file).metadata.num_rows for file in files)
-        schema = pq.read_schema(files[0])
-    except (OSError, pa.ArrowException) as error:
-        raise DatasetError(f"cannot read Parquet under {path}: {error}") from error
-    missing = [name for name in IMAGE_SCHEMA.names if name not in schema.names]
-    if missing:
-        raise DatasetError(f"{path}: Parquet lacks column(s) {missing}; expected {IMAGE_SCHEMA.names}")
-    if not pa.types.is_binary(schema.field("image").type) and not pa.types.is_large_binary(schema.field("image").type):
-        raise DatasetError(f"{path}: column 'image' is {schema.field('image').type}, expected binary")
+    num_images = 0
+    for file in files:
+        try:
+            parquet = pq.ParquetFile(file)
+        except (OSError, pa.ArrowException) as error:
+            raise DatasetError(f"cannot read Parquet file {file}: {error}") from error
+        schema, num_images = parquet.schema_arrow, num_images + parquet.metadata.num_rows
+        missing = [name for name in IMAGE_SCHEMA.names if name not in schema.names]
+        if missing:
+            raise DatasetError(f"{file}: Parquet lacks column(s) {missing}; expected {IMAGE_SCHEMA.names}")
+        image_type = schema.field("image").type
+        if not (pa.types.is_binary(image_type) or pa.types.is_large_binary(image_type)):
+            raise DatasetError(f"{file}: column 'image' is {image_type}, expected binary")
     if num_images == 0:
         raise DatasetError(f"{path}: the data set is empty")
     size = sum(file.stat().st_size for file in files)

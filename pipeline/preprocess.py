@@ -35,6 +35,8 @@ def decode_rgb(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
+            if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit: keep the high byte, don't clip
+                image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 rgba = image.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -80,7 +82,7 @@ class Preprocessing:
         """A uint8 NCHW batch to float32 in [0,1], then ImageNet-normalized, on the batch's device."""
         mean = torch.tensor(self.mean, device=crops.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=crops.device).view(1, 3, 1, 1)
-        return crops.float().div_(255.0).sub_(mean).div_(std)
+        return crops.to(torch.float32).div(255.0).sub_(mean).div_(std)
 
     def crops(self, images: Sequence[bytes]) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
         """Crop a batch: the stacked uint8 crops, the positions they came from, and (position, reason) of bad ones."""

@@ -16,7 +16,6 @@ from pipeline.preprocess import RAW_BYTES
 from tests.conftest import compose_config, write_images
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG"
 
 
 def synthetic_config(num_images: int, *overrides: str):
@@ -256,5 +255,5 @@ def test_an_unreadable_parquet_file_is_a_dataset_error(tmp_path):
     path = tmp_path / "garbage"
     path.mkdir()
     (path / "part-0.parquet").write_bytes(b"this is not parquet" * 100)
-    with pytest.raises(DatasetError, match="cannot read Parquet under"):
+    with pytest.raises(DatasetError, match="cannot read Parquet file"):
         prepare(parquet_config(path), tmp_path / "cache")

@@ -191,6 +191,12 @@ def test_a_palette_png_is_decoded_and_its_transparent_index_becomes_white(prepro
     assert uniform_crop_colour(crop[:, :, 124:]) == [255, 255, 255]
 
 
+def test_a_16_bit_grayscale_png_keeps_its_brightness(preprocessing):
+    pixels = np.full((240, 320), 32768, dtype=np.uint16)  # mid grey; a clipping conversion makes it white
+    crop = preprocessing.crop(encode(Image.fromarray(pixels), "PNG"))
+    assert uniform_crop_colour(crop) == [128, 128, 128]
+
+
 def test_a_one_pixel_image_fills_the_whole_crop(preprocessing):
     crop = preprocessing.crop(encode(Image.new("RGB", (1, 1), (30, 60, 90)), "PNG"))
     assert crop.shape == (3, CROP, CROP) and crop.dtype == torch.uint8
