@@ -115,11 +115,11 @@ def test_encode_jpeg_quality_controls_size():
 
 
 def test_mean_jpeg_size_is_imagenet_like(jpegs):
-    # Calibrated so that 200 images average 110-130 KB (seed 0: ~115 KB; seeds
-    # 0-5: ~121 KB), like ImageNet validation.  A 60-image mean carries more
-    # sampling error: sizes have a coefficient of variation of ~0.25, so its
+    # Calibrated so that 200 images average 110-130 KB (seed 0: ~114 KB; seeds
+    # 0-5: ~119 KB), like ImageNet validation.  A 60-image mean carries more
+    # sampling error: sizes have a coefficient of variation of ~0.26, so its
     # standard error is ~3 % (~4 KB), and disjoint 60-image windows of seeds
-    # 0-3 measured 114-126 KB.  100-140 KB leaves over 3 standard errors of
+    # 0-3 measured 112-124 KB.  100-140 KB leaves about 3 standard errors of
     # room either side while still catching a mis-calibration.
     mean_kb = np.mean([len(b) for b in jpegs.values()]) / 1000
     assert 100 <= mean_kb <= 140, mean_kb
@@ -137,11 +137,12 @@ def _neighbour_correlation(y: np.ndarray) -> float:
 
 
 def test_neighbouring_pixels_are_correlated_like_a_scene_not_noise(images):
-    # White noise gives ~0.  Typical images here give ~0.85; the busiest
-    # (large, densely textured surfaces, which the quality-90 size target
-    # demands) dip to ~0.65, so the per-image floor is 0.6.
+    # White noise gives ~0.  Over 200 images the median is ~0.83, but the
+    # busiest (large, densely textured surfaces -- which the quality-90 size
+    # target demands) dip to ~0.6, so the per-image floor is 0.5.  This sample
+    # measured min 0.73, median 0.83.
     corrs = [_neighbour_correlation(_luma(image)) for image in images.values()]
-    assert min(corrs) > 0.6, corrs
+    assert min(corrs) > 0.5, corrs
     assert np.median(corrs) > 0.8, corrs
 
 
