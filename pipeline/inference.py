@@ -1,13 +1,20 @@
-"""The inference step every engine and every Spark variant runs: rows of encoded images in, predictions out.
+"""The inference steps every engine and every Spark variant runs, on plain columns, knowing nothing of Spark.
 
-It knows nothing of Spark. A Spark variant only decides how rows reach `Inference.prepare` and `Inference.predict` (and in which
-process); the reference engine calls the same code in one process, so predictions can be compared exactly.
+A topology cuts the work into steps — `fused` (image → prediction), or `preprocess` (image → uint8 crop)
+then `predict` (crop → prediction) — and a Spark variant only decides how rows reach a step and in which
+process. The reference engine calls the same steps in one process, so predictions compare exactly.
+
+Each step has two phases: `prepare` (CPU work on one model batch) and `finish` (the model or the
+serialization), so a variant can prepare the next batch while the current one finishes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +23,8 @@ import torch
 
 from pipeline.model import ModelSpec, load_model, predict
 from pipeline.preprocess import Preprocessing
+
+Columns = dict[str, Any]  # column name → a sequence of values, one per row
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -26,7 +35,9 @@ PREDICTION_SCHEMA = pa.schema(
         ("top5", pa.list_(pa.int32())),
     ]
 )
-PREDICTION_DDL = "id string, label int, top1 int, prob float, top5 array<int>"
+CROP_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("crop", pa.binary())])
+IMAGE_COLUMNS = ("id", "label", "image")
+CROP_COLUMNS = ("id", "label", "crop")
 
 
 class BadImageError(RuntimeError):
@@ -40,13 +51,33 @@ class BadImageRecord:
 
 
 @dataclass(frozen=True)
+class Output:
+    """A step's result for one batch: output columns for the good rows, where they came from, the bad ones."""
+
+    columns: Columns
+    positions: list[int]
+    bad: list[BadImageRecord] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """A model batch after CPU preprocessing: uint8 crops of the good images and the list of bad ones."""
+    """A batch after its CPU phase: uint8 crops (N,3,224,224) of the good rows."""
 
     ids: list[str]
     labels: list[int]
     crops: torch.Tensor
+    positions: list[int]
     bad: list[BadImageRecord]
+
+
+def ddl(schema: pa.Schema) -> str:
+    names = {pa.string(): "string", pa.int32(): "int", pa.float32(): "float", pa.binary(): "binary"}
+    return ", ".join(
+        f"{f.name} {'array<int>' if pa.types.is_list(f.type) else names[f.type]}" for f in schema
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,59 +89,173 @@ class Inference:
     batch_size: int
     fail_on_bad_image: bool = False
 
-    def prepare(self, rows: pd.DataFrame) -> Prepared:
-        """CPU preprocessing of one model batch of rows (id, label, image)."""
-        crops, positions, failures = self.preprocessing.crops(rows["image"].tolist())
-        ids = rows["id"].astype(str).tolist()
+    def crop_batch(self, columns: Columns) -> Prepared:
+        """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised."""
+        crops, positions, failures = self.preprocessing.crops(list(columns["image"]))
+        return self._prepared(columns, crops, positions, failures)
+
+    def _prepared(self, columns: Columns, crops: torch.Tensor, positions: list[int], failures) -> Prepared:
+        ids = [str(value) for value in columns["id"]]
         bad = [BadImageRecord(ids[position], reason) for position, reason in failures]
         if bad and self.fail_on_bad_image:
             raise BadImageError(f"bad image id={bad[0].id}: {bad[0].reason} (on_bad_image=fail)")
-        labels = rows["label"].tolist()
-        return Prepared([ids[p] for p in positions], [int(labels[p]) for p in positions], crops, bad)
+        labels = list(columns["label"])
+        return Prepared([ids[p] for p in positions], [int(labels[p]) for p in positions], crops, positions, bad)
 
-    def predict(self, prepared: Prepared, device: str = "cpu") -> pd.DataFrame:
-        """Normalize on `device` and predict one prepared batch; the model is loaded once per process."""
+    def predictions(self, prepared: Prepared, device: str) -> Output:
+        """Normalize on `device` and predict; the model is built once per process."""
         if not prepared.ids:
-            return empty_predictions()
+            return Output(empty_columns(PREDICTION_SCHEMA), [], prepared.bad)
         batch = self.preprocessing.normalize(prepared.crops.to(device, non_blocking=True))
         predicted = predict(load_model(self.model, device), batch)
-        return pd.DataFrame(
-            {
-                "id": prepared.ids,
-                "label": np.asarray(prepared.labels, dtype=np.int32),
-                "top1": predicted.top1.astype(np.int32),
-                "prob": predicted.prob.astype(np.float32),
-                "top5": list(predicted.top5.astype(np.int32)),
-            }
-        )
-
-    def batches(self, rows: pd.DataFrame) -> Iterator[pd.DataFrame]:
-        """`rows` cut into model batches of `batch_size`."""
-        for start in range(0, len(rows), self.batch_size):
-            yield rows.iloc[start : start + self.batch_size]
+        columns = {
+            "id": prepared.ids,
+            "label": np.asarray(prepared.labels, dtype=np.int32),
+            "top1": predicted.top1.astype(np.int32),
+            "prob": predicted.prob.astype(np.float32),
+            "top5": predicted.top5.astype(np.int32),
+        }
+        return Output(columns, prepared.positions, prepared.bad)
 
 
-def empty_predictions() -> pd.DataFrame:
-    return PREDICTION_SCHEMA.empty_table().to_pandas()
+@dataclass(frozen=True)
+class Step:
+    """One unit of work a Spark stage runs: input columns, output schema, and the two phases."""
+
+    name: str
+    inference: Inference
+    inputs: tuple[str, ...]
+    schema: pa.Schema
+
+    @property
+    def batch_size(self) -> int:
+        return self.inference.batch_size
+
+    @property
+    def ddl(self) -> str:
+        return ddl(self.schema)
+
+    def prepare(self, columns: Columns) -> Prepared:
+        if self.name == "predict":
+            crops = [torch.frombuffer(bytearray(crop), dtype=torch.uint8) for crop in columns["crop"]]
+            size = self.inference.preprocessing.crop_size
+            stacked = torch.stack(crops).view(-1, 3, size, size) if crops else torch.empty((0, 3, size, size), dtype=torch.uint8)
+            return self.inference._prepared(columns, stacked, list(range(len(crops))), [])
+        return self.inference.crop_batch(columns)
+
+    def finish(self, prepared: Prepared, device: str) -> Output:
+        if self.name == "preprocess":
+            crops = [crop.numpy().tobytes() for crop in prepared.crops]
+            columns = {"id": prepared.ids, "label": np.asarray(prepared.labels, dtype=np.int32), "crop": crops}
+            return Output(columns, prepared.positions, prepared.bad)
+        return self.inference.predictions(prepared, device)
+
+    def __call__(self, columns: Columns, device: str) -> Output:
+        """Both phases over any number of rows, in model batches of `batch_size`."""
+        outputs = [self.finish(self.prepare(chunk), device) for chunk in chunks(columns, self.batch_size)]
+        return concat_outputs(outputs, self.schema)
 
 
-def rebatch(frames: Iterator[pd.DataFrame], size: int) -> Iterator[pd.DataFrame]:
-    """Re-chunk a stream of frames into frames of exactly `size` rows (the last may be shorter).
+def fused(inference: Inference) -> Step:
+    return Step("fused", inference, IMAGE_COLUMNS, PREDICTION_SCHEMA)
+
+
+def preprocess(inference: Inference) -> Step:
+    return Step("preprocess", inference, IMAGE_COLUMNS, CROP_SCHEMA)
+
+
+def predict_crops(inference: Inference) -> Step:
+    return Step("predict", inference, CROP_COLUMNS, PREDICTION_SCHEMA)
+
+
+def num_rows(columns: Columns) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def chunks(columns: Columns, size: int) -> Iterator[Columns]:
+    total = num_rows(columns)
+    for start in range(0, total, size):
+        yield {name: values[start : start + size] for name, values in columns.items()}
+
+
+def empty_columns(schema: pa.Schema) -> Columns:
+    return {name: [] for name in schema.names}
+
+
+def concat_outputs(outputs: Sequence[Output], schema: pa.Schema) -> Output:
+    """Outputs of consecutive chunks as one, positions counted from the first chunk's first row."""
+    if len(outputs) == 1:
+        return outputs[0]
+    columns = {name: [value for output in outputs for value in output.columns[name]] for name in schema.names}
+    positions: list[int] = []
+    offset = 0
+    for output in outputs:
+        positions += [offset + position for position in output.positions]
+        offset += len(output.positions) + len(output.bad)  # rows in = good + bad
+    return Output(columns, positions, [record for output in outputs for record in output.bad])
+
+
+def rebatch(batches: Iterable[Columns], size: int) -> Iterator[Columns]:
+    """Re-chunk a stream of column batches into batches of exactly `size` rows (the last may be shorter).
 
     Spark cuts Arrow batches by `maxRecordsPerBatch`, not by the model's batch size; carrying the remainder
-    over keeps every model call full, so batch size means the same thing in every variant.
+    over keeps every model call full, so batch size means the same thing in every variant that can stream.
     """
-    pending: list[pd.DataFrame] = []
-    count = 0
-    for frame in frames:
-        pending.append(frame)
-        count += len(frame)
-        if count < size:
-            continue
-        merged = pd.concat(pending, ignore_index=True)
-        full = (len(merged) // size) * size
-        for start in range(0, full, size):
-            yield merged.iloc[start : start + size]
-        pending, count = [merged.iloc[full:]], len(merged) - full
-    if count:
-        yield pd.concat(pending, ignore_index=True)
+    pending: Columns = {}
+    for batch in batches:
+        pending = {name: [*pending.get(name, []), *values] for name, values in batch.items()}
+        while num_rows(pending) >= size:
+            yield {name: values[:size] for name, values in pending.items()}
+            pending = {name: values[size:] for name, values in pending.items()}
+    if num_rows(pending):
+        yield pending
+
+
+def to_arrow(columns: Columns, schema: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for field_ in schema:
+        values = columns[field_.name]
+        if pa.types.is_list(field_.type):
+            arrays.append(pa.array([np.asarray(row).tolist() for row in values], type=field_.type))
+        else:
+            arrays.append(pa.array(values, type=field_.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def to_pandas(columns: Columns) -> pd.DataFrame:
+    """Columns as a DataFrame; 2-D arrays (top5) become one array per row."""
+    return pd.DataFrame(
+        {name: list(values) if isinstance(values, np.ndarray) and values.ndim > 1 else values for name, values in columns.items()}
+    )
+
+
+def aligned(output: Output, rows: int, schema: pa.Schema) -> Columns:
+    """Output columns with one entry per input row, None where the row was a bad image.
+
+    For variants whose UDF must return as many rows as it was given (scalar and iterator pandas UDFs,
+    predict_batch_udf); they drop the None rows afterwards.
+    """
+    columns: Columns = {name: [None] * rows for name in schema.names}
+    for name in schema.names:
+        for position, value in zip(output.positions, output.columns[name]):
+            columns[name][position] = value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+    return columns
+
+
+def prefetched(step: Step, batches: Iterable[Columns], depth: int) -> Iterator[Prepared]:
+    """`step.prepare` of each batch, up to `depth` batches ahead in a background thread.
+
+    Open-source Spark feeds a pandas UDF one batch at a time; preparing the next batch (decode, resize) while
+    the current one is in the model overlaps CPU and model time, as Databricks' closed prefetch did.
+    """
+    if depth == 0:
+        yield from map(step.prepare, batches)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.submit(step.prepare, batch))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -21,37 +21,49 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.data import Dataset
 from pipeline.engine import Measurement, Pass, run_passes
-from pipeline.inference import PREDICTION_SCHEMA, BadImageRecord, Inference, Prepared, empty_predictions, rebatch
+from pipeline.inference import (
+    IMAGE_COLUMNS,
+    PREDICTION_SCHEMA,
+    BadImageRecord,
+    Columns,
+    Inference,
+    Prepared,
+    Step,
+    fused,
+    rebatch,
+    to_pandas,
+)
 from pipeline.model import pick_device, use_threads
 
 
 class ParquetBatches(IterableDataset):
     """Row groups dealt round-robin to the loader's workers, cut into prepared model batches."""
 
-    def __init__(self, path: Path, inference: Inference) -> None:
+    def __init__(self, path: Path, step: Step) -> None:
         self.units = [
             (str(file), group)
             for file in sorted(Path(path).glob("*.parquet"))
             for group in range(pq.ParquetFile(file).num_row_groups)
         ]
-        self.inference = inference
+        self.step = step
 
-    def _frames(self, worker: int, workers: int) -> Iterator[pd.DataFrame]:
+    def _columns(self, worker: int, workers: int) -> Iterator[Columns]:
         for file, group in self.units[worker::workers]:
-            yield pq.ParquetFile(file).read_row_group(group, columns=["id", "label", "image"]).to_pandas()
+            table = pq.ParquetFile(file).read_row_group(group, columns=list(IMAGE_COLUMNS))
+            yield {name: table.column(name).to_pylist() for name in IMAGE_COLUMNS}
 
     def __iter__(self) -> Iterator[Prepared]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         if info:
             use_threads(1)
-        for rows in rebatch(self._frames(worker, workers), self.inference.batch_size):
-            yield self.inference.prepare(rows)
+        for columns in rebatch(self._columns(worker, workers), self.step.batch_size):
+            yield self.step.prepare(columns)
 
 
-def _loader(dataset: Dataset, inference: Inference, workers: int, device: str) -> DataLoader:
+def _loader(dataset: Dataset, step: Step, workers: int, device: str) -> DataLoader:
     return DataLoader(
-        ParquetBatches(dataset.path, inference),
+        ParquetBatches(dataset.path, step),
         batch_size=None,
         num_workers=workers,
         pin_memory=device.startswith("cuda"),
@@ -60,12 +72,14 @@ def _loader(dataset: Dataset, inference: Inference, workers: int, device: str) -
     )
 
 
-def _predict_all(loader: DataLoader, inference: Inference, device: str) -> tuple[pd.DataFrame, list[BadImageRecord]]:
+def _predict_all(loader: DataLoader, step: Step, device: str) -> tuple[pd.DataFrame, list[BadImageRecord]]:
     frames, bad = [], []
     for prepared in loader:
-        frames.append(inference.predict(prepared, device))
-        bad.extend(prepared.bad)
-    return (pd.concat(frames, ignore_index=True) if frames else empty_predictions()), bad
+        output = step.finish(prepared, device)
+        frames.append(to_pandas(output.columns))
+        bad.extend(output.bad)
+    empty = PREDICTION_SCHEMA.empty_table().to_pandas()
+    return (pd.concat(frames, ignore_index=True) if frames else empty), bad
 
 
 def run_torch(
@@ -73,21 +87,23 @@ def run_torch(
 ) -> Measurement:
     device = pick_device()
     use_threads(os.cpu_count() or 1)
-    loader = _loader(dataset, inference, workers, device)
+    step = fused(inference)
+    loader = _loader(dataset, step, workers, device)
     outcome: dict[str, object] = {}
 
     def action() -> None:
-        predictions, bad = _predict_all(loader, inference, device)
+        predictions, bad = _predict_all(loader, step, device)
         if sink_dir is not None:
             sink_dir.mkdir(parents=True, exist_ok=True)
             table = pa.Table.from_pandas(predictions, schema=PREDICTION_SCHEMA, preserve_index=False)
             pq.write_table(table, sink_dir / "part-00000.parquet")
         outcome.update(predictions=predictions, bad=bad)
 
-    def observe(seconds: float) -> Pass:
-        return Pass(seconds, len(outcome["predictions"]), list(outcome["bad"]))
+    def observe(times: dict[str, float]) -> Pass:
+        predicted, bad = len(outcome["predictions"]), list(outcome["bad"])
+        return Pass(times, predicted + len(bad), predicted, bad)
 
-    warmups, timed_passes = run_passes(warmup, repeats, action, observe, outcome.clear)
+    warmups, timed_passes = run_passes(warmup, repeats, [("predict", action)], observe, outcome.clear)
     return Measurement(warmups, timed_passes, predictions=outcome.get("predictions"))
 
 
@@ -105,7 +121,8 @@ def reference_predictions(dataset: Dataset, inference: Inference, cache_dir: str
     if path.is_file():
         return pd.read_parquet(path)
     use_threads(os.cpu_count() or 1)
-    predictions, _ = _predict_all(_loader(dataset, inference, 0, "cpu"), inference, "cpu")
+    step = fused(inference)
+    predictions, _ = _predict_all(_loader(dataset, step, 0, "cpu"), step, "cpu")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(pa.Table.from_pandas(predictions, schema=PREDICTION_SCHEMA, preserve_index=False), staging)

@@ -29,6 +29,9 @@ class Metrics:
     num_bad_images: int | None = None
     wall_s: list[float] = field(default_factory=list)
     warmup_s: list[float] = field(default_factory=list)
+    job_s: dict[str, list[float]] = field(default_factory=dict)
+    intermediate_bytes: int | None = None
+    cluster_start_s: float | None = None
     throughput_images_per_s: float | None = None
     throughput_per_repeat: list[float] = field(default_factory=list)
     startup_s: float | None = None
@@ -57,6 +60,8 @@ class Result:
     bad_images: list[dict[str, str]] = field(default_factory=list)
     tasks: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    cluster: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
     spark_conf: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -67,10 +72,14 @@ def now() -> str:
 
 def variant_of(config: Config) -> dict[str, Any]:
     """The choices and knobs that make this run a variant; the report groups and labels by these."""
+    spark = config.engine.name.value == "spark"
     return {
         "engine": config.engine.name.value,
-        "udf": config.udf.style.value if config.engine.name.value == "spark" else None,
-        "cluster": config.cluster.mode.value if config.engine.name.value == "spark" else None,
+        "udf": config.udf.style.value if spark else None,
+        "topology": config.topology.kind.value if spark else None,
+        "cluster": config.cluster.mode.value if spark else None,
+        "prefetch": config.udf.prefetch or None,
+        "rebuild_model_per_batch": config.udf.rebuild_model_per_batch or None,
         "batch_size": config.model.batch_size,
         "max_records_per_batch": config.spark.max_records_per_batch,
         "partitions": config.spark.partitions,

@@ -12,8 +12,9 @@ from pathlib import Path
 from pipeline import weights
 from pipeline.data import Dataset, dataset_summary, prepare
 from pipeline.engine import Measurement
+from pipeline.evidence import enforce
 from pipeline.inference import Inference
-from pipeline.model import ModelSpec, load_model
+from pipeline.model import ModelSpec, model_builds
 from pipeline.preprocess import Preprocessing
 from pipeline.reference import compare, reference_predictions, run_torch
 from pipeline.results import Result, new_result, now, write_result
@@ -67,9 +68,10 @@ def _measure(config: Config, dataset: Dataset, inference: Inference, run_dir: Pa
 
 def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     for number, passed in enumerate(measurement.warmups + measurement.timed, start=1):
-        if passed.predicted + len(passed.bad) != num_images:
+        if not passed.read == passed.predicted + len(passed.bad) == num_images:
             raise AccountingError(
-                f"pass {number}: {passed.predicted} predicted + {len(passed.bad)} bad != {num_images} input images"
+                f"pass {number}: {passed.read} read, {passed.predicted} predicted + {len(passed.bad)} bad, "
+                f"but the data set has {num_images} images"
             )
     metrics = result.metrics
     last = measurement.timed[-1]
@@ -83,8 +85,15 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     metrics.num_bad_images = len(bad)
     result.bad_images = [{"id": image_id, "reason": reason} for image_id, reason in sorted(bad.items())]
     result.tasks = dict(last.tasks)
-    metrics.max_model_loads_per_worker = last.tasks.get("max_model_loads_per_worker", load_model.cache_info().misses)
+    metrics.max_model_loads_per_worker = last.tasks.get("max_model_loads_per_worker", model_builds())
+    metrics.job_s = {name: [p.jobs[name] for p in measurement.timed] for name in last.jobs}
     result.spark_conf = measurement.spark_conf
+    metrics.intermediate_bytes = measurement.extra.get("intermediate_bytes")
+    metrics.cluster_start_s = measurement.extra.get("cluster_start_s")
+    result.cluster = measurement.extra.get("cluster", {})
+    result.evidence = {**measurement.extra.get("evidence", {}), "checks": measurement.extra.get("checks", {})}
+    if result.cluster:
+        result.env["gpus"] = result.cluster["gpus"]["kind"]
 
 
 def execute(config: Config, run_dir: Path, result: Result) -> None:
@@ -115,6 +124,7 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
         result.metrics.top1_agreement = agreement["top1_agreement"]
         result.metrics.max_abs_prob_diff = agreement["max_abs_prob_diff"]
         result.metrics.verified_images = agreement["compared"]
+    enforce(result.evidence.get("checks", {}))
 
 
 def run(config: Config, run_dir: Path) -> Result:

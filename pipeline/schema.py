@@ -14,6 +14,10 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 
 
+class ConfigError(ValueError):
+    """An invalid value or combination, named by its config key; raised before anything starts."""
+
+
 class Engine(Enum):
     spark = "spark"
     torch = "torch"
@@ -31,11 +35,26 @@ class ImageFormat(Enum):
 
 
 class UdfStyle(Enum):
+    scalar_pandas_udf = "scalar_pandas_udf"
+    iterator_pandas_udf = "iterator_pandas_udf"
     map_in_pandas = "map_in_pandas"
+    map_in_arrow = "map_in_arrow"
+    rdd_map_partitions = "rdd_map_partitions"
+    predict_batch_udf = "predict_batch_udf"
+
+
+class Topology(Enum):
+    fused = "fused"
+    split = "split"
+    two_stage = "two_stage"
+    stage_level = "stage_level"
 
 
 class ClusterMode(Enum):
     local = "local"
+    local_cluster = "local_cluster"
+    standalone = "standalone"
+    remote = "remote"
 
 
 class Sink(Enum):
@@ -75,12 +94,27 @@ class EngineConfig:
 @dataclass
 class UdfConfig:
     style: UdfStyle = UdfStyle.map_in_pandas
+    rebuild_model_per_batch: bool = False
+    prefetch: int = 0
+
+
+@dataclass
+class TopologyConfig:
+    kind: Topology = Topology.fused
+    predict_partitions: Optional[int] = None
+    intermediate_path: Optional[str] = None
 
 
 @dataclass
 class ClusterConfig:
     mode: ClusterMode = ClusterMode.local
     cores: Optional[int] = None
+    workers: int = 1
+    worker_cores: int = 2
+    worker_memory: str = "2g"
+    executor_memory: str = "1g"
+    task_cpus: int = 1
+    master: Optional[str] = None
     driver_memory: str = "2g"
 
 
@@ -88,6 +122,7 @@ class ClusterConfig:
 class GpuConfig:
     executor_amount: int = 0
     task_amount: float = 0.0
+    predict_task_amount: float = 1.0
     emulate: int = 0
 
 
@@ -105,6 +140,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     udf: UdfConfig = field(default_factory=UdfConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)

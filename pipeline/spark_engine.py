@@ -2,62 +2,105 @@
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from pipeline.data import Dataset
 from pipeline.engine import Measurement, Pass, run_passes
 from pipeline.inference import Inference
-from pipeline.schema import Config, Sink
+from pipeline.schema import Config, Sink, Topology
+from pipeline.cluster import cluster
+from pipeline.evidence import check, collect
 from pipeline.session import spark_conf, spark_session
 
 
 def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
-    """A fresh Spark application for this run, measured, then stopped."""
-    conf = spark_conf(config, run_dir, dataset.size_bytes)
+    """A fresh Spark application (and, for standalone, a fresh cluster) for this run, measured, then stopped."""
     started = time.perf_counter()
-    with spark_session(conf) as spark:
-        startup_s = time.perf_counter() - started
-        measurement = measure(spark, config, dataset, inference, run_dir)
+    with cluster(config, run_dir) as running:
+        cluster_s = time.perf_counter() - started
+        conf = spark_conf(config, run_dir, dataset.size_bytes, running)
+        started = time.perf_counter()
+        with spark_session(conf) as spark:
+            startup_s = time.perf_counter() - started
+            model_slots = running.model_slots(config.topology.kind is Topology.stage_level)
+            measurement = measure(spark, config, dataset, inference, run_dir, model_slots)
+            application = {
+                "app_id": spark.sparkContext.applicationId,
+                "driver_pid": os.getpid(),
+                "driver_jvm_max_memory_mb": spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
+            }
     measurement.startup_s, measurement.spark_conf = startup_s, conf
+    found = collect(run_dir / "eventlog", measurement.timed[-1], pass_description(config.warmup + config.repeats, config))
+    measurement.extra.update(
+        cluster_start_s=cluster_s,
+        cluster={
+            "master": running.master,
+            "slots": running.slots,
+            "gpu_slots": running.gpu_slots,
+            "model_slots": model_slots,
+            "gpus": asdict(running.gpus),
+            "pids": list(running.pids),
+            "log_dir": str(running.log_dir) if running.log_dir else None,
+            **application,
+        },
+        evidence=found,
+        checks=check(found, running, config.topology.kind),
+    )
     return measurement
 
 
-def measure(spark: SparkSession, config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+def pass_description(number: int, config: Config) -> str:
+    """The job description of pass `number`; the event log maps stages to passes by it."""
+    return f"pass {number} ({'warm-up' if number <= config.warmup else 'timed'})"
+
+
+def measure(
+    spark: SparkSession, config: Config, dataset: Dataset, inference: Inference, run_dir: Path, predict_slots: int
+) -> Measurement:
     """Warm-up and timed passes of the configured variant in a running application."""
-    from variants import UDF_STYLES
     from variants.tasks import TaskLedger, summarize
+    from variants.topology import intermediate_bytes, jobs
 
     context = spark.sparkContext
     ledger = TaskLedger(context)
     images = spark.read.parquet(str(dataset.path))
     if config.spark.partitions:
         images = images.repartition(config.spark.partitions)
-    predictions = UDF_STYLES[config.udf.style](images, inference, ledger)
-    writer = predictions.write.mode("overwrite")
-    if config.sink is Sink.parquet:
-        target = str((run_dir / "predictions").resolve())
-        action = lambda: writer.parquet(target)  # noqa: E731
-    else:
-        action = lambda: writer.format("noop").save()  # noqa: E731
+    collected: dict[str, DataFrame] = {}
+
+    def sink(predictions: DataFrame) -> None:
+        collected["predictions"] = predictions
+        writer = predictions.write.mode("overwrite")
+        if config.sink is Sink.parquet:
+            writer.parquet(str((run_dir / "predictions").resolve()))
+        else:
+            writer.format("noop").save()
+
+    plan = jobs(spark, config, images, inference, ledger, predict_slots, sink)
     number = iter(range(1, 1 + config.warmup + config.repeats))
 
     def reset() -> None:
         ledger.clear()
-        pass_number = next(number)
-        kind = "warm-up" if pass_number <= config.warmup else "timed"
-        context.setJobDescription(f"pass {pass_number} ({kind}) {config.udf.style.value}")
+        context.setJobDescription(pass_description(next(number), config))
 
-    def observe(seconds: float) -> Pass:
+    def observe(times: dict[str, float]) -> Pass:
         records = ledger.records()
-        bad = [image for record in records for image in record.bad]
-        return Pass(seconds, sum(r.images for r in records) - len(bad), bad, summarize(records))
+        first = [r for r in records if r.step in ("fused", "preprocess")]
+        last = [r for r in records if r.step in ("fused", "predict")]
+        bad = [image for record in first for image in record.bad]
+        read, predicted = sum(r.rows_in for r in first), sum(r.rows_out for r in last)
+        return Pass(times, read, predicted, bad, summarize(records))
 
-    warmups, timed_passes = run_passes(config.warmup, config.repeats, action, observe, reset)
-    collected = None
+    warmups, timed_passes = run_passes(
+        config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
+    )
+    measurement = Measurement(warmups, timed_passes, extra={"intermediate_bytes": intermediate_bytes(config)})
     if config.verify:
         context.setJobDescription("verify: collect predictions")
-        collected = predictions.select("id", "top1", "prob").toPandas()
-    return Measurement(warmups, timed_passes, predictions=collected)
+        measurement.predictions = collected["predictions"].select("id", "top1", "prob").toPandas()
+    return measurement

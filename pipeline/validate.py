@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pipeline.schema import ClusterMode, Config, DataSource
+from pipeline.cluster import check_executors, gpu_plan
+from pipeline.schema import ClusterMode, Config, ConfigError, DataSource, Engine, Topology, UdfStyle
 
+__all__ = ["ConfigError", "validate", "PROFILE_STYLES"]
 
-class ConfigError(ValueError):
-    """An invalid value or combination, named by its config key."""
+# the styles whose Spark API takes a ResourceProfile: mapInPandas/mapInArrow(profile=), rdd.withResources
+PROFILE_STYLES = (UdfStyle.map_in_pandas, UdfStyle.map_in_arrow, UdfStyle.rdd_map_partitions)
 
 
 def _at_least(key: str, value: int | None, minimum: int, optional: bool = False) -> None:
@@ -14,6 +16,35 @@ def _at_least(key: str, value: int | None, minimum: int, optional: bool = False)
         return
     if value is None or value < minimum:
         raise ConfigError(f"{key}={value}: must be an integer >= {minimum}")
+
+
+def _spark(config: Config) -> None:
+    mode, kind = config.cluster.mode, config.topology.kind
+    if mode is ClusterMode.remote and not config.cluster.master:
+        raise ConfigError("cluster=remote needs cluster.master, e.g. cluster.master=spark://host:7077")
+    if mode is not ClusterMode.local:
+        check_executors(config, starts_workers=mode in (ClusterMode.local_cluster, ClusterMode.standalone))
+    gpus = gpu_plan(config)
+    if kind is Topology.two_stage and not config.topology.intermediate_path:
+        raise ConfigError("topology=two_stage needs topology.intermediate_path, where job 1 writes the crops")
+    if kind is Topology.stage_level:
+        if mode is ClusterMode.local:
+            raise ConfigError(
+                "topology=stage_level with cluster=local: Spark supports task ResourceProfiles only on "
+                "standalone, YARN and Kubernetes; use cluster=local_cluster or cluster=standalone"
+            )
+        if gpus.kind == "none":
+            raise ConfigError("topology=stage_level schedules the predict stage by GPUs: set gpu.emulate=N or GPU amounts")
+        if config.udf.style not in PROFILE_STYLES:
+            names = ", ".join(style.value for style in PROFILE_STYLES)
+            raise ConfigError(
+                f"topology=stage_level with udf={config.udf.style.value}: only {names} can run a stage under a "
+                "ResourceProfile"
+            )
+    if config.udf.prefetch and config.udf.style is not UdfStyle.iterator_pandas_udf:
+        raise ConfigError(f"udf.prefetch={config.udf.prefetch} applies to udf=iterator_pandas_udf only")
+    if config.udf.rebuild_model_per_batch and config.udf.style is not UdfStyle.scalar_pandas_udf:
+        raise ConfigError("udf.rebuild_model_per_batch applies to udf=scalar_pandas_udf only")
 
 
 def validate(config: Config) -> None:
@@ -25,18 +56,14 @@ def validate(config: Config) -> None:
     _at_least("spark.max_records_per_batch", config.spark.max_records_per_batch, 1)
     _at_least("spark.partitions", config.spark.partitions, 1, optional=True)
     _at_least("cluster.cores", config.cluster.cores, 1, optional=True)
+    _at_least("topology.predict_partitions", config.topology.predict_partitions, 1, optional=True)
     _at_least("engine.loader_workers", config.engine.loader_workers, 0)
+    _at_least("udf.prefetch", config.udf.prefetch, 0)
     dataset = config.dataset
     required = {DataSource.synthetic: "num_images", DataSource.folder: "folder", DataSource.parquet: "path"}
     key = required[dataset.source]
     if getattr(dataset, key) is None:
         raise ConfigError(f"dataset.{key} is required with dataset.source={dataset.source.value}")
     _at_least("dataset.num_images", dataset.num_images, 1, optional=dataset.source is not DataSource.synthetic)
-    gpu = config.gpu
-    asks_gpus = gpu.executor_amount or gpu.task_amount or gpu.emulate
-    if asks_gpus and config.cluster.mode is ClusterMode.local:
-        raise ConfigError(
-            f"gpu.executor_amount={gpu.executor_amount}, gpu.task_amount={gpu.task_amount}, gpu.emulate={gpu.emulate} "
-            "with cluster=local: Spark's local[N] mode does not schedule GPUs (every job hangs with no task "
-            "started). Set the gpu amounts to 0, or use a cluster manager that schedules GPUs."
-        )
+    if config.engine.name is Engine.spark:
+        _spark(config)

@@ -76,8 +76,9 @@ def inference(weights_file: Path) -> Inference:
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
     """The test session's one SparkSession (local[2]), built from the same conf builder as a run."""
+    from pipeline.cluster import cluster
     from pipeline.session import spark_conf, spark_session
 
-    run_dir = tmp_path_factory.mktemp("spark")
-    with spark_session(spark_conf(compose_config(), run_dir, input_bytes=2**20)) as session:
+    run_dir, config = tmp_path_factory.mktemp("spark"), compose_config()
+    with cluster(config, run_dir) as local, spark_session(spark_conf(config, run_dir, 2**20, local)) as session:
         yield session

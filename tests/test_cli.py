@@ -63,3 +63,57 @@ def test_missing_java_fails_at_start_with_the_fix(tmp_path):
     assert done.returncode == 1
     assert "JavaMissing" in done.stdout and "Java 17" in done.stdout
     assert not (tmp_path / "eventlog").exists()
+
+
+def processes_of(result: dict) -> list[str]:
+    """Live processes a run started: its standalone master and workers, and any executor of its application."""
+    app_id = result["cluster"].get("app_id") or "no-app"
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(proc.name) in result["cluster"].get("pids", []) or app_id in cmdline:
+            alive.append(f"{proc.name}: {cmdline[:200]}")
+    return alive
+
+
+@pytest.mark.slow
+def test_standalone_stage_level_from_the_cli_leaves_no_process(tmp_path, cache_dir, weights_file):
+    run_dir = tmp_path / "run"
+    done = cli(tmp_path, "cluster=standalone", "topology=stage_level", "gpu.emulate=2", "dataset.num_images=64",
+               f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    checks = result["evidence"]["checks"]
+    assert checks["model_stage_max_concurrent"] <= 2 < checks["preprocess_stage_max_concurrent"]
+    assert len(result["cluster"]["pids"]) == 2  # the master and one worker
+    assert (run_dir / "cluster").is_dir()  # their logs are kept
+    assert processes_of(result) == []
+
+
+@pytest.mark.slow
+def test_a_failing_standalone_run_leaves_no_process(tmp_path, cache_dir, weights_file, bad_dataset):
+    run_dir = tmp_path / "run"
+    done = cli(tmp_path, "cluster=standalone", "dataset=parquet", f"dataset.path={bad_dataset.path}",
+               "on_bad_image=fail", "warmup=0", "repeats=1", f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}")
+    assert done.returncode == 1
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["error"]["type"] == "BadImageError"
+    cluster_record = json.loads((run_dir / "cluster" / "cluster.json").read_text())
+    pids = list(cluster_record["pids"].values())
+    assert pids and processes_of({"cluster": {"pids": pids}}) == []
+
+
+@pytest.mark.slow
+def test_each_multirun_job_is_its_own_application_with_its_own_driver_settings(tmp_path, cache_dir, weights_file):
+    sweep = tmp_path / "sweep"
+    done = cli(tmp_path, "-m", "cluster.driver_memory=1g,3g", "dataset.num_images=4", "warmup=0", "repeats=1",
+               f"hydra.sweep.dir={sweep}", f"cache_dir={cache_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = (json.loads((sweep / job / "result.json").read_text())["cluster"] for job in ("0", "1"))
+    assert first["app_id"] != second["app_id"] and first["driver_pid"] != second["driver_pid"]
+    assert first["driver_jvm_max_memory_mb"] <= 1024 < 2048 < second["driver_jvm_max_memory_mb"]

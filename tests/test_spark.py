@@ -14,7 +14,8 @@ from tests.conftest import compose_config, corrupt_images
 
 
 def measured(spark, run_dir, dataset, inference, *overrides):
-    return measure(spark, compose_config("warmup=0", "repeats=1", *overrides), dataset, inference, run_dir)
+    config = compose_config("warmup=0", "repeats=1", f"topology.intermediate_path={run_dir / 'crops'}", *overrides)
+    return measure(spark, config, dataset, inference, run_dir, predict_slots=2)
 
 
 def test_map_in_pandas_agrees_with_the_reference(spark, tmp_path, tiny_dataset, inference, cache_dir):
@@ -29,16 +30,16 @@ def test_map_in_pandas_agrees_with_the_reference(spark, tmp_path, tiny_dataset, 
 def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, inference):
     run = measured(spark, tmp_path, tiny_dataset, inference, "warmup=1", "repeats=2")
     assert [p.predicted for p in run.warmups + run.timed] == [tiny_dataset.num_images] * 3
-    assert all(p.tasks["images"] == tiny_dataset.num_images for p in run.timed)
+    assert all(p.tasks["steps"]["fused"]["rows_in"] == tiny_dataset.num_images for p in run.timed)
 
 
 def test_model_is_built_once_per_python_worker(spark, tmp_path, tiny_dataset, inference):
     run = measured(spark, tmp_path, tiny_dataset, inference, "repeats=2")
     for timed in run.timed:
-        assert timed.tasks["tasks"] >= 2
+        assert timed.tasks["steps"]["fused"]["tasks"] >= 2
         assert timed.tasks["max_model_loads_per_worker"] == 1
     # 12 images at batch size 4: every task ran several model batches on its worker's one model
-    assert max(record["images"] for record in run.timed[-1].tasks["records"]) > inference.batch_size
+    assert max(record["rows_in"] for record in run.timed[-1].tasks["records"]) > inference.batch_size
 
 
 def test_tasks_use_their_cpu_share_on_the_cpu(spark, tmp_path, tiny_dataset, inference):
@@ -72,8 +73,10 @@ def test_parquet_sink_writes_every_prediction(spark, tmp_path, tiny_dataset, inf
 
 
 def test_a_second_application_in_the_same_process_is_refused(spark, tmp_path):
+    from pipeline.cluster import cluster
     from pipeline.session import spark_conf, spark_session
 
-    with pytest.raises(RuntimeError, match="already active"):
-        with spark_session(spark_conf(compose_config(), tmp_path, 2**20)):
+    config = compose_config()
+    with pytest.raises(RuntimeError, match="already active"), cluster(config, tmp_path) as local:
+        with spark_session(spark_conf(config, tmp_path, 2**20, local)):
             pass

@@ -12,7 +12,7 @@ import torch
 from torchvision.models import ResNet50_Weights
 
 from pipeline import synthetic, weights
-from pipeline.model import ModelSpec, load_model, predict
+from pipeline.model import ModelSpec, load_model, model_builds, predict
 from pipeline.preprocess import Preprocessing
 from pipeline.weights import WeightsNotFound
 
@@ -116,13 +116,19 @@ def test_load_model_builds_each_spec_once_per_process(weights_file, tmp_path):
     link = tmp_path / "once.pt"  # a path no other test loads, so the first load is certainly a miss
     link.symlink_to(weights_file)
     spec = ModelSpec(str(link))
-    before = load_model.cache_info()
+    before = model_builds()
     first = load_model(spec, "cpu")
     second = load_model(ModelSpec(str(link)), "cpu")
-    after = load_model.cache_info()
     assert second is first
-    assert after.misses == before.misses + 1
-    assert after.hits == before.hits + 1
+    assert model_builds() == before + 1
+
+
+def test_rebuild_builds_a_new_model_every_time(weights_file):
+    spec = ModelSpec(str(weights_file))
+    before = model_builds()
+    first = load_model(spec, "cpu", rebuild=True)
+    assert load_model(spec, "cpu", rebuild=True) is not first
+    assert model_builds() == before + 2
 
 
 def test_the_loaded_model_is_in_eval_mode(model):

@@ -1,23 +1,25 @@
-"""`DataFrame.mapInPandas`: one Python generator per partition, the model built once per worker process."""
+"""`DataFrame.mapInPandas`: one Python generator per partition, rows re-batched to the model's batch size."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pandas as pd
+from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 
-from pipeline.inference import PREDICTION_DDL, Inference, rebatch
+from pipeline.inference import Step, rebatch, to_pandas
+from pipeline.schema import UdfConfig
 from variants.tasks import TaskLedger
 
 
-def predictions(images: DataFrame, inference: Inference, ledger: TaskLedger) -> DataFrame:
-    def predict_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        with ledger.task() as task:
-            for rows in rebatch(frames, inference.batch_size):
-                prepared = inference.prepare(rows)
-                predicted = inference.predict(prepared, task.device)
-                task.add(len(predicted), prepared.bad)
-                yield predicted
+def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        with ledger.task(step.name) as task:
+            batches = ({name: rows[name].tolist() for name in step.inputs} for rows in frames)
+            for columns in rebatch(batches, step.batch_size):
+                output = step.finish(step.prepare(columns), task.device)
+                task.add(output)
+                yield to_pandas(output.columns)
 
-    return images.mapInPandas(predict_partition, PREDICTION_DDL)
+    return frame.mapInPandas(run, step.ddl, profile=profile)

@@ -1,9 +1,11 @@
 """What each Spark task reports about itself, gathered on the driver through one accumulator.
 
 Spark merges an accumulator update only from a task attempt that succeeded; keying each record by
-(stage, partition) makes a recomputed partition replace its earlier record instead of counting twice.
-The records are the run's evidence: images and bad images per task, the worker process, how many times
-that process built the model, the device and GPU addresses, and when the task ran.
+(step, stage, partition, part) makes a recomputed partition replace its earlier record instead of counting
+twice. Whole-partition variants report one part per task; per-batch variants (scalar UDFs,
+predict_batch_udf) one part per batch, keyed by the batch's first image id. The records are the run's
+evidence: rows in and out and bad images per task, the worker process, how many times it built the model,
+the device and the GPU addresses the scheduler gave the task, and when it ran.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from pyspark import SparkContext, TaskContext
 from pyspark.accumulators import AccumulatorParam
 
-from pipeline.inference import BadImageRecord
-from pipeline.model import load_model, pick_device, use_threads
+from pipeline.inference import BadImageRecord, Output
+from pipeline.model import model_builds, pick_device, use_threads
 
 
 class _Merge(AccumulatorParam):
@@ -32,6 +34,7 @@ class _Merge(AccumulatorParam):
 
 @dataclass
 class TaskRecord:
+    step: str
     stage: int
     partition: int
     attempt: int
@@ -41,17 +44,32 @@ class TaskRecord:
     gpu_addresses: list[str]
     start: float
     end: float = 0.0
-    images: int = 0
-    model_loads: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    model_loads: int = 0  # models this worker process has built so far
+    model_builds: int = 0  # models built while this task ran
     bad: list[BadImageRecord] = field(default_factory=list)
 
-    def add(self, predicted: int, bad: list[BadImageRecord]) -> None:
-        self.images += predicted + len(bad)
-        self.bad.extend(bad)
+    def add(self, output: Output) -> None:
+        self.rows_in += len(output) + len(output.bad)
+        self.rows_out += len(output)
+        self.bad.extend(output.bad)
+
+    def merge(self, other: TaskRecord) -> TaskRecord:
+        return replace(
+            self,
+            start=min(self.start, other.start),
+            end=max(self.end, other.end),
+            rows_in=self.rows_in + other.rows_in,
+            rows_out=self.rows_out + other.rows_out,
+            model_loads=max(self.model_loads, other.model_loads),
+            model_builds=self.model_builds + other.model_builds,
+            bad=self.bad + other.bad,
+        )
 
 
 class TaskLedger:
-    """Driver side: one accumulator per run, cleared before each pass."""
+    """Driver side: one accumulator per application, cleared before each pass; executor side: `task`."""
 
     def __init__(self, context: SparkContext) -> None:
         self._records = context.accumulator({}, _Merge())
@@ -60,17 +78,25 @@ class TaskLedger:
         self._records.value = {}
 
     def records(self) -> list[TaskRecord]:
-        return [self._records.value[key] for key in sorted(self._records.value)]
+        """One record per (step, stage, partition), parts merged."""
+        merged: dict[tuple, TaskRecord] = {}
+        for key in sorted(self._records.value, key=str):
+            record = self._records.value[key]
+            task = key[:3]
+            merged[task] = merged[task].merge(record) if task in merged else record
+        return list(merged.values())
 
     @contextmanager
-    def task(self) -> Iterator[TaskRecord]:
-        """Executor side: set up this task's device and threads, and report its record when it ends."""
+    def task(self, step: str, part: str = "task") -> Iterator[TaskRecord]:
+        """Executor side: set this task's torch threads and device, and report its record when it ends."""
         context = TaskContext.get()
         gpus = context.resources().get("gpu")
         addresses = list(gpus.addresses) if gpus else []
         cpus = context.cpus()
         use_threads(cpus)
+        builds = model_builds()
         record = TaskRecord(
+            step=step,
             stage=context.stageId(),
             partition=context.partitionId(),
             attempt=context.attemptNumber(),
@@ -82,19 +108,26 @@ class TaskLedger:
         )
         yield record
         record.end = time.time()
-        record.model_loads = load_model.cache_info().misses
-        self._records.add({(record.stage, record.partition): record})
+        record.model_loads = model_builds()
+        record.model_builds = record.model_loads - builds
+        self._records.add({(step, record.stage, record.partition, part): record})
 
 
 def summarize(records: list[TaskRecord]) -> dict:
     """The facts a result keeps about one pass's tasks."""
     loads: dict[int, int] = {}
+    steps: dict[str, dict[str, int]] = {}
     for record in records:
         loads[record.pid] = max(loads.get(record.pid, 0), record.model_loads)
+        totals = steps.setdefault(record.step, {"tasks": 0, "rows_in": 0, "rows_out": 0, "bad": 0})
+        totals["tasks"] += 1
+        totals["rows_in"] += record.rows_in
+        totals["rows_out"] += record.rows_out
+        totals["bad"] += len(record.bad)
     return {
-        "tasks": len(records),
-        "images": sum(record.images for record in records),
+        "steps": steps,
         "worker_pids": sorted(loads),
         "max_model_loads_per_worker": max(loads.values(), default=0),
+        "model_builds": sum(record.model_builds for record in records),
         "records": [asdict(record) for record in records],
     }

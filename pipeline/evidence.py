@@ -1,0 +1,88 @@
+"""Proof that a Spark variant did what its name says, kept in its result.
+
+From the application's event log (parsed after it stopped): per stage of the last timed pass, its step,
+task count, the most tasks that ran at once, the executors and the task timeline; from the tasks' own
+reports: the GPU addresses each model task received. Checked here: no stage that runs the model ever ran
+more tasks at once than the GPU slots, and under stage_level the preprocess stage ran wider than the
+predict stage. A run that breaks a claim fails with the reason (the original study's stage-level run
+silently ran more predict tasks than GPUs and died of CUDA out-of-memory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.cluster import Cluster
+from pipeline.engine import Pass
+from pipeline.metrics import event_log_file, stages, tasks
+from pipeline.schema import Topology
+
+MODEL_STEPS = ("fused", "predict")
+STAGE_KEYS = ("stage_id", "num_tasks", "tasks", "failed_tasks", "max_concurrent", "executors", "duration_s",
+              "resource_profile_id", "task_resources")
+
+
+class ProfileNotRespected(RuntimeError):
+    """A model stage ran more tasks at once than the GPU slots it asked for."""
+
+
+def collect(event_log_dir: Path, last: Pass, description: str) -> dict[str, Any]:
+    """Stages, timeline and GPU assignments of the pass whose jobs carry `description`."""
+    log = event_log_file(event_log_dir)
+    step_of = {record["stage"]: record["step"] for record in last.tasks.get("records", [])}
+    chosen = [stage for stage in stages(log) if stage["job_description"] == description]
+    ids = {stage["stage_id"] for stage in chosen}
+    start = min((stage["submitted"] for stage in chosen if stage["submitted"]), default=0.0)
+    timeline = [
+        {
+            "stage_id": task["stage_id"],
+            "step": step_of.get(task["stage_id"]),
+            "executor_id": task["executor_id"],
+            "slot": task["slot"],
+            "start_s": task["launch"] - start,
+            "end_s": (task.get("run_end") or task["finish"] or task["launch"]) - start,
+            "successful": task["successful"],
+        }
+        for task in tasks(log)
+        if task["stage_id"] in ids
+    ]
+    gpu_tasks = [
+        {"stage": record["stage"], "partition": record["partition"], "gpu_addresses": record["gpu_addresses"]}
+        for record in last.tasks.get("records", [])
+        if record["step"] in MODEL_STEPS
+    ]
+    rows = [{"step": step_of.get(stage["stage_id"]), **{key: stage.get(key) for key in STAGE_KEYS}} for stage in chosen]
+    return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks}
+
+
+def _widest(rows: list[dict[str, Any]], steps: tuple[str, ...]) -> int:
+    return max((row["max_concurrent"] or 0 for row in rows if row["step"] in steps), default=0)
+
+
+def check(found: dict[str, Any], cluster: Cluster, topology: Topology) -> dict[str, Any]:
+    """The claims this variant makes, each with what was measured; `violation` says which one broke."""
+    rows = found["stages"]
+    model_width, model_slots = _widest(rows, MODEL_STEPS), cluster.model_slots(topology is Topology.stage_level)
+    checks: dict[str, Any] = {"slots": cluster.slots, "gpu_slots": cluster.gpu_slots, "gpus": cluster.gpus.kind,
+                              "model_slots": model_slots, "model_stage_max_concurrent": model_width, "violation": None}
+    if topology in (Topology.split, Topology.stage_level, Topology.two_stage):
+        checks["preprocess_stage_max_concurrent"] = _widest(rows, ("preprocess",))
+    if cluster.gpu_slots is None:
+        return checks
+    checks["model_stages_within_gpu_slots"] = model_width <= model_slots
+    checks["every_model_task_had_a_gpu"] = all(task["gpu_addresses"] for task in found["model_task_gpus"])
+    if topology is Topology.stage_level:
+        checks["preprocess_ran_wider_than_predict"] = checks["preprocess_stage_max_concurrent"] > model_width
+    if not checks["model_stages_within_gpu_slots"]:
+        amount = cluster.gpus.predict_task_amount if topology is Topology.stage_level else cluster.gpus.task_amount
+        checks["violation"] = (
+            f"a model stage ran {model_width} tasks at once on {model_slots} GPU slots ({amount} GPU per task)"
+        )
+    return checks
+
+
+def enforce(checks: dict[str, Any]) -> None:
+    """Fail the run, after its measurements are recorded, if a claim broke."""
+    if checks.get("violation"):
+        raise ProfileNotRespected(checks["violation"])

@@ -1,0 +1,522 @@
+"""The cluster of a run: the GPU plan and confs of every mode (pure), the discovery script, stopping process
+trees, and a real standalone master + worker (slow, each scenario in its own Python process, so it never
+meets the test session's local SparkSession)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import cluster as cluster_module
+from pipeline.cluster import (
+    ClusterError,
+    GpuPlan,
+    app_conf,
+    cluster,
+    discovery_script,
+    gpu_plan,
+    java_options,
+    memory_mb,
+    stop_processes,
+    tasks_per_executor,
+    worker_gpu_conf,
+)
+from pipeline.validate import ConfigError
+from tests.conftest import compose_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "pipeline" / "discover_gpus.sh"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def proc_start(pid: int) -> int | None:
+    """Start time of a live (non-zombie) process, None if gone: identifies it across PID reuse."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def tree(pids) -> dict[int, int]:
+    """PID -> start time of `pids` and all their live descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                data = (entry / "stat").read_text(errors="replace")
+            except OSError:
+                continue
+            ppid = int(data[data.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = {}, list(pids)
+    while stack:
+        pid = stack.pop()
+        start = proc_start(pid)
+        if start is not None and pid not in found:
+            found[pid] = start
+            stack.extend(children.get(pid, []))
+    return found
+
+
+def survivors(processes: dict[int, int]) -> list[int]:
+    return [pid for pid, start in processes.items() if proc_start(pid) == start]
+
+
+def discover(env: dict[str, str] | None = None, script: Path = SCRIPT, path: str | None = None) -> dict:
+    """Run a discovery script as Spark does and parse what it prints."""
+    full_env = {k: v for k, v in os.environ.items() if k != cluster_module.EMULATE_ENV}
+    full_env.update(env or {})
+    if path is not None:
+        full_env["PATH"] = path
+    out = subprocess.run([str(script)], env=full_env, capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
+def bin_without_nvidia_smi(tmp_path: Path) -> str:
+    """A PATH that has bash (the scripts' `#!/usr/bin/env bash`) and no nvidia-smi, even on a GPU machine."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "bash").symlink_to(shutil.which("bash"))
+    return str(bin_dir)
+
+
+def fake_nvidia_smi(bin_dir: Path, gpus: int) -> None:
+    tool = bin_dir / "nvidia-smi"
+    tool.write_text("#!/bin/sh\n" + "".join(f"echo {i}\n" for i in range(gpus)))
+    tool.chmod(0o755)
+
+
+# ------------------------------------------------------------------------------------------ plan and confs
+
+
+def test_local_runs_local_n_with_nothing_started(tmp_path):
+    with cluster(compose_config("cluster.cores=3"), tmp_path) as c:
+        assert (c.master, c.conf, c.slots, c.gpu_slots, c.pids, c.log_dir) == ("local[3]", {}, 3, None, (), None)
+        assert c.gpus.kind == "none"
+    assert not (tmp_path / "cluster").exists()
+
+
+def test_local_defaults_to_every_core(tmp_path):
+    with cluster(compose_config(), tmp_path) as c:
+        assert c.master == f"local[{os.cpu_count()}]"
+
+
+def test_local_refuses_gpus():
+    with pytest.raises(ConfigError, match="local"):
+        gpu_plan(compose_config("gpu.emulate=2"))
+
+
+def test_local_cluster_master_string_and_executor_confs(tmp_path):
+    config = compose_config(
+        "cluster=local_cluster", "cluster.workers=2", "cluster.worker_cores=3", "cluster.worker_memory=1536m",
+        "cluster.executor_memory=1g", "cluster.task_cpus=1",
+    )
+    with cluster(config, tmp_path) as c:
+        assert c.master == "local-cluster[2,3,1536]"
+        assert c.conf == {"spark.executor.cores": "3", "spark.executor.memory": "1g", "spark.task.cpus": "1"}
+        assert (c.slots, c.gpu_slots, c.pids) == (6, None, ())
+
+
+def test_task_cpus_divide_the_slots(tmp_path):
+    with cluster(compose_config("cluster=local_cluster", "cluster.worker_cores=4", "cluster.task_cpus=2"), tmp_path) as c:
+        assert (c.slots, c.conf["spark.task.cpus"]) == (2, "2")
+
+
+@pytest.mark.parametrize(("text", "mb"), [("2g", 2048), ("1536m", 1536), ("1G", 1024), ("2048k", 2), ("1t", 2**20), ("3gb", 3072)])
+def test_memory_strings_parse_to_mib(text, mb):
+    assert memory_mb(text) == mb
+
+
+@pytest.mark.parametrize("text", ["2048", "two", "512k", "1.5g", ""])
+def test_memory_without_unit_or_under_a_mib_is_refused(text):
+    with pytest.raises(ConfigError, match="cluster.worker_memory"):
+        memory_mb(text)
+
+
+def test_executor_larger_than_its_worker_is_refused(tmp_path):
+    config = compose_config("cluster=standalone", "cluster.worker_memory=1g", "cluster.executor_memory=2g")
+    with pytest.raises(ConfigError, match="executor_memory"):
+        with cluster(config, tmp_path):
+            pass
+    assert not (tmp_path / "cluster").exists()
+
+
+def test_emulated_gpus_on_local_cluster_are_application_confs(tmp_path):
+    with cluster(compose_config("cluster=local_cluster", "gpu.emulate=2"), tmp_path) as c:
+        assert c.gpus == GpuPlan("emulated", 2, 2, 1.0, 1.0)
+        assert c.conf["spark.worker.resource.gpu.amount"] == "2"
+        assert c.conf["spark.executor.resource.gpu.amount"] == "2"
+        assert c.conf["spark.task.resource.gpu.amount"] == "1"
+        assert (c.slots, c.gpu_slots) == (4, 2)
+        # the script Spark will run reports the emulated addresses without anything in os.environ
+        assert cluster_module.EMULATE_ENV not in os.environ
+        assert discover(script=Path(c.conf["spark.worker.resource.gpu.discoveryScript"]))["addresses"] == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cores", "task_amount", "gpu_slots"),
+    [(2, 4, 0.5, 4), (1, 4, 0.25, 4), (1, 3, 1 / 3, 3), (3, 4, 0.5, 6), (4, 2, 1.0, 4)],
+)
+def test_stage_level_shares_gpus_so_every_cpu_slot_runs(tmp_path, gpus, cores, task_amount, gpu_slots):
+    config = compose_config("cluster=local_cluster", f"gpu.emulate={gpus}", f"cluster.worker_cores={cores}",
+                            "topology.kind=stage_level")
+    with cluster(config, tmp_path) as c:
+        assert c.gpus.task_amount == pytest.approx(task_amount)
+        assert c.gpus.predict_task_amount == 1.0
+        assert (c.slots, c.gpu_slots) == (cores, gpu_slots)
+
+
+def test_fractional_task_amounts_count_per_address():
+    # Spark lets floor(1/0.4) = 2 tasks share an address: 2 GPUs give 4 tasks, not 2 / 0.4 = 5
+    assert tasks_per_executor(2, 0.4) == 4
+    assert tasks_per_executor(2, 0.5) == 4
+    assert tasks_per_executor(3, 2.0) == 1
+    assert tasks_per_executor(1, 1 / 3) == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("gpu.task_amount=0.7", "gpu.task_amount"), ("gpu.executor_amount=3", "gpu.executor_amount"),
+     ("gpu.task_amount=3", "gpu.task_amount"), ("gpu.predict_task_amount=0.75", "gpu.predict_task_amount")],
+)
+def test_gpu_amounts_spark_would_hang_on_are_refused(override, key):
+    with pytest.raises(ConfigError, match=key):
+        gpu_plan(compose_config("cluster=standalone", "gpu.emulate=2", override))
+
+
+def test_real_gpus_are_counted_with_nvidia_smi(tmp_path, monkeypatch):
+    path = bin_without_nvidia_smi(tmp_path)
+    fake_nvidia_smi(Path(path), 2)
+    monkeypatch.setenv("PATH", path)
+    assert gpu_plan(compose_config("cluster=standalone", "gpu.task_amount=1")) == GpuPlan("real", 2, 2, 1.0, 1.0)
+
+
+def test_real_gpus_without_nvidia_smi_fail_with_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", bin_without_nvidia_smi(tmp_path))
+    with pytest.raises(ClusterError, match="gpu.emulate"):
+        gpu_plan(compose_config("cluster=local_cluster", "gpu.executor_amount=1"))
+
+
+def test_standalone_gives_worker_gpu_confs_to_the_workers_only(tmp_path):
+    config = compose_config("cluster=standalone", "gpu.emulate=2", "gpu.task_amount=0.5")
+    plan = gpu_plan(config)
+    script = discovery_script(tmp_path, plan)
+    conf = app_conf(config, plan, script)
+    assert not any(key.startswith("spark.worker.") for key in conf)
+    assert (conf["spark.executor.resource.gpu.amount"], conf["spark.task.resource.gpu.amount"]) == ("2", "0.5")
+    assert worker_gpu_conf(plan, script) == {
+        "spark.worker.resource.gpu.amount": "2", "spark.worker.resource.gpu.discoveryScript": str(script),
+    }
+
+
+def test_worker_options_quote_paths_with_spaces():
+    opts = java_options({"spark.worker.resource.gpu.amount": "2", "spark.worker.resource.gpu.discoveryScript": "/a b/x.sh"})
+    assert opts == '-Dspark.worker.resource.gpu.amount=2 "-Dspark.worker.resource.gpu.discoveryScript=/a b/x.sh"'
+
+
+def test_remote_passes_the_master_through_and_starts_nothing(tmp_path):
+    config = compose_config("cluster=remote", "cluster.master=spark://x:7077", "cluster.workers=3")
+    with cluster(config, tmp_path) as c:
+        assert (c.master, c.pids, c.log_dir, c.slots) == ("spark://x:7077", (), None, 12)
+        assert c.conf == {"spark.executor.cores": "4", "spark.executor.memory": "4g", "spark.executor.instances": "3",
+                          "spark.task.cpus": "1"}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remote_without_master_is_refused(tmp_path):
+    config = compose_config("cluster=remote", "cluster.master=spark://x:7077")
+    config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, master=None))
+    with pytest.raises(ConfigError, match="cluster.master"):
+        with cluster(config, tmp_path):
+            pass
+
+
+# ------------------------------------------------------------------------------------------ discovery script
+
+
+def test_discovery_script_is_shipped_executable():
+    assert os.access(SCRIPT, os.X_OK)
+    assert SCRIPT.read_text().startswith("#!/usr/bin/env bash\n")
+
+
+def test_discovery_script_prints_the_emulated_addresses():
+    assert discover({cluster_module.EMULATE_ENV: "3"}) == {"name": "gpu", "addresses": ["0", "1", "2"]}
+
+
+def test_discovery_script_without_gpus_prints_no_addresses(tmp_path):
+    assert discover(path=bin_without_nvidia_smi(tmp_path)) == {"name": "gpu", "addresses": []}
+
+
+def test_discovery_script_reads_nvidia_smi(tmp_path):
+    path = bin_without_nvidia_smi(tmp_path)
+    fake_nvidia_smi(Path(path), 2)
+    assert discover(path=path) == {"name": "gpu", "addresses": ["0", "1"]}
+
+
+def test_non_executable_packaged_script_is_copied_executable(tmp_path, monkeypatch):
+    packaged = tmp_path / "pkg" / "discover_gpus.sh"
+    packaged.parent.mkdir()
+    shutil.copyfile(SCRIPT, packaged)
+    packaged.chmod(0o644)
+    monkeypatch.setattr(cluster_module, "DISCOVERY_SCRIPT", packaged)
+    run_dir = tmp_path / "run"
+    real = discovery_script(run_dir, GpuPlan("real", 1, 1, 1.0, 1.0))
+    assert real == run_dir / "cluster" / "discover_gpus.sh" and os.access(real, os.X_OK)
+    emulated = discovery_script(run_dir, GpuPlan("emulated", 2, 2, 1.0, 1.0))
+    assert discover(script=emulated)["addresses"] == ["0", "1"]
+
+
+# ------------------------------------------------------------------------------------------ stop_processes
+
+
+def spawn_tree(shell: str, descendants: int) -> tuple[subprocess.Popen, dict[int, int]]:
+    process = subprocess.Popen(["sh", "-c", shell], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while len(found := tree([process.pid])) < 1 + descendants:
+        assert time.monotonic() < deadline, f"the test tree did not come up: {found}"
+        time.sleep(0.05)
+    return process, found
+
+
+def test_stop_processes_stops_the_process_and_its_children():
+    process, found = spawn_tree("sleep 300 & sleep 301 & wait", descendants=2)
+    stop_processes([process.pid], timeout=10)
+    assert survivors(found) == []
+
+
+def test_stop_processes_kills_what_ignores_sigterm_orphans_included():
+    # the root dies on SIGTERM; its child ignores SIGTERM and is orphaned: found anyway, then SIGKILLed
+    process, found = spawn_tree("(trap '' TERM; exec sleep 300) & exec sleep 301", descendants=1)
+    started = time.monotonic()
+    stop_processes([process.pid], timeout=1)
+    assert survivors(found) == []
+    assert time.monotonic() - started < 8
+
+
+def test_stop_processes_ignores_processes_already_gone():
+    process = subprocess.Popen(["true"])
+    process.wait()
+    stop_processes([process.pid], timeout=1)
+
+
+# ------------------------------------------------------------------------------------------ standalone (slow)
+
+SCENARIO = textwrap.dedent(
+    """
+    import json, logging, os, pickle, sys, time
+    from pathlib import Path
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    from pipeline.cluster import cluster
+    config_file, scenario, out = sys.argv[1:4]
+    config = pickle.loads(Path(config_file).read_bytes())
+    run_dir = Path(out).parent / "run"
+
+    def write(record):
+        Path(out).write_text(json.dumps(record))
+
+    def session(c):
+        from pyspark.sql import SparkSession
+        builder = SparkSession.builder.master(c.master)
+        for key, value in {**c.conf, "spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false",
+                           "spark.ui.showConsoleProgress": "false"}.items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+
+    def gpu_task(rows):
+        from pyspark import TaskContext
+        start = time.time()
+        time.sleep(0.5)
+        yield TaskContext.get().resources()["gpu"].addresses, start, time.time()
+
+    with cluster(config, run_dir) as c:
+        record = {"pids": list(c.pids), "log_dir": str(c.log_dir), "master": c.master}
+        write(record)
+        if scenario == "raise":
+            raise RuntimeError("boom in the body")
+        if scenario == "sleep":
+            print(json.dumps(record), flush=True)
+            time.sleep(600)
+        spark = session(c)
+        record["count"] = spark.range(10).count()
+        record["gpu_tasks"] = spark.sparkContext.parallelize(range(8), 8).mapPartitions(gpu_task).collect()
+        record["registered"] = json.loads(Path(c.log_dir, "cluster.json").read_text())
+        from urllib.request import build_opener, ProxyHandler
+        state = build_opener(ProxyHandler({})).open(record["registered"]["master_webui"] + "json/", timeout=5)
+        record["master_state"] = json.load(state)
+        write(record)
+        # leave the context with the application still running: the executors must go with the workers
+    record["after"] = json.loads(Path(record["log_dir"], "cluster.json").read_text())
+    write(record)
+    os._exit(0)  # the driver's master is gone; skip its shutdown
+    """
+)
+
+
+def standalone_scenario(tmp_path: Path, scenario: str, *overrides: str) -> tuple[Path, Path, list[str]]:
+    config = compose_config("cluster=standalone", "cluster.workers=1", "cluster.worker_memory=1g",
+                            "cluster.executor_memory=512m", *overrides)
+    config_file, script, out = tmp_path / "config.pkl", tmp_path / "scenario.py", tmp_path / "result.json"
+    config_file.write_bytes(pickle.dumps(config))
+    script.write_text(SCENARIO)
+    return script, out, [sys.executable, str(script), str(config_file), scenario, str(out)]
+
+
+def read(out: Path) -> dict:
+    return json.loads(out.read_text()) if out.exists() else {}
+
+
+def cleanup(out: Path) -> None:
+    """Whatever a failed scenario left behind."""
+    stop_processes(read(out).get("pids", []), timeout=5)
+
+
+def max_concurrency(intervals) -> int:
+    return max(sum(1 for s, e in intervals if s <= start < e) for start, _ in intervals)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def emulated_standalone_run(tmp_path_factory) -> dict:
+    """One standalone run: master + 1 worker of 4 cores with 2 emulated GPUs, a session, two jobs; the
+    cluster context is left while the application is still running. The process tree under the cluster's
+    PIDs is sampled from /proc while it runs, so the executor and its Python workers are in it."""
+    tmp_path = tmp_path_factory.mktemp("standalone")
+    _, out, command = standalone_scenario(tmp_path, "job", "cluster.worker_cores=4", "gpu.emulate=2")
+    log = tmp_path / "output.log"
+    with open(log, "w") as output:  # a file, not a pipe: nobody reads a pipe while the run goes on
+        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+    processes: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
+    try:
+        while process.poll() is None:
+            try:
+                pids = read(out).get("pids", [])
+            except ValueError:  # being written
+                pids = []
+            for pid, start in tree(pids).items():
+                processes[pid] = start
+                cmdlines.setdefault(pid, cmdline(pid))
+            time.sleep(0.5)
+        output = log.read_text(errors="replace")
+        assert process.returncode == 0, output[-4000:]
+        return {**read(out), "tree": processes, "cmdlines": cmdlines, "output": output}
+    finally:
+        if process.poll() is None:
+            process.kill()
+        cleanup(out)
+
+
+@pytest.mark.slow
+def test_standalone_worker_registers_and_a_job_runs(emulated_standalone_run):
+    run = emulated_standalone_run
+    assert run["master"].startswith("spark://127.0.0.1:") and len(run["pids"]) == 2
+    workers = run["master_state"]["workers"]
+    assert [(w["state"], w["cores"]) for w in workers] == [("ALIVE", 4)]
+    assert workers[0]["resources"]["gpu"]["addresses"] == ["0", "1"]
+    assert run["count"] == 10
+    timings = run["after"]["timings_s"]
+    assert {"master_up", "workers_registered", "stop"} <= set(timings), timings
+
+
+@pytest.mark.slow
+def test_standalone_tasks_get_emulated_gpus_two_at_a_time(emulated_standalone_run):
+    tasks = emulated_standalone_run["gpu_tasks"]
+    assert len(tasks) == 8
+    assert all(len(addresses) == 1 and addresses[0] in ("0", "1") for addresses, _, _ in tasks)
+    assert max_concurrency([(start, end) for _, start, end in tasks]) == 2
+    # tasks running at the same time hold different addresses
+    for addresses, start, end in tasks:
+        overlapping = [a for a, s, e in tasks if s <= start < e]
+        assert len({a[0] for a in overlapping}) == len(overlapping)
+
+
+@pytest.mark.slow
+def test_standalone_leaves_no_process_behind_executors_included(emulated_standalone_run):
+    run = emulated_standalone_run
+    assert any("CoarseGrainedExecutorBackend" in line for line in run["cmdlines"].values()), run["cmdlines"]
+    assert survivors(run["tree"]) == []
+
+
+@pytest.mark.slow
+def test_standalone_is_stopped_when_the_body_raises(tmp_path):
+    _, out, command = standalone_scenario(tmp_path, "raise", "cluster.worker_cores=1")
+    try:
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "boom in the body" in result.stderr, result.stderr[-4000:]
+        record = read(out)
+        assert len(record["pids"]) == 2
+        assert all(proc_start(pid) is None for pid in record["pids"])
+        assert "stop" in json.loads(Path(record["log_dir"], "cluster.json").read_text())["timings_s"]
+    finally:
+        cleanup(out)
+
+
+@pytest.mark.slow
+def test_standalone_is_stopped_when_the_python_process_gets_sigterm(tmp_path):
+    _, out, command = standalone_scenario(tmp_path, "sleep", "cluster.worker_cores=1")
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        line = process.stdout.readline()  # the scenario prints one line once the cluster is up
+        assert line, log.read_text()[-4000:]
+        processes = tree(json.loads(line)["pids"])
+        assert len(processes) >= 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        assert survivors(processes) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+        cleanup(out)
+
+
+def test_standalone_start_timeout_names_the_logs_and_stops_the_master(tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster_module, "REGISTER_TIMEOUT", 0.5)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(ClusterError, match="timed out") as failure:
+        with cluster(compose_config("cluster=standalone", "cluster.worker_memory=1g"), tmp_path):
+            pass
+    assert "master.log" in str(failure.value)
+    record = json.loads((tmp_path / "cluster" / "cluster.json").read_text())
+    assert list(record["pids"]) == ["master"] and proc_start(record["pids"]["master"]) is None
+    assert signal.getsignal(signal.SIGTERM) is handler  # the cluster's SIGTERM handler is gone again
+
+
+@pytest.mark.slow
+def test_standalone_worker_that_cannot_discover_its_gpus_fails_fast_with_its_log(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.sh"
+    broken.write_text("echo 'no GPUs here' >&2\nexit 3\n")
+    monkeypatch.setattr(cluster_module, "DISCOVERY_SCRIPT", broken)
+    config = compose_config("cluster=standalone", "cluster.worker_memory=1g", "cluster.worker_cores=1", "gpu.emulate=1")
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match="worker-1 exited") as failure:
+        with cluster(config, tmp_path / "run"):
+            pass
+    assert "no GPUs here" in str(failure.value)
+    assert time.monotonic() - started < cluster_module.REGISTER_TIMEOUT
+    pids = json.loads((tmp_path / "run" / "cluster" / "cluster.json").read_text())["pids"]
+    assert all(proc_start(pid) is None for pid in pids.values())

@@ -1,0 +1,116 @@
+"""Every UDF style and topology runs the same inference: each agrees with the reference, and each variant
+proves in its result what it claims (GPU slots respected, stage-level profiles honoured)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.reference import compare, reference_predictions
+from pipeline.schema import Topology, UdfStyle
+from pipeline.spark_engine import measure
+from tests.conftest import compose_config
+
+STYLES = [style.value for style in UdfStyle]
+LOCAL_TOPOLOGIES = [kind.value for kind in Topology if kind is not Topology.stage_level]
+
+
+@pytest.mark.parametrize("topology", LOCAL_TOPOLOGIES)
+@pytest.mark.parametrize("style", STYLES)
+def test_every_style_and_topology_agrees_with_the_reference(spark, tmp_path, tiny_dataset, inference, cache_dir, style, topology):
+    config = compose_config(
+        f"udf={style}", f"topology={topology}", f"topology.intermediate_path={tmp_path / 'crops'}",
+        "warmup=0", "repeats=1", "verify=true",
+    )
+    run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
+    timed = run.timed[0]
+    assert (timed.read, timed.predicted, timed.bad) == (tiny_dataset.num_images, tiny_dataset.num_images, [])
+    agreement = compare(run.predictions, reference_predictions(tiny_dataset, inference, cache_dir))
+    assert agreement["top1_agreement"] == 1.0 and agreement["duplicate_ids"] == 0
+    assert agreement["max_abs_prob_diff"] <= 1e-4
+    expected_steps = {"fused"} if topology == "fused" else {"preprocess", "predict"}
+    assert set(timed.tasks["steps"]) == expected_steps
+    assert list(timed.jobs) == (["preprocess", "predict"] if topology == "two_stage" else ["predict"])
+
+
+def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset, inference):
+    config = compose_config("topology=two_stage", f"topology.intermediate_path={tmp_path / 'crops'}", "warmup=0", "repeats=1")
+    run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
+    crop_bytes = tiny_dataset.num_images * 3 * 224 * 224
+    assert run.extra["intermediate_bytes"] >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
+
+
+@pytest.fixture
+def arrow_batches_of_two(spark):
+    keys = ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.parquet.columnarReaderBatchSize")
+    before = {key: spark.conf.get(key) for key in keys}
+    for key in keys:
+        spark.conf.set(key, "2")
+    yield
+    for key, value in before.items():
+        spark.conf.set(key, value)
+
+
+def test_the_rebuild_option_builds_the_model_for_every_udf_call(spark, tmp_path, tiny_dataset, inference, arrow_batches_of_two):
+    config = compose_config("udf=scalar_pandas_udf", "udf.rebuild_model_per_batch=true", "warmup=0", "repeats=1")
+    rebuilt = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks
+    assert rebuilt["model_builds"] == 6  # 12 images in Arrow batches of 2: six calls, six builds
+    config = compose_config("udf=scalar_pandas_udf", "warmup=1", "repeats=1")
+    cached = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks
+    assert cached["model_builds"] == 0
+
+
+CLUSTER_CASES = {
+    "stage_level_map_in_pandas": ["topology=stage_level", "udf=map_in_pandas"],
+    "stage_level_map_in_arrow": ["topology=stage_level", "udf=map_in_arrow"],
+    "stage_level_rdd": ["topology=stage_level", "udf=rdd_map_partitions"],
+    "fused_one_gpu_per_task": ["topology=fused", "gpu.task_amount=1"],
+}
+
+
+@pytest.fixture(scope="module")
+def local_cluster_runs(tmp_path_factory, cache_dir, weights_file) -> dict[str, dict]:
+    """The cluster cases as real runs on one local-cluster[1,4] with 2 emulated GPUs, in a child process."""
+    root = tmp_path_factory.mktemp("local-cluster")
+    script = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "from tests.conftest import compose_config\n"
+        "from pipeline.run import run\n"
+        "cases = json.loads(sys.argv[1])\n"
+        "for name, overrides in cases.items():\n"
+        "    base = ['cluster=local_cluster', 'gpu.emulate=2', 'dataset.num_images=16', 'dataset.images_per_file=4',\n"
+        f"            'model.batch_size=4', 'warmup=0', 'repeats=1', 'verify=true', 'cache_dir={cache_dir}']\n"
+        f"    run(compose_config(*base, *overrides), Path('{root}') / name)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, json.dumps(CLUSTER_CASES)], check=True, timeout=900,
+                   cwd=Path(__file__).parent.parent)
+    return {name: json.loads((root / name / "result.json").read_text()) for name in CLUSTER_CASES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [name for name in CLUSTER_CASES if name.startswith("stage_level")])
+def test_stage_level_predicts_within_the_gpu_slots_while_preprocessing_runs_wider(local_cluster_runs, case):
+    result = local_cluster_runs[case]
+    assert result["status"] == "ok", result["error"]
+    checks = result["evidence"]["checks"]
+    assert checks["gpus"] == "emulated" and checks["model_slots"] == 2
+    assert checks["model_stage_max_concurrent"] <= 2 < checks["preprocess_stage_max_concurrent"]
+    assert checks["preprocess_ran_wider_than_predict"] and checks["model_stages_within_gpu_slots"]
+    predict_stages = [stage for stage in result["evidence"]["stages"] if stage["step"] == "predict"]
+    assert predict_stages and all(stage["task_resources"].get("gpu") == 1.0 for stage in predict_stages)
+    assert result["metrics"]["top1_agreement"] == 1.0
+
+
+@pytest.mark.slow
+def test_fused_with_one_gpu_per_task_runs_at_most_two_tasks_each_with_its_gpu(local_cluster_runs):
+    result = local_cluster_runs["fused_one_gpu_per_task"]
+    assert result["status"] == "ok", result["error"]
+    assert result["evidence"]["checks"]["model_stage_max_concurrent"] <= 2
+    addresses = [task["gpu_addresses"] for task in result["evidence"]["model_task_gpus"]]
+    assert addresses and all(len(a) == 1 and a[0] in ("0", "1") for a in addresses)
+    assert result["env"]["gpus"] == "emulated"

@@ -1,0 +1,36 @@
+"""A Series → DataFrame scalar pandas UDF, the original study's style: one call per Arrow batch.
+
+`udf.rebuild_model_per_batch=true` reproduces the original's confound — the model rebuilt for every call —
+so its cost can be measured apart from the style; off by default.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from pyspark.resource import ResourceProfile
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.inference import aligned, num_rows, Step
+from pipeline.model import load_model
+from pipeline.schema import UdfConfig
+from variants.tasks import TaskLedger
+
+
+def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+    rebuild = options.rebuild_model_per_batch and step.name != "preprocess"
+
+    @F.pandas_udf(step.ddl)
+    def run(*series: pd.Series) -> pd.DataFrame:
+        columns = {name: values.tolist() for name, values in zip(step.inputs, series)}
+        first = str(columns["id"][0]) if num_rows(columns) else ""
+        with ledger.task(step.name, part=first) as task:
+            if rebuild:
+                load_model(step.inference.model, task.device, rebuild=True)
+            output = step(columns, task.device)
+            task.add(output)
+        return pd.DataFrame(aligned(output, num_rows(columns), step.schema))
+
+    # non-deterministic: keeps the optimizer from evaluating the UDF once per field it reads (see predict_batch_udf)
+    result = frame.select(run.asNondeterministic()(*step.inputs).alias("out"))
+    return result.where(F.col("out.id").isNotNull()).select("out.*")
