@@ -8,10 +8,12 @@ What a type cannot say (ranges, combinations) is checked by `pipeline.validate` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from enum import Enum
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 
 class ConfigError(ValueError):
@@ -99,10 +101,34 @@ class UdfConfig:
 
 
 @dataclass
+class NodeConfig:
+    """Machines billed for a run: `count` x `instance` (a key of `cost.prices`) in a `role`."""
+
+    role: str = "driver"
+    instance: str = "this_machine"
+    count: int = 1
+
+
+@dataclass
 class TopologyConfig:
     kind: Topology = Topology.fused
     predict_partitions: Optional[int] = None
     intermediate_path: Optional[str] = None
+    preprocess_nodes: list[NodeConfig] = field(default_factory=list)
+
+
+@dataclass
+class PriceConfig:
+    usd_per_hour: float = 0.0
+    region: str = ""
+    source: str = ""
+    date: str = ""
+
+
+@dataclass
+class CostConfig:
+    name: str = "aws_on_demand"
+    prices: dict[str, PriceConfig] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +142,7 @@ class ClusterConfig:
     task_cpus: int = 1
     master: Optional[str] = None
     driver_memory: str = "2g"
+    nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
 
 
 @dataclass
@@ -144,6 +171,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     sink: Sink = Sink.noop
     on_bad_image: OnBadImage = OnBadImage.skip
     repeats: int = 3
@@ -153,5 +181,14 @@ class Config:
 
 
 def register() -> None:
-    """Register the schema; `config.yaml` names it first in its defaults list."""
-    ConfigStore.instance().store(name="schema", node=Config)
+    """Register the schema (`config.yaml` names it first in its defaults list) and the named sweeps.
+
+    Named sweeps live in the top-level `sweeps` package; registering them as the `sweep` group makes
+    `python -m pipeline sweep=NAME` work from any directory, and a misspelt name an error listing them.
+    """
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for resource in resources.files("sweeps").iterdir():
+        if resource.name.endswith(".yaml"):
+            sweep = OmegaConf.create(resource.read_text())
+            store.store(group="sweep", name=resource.name.removesuffix(".yaml"), node=sweep, package="_global_")

@@ -65,5 +65,14 @@ def validate(config: Config) -> None:
     if getattr(dataset, key) is None:
         raise ConfigError(f"dataset.{key} is required with dataset.source={dataset.source.value}")
     _at_least("dataset.num_images", dataset.num_images, 1, optional=dataset.source is not DataSource.synthetic)
+    nodes = [("cluster.nodes", node) for node in config.cluster.nodes]
+    nodes += [("topology.preprocess_nodes", node) for node in config.topology.preprocess_nodes]
+    for key, node in nodes:
+        if node.instance not in config.cost.prices:
+            raise ConfigError(
+                f"{key}: instance {node.instance!r} has no price in cost={config.cost.name}; "
+                f"priced: {', '.join(sorted(config.cost.prices))}"
+            )
+        _at_least(f"{key}[{node.instance}].count", node.count, 1)
     if config.engine.name is Engine.spark:
         _spark(config)

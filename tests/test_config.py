@@ -68,6 +68,7 @@ def test_compose_rejects(override, error, named):
         (["udf.prefetch=2"], "udf.prefetch=2"),
         (["udf.rebuild_model_per_batch=true"], "udf.rebuild_model_per_batch"),
         (["topology.predict_partitions=0"], "topology.predict_partitions=0"),
+        (["cluster.nodes=[{role: driver, instance: p5.48xlarge, count: 1}]"], "p5.48xlarge"),
         (["gpu.executor_amount=1"], "cluster=local"),
         (["gpu.emulate=2"], "cluster=local"),
     ],

@@ -1,0 +1,232 @@
+"""Every job under some directories, read back from disk into one table: one row per job, failed and
+unfinished ones included, so a report never silently drops a variant.
+
+A job dir is a directory holding `result.json` (written atomically by the job, also when it fails), or
+`job.yaml` (written when the job starts), or any non-hidden subdirectory of a Hydra sweep dir (one holding
+`multirun.yaml`). A job dir without `result.json` is a row with status `missing`, one whose result.json is
+not JSON a row with status `unreadable`. Hidden files and
+directories (`.hydra/`, the `.result.json.PID.tmp` a job is still writing) are never read as results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from reports.cost import CostUnavailable, run_cost
+
+RESULT_FILE = "result.json"
+JOB_FILE = "job.yaml"
+SWEEP_FILE = "multirun.yaml"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+MISSING_REASON = "no result.json: the job has not finished (interrupted sweep, or still running)"
+
+VARIANT_FIELDS = (
+    "engine", "udf", "topology", "cluster", "batch_size", "max_records_per_batch", "partitions",
+    "python_worker_reuse", "gpu_task_amount", "prefetch", "rebuild_model_per_batch", "sink", "dataset_source",
+    "image_format", "weights",
+)
+# Always in a label (values only), in this order; the other fields join a label as key=value when they vary.
+HEADLINE_FIELDS = ("udf", "topology", "cluster", "batch_size")
+SHORT_NAMES = {
+    "batch_size": "bs", "max_records_per_batch": "arrow_batch", "partitions": "partitions",
+    "python_worker_reuse": "worker_reuse", "gpu_task_amount": "gpu_per_task", "prefetch": "prefetch",
+    "rebuild_model_per_batch": "rebuild_model", "sink": "sink", "dataset_source": "data",
+    "image_format": "format", "weights": "weights", "engine": "engine",
+}
+CSV_COLUMNS = (
+    "label", "status", "reason", "throughput_images_per_s", "usd_per_million_images", "usd_per_pass", "cost_note",
+    *VARIANT_FIELDS, "num_images", "num_bad_images", "repeats", "throughput_per_repeat", "throughput_min",
+    "throughput_max", "wall_s", "startup_s", "cluster_start_s", "data_prepare_s", "intermediate_bytes",
+    "model_builds", "max_model_loads_per_worker", "model_slots", "violation", "gpus", "gpu_name", "git_sha",
+    "error_type", "error_message", "started_at", "job_dir",
+)
+
+INTEGER_COLUMNS = (
+    "batch_size", "max_records_per_batch", "partitions", "prefetch", "num_images", "num_bad_images", "repeats",
+    "intermediate_bytes", "model_builds", "max_model_loads_per_worker", "model_slots",
+)
+FLAG_COLUMNS = ("python_worker_reuse", "rebuild_model_per_batch")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job dir and what it left: its result record (None when it has none) and its Hydra overrides."""
+
+    dir: Path
+    result: dict[str, Any] | None
+    overrides: tuple[str, ...]
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Order 2 before 10, as Hydra numbers a sweep's jobs."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def job_dirs(directory: Path) -> list[Path]:
+    """The job dirs at or under `directory` (see the module docstring)."""
+    root = Path(directory).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such directory: {directory}")
+    found: set[Path] = set()
+    for marker in (RESULT_FILE, JOB_FILE):
+        found.update(path.parent for path in root.rglob(marker) if _visible(path, root))
+    for sweep in root.rglob(SWEEP_FILE):
+        if _visible(sweep, root):
+            found.update(child for child in sweep.parent.iterdir() if child.is_dir() and not child.name.startswith("."))
+    return sorted(found, key=_natural_key)
+
+
+def _overrides(job_dir: Path) -> tuple[str, ...]:
+    path = job_dir / OVERRIDES_FILE
+    if not path.is_file():
+        return ()
+    return tuple(str(item) for item in yaml.safe_load(path.read_text()) or ())
+
+
+def find_jobs(directories: Iterable[Path]) -> list[Job]:
+    """Every job under `directories`, each once, in sweep order; raises FileNotFoundError for a missing dir."""
+    seen: dict[Path, None] = {}
+    for directory in directories:
+        seen.update(dict.fromkeys(job_dirs(directory)))
+    return [Job(job_dir, _read(job_dir / RESULT_FILE), _overrides(job_dir)) for job_dir in seen]
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """The result record; None when there is none; an `unreadable` record when it is not JSON."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        return {"status": "unreadable", "error": {"type": "JSONDecodeError", "message": f"{path} is not JSON: {error}"}}
+
+
+def _label_value(field: str, value: Any) -> str:
+    if field in HEADLINE_FIELDS and field != "batch_size":
+        return str(value)
+    return f"{SHORT_NAMES[field]}={value}"
+
+
+def variant_label(variant: dict[str, Any], fields: Iterable[str], headline: Iterable[str] = HEADLINE_FIELDS) -> str:
+    """A readable name for a variant: its `headline` fields, then `fields` (those that vary) as key=value.
+
+    A plot that shows some fields by facet or colour leaves them out of `headline`.
+    """
+    wanted = list(dict.fromkeys([*headline, *fields]))
+    if pd.notna(variant.get("engine")) and variant["engine"] != "spark":
+        wanted = ["engine", *[field for field in wanted if field not in ("udf", "topology", "cluster")]]
+    return " · ".join(_label_value(field, variant[field]) for field in wanted if pd.notna(variant.get(field)))
+
+
+def varying_fields(frame: pd.DataFrame, fields: Iterable[str] = VARIANT_FIELDS) -> list[str]:
+    """The variant fields, of `fields`, that take more than one value among the jobs that have a variant."""
+    known = frame[frame["engine"].notna()]
+    return [field for field in fields if known[field].astype(str).nunique() > 1]
+
+
+def _median(values: list[float] | None) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _reason(status: str, error: dict[str, Any] | None) -> str:
+    if status == "missing":
+        return MISSING_REASON
+    if error:
+        return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    return ""
+
+
+def _row(job: Job) -> dict[str, Any]:
+    result = job.result or {}
+    variant, metrics, env = result.get("variant") or {}, result.get("metrics") or {}, result.get("env") or {}
+    error, cluster, tasks = result.get("error"), result.get("cluster") or {}, result.get("tasks") or {}
+    status = result.get("status", "missing")
+    repeats = metrics.get("throughput_per_repeat") or []
+    row: dict[str, Any] = {
+        "job_dir": str(job.dir),
+        "status": status,
+        "reason": _reason(status, error),
+        "error_type": (error or {}).get("type"),
+        "error_message": (error or {}).get("message"),
+        "overrides": " ".join(job.overrides),
+        **{field: variant.get(field) for field in VARIANT_FIELDS},
+        "num_images": metrics.get("num_images"),
+        "num_bad_images": metrics.get("num_bad_images"),
+        "throughput_images_per_s": metrics.get("throughput_images_per_s"),
+        "throughput_per_repeat": list(repeats),
+        "repeats": len(repeats),
+        "throughput_min": min(repeats, default=None),
+        "throughput_max": max(repeats, default=None),
+        "wall_s": _median(metrics.get("wall_s")),
+        "startup_s": metrics.get("startup_s"),
+        "cluster_start_s": metrics.get("cluster_start_s"),
+        "data_prepare_s": metrics.get("data_prepare_s"),
+        "intermediate_bytes": metrics.get("intermediate_bytes"),
+        "model_builds": tasks.get("model_builds"),
+        "max_model_loads_per_worker": metrics.get("max_model_loads_per_worker"),
+        "model_slots": cluster.get("model_slots"),
+        "violation": ((result.get("evidence") or {}).get("checks") or {}).get("violation"),
+        "gpus": env.get("gpus"),
+        "gpu_name": env.get("gpu_name"),
+        "git_sha": env.get("git_sha"),
+        "started_at": result.get("started_at"),
+        "usd_per_pass": None,
+        "usd_per_million_images": None,
+        "cost_note": None,
+    }
+    row["weights"] = row["weights"] or env.get("weights")
+    if job.result is not None:
+        try:
+            cost = run_cost(job.result)
+            row["usd_per_pass"], row["usd_per_million_images"] = cost.usd_per_pass, cost.usd_per_million_images
+        except CostUnavailable as reason:
+            row["cost_note"] = str(reason)
+    return row
+
+
+def job_frame(jobs: list[Job]) -> pd.DataFrame:
+    """One row per job; `label` names the variant by its headline fields and every other field that varies,
+    `run_label` the run (the label, plus its sweep and job dir when several runs share it).
+
+    Counts are nullable integers and flags nullable booleans, so a job without them stays empty rather than
+    turning 32 into 32.0.
+    """
+    rows = [_row(job) for job in jobs]
+    frame = pd.DataFrame(rows, columns=[*dict.fromkeys([*CSV_COLUMNS, "overrides"])])
+    frame = frame.astype({column: "Int64" for column in INTEGER_COLUMNS} | {column: "boolean" for column in FLAG_COLUMNS})
+    extra = [field for field in varying_fields(frame) if field not in HEADLINE_FIELDS]
+    frame["label"] = [
+        variant_label(row, extra) if row["engine"] is not None else (row["overrides"] or Path(row["job_dir"]).name)
+        for row in rows
+    ]
+    repeated = frame["label"].duplicated(keep=False)
+    frame["run_label"] = [
+        f"{label} [{Path(job_dir).parent.name}/{Path(job_dir).name}]" if twice else label
+        for label, job_dir, twice in zip(frame["label"], frame["job_dir"], repeated)
+    ]
+    return frame
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """results.csv: CSV_COLUMNS, job dirs relative to the file, per-repeat throughputs joined by ';'."""
+    table = frame[list(CSV_COLUMNS)].copy()
+    table["job_dir"] = [os.path.relpath(job_dir, Path(path).resolve().parent) for job_dir in table["job_dir"]]
+    table["throughput_per_repeat"] = [";".join(repr(value) for value in values) for values in table["throughput_per_repeat"]]
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table.to_csv(staging, index=False)
+    os.replace(staging, path)
+    return path

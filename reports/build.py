@@ -1,0 +1,37 @@
+"""Rebuild a sweep's results.csv and report.html from the result.json files on disk.
+
+The one entry point for whoever wants the report: the command line (`python -m reports`) and a Hydra
+callback at the end of a multirun (`build([sweep_dir], sweep_dir)`). Both files are written under a
+temporary name and renamed into place, so a reader never sees half a file, and rebuilding is always safe:
+an interrupted sweep gives `missing` rows, a later rebuild fills them in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from reports.aggregate import find_jobs, job_frame, write_csv
+from reports.html import render
+
+CSV_FILE = "results.csv"
+HTML_FILE = "report.html"
+
+
+def build(directories: list[Path], out_dir: Path, microbenchmark: Path | None = None) -> tuple[Path, Path]:
+    """Write results.csv and report.html for every job under `directories` into `out_dir`; return both paths.
+
+    `microbenchmark`: a pytest-benchmark JSON file, which the report names in a marked, not yet built section.
+    Raises FileNotFoundError when a directory does not exist.
+    """
+    directories = [Path(directory) for directory in directories]
+    jobs = find_jobs(directories)
+    frame = job_frame(jobs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(frame, out_dir / CSV_FILE)
+    html_path = out_dir / HTML_FILE
+    staging = out_dir / f".{HTML_FILE}.{os.getpid()}.tmp"
+    staging.write_text(render(jobs, frame, out_dir, directories, microbenchmark), encoding="utf-8")
+    os.replace(staging, html_path)
+    return csv_path, html_path

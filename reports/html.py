@@ -1,0 +1,266 @@
+"""The one-file HTML report: everything inline (figures as base64 PNG, CSS, a few lines of JS), so it opens
+from disk, can be mailed or archived, and never reaches the network.
+
+This module turns the job table and the result records into plain rows and strings; the layout lives in
+`templates/report.html.j2`. What the report must never hide gets a place of its own: random weights and
+emulated GPUs in a banner at the top, failed and unfinished jobs with their reasons, the prices every cost
+was computed with, and where each number came from (git sha, versions, machine, GPUs, weights, Spark confs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from reports import plots
+from reports.aggregate import Job
+from reports.cost import CostUnavailable, run_cost
+
+TIMELINES = 4  # at most this many task timelines: the fastest run of each topology
+BAD_IMAGE_EXAMPLES = 5
+PACKAGES_SHOWN = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pillow", "hydra-core")
+GPU_MEANING = {
+    "real": "the model ran on them",
+    "emulated": "Spark scheduled tasks onto fake GPU addresses, the model ran on the CPU",
+    "none": "CPU only",
+}
+WEIGHTS_MEANING = {
+    "random": "seeded, calibrated random weights; accuracy meaningless",
+    "file": "a state_dict file",
+    "torchvision": "torchvision's pretrained weights from the local hub cache",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    sort: str = ""  # the value the table sorts by, when the text is not it (numbers)
+    css: str = ""
+
+
+@dataclass
+class Figures:
+    id: str
+    heading: str
+    charts: list[dict[str, str]] = field(default_factory=list)  # {"uri", "caption", "alt"}
+    empty: str = ""  # said instead when there is nothing to draw
+
+
+def _number(value: Any, digits: int = 2) -> Cell:
+    if value is None or pd.isna(value):
+        return Cell("–", css="num")
+    return Cell(f"{value:,.{digits}f}", repr(float(value)), "num")
+
+
+def _usd(value: Any) -> Cell:
+    if value is None or pd.isna(value):
+        return Cell("–", css="num")
+    return Cell(f"${value:,.2f}" if value >= 1 else f"${value:.3g}", repr(float(value)), "num")
+
+
+def _relative(job_dir: str, out_dir: Path) -> str:
+    return os.path.relpath(job_dir, out_dir.resolve())
+
+
+def _chart(chart: plots.Chart, alt: str) -> dict[str, str]:
+    return {"uri": plots.png_data_uri(chart.figure), "caption": chart.caption, "alt": alt}
+
+
+SUMMARY_COLUMNS = (
+    "variant", "status", "images/s median [min–max]", "timed passes", "median pass (s)", "USD / million images",
+    "bad images", "Spark start (s)", "cluster start (s)", "GPUs", "weights", "job dir",
+)
+
+
+def _banners(frame: pd.DataFrame) -> list[str]:
+    """Plain warnings for what makes the numbers mean less than they seem."""
+    said = []
+    random_runs = int((frame["weights"] == "random").sum())
+    if random_runs:
+        said.append(
+            f"Random weights in {random_runs} of {len(frame)} jobs: predictions are deterministic but accuracy "
+            f"is meaningless. These runs measure speed and cost only."
+        )
+    emulated = int((frame["gpus"] == "emulated").sum())
+    if emulated:
+        said.append(
+            f"Emulated GPUs in {emulated} of {len(frame)} jobs: GPU scheduling was emulated (Spark handed tasks "
+            f"fake GPU addresses) and the model ran on the CPU. They test scheduling, not GPU speed or cost."
+        )
+    return said
+
+
+def _summary_rows(frame: pd.DataFrame, out_dir: Path) -> list[list[Cell]]:
+    """One row per job for the sortable summary table."""
+    rows = []
+    for row in frame.to_dict("records"):
+        spread = (
+            f" [{row['throughput_min']:.2f}–{row['throughput_max']:.2f}]" if pd.notna(row["throughput_min"]) else ""
+        )
+        throughput = _number(row["throughput_images_per_s"])
+        rows.append([
+            Cell(row["label"]),
+            Cell(row["status"], css=f"status-{row['status']}"),
+            Cell(throughput.text + spread, throughput.sort, "num"),
+            _number(row["repeats"] or None, 0),
+            _number(row["wall_s"]),
+            _usd(row["usd_per_million_images"]),
+            _number(row["num_bad_images"], 0),
+            _number(row["startup_s"], 1),
+            _number(row["cluster_start_s"], 1),
+            Cell(str(row["gpus"] or "–")),
+            Cell(str(row["weights"] or "–")),
+            Cell(_relative(row["job_dir"], out_dir)),
+        ])
+    return rows
+
+
+def _timeline_runs(jobs: list[Job], frame: pd.DataFrame) -> list[tuple[Job, str]]:
+    """The fastest successful run of each topology that has a task timeline, at most TIMELINES of them."""
+    chosen: dict[Any, tuple[float, Job, str]] = {}
+    for job, row in zip(jobs, frame.to_dict("records")):
+        timeline = ((job.result or {}).get("evidence") or {}).get("timeline")
+        if row["status"] != "ok" or not timeline or pd.isna(row["throughput_images_per_s"]):
+            continue
+        key = (row["engine"], row["topology"])
+        if key not in chosen or row["throughput_images_per_s"] > chosen[key][0]:
+            chosen[key] = (row["throughput_images_per_s"], job, row["run_label"])
+    ranked = sorted(chosen.values(), key=lambda item: -item[0])[:TIMELINES]
+    return [(job, label) for _, job, label in ranked]
+
+
+def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
+    """Every figure section, each with its captions, or the reason it is empty."""
+    ok = plots.successful(frame)
+    billed = ok[ok[plots.COST].notna()]
+    no_runs = "No successful run to draw."
+    sections = [
+        Figures("throughput", "Throughput", empty=no_runs),
+        Figures("cost", "Cost per million images", empty="No successful run could be billed."),
+        Figures("pareto", "Throughput vs cost", empty="No successful run could be billed."),
+        Figures("timelines", "Task timelines", empty="No successful run recorded a task timeline."),
+        Figures("stages", "Stage times", empty=no_runs),
+    ]
+    if not ok.empty:
+        sections[0].charts.append(_chart(plots.throughput_bars(frame), "throughput per variant"))
+        shown = set(ok["job_dir"])
+        sections[4].charts.append(_chart(plots.stage_breakdown(
+            [(row["run_label"], job.result) for job, row in zip(jobs, frame.to_dict("records")) if row["job_dir"] in shown]
+        ), "seconds per step"))
+    if not billed.empty:
+        sections[1].charts.append(_chart(plots.cost_bars(frame), "cost per million images per variant"))
+        sections[2].charts.append(_chart(plots.throughput_vs_cost(frame), "throughput against cost"))
+    for job, label in _timeline_runs(jobs, frame):
+        sections[3].charts.append(_chart(plots.task_timeline(job.result, label), f"task timeline of {label}"))
+    return sections
+
+
+def _failed_rows(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> list[dict[str, str]]:
+    """Every job that is not ok: its variant, status, reason, job dir and traceback."""
+    return [
+        {"label": row["label"], "status": row["status"], "reason": row["reason"],
+         "job_dir": _relative(row["job_dir"], out_dir), "detail": ((job.result or {}).get("error") or {}).get("detail", "")}
+        for job, row in zip(jobs, frame.to_dict("records"))
+        if row["status"] != "ok"
+    ]
+
+
+def _bad_image_rows(jobs: list[Job], frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Bad-image count per run that counted, with the first few ids and reasons."""
+    rows = []
+    for job, row in zip(jobs, frame.to_dict("records")):
+        if pd.isna(row["num_bad_images"]):
+            continue
+        listed = (job.result or {}).get("bad_images") or []
+        rows.append({"label": row["run_label"], "count": int(row["num_bad_images"]),
+                     "examples": [f"{bad['id']}: {bad['reason']}" for bad in listed[:BAD_IMAGE_EXAMPLES]],
+                     "more": max(0, len(listed) - BAD_IMAGE_EXAMPLES)})
+    return rows
+
+
+def _price_rows(jobs: list[Job]) -> list[dict[str, Any]]:
+    """Each distinct price a cost was computed with, and how many runs were billed at it."""
+    used: Counter[tuple[Any, ...]] = Counter()
+    for job in jobs:
+        if job.result is None:
+            continue
+        try:
+            cost = run_cost(job.result)
+        except CostUnavailable:
+            continue
+        for instance, price in cost.prices.items():
+            used[(cost.table, instance, price.usd_per_hour, price.region, price.source, price.date)] += 1
+    keys = ("table", "instance", "usd_per_hour", "region", "source", "date")
+    return [dict(zip(keys, price), runs=runs) for price, runs in sorted(used.items())]
+
+
+def _tally(values: list[Any]) -> list[tuple[Any, int]]:
+    return sorted(Counter(values).items(), key=lambda item: (-item[1], str(item[0])))
+
+
+def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+    """Where the numbers came from: code, software, machines, GPUs, weights and each run's Spark confs."""
+    envs = [(job.result or {}).get("env") or {} for job in jobs if job.result]
+    versions = {
+        package: _tally([env.get("versions", {}).get(package) for env in envs if env.get("versions")])
+        for package in PACKAGES_SHOWN
+    }
+    machines = _tally([
+        f"{env.get('hostname')} · {env.get('platform')} · {env.get('cpu_model')} × {env.get('cpu_count')} CPUs"
+        f" · GPU: {env.get('gpu_name') or 'none'}"
+        for env in envs if env
+    ])
+    return {
+        "git": _tally([env.get("git_sha") for env in envs if env]),
+        "python": _tally([env.get("python") for env in envs if env]),
+        "versions": versions,
+        "machines": machines,
+        "gpus": [(f"{kind}: {GPU_MEANING.get(kind, kind)}", runs) for kind, runs in _tally(list(frame["gpus"].dropna()))],
+        "weights": [(f"{kind}: {WEIGHTS_MEANING.get(kind, kind)}", runs)
+                    for kind, runs in _tally(list(frame["weights"].dropna()))],
+        "spark_confs": [
+            {"label": row["run_label"], "job_dir": _relative(row["job_dir"], out_dir),
+             "conf": sorted(((job.result or {}).get("spark_conf") or {}).items())}
+            for job, row in zip(jobs, frame.to_dict("records"))
+            if job.result
+        ],
+    }
+
+
+def render(jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Path],
+           microbenchmark: Path | None = None) -> str:
+    """The report's HTML text; `out_dir` is where it will live (job dirs are shown relative to it)."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    counts = Counter(frame["status"])
+    return environment.get_template("report.html.j2").render(
+        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        sources=[str(source) for source in sources],
+        counts=sorted(counts.items()),
+        jobs=len(frame),
+        banners=_banners(frame),
+        columns=SUMMARY_COLUMNS,
+        summary=_summary_rows(frame, out_dir),
+        figures=_figures(jobs, frame),
+        failed=_failed_rows(jobs, frame, out_dir),
+        bad_images=_bad_image_rows(jobs, frame),
+        bad_images_chart=_chart(plots.bad_images(frame), "bad images per run")
+        if frame["num_bad_images"].notna().any() else None,
+        prices=_price_rows(jobs),
+        unbilled=[(row["run_label"], row["cost_note"]) for row in frame.to_dict("records")
+                  if row["status"] == "ok" and row["cost_note"]],
+        provenance=_provenance(jobs, frame, out_dir),
+        microbenchmark=str(microbenchmark) if microbenchmark else None,
+    )

@@ -1,0 +1,265 @@
+"""The report's figures, drawn from the job table and the result records alone (never from Spark).
+
+Every function returns a `Chart`: a matplotlib Figure plus the caption that says what is drawn, over how
+many measurements and what a bar or whisker means, so a figure never travels without its reading guide.
+Figures are built as `Figure` objects, outside pyplot's global registry, so nothing leaks between calls;
+seaborn draws on the Agg backend, chosen before anything imports pyplot. `png_data_uri` turns a figure
+into the base64 PNG that the self-contained HTML report embeds.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from reports.aggregate import HEADLINE_FIELDS, variant_label, varying_fields  # noqa: E402
+from reports.pareto import best, pareto_front  # noqa: E402
+
+THROUGHPUT = "throughput_images_per_s"
+COST = "usd_per_million_images"
+STEP_COLOURS = {"preprocess": "#4C72B0", "predict": "#DD8452", "fused": "#55A868", "other": "#8C8C8C"}
+
+
+@dataclass(frozen=True)
+class Chart:
+    figure: Figure
+    caption: str
+
+
+def png_data_uri(figure: Figure) -> str:
+    """The figure as a `data:` URI, for an <img> that needs no file next to the report."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def successful(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose measurements a figure may show: status ok with a throughput."""
+    return frame[(frame["status"] == "ok") & frame[THROUGHPUT].notna()]
+
+
+def _short_label(row: dict[str, Any], frame: pd.DataFrame) -> str:
+    """The label without cluster, topology and batch size, which the throughput plot shows by panel and colour."""
+    extra = [field for field in varying_fields(frame) if field not in HEADLINE_FIELDS]
+    return variant_label(row, extra, headline=("udf",))
+
+
+def _facet(row: dict[str, Any]) -> str:
+    if row["engine"] != "spark":
+        return str(row["engine"])
+    return f"{row['cluster']} · {row['topology']}"
+
+
+def _batch_palette(sizes: list[str]) -> dict[str, Any]:
+    return dict(zip(sizes, sns.color_palette("colorblind", len(sizes))))
+
+
+def _n(counts: pd.Series) -> str:
+    low, high = int(counts.min()), int(counts.max())
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def _rotate(ax: Any) -> None:
+    for label in ax.get_xticklabels():
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
+
+
+def throughput_bars(frame: pd.DataFrame) -> Chart:
+    """Images/s per variant over its timed passes, faceted by cluster mode · topology, coloured by batch size."""
+    runs = successful(frame)
+    passes = pd.DataFrame(
+        [
+            {"facet": _facet(row), "variant": _short_label(row, frame), "batch size": str(row["batch_size"]),
+             "images/s": value}
+            for row in runs.to_dict("records")
+            for value in row["throughput_per_repeat"]
+        ]
+    )
+    facets = sorted(passes["facet"].unique())
+    sizes = sorted(passes["batch size"].unique(), key=int)
+    palette = _batch_palette(sizes)
+    widths = [passes.loc[passes["facet"] == facet, ["variant", "batch size"]].drop_duplicates().shape[0] + 1.0
+              for facet in facets]
+    figure = Figure(figsize=(max(7.0, 1.1 * sum(widths) + 2), 4.8), layout="constrained")
+    axes = figure.subplots(1, len(facets), sharey=True, squeeze=False, width_ratios=widths)[0]
+    for ax, facet in zip(axes, facets):
+        part = passes[passes["facet"] == facet]
+        sns.barplot(part, x="variant", y="images/s", hue="batch size",
+                    hue_order=[size for size in sizes if size in set(part["batch size"])], palette=palette,
+                    estimator="median", errorbar=("pi", 100), capsize=0.2, err_kws={"linewidth": 1.2},
+                    legend=False, ax=ax)
+        for bars in ax.containers:
+            ax.bar_label(bars, fmt="%.1f", label_type="center", fontsize=8, color="white")
+        ax.set_title(facet, fontsize=10)
+        ax.set_xlabel("")
+        _rotate(ax)
+    figure.legend(handles=[Patch(color=palette[size], label=size) for size in sizes], title="batch size",
+                  loc="outside right upper")
+    counts = passes.groupby(["facet", "variant", "batch size"]).size()
+    caption = (
+        f"Throughput of each successful variant (images in the data set / seconds of a timed pass). "
+        f"Bars: median over the timed passes; whiskers: min–max over them; n = {_n(counts)} timed passes per "
+        f"bar ({len(runs)} runs). Panels: cluster mode · topology; colour: batch size."
+    )
+    return Chart(figure, caption)
+
+
+def cost_bars(frame: pd.DataFrame) -> Chart:
+    """USD per million images per variant, cheapest first."""
+    runs = successful(frame)
+    billed = runs[runs[COST].notna()].assign(**{"batch size": lambda rows: rows["batch_size"].astype(str)})
+    order = billed.groupby("label")[COST].median().sort_values().index.tolist()
+    sizes = sorted(billed["batch size"].unique(), key=int)
+    figure = Figure(figsize=(9.5, 1.2 + 0.45 * len(order)), layout="constrained")
+    ax = figure.subplots()
+    sns.barplot(billed, y="label", x=COST, order=order, hue="batch size", hue_order=sizes,
+                palette=_batch_palette(sizes), dodge=False, estimator="median", errorbar=("pi", 100), ax=ax)
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt=lambda usd: f"${usd:,.2f}" if usd >= 1 else f"${usd:.3g}", fontsize=8, padding=3)
+    ax.set_xlabel("USD per million images (median timed pass)")
+    ax.set_ylabel("")
+    ax.margins(x=0.15)
+    unbilled = runs[runs[COST].isna()]
+    note = "".join(f" Not billed: {row['label']} ({row['cost_note']})." for row in unbilled.to_dict("records"))
+    caption = (
+        f"Cost per million images: every billed node of the run (cluster.nodes; two_stage's preprocess job on "
+        f"topology.preprocess_nodes) at its on-demand price for the run's median timed pass (see Prices). "
+        f"One bar per variant ({len(billed)} runs); where several runs share a variant, bar: median, whiskers: "
+        f"min–max over the runs.{note}"
+    )
+    return Chart(figure, caption)
+
+
+def throughput_vs_cost(frame: pd.DataFrame) -> Chart:
+    """Each run as a point; the Pareto frontier (faster and cheaper is better) drawn and the best one named."""
+    runs = successful(frame)
+    points = runs[runs[COST].notna()].reset_index(drop=True)
+    points = points.assign(**{field: points[field].fillna(points["engine"]) for field in ("topology", "cluster")})
+    front = points[pareto_front(points, THROUGHPUT, COST)].sort_values(COST)
+    winner = points.loc[best(points, THROUGHPUT, COST)]
+    figure = Figure(figsize=(9.5, 5.5), layout="constrained")
+    ax = figure.subplots()
+    sns.scatterplot(points, x=COST, y=THROUGHPUT, hue="topology", style="cluster", s=70, ax=ax)
+    ax.plot(front[COST], front[THROUGHPUT], linestyle="--", color="0.4", zorder=0, label="Pareto frontier")
+    ax.scatter(front[COST], front[THROUGHPUT], s=220, facecolors="none", edgecolors="0.2", label="on the frontier")
+    for row in front.drop(index=winner.name).to_dict("records"):
+        ax.annotate(row["label"], (row[COST], row[THROUGHPUT]), xytext=(8, -12), textcoords="offset points",
+                    fontsize=7)
+    ax.annotate(f"best: {winner['label']}", (winner[COST], winner[THROUGHPUT]), xytext=(8, 10),
+                textcoords="offset points", fontsize=9, fontweight="bold")
+    ax.set_xlabel("USD per million images (median timed pass)")
+    ax.set_ylabel("images/s (median timed pass)")
+    ax.margins(x=0.25, y=0.15)
+    ax.legend(fontsize=8, loc="best")
+    caption = (
+        f"Throughput against cost, one point per successful run (n = {len(points)}); up and left is better. "
+        f"Ringed and joined: the Pareto frontier, runs that no other run beats on both. Best (the frontier's "
+        f"cheapest per image): {winner['label']}, {winner[THROUGHPUT]:.2f} images/s at "
+        f"${winner[COST]:.4g} per million images."
+    )
+    return Chart(figure, caption)
+
+
+def task_timeline(result: dict[str, Any], label: str) -> Chart:
+    """A Gantt chart of the last timed pass: one row per executor task slot, tasks coloured by step."""
+    tasks = pd.DataFrame(result["evidence"]["timeline"])
+    tasks["step"] = tasks["step"].where(tasks["step"].isin(list(STEP_COLOURS)), "other")
+    slots = sorted({(str(executor), int(slot)) for executor, slot in zip(tasks["executor_id"], tasks["slot"])},
+                   key=lambda key: (not key[0].isdigit(), int(key[0]) if key[0].isdigit() else 0, key[0], key[1]))
+    row_of = {slot: number for number, slot in enumerate(slots)}
+    figure = Figure(figsize=(9.5, 1.3 + 0.38 * len(slots)), layout="constrained")
+    ax = figure.subplots()
+    for task in tasks.to_dict("records"):
+        failed = not task.get("successful", True)
+        ax.broken_barh([(task["start_s"], max(task["end_s"] - task["start_s"], 0.005))],
+                       (row_of[(str(task["executor_id"]), int(task["slot"]))] - 0.38, 0.76),
+                       facecolors=STEP_COLOURS[task["step"]], edgecolor="red" if failed else "white",
+                       hatch="///" if failed else None, linewidth=0.8)
+    ax.set_yticks(range(len(slots)), [f"executor {executor} · slot {slot}" for executor, slot in slots])
+    ax.invert_yaxis()
+    ax.set_xlim(left=0)
+    ax.set_xlabel("seconds since the pass's first stage was submitted")
+    steps = [step for step in STEP_COLOURS if step in set(tasks["step"])]
+    handles = [Patch(color=STEP_COLOURS[step], label=step) for step in steps]
+    if "successful" in tasks and not tasks["successful"].all():
+        handles.append(Patch(facecolor="white", edgecolor="red", hatch="///", label="failed attempt"))
+    figure.legend(handles=handles, fontsize=8, loc="outside right upper")
+    ax.set_title(label, fontsize=10)
+    caption = (
+        f"Task timeline of the last timed pass of {label}: {len(tasks)} task attempts on {len(slots)} executor "
+        f"task slots (from the Spark event log). Colour: the step a task ran "
+        f"({', '.join(steps)})."
+    )
+    return Chart(figure, caption)
+
+
+def _step_seconds(result: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """Seconds per step: event-log stage durations of the last timed pass, else median job_s per job."""
+    stages = (result.get("evidence") or {}).get("stages") or []
+    seconds: dict[str, float] = {}
+    if stages:
+        for stage in stages:
+            step = stage["step"] if stage["step"] in STEP_COLOURS else "other"
+            seconds[step] = seconds.get(step, 0.0) + (stage["duration_s"] or 0.0)
+        return seconds, "event log"
+    for job, values in ((result.get("metrics") or {}).get("job_s") or {}).items():
+        step = job if job in STEP_COLOURS else "other"
+        seconds[step] = seconds.get(step, 0.0) + float(pd.Series(values).median())
+    return seconds, "job_s"
+
+
+def stage_breakdown(runs: list[tuple[str, dict[str, Any]]]) -> Chart:
+    """Where a pass's time goes: a stacked bar of seconds per step for each (label, result) run."""
+    rows = {label: _step_seconds(result) for label, result in runs}
+    table = pd.DataFrame({label: seconds for label, (seconds, _) in rows.items()}).T.fillna(0.0)
+    table = table[[step for step in STEP_COLOURS if step in table.columns]]
+    figure = Figure(figsize=(9.5, 1.3 + 0.45 * len(table)), layout="constrained")
+    ax = figure.subplots()
+    left = pd.Series(0.0, index=table.index)
+    wide_enough = 0.06 * table.sum(axis=1).max()  # room for a label inside a segment
+    for step in table.columns:
+        bars = ax.barh(table.index, table[step], left=left, color=STEP_COLOURS[step], label=step)
+        ax.bar_label(bars, labels=[f"{value:.1f}" if value >= wide_enough else "" for value in table[step]],
+                     label_type="center", fontsize=8, color="white")
+        left += table[step]
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    figure.legend(fontsize=8, loc="outside right upper")
+    from_jobs = [label for label, (_, source) in rows.items() if source == "job_s"]
+    caption = (
+        "Seconds per step of a pass, one bar per successful run: Spark stage durations (submitted → completed) "
+        "of the last timed pass from the event log, stages of the same step summed; stages between steps "
+        "(no task reported a step) are 'other'."
+        + (f" From the median of metrics.job_s per job instead (no event-log stages): {', '.join(from_jobs)}."
+           if from_jobs else "")
+    )
+    return Chart(figure, caption)
+
+
+def bad_images(frame: pd.DataFrame) -> Chart:
+    """Undecodable images per variant: a variant that skips more images did less work for its throughput."""
+    counted = frame[frame["num_bad_images"].notna()]
+    figure = Figure(figsize=(9.5, 1.2 + 0.4 * len(counted)), layout="constrained")
+    ax = figure.subplots()
+    bars = ax.barh(counted["label"], counted["num_bad_images"].astype(int), color="#C44E52")
+    ax.bar_label(bars, fontsize=8, padding=3)
+    ax.invert_yaxis()
+    ax.set_xlabel("bad images (last timed pass)")
+    ax.set_xlim(0, max(1, int(counted["num_bad_images"].max())) * 1.15)
+    caption = (
+        f"Images that could not be decoded, per run (n = {len(counted)} runs with a count), as counted in the "
+        f"last timed pass; they are skipped (on_bad_image=skip) and listed with their reasons in result.json."
+    )
+    return Chart(figure, caption)

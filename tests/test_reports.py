@@ -1,0 +1,330 @@
+"""The report, from hand-written result files only (tests/fixtures/results/sweep): no Spark, no model.
+
+The fixture sweep: 0 map_in_pandas/fused/local bs 32 and 1 map_in_arrow/split/local bs 64 (with task
+timelines), 2 iterator_pandas_udf/two_stage/standalone bs 32 (preprocess on 2 x m6gd.12xlarge, predict on
+1 x g4dn.12xlarge), 3 map_in_pandas/stage_level/standalone bs 16 with emulated GPUs, a timeline and 2 bad
+images, 4 failed (ClusterError), 5 a job dir without result.json (only a stale `.result.json.*.tmp`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from reports.__main__ import main
+from reports.aggregate import CSV_COLUMNS, find_jobs, job_frame
+from reports.build import build
+from reports.cost import CostUnavailable, UnknownInstance, run_cost
+from reports.pareto import best, pareto_front
+from reports.plots import task_timeline, throughput_bars
+
+SWEEP = Path(__file__).parent / "fixtures" / "results" / "sweep"
+CHROMIUM = Path("/usr/bin/chromium")
+SECTIONS = (
+    "Summary", "Throughput", "Cost per million images", "Throughput vs cost", "Task timelines", "Stage times",
+    "Bad images", "Failed and missing jobs", "Prices", "Provenance",
+)
+PRICES = {
+    "g4dn.12xlarge": {"usd_per_hour": 3.912, "region": "us-east-1", "source": "AWS list", "date": "2026-11"},
+    "m6gd.12xlarge": {"usd_per_hour": 2.1696, "region": "us-east-1", "source": "AWS list", "date": "2026-11"},
+    "this_machine": {"usd_per_hour": 0.1134, "region": "us-east-1", "source": "assumed", "date": "2026-11"},
+}
+
+
+def record(nodes, wall_s=(), num_images=1000, topology="fused", preprocess_nodes=(), job_s=None) -> dict:
+    """The parts of a result.json that cost.py reads."""
+    return {
+        "config": {
+            "cluster": {"nodes": [{"role": role, "instance": instance, "count": count} for role, instance, count in nodes]},
+            "topology": {"kind": topology, "preprocess_nodes": [
+                {"role": role, "instance": instance, "count": count} for role, instance, count in preprocess_nodes
+            ]},
+            "cost": {"name": "aws_on_demand", "prices": PRICES},
+        },
+        "metrics": {"num_images": num_images, "wall_s": list(wall_s), "job_s": job_s or {}},
+    }
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return job_frame(find_jobs([SWEEP]))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build([SWEEP], tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def html(report: tuple[Path, Path]) -> str:
+    return report[1].read_text()
+
+
+def copy_job(source: Path, job_dir: Path, **env: str) -> None:
+    """A copy of one fixture job, with env fields (and the matching variant field) replaced."""
+    job_dir.mkdir(parents=True)
+    result = json.loads((source / "result.json").read_text())
+    result["env"].update(env)
+    result["variant"].update({key: value for key, value in env.items() if key in result["variant"]})
+    (job_dir / "result.json").write_text(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------------------ aggregate
+
+
+def test_one_row_per_job_dir_with_the_variant_columns(frame: pd.DataFrame) -> None:
+    assert [Path(job_dir).name for job_dir in frame["job_dir"]] == ["0", "1", "2", "3", "4", "5"]
+    assert set(CSV_COLUMNS) <= set(frame.columns)
+    assert list(frame["udf"][:4]) == ["map_in_pandas", "map_in_arrow", "iterator_pandas_udf", "map_in_pandas"]
+    assert list(frame["batch_size"][:4]) == [32, 64, 32, 16]
+    assert frame.loc[3, "throughput_per_repeat"] == pytest.approx([64 / 8.127321114999631, 64 / 7.559184021999954,
+                                                                   64 / 8.143167218999679])
+    assert frame.loc[3, "gpus"] == "emulated"
+
+
+def test_labels_name_each_variant_readably(frame: pd.DataFrame) -> None:
+    assert frame.loc[1, "label"] == "map_in_arrow · split · local · bs=64"
+    assert frame["label"][:5].is_unique
+
+
+def test_failed_job_is_a_row_with_its_reason(frame: pd.DataFrame) -> None:
+    failed = frame.loc[4]
+    assert failed["status"] == "failed"
+    assert failed["reason"] == (
+        "ClusterError: the standalone worker exited with status 1 while waiting for the workers to register"
+    )
+    assert pd.isna(failed["throughput_images_per_s"]) and pd.isna(failed["usd_per_million_images"])
+
+
+def test_job_dir_without_result_is_counted_missing(frame: pd.DataFrame) -> None:
+    missing = frame.loc[5]
+    assert missing["status"] == "missing"
+    assert missing["reason"].startswith("no result.json")
+    assert missing["label"] == "udf=rdd_map_partitions model.batch_size=32"  # from .hydra/overrides.yaml
+
+
+def test_temporary_result_files_are_never_read() -> None:
+    assert (SWEEP / "5" / ".result.json.4242.tmp").is_file()
+    assert find_jobs([SWEEP])[5].result is None
+
+
+def test_unreadable_result_is_a_row_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "result.json").write_text('{"status": "ok", "metr')
+    row = job_frame(find_jobs([tmp_path])).loc[0]
+    assert row["status"] == "unreadable" and "is not JSON" in row["reason"]
+
+
+def test_job_whose_process_died_is_labelled_by_its_overrides(tmp_path: Path) -> None:
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- udf=map_in_arrow\n")
+    (tmp_path / "0" / "result.json").write_text(json.dumps({  # what pipeline/__main__.py writes for a lost job
+        "status": "failed", "variant": {}, "config": {}, "env": {}, "error": {
+            "type": "JobProcessDied", "message": "the job process exited with code -9 without a result"}}))
+    row = job_frame(find_jobs([tmp_path])).loc[0]
+    assert (row["label"], row["reason"]) == (
+        "udf=map_in_arrow", "JobProcessDied: the job process exited with code -9 without a result")
+
+
+def test_missing_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope"):
+        find_jobs([tmp_path / "nope"])
+
+
+# ----------------------------------------------------------------------------------------------------- cost
+
+
+def test_cost_of_two_nodes_for_the_median_pass_by_hand() -> None:
+    cost = run_cost(record([("worker", "g4dn.12xlarge", 2)], wall_s=[9.0, 10.0, 11.0], num_images=1000))
+    # 2 x $3.912/h for 10 s = $0.0217333...; per image / 1000, x 1e6
+    assert cost.usd_per_pass == pytest.approx(0.021733333333, rel=1e-9)
+    assert cost.usd_per_million_images == pytest.approx(21.733333333, rel=1e-9)
+
+
+def test_every_node_is_billed_including_the_driver() -> None:
+    nodes = [("driver", "this_machine", 1), ("worker", "g4dn.12xlarge", 2)]
+    cost = run_cost(record(nodes, wall_s=[3600.0], num_images=1_000_000))
+    assert cost.usd_per_million_images == pytest.approx(0.1134 + 2 * 3.912)
+    assert set(cost.prices) == {"this_machine", "g4dn.12xlarge"}
+
+
+def test_two_stage_bills_each_job_on_its_own_nodes() -> None:
+    cost = run_cost(record(
+        [("worker", "g4dn.12xlarge", 1)], wall_s=[14.0, 18.0, 16.0], topology="two_stage",
+        preprocess_nodes=[("worker", "m6gd.12xlarge", 2)],
+        job_s={"preprocess": [4.0, 6.0, 5.0], "predict": [10.0, 12.0, 11.0]},
+    ))
+    # preprocess 2 x 2.1696 x 5 s + predict 3.912 x 11 s = 64.728 $·s/h -> $0.01798 for 1000 images
+    assert cost.usd_per_pass == pytest.approx(0.01798, rel=1e-9)
+    assert cost.usd_per_million_images == pytest.approx(17.98, rel=1e-9)
+    assert cost.prices["m6gd.12xlarge"].source == "AWS list"
+
+
+def test_two_stage_without_preprocess_nodes_bills_the_cluster_nodes() -> None:
+    cost = run_cost(record([("worker", "g4dn.12xlarge", 1)], topology="two_stage",
+                           job_s={"preprocess": [3600.0], "predict": [3600.0]}, num_images=1_000_000))
+    assert cost.usd_per_million_images == pytest.approx(2 * 3.912)
+
+
+def test_unknown_instance_is_an_error_naming_it() -> None:
+    with pytest.raises(UnknownInstance, match=r"instance 'p9\.huge' \(role worker\) has no price in cost=aws_on_demand"):
+        run_cost(record([("driver", "this_machine", 1), ("worker", "p9.huge", 4)], wall_s=[1.0]))
+
+
+def test_result_without_cost_config_cannot_be_billed() -> None:
+    with pytest.raises(CostUnavailable, match="no cost.prices"):
+        run_cost({"config": {"cluster": {}}, "metrics": {"num_images": 64, "wall_s": [1.0]}})
+
+
+# --------------------------------------------------------------------------------------------------- pareto
+
+
+def test_pareto_front_of_hand_made_points() -> None:
+    points = pd.DataFrame(
+        {"speed": [10.0, 20.0, 15.0, 5.0, 20.0, 30.0, None],
+         "usd": [5.0, 10.0, 12.0, 5.0, 10.0, 40.0, 1.0]},
+        index=list("ABCDEFG"),
+    )
+    front = pareto_front(points, faster="speed", cheaper="usd")
+    # C: B is faster and cheaper; D: A is as cheap and faster; B and E tie, so neither beats the other
+    assert list(front[front].index) == ["A", "B", "E", "F"]
+    assert best(points, faster="speed", cheaper="usd") == "A"
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+
+
+def test_throughput_caption_says_n_and_what_bars_and_whiskers_mean(frame: pd.DataFrame) -> None:
+    caption = throughput_bars(frame).caption
+    assert "Bars: median over the timed passes; whiskers: min–max" in caption
+    assert "n = 3 timed passes per bar (4 runs)" in caption
+
+
+def test_timeline_has_one_row_per_executor_slot(frame: pd.DataFrame) -> None:
+    chart = task_timeline(find_jobs([SWEEP])[3].result, frame.loc[3, "label"])
+    labels = [tick.get_text() for tick in chart.figure.axes[0].get_yticklabels()]
+    assert labels == [f"executor 0 · slot {slot}" for slot in range(4)]
+
+
+# ----------------------------------------------------------------------------------------------- the files
+
+
+def test_results_csv_has_one_row_per_job_with_reasons(report: tuple[Path, Path]) -> None:
+    table = pd.read_csv(report[0], keep_default_na=False)
+    assert list(table.columns) == list(CSV_COLUMNS)
+    assert list(table["status"]) == ["ok", "ok", "ok", "ok", "failed", "missing"]
+    assert table.loc[4, "reason"].startswith("ClusterError: the standalone worker exited")
+    assert float(table.loc[2, "usd_per_million_images"]) == pytest.approx(17.98)
+
+
+def test_report_is_self_contained(html: str) -> None:
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"<script[^>]+src|<link[^>]+stylesheet|@import|url\(", html, re.IGNORECASE)
+    images = re.findall(r'<img src="([^"]*)"', html)
+    assert len(images) >= 7 and all(uri.startswith("data:image/png;base64,") for uri in images)
+
+
+def test_report_has_every_section(html: str) -> None:
+    headings = re.findall(r"<h2>(.*?)</h2>", html)
+    assert headings == list(SECTIONS)
+
+
+def test_report_warns_of_random_weights_and_emulated_gpus(html: str) -> None:
+    banner = html.split('<div class="banner"', 1)[1].split("</div>", 1)[0]
+    assert "Random weights in 5 of 6 jobs" in banner and "accuracy is meaningless" in banner
+    assert "Emulated GPUs in 1 of 6 jobs" in banner and "model ran on the CPU" in banner
+
+
+def test_no_banner_without_random_weights_or_emulated_gpus(tmp_path: Path) -> None:
+    copy_job(SWEEP / "0", tmp_path / "run", weights="file", gpus="none")
+    _, html_path = build([tmp_path], tmp_path)
+    assert 'class="banner"' not in html_path.read_text()
+
+
+def test_report_shows_failed_reason_missing_job_and_price_sources(html: str) -> None:
+    assert "ClusterError: the standalone worker exited with status 1" in html
+    assert "no result.json: the job has not finished" in html
+    assert "AWS EC2 on-demand price list, as quoted for the original study" in html
+    assert "assumed: AWS r6a.large on-demand, the nearest shape to this VM" in html
+
+
+def test_report_has_provenance_and_spark_confs(html: str) -> None:
+    provenance = html.split('<section id="provenance">', 1)[1]
+    assert "d0707e811ecc8ebd8dd31abd1acb39eaeaabdfcc-dirty (5 runs)" in provenance
+    assert "emulated: Spark scheduled tasks onto fake GPU addresses" in provenance
+    assert provenance.count("<details>") == 5
+    assert "spark.task.resource.gpu.amount" in provenance
+
+
+def test_several_sweeps_report_together(tmp_path: Path) -> None:
+    copy_job(SWEEP / "1", tmp_path / "second" / "0")
+    csv_path, _ = build([SWEEP, tmp_path / "second"], tmp_path / "out")
+    table = pd.read_csv(csv_path)
+    assert len(table) == 7
+    assert (table["label"] == "map_in_arrow · split · local · bs=64").sum() == 2
+
+
+def test_microbenchmark_hook_is_marked_and_empty(tmp_path: Path) -> None:
+    copy_job(SWEEP / "0", tmp_path / "run")
+    benchmark = tmp_path / "benchmark.json"
+    benchmark.write_text('{"benchmarks": []}')
+    _, html_path = build([tmp_path], tmp_path, microbenchmark=benchmark)
+    hook = html_path.read_text().split('<section id="microbenchmarks">', 1)[1]
+    assert "HOOK: microbenchmarks" in hook and str(benchmark) in hook
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_rebuilds_an_identical_results_csv(tmp_path: Path) -> None:
+    sweep = shutil.copytree(SWEEP, tmp_path / "sweep")
+    csv_path, html_path = build([sweep], sweep)
+    before = csv_path.read_bytes()
+    csv_path.unlink()
+    run = subprocess.run([sys.executable, "-m", "reports", str(sweep)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(csv_path), str(html_path)]
+    assert csv_path.read_bytes() == before
+
+
+def test_cli_without_arguments_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: python -m reports DIR" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_directory_that_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nope")]) == 2
+    assert f"error: {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- browser
+
+
+def test_report_renders_in_headless_chromium(report: tuple[Path, Path], tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("chromium not installed: .ci/run installs it with apt-get install chromium")
+    screenshot = tmp_path / "report.png"
+    run = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         f"--screenshot={screenshot}", "--window-size=1280,2000", report[1].resolve().as_uri()],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    page_errors = [line for line in run.stderr.splitlines()
+                   if "ERROR:CONSOLE" in line or (":CONSOLE" in line and "Uncaught" in line)]
+    assert not page_errors
+    image = Image.open(screenshot).convert("RGB")
+    colours = image.getcolors(maxcolors=image.width * image.height)
+    white = sum(count for count, colour in colours if colour == (255, 255, 255))
+    assert len(colours) > 50
+    assert 1 - white / (image.width * image.height) > 0.05
