@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from pipeline.callbacks import count_jobs
-from pipeline.schema import register
+from pipeline.schema import Config, register
+from pipeline.validate import validate
 from tests.test_cli import cli
 
+ORIGINAL = ["local", "standard_1gpu", "standard_4gpu", "iterator", "iterator_prefetch", "two_stage", "stage_level"]
 NAMED = {"smoke", "udf_matrix", "batch_size", "partitions", "gpu_amounts", "cluster_modes", "original_10g", "original_300g"}
 
 
@@ -64,3 +68,15 @@ def test_a_sweep_with_a_failing_job_reports_every_job(tmp_path, cache_dir, weigh
     rebuilt = subprocess.run([sys.executable, "-m", "reports", str(sweep)], capture_output=True, text=True, timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (sweep / "results.csv").read_text() == before and (sweep / "report.html").is_file()
+
+
+@pytest.mark.parametrize("preset", ORIGINAL)
+def test_every_original_configuration_composes_into_a_valid_run(preset):
+    config = hydra_config(f"+original={preset}")
+    OmegaConf.set_readonly(config.hydra, False)
+    config.hydra.runtime.output_dir = "/tmp/original-preset"
+    HydraConfig.instance().set_config(config)  # resolves ${hydra:runtime.output_dir} as in a real job
+    job = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(job, resolve=True)))
+    validate(typed)
+    assert typed.dataset.format.value == "jpeg"  # the preset changes only how Spark runs, not the data
