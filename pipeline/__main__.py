@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.job import JOB_FILE
-from pipeline.results import RESULT_FILE, Result, Metrics, now, summary, write_result
+from pipeline.results import RESULT_FILE, Metrics, Result, now, summary, write_result
 from pipeline.schema import register
 
 register()
@@ -27,8 +27,16 @@ CHILD_GRACE_S = 120
 
 def _lost(run_dir: Path, code: int) -> Result:
     """The record of a job whose process died without writing its result (killed, out of memory)."""
-    result = Result(status="failed", variant={}, config={}, env={}, run_dir=str(run_dir), started_at=now(),
-                    finished_at=now(), error={"type": "JobProcessDied", "message": f"the job process exited with code {code} without a result"})
+    result = Result(
+        status="failed",
+        variant={},
+        config={},
+        env={},
+        run_dir=str(run_dir),
+        started_at=now(),
+        finished_at=now(),
+        error={"type": "JobProcessDied", "message": f"the job process exited with code {code} without a result"},
+    )
     write_result(run_dir, result)
     return result
 

@@ -20,7 +20,9 @@ def count_jobs(config: DictConfig) -> int:
     """How many jobs the basic sweeper will launch: the product of every sweep's length, a command-line
     override replacing the named sweep's value for the same key, as the sweeper does."""
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
-    by_key = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))}
+    by_key = {
+        o.key_or_group: o for o in OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+    }
     return math.prod(len(list(o.sweep_string_iterator())) for o in by_key.values() if o.is_sweep_override())
 
 
@@ -35,11 +37,17 @@ class SweepProgress(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         job = config.hydra.job
         elapsed = time.monotonic() - self.started
-        print(f"[sweep] job {job.num + 1} of {self.total or '?'} ({elapsed:.0f} s elapsed): {job.override_dirname}", flush=True)
+        print(
+            f"[sweep] job {job.num + 1} of {self.total or '?'} ({elapsed:.0f} s elapsed): {job.override_dirname}",
+            flush=True,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from reports.build import build
 
         sweep_dir = Path(config.hydra.sweep.dir)
         csv, html = build([sweep_dir], sweep_dir)
-        print(f"[sweep] {self.total} jobs in {time.monotonic() - self.started:.0f} s\n[sweep] {csv}\n[sweep] {html}", flush=True)
+        print(
+            f"[sweep] {self.total} jobs in {time.monotonic() - self.started:.0f} s\n[sweep] {csv}\n[sweep] {html}",
+            flush=True,
+        )

@@ -195,7 +195,11 @@ def gpu_plan(config: Config) -> GpuPlan:
     if set (nvidia-smi here says nothing about the remote nodes), else with nvidia-smi on this machine.
     """
     gpu, mode = config.gpu, config.cluster.mode
-    for key, value in (("emulate", gpu.emulate), ("executor_amount", gpu.executor_amount), ("task_amount", gpu.task_amount)):
+    for key, value in (
+        ("emulate", gpu.emulate),
+        ("executor_amount", gpu.executor_amount),
+        ("task_amount", gpu.task_amount),
+    ):
         if value < 0:
             raise ConfigError(f"gpu.{key}={value}: must be >= 0")
     if not (gpu.emulate or gpu.executor_amount or gpu.task_amount):
@@ -262,7 +266,7 @@ def discovery_script(run_dir: Path, gpus: GpuPlan) -> Path:
         wrapper.write_text(
             "#!/usr/bin/env bash\n"
             f"# {gpus.per_worker} emulated GPUs per worker (gpu.emulate={gpus.per_worker}).\n"
-            f"{EMULATE_ENV}={gpus.per_worker} exec bash {shlex.quote(str(DISCOVERY_SCRIPT))} \"$@\"\n"
+            f'{EMULATE_ENV}={gpus.per_worker} exec bash {shlex.quote(str(DISCOVERY_SCRIPT))} "$@"\n'
         )
         wrapper.chmod(0o755)
         return wrapper
@@ -379,8 +383,12 @@ def cluster(config: Config, run_dir: Path) -> Iterator[Cluster]:
     starts_workers = cl.mode in (ClusterMode.local_cluster, ClusterMode.standalone)
     check_executors(config, starts_workers)
     if starts_workers and gpus.kind == "real" and cl.workers > 1:
-        log.warning("%d workers on one machine each discover all %d GPUs: Spark will schedule every GPU %d times",
-                    cl.workers, gpus.per_worker, cl.workers)
+        log.warning(
+            "%d workers on one machine each discover all %d GPUs: Spark will schedule every GPU %d times",
+            cl.workers,
+            gpus.per_worker,
+            cl.workers,
+        )
     script = discovery_script(run_dir, gpus) if gpus.kind != "none" and starts_workers else None
     conf = app_conf(config, gpus, script)
     slots, gpu_slots = _slots(config), _gpu_slots(config, gpus)
@@ -461,7 +469,9 @@ def _wait_until(what: str, check: Callable[[], Any], started: list[_Started], ti
         for s in started:
             code = s.process.poll()
             if code is not None:
-                raise ClusterError(f"the standalone {s.name} exited with status {code} while waiting for {what}\n{_logs(started)}")
+                raise ClusterError(
+                    f"the standalone {s.name} exited with status {code} while waiting for {what}\n{_logs(started)}"
+                )
         result = check()
         if result:
             return result
@@ -556,8 +566,13 @@ def _standalone(
         log_path = log_dir / f"{name}.log"
         with open(log_path, "wb") as out:
             process = subprocess.Popen(
-                args, env=process_env, cwd=log_dir, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                args,
+                env=process_env,
+                cwd=log_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         started.append(_Started(name, process, log_path))
         record["commands"][name] = args
@@ -567,29 +582,55 @@ def _standalone(
     guard = _SignalGuard()
     try:
         t0 = time.monotonic()
-        spawn("master", [spark_class, MASTER_CLASS, "--host", LOOPBACK, "--port", str(port),
-                         "--webui-port", str(webui)], env)
+        spawn(
+            "master",
+            [spark_class, MASTER_CLASS, "--host", LOOPBACK, "--port", str(port), "--webui-port", str(webui)],
+            env,
+        )
         _wait_until(
-            "the master to answer", lambda: (_master_state(webui) or {}).get("status") == "ALIVE",
-            started, REGISTER_TIMEOUT,
+            "the master to answer",
+            lambda: (_master_state(webui) or {}).get("status") == "ALIVE",
+            started,
+            REGISTER_TIMEOUT,
         )
         record["timings_s"]["master_up"] = round(time.monotonic() - t0, 3)
         t1 = time.monotonic()
         for i in range(cl.workers):
-            spawn(f"worker-{i + 1}", [
-                spark_class, WORKER_CLASS, master_url, "--host", LOOPBACK, "--cores", str(cl.worker_cores),
-                "--memory", f"{memory_mb(cl.worker_memory)}m", "--webui-port", "0", "--work-dir", str(work_dir),
-            ], worker_env)
+            spawn(
+                f"worker-{i + 1}",
+                [
+                    spark_class,
+                    WORKER_CLASS,
+                    master_url,
+                    "--host",
+                    LOOPBACK,
+                    "--cores",
+                    str(cl.worker_cores),
+                    "--memory",
+                    f"{memory_mb(cl.worker_memory)}m",
+                    "--webui-port",
+                    "0",
+                    "--work-dir",
+                    str(work_dir),
+                ],
+                worker_env,
+            )
         state = _wait_until(
             f"{cl.workers} worker(s) to register with the master",
             lambda: _registered(_master_state(webui), cl.workers),
-            started, max(1.0, REGISTER_TIMEOUT - (time.monotonic() - t0)),
+            started,
+            max(1.0, REGISTER_TIMEOUT - (time.monotonic() - t0)),
         )
         record["timings_s"]["workers_registered"] = round(time.monotonic() - t1, 3)
         _check_worker_gpus(state, gpus, started)
         _write_record(log_dir, record)
-        log.info("standalone %s up: master %.1f s, %d worker(s) registered %.1f s later", master_url,
-                 record["timings_s"]["master_up"], cl.workers, record["timings_s"]["workers_registered"])
+        log.info(
+            "standalone %s up: master %.1f s, %d worker(s) registered %.1f s later",
+            master_url,
+            record["timings_s"]["master_up"],
+            cl.workers,
+            record["timings_s"]["workers_registered"],
+        )
         yield master_url, tuple(s.process.pid for s in started), log_dir
     finally:
         guard.defer()

@@ -25,7 +25,7 @@ from PIL import Image
 
 from pipeline import synthetic
 from pipeline.preprocess import RAW_SIDE, BadImage, decode_rgb
-from pipeline.schema import DataSource, DatasetConfig, ImageFormat
+from pipeline.schema import DatasetConfig, DataSource
 
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
 ROW_GROUP_SIZE = 32  # small row groups let Spark split even a single file across all cores
@@ -163,7 +163,11 @@ def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
         return describe(path, {"source": "parquet", "path": str(path)}, False, time.perf_counter() - started)
     spec, items = _spec(config)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir).expanduser() / "datasets" / f"{config.source.value}-{config.format.value}-{spec['num_images']}-{key}"
+    path = (
+        Path(cache_dir).expanduser()
+        / "datasets"
+        / f"{config.source.value}-{config.format.value}-{spec['num_images']}-{key}"
+    )
     generated = not (path / META_FILE).is_file()
     if generated:
         staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")

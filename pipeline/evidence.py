@@ -19,8 +19,17 @@ from pipeline.metrics import event_log_file, stages, tasks
 from pipeline.schema import Topology
 
 MODEL_STEPS = ("fused", "predict")
-STAGE_KEYS = ("stage_id", "num_tasks", "tasks", "failed_tasks", "max_concurrent", "executors", "duration_s",
-              "resource_profile_id", "task_resources")
+STAGE_KEYS = (
+    "stage_id",
+    "num_tasks",
+    "tasks",
+    "failed_tasks",
+    "max_concurrent",
+    "executors",
+    "duration_s",
+    "resource_profile_id",
+    "task_resources",
+)
 
 
 class ProfileNotRespected(RuntimeError):
@@ -64,8 +73,14 @@ def check(found: dict[str, Any], cluster: Cluster, topology: Topology) -> dict[s
     """The claims this variant makes, each with what was measured; `violation` says which one broke."""
     rows = found["stages"]
     model_width, model_slots = _widest(rows, MODEL_STEPS), cluster.model_slots(topology is Topology.stage_level)
-    checks: dict[str, Any] = {"slots": cluster.slots, "gpu_slots": cluster.gpu_slots, "gpus": cluster.gpus.kind,
-                              "model_slots": model_slots, "model_stage_max_concurrent": model_width, "violation": None}
+    checks: dict[str, Any] = {
+        "slots": cluster.slots,
+        "gpu_slots": cluster.gpu_slots,
+        "gpus": cluster.gpus.kind,
+        "model_slots": model_slots,
+        "model_stage_max_concurrent": model_width,
+        "violation": None,
+    }
     if topology in (Topology.split, Topology.stage_level, Topology.two_stage):
         checks["preprocess_stage_max_concurrent"] = _widest(rows, ("preprocess",))
     if cluster.gpu_slots is None:

@@ -75,9 +75,7 @@ class Prepared:
 
 def ddl(schema: pa.Schema) -> str:
     names = {pa.string(): "string", pa.int32(): "int", pa.float32(): "float", pa.binary(): "binary"}
-    return ", ".join(
-        f"{f.name} {'array<int>' if pa.types.is_list(f.type) else names[f.type]}" for f in schema
-    )
+    return ", ".join(f"{f.name} {'array<int>' if pa.types.is_list(f.type) else names[f.type]}" for f in schema)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +92,27 @@ class Inference:
         crops, positions, failures = self.preprocessing.crops(list(columns["image"]))
         return self._prepared(columns, crops, positions, failures)
 
-    def _prepared(self, columns: Columns, crops: torch.Tensor, positions: list[int], failures) -> Prepared:
+    def read_crops(self, columns: Columns) -> Prepared:
+        """A batch of (id, label, crop) rows written by the preprocess step, back to uint8 crops."""
+        size = self.preprocessing.crop_size
+        crops = [torch.frombuffer(bytearray(crop), dtype=torch.uint8) for crop in columns["crop"]]
+        stacked = (
+            torch.stack(crops).view(-1, 3, size, size) if crops else torch.empty((0, 3, size, size), dtype=torch.uint8)
+        )
+        return self._prepared(columns, stacked, list(range(len(crops))), [])
+
+    def crop_bytes(self, prepared: Prepared) -> Output:
+        """Crops as uint8 CHW bytes, 4x smaller than the float32 tensors the model takes."""
+        columns = {
+            "id": prepared.ids,
+            "label": np.asarray(prepared.labels, dtype=np.int32),
+            "crop": [crop.numpy().tobytes() for crop in prepared.crops],
+        }
+        return Output(columns, prepared.positions, prepared.bad)
+
+    def _prepared(
+        self, columns: Columns, crops: torch.Tensor, positions: list[int], failures: list[tuple[int, str]]
+    ) -> Prepared:
         ids = [str(value) for value in columns["id"]]
         bad = [BadImageRecord(ids[position], reason) for position, reason in failures]
         if bad and self.fail_on_bad_image:
@@ -136,19 +154,16 @@ class Step:
         return ddl(self.schema)
 
     def prepare(self, columns: Columns) -> Prepared:
-        if self.name == "predict":
-            crops = [torch.frombuffer(bytearray(crop), dtype=torch.uint8) for crop in columns["crop"]]
-            size = self.inference.preprocessing.crop_size
-            stacked = torch.stack(crops).view(-1, 3, size, size) if crops else torch.empty((0, 3, size, size), dtype=torch.uint8)
-            return self.inference._prepared(columns, stacked, list(range(len(crops))), [])
-        return self.inference.crop_batch(columns)
+        """The CPU phase of one model batch."""
+        return self.inference.read_crops(columns) if self.name == "predict" else self.inference.crop_batch(columns)
 
     def finish(self, prepared: Prepared, device: str) -> Output:
-        if self.name == "preprocess":
-            crops = [crop.numpy().tobytes() for crop in prepared.crops]
-            columns = {"id": prepared.ids, "label": np.asarray(prepared.labels, dtype=np.int32), "crop": crops}
-            return Output(columns, prepared.positions, prepared.bad)
-        return self.inference.predictions(prepared, device)
+        """The model phase, or for the preprocess step the crops as bytes for the next stage."""
+        return (
+            self.inference.crop_bytes(prepared)
+            if self.name == "preprocess"
+            else self.inference.predictions(prepared, device)
+        )
 
     def __call__(self, columns: Columns, device: str) -> Output:
         """Both phases over any number of rows, in model batches of `batch_size`."""
@@ -225,7 +240,10 @@ def to_arrow(columns: Columns, schema: pa.Schema) -> pa.RecordBatch:
 def to_pandas(columns: Columns) -> pd.DataFrame:
     """Columns as a DataFrame; 2-D arrays (top5) become one array per row."""
     return pd.DataFrame(
-        {name: list(values) if isinstance(values, np.ndarray) and values.ndim > 1 else values for name, values in columns.items()}
+        {
+            name: list(values) if isinstance(values, np.ndarray) and values.ndim > 1 else values
+            for name, values in columns.items()
+        }
     )
 
 

@@ -39,8 +39,15 @@ EXECUTOR_ADDED = "SparkListenerExecutorAdded"
 EXECUTOR_REMOVED = "SparkListenerExecutorRemoved"
 PROFILE_ADDED = "SparkListenerResourceProfileAdded"
 WANTED = {
-    JOB_START, JOB_END, STAGE_SUBMITTED, STAGE_COMPLETED, TASK_START, TASK_END,
-    EXECUTOR_ADDED, EXECUTOR_REMOVED, PROFILE_ADDED,
+    JOB_START,
+    JOB_END,
+    STAGE_SUBMITTED,
+    STAGE_COMPLETED,
+    TASK_START,
+    TASK_END,
+    EXECUTOR_ADDED,
+    EXECUTOR_REMOVED,
+    PROFILE_ADDED,
 }
 EVENT_PREFIX = re.compile(r'^\s*\{\s*"Event"\s*:\s*"([^"]+)"')
 
@@ -73,7 +80,9 @@ def event_log_file(event_log_dir: Path) -> Path:
     if not candidates:
         raise FileNotFoundError(f"no Spark event log in {directory}")
     if len(candidates) > 1:
-        raise ValueError(f"several event logs in {directory}: {', '.join(p.name for p in candidates)}; expected one application")
+        raise ValueError(
+            f"several event logs in {directory}: {', '.join(p.name for p in candidates)}; expected one application"
+        )
     return candidates[0]
 
 
@@ -120,12 +129,24 @@ def _stage_record(log: _Log, info: dict[str, Any]) -> dict[str, Any]:
     key = (info.get("Stage ID"), info.get("Stage Attempt ID", 0))
     if key not in log.stages:
         log.stages[key] = {
-            "stage_id": key[0], "attempt": key[1], "name": None, "num_tasks": None, "parent_ids": [],
-            "resource_profile_id": None, "submitted": None, "completed": None, "failure_reason": None,
-            "job_ids": [], "stage_description": None,
+            "stage_id": key[0],
+            "attempt": key[1],
+            "name": None,
+            "num_tasks": None,
+            "parent_ids": [],
+            "resource_profile_id": None,
+            "submitted": None,
+            "completed": None,
+            "failure_reason": None,
+            "job_ids": [],
+            "stage_description": None,
         }
     record = log.stages[key]
-    for name, source in (("name", "Stage Name"), ("num_tasks", "Number of Tasks"), ("resource_profile_id", "Resource Profile Id")):
+    for name, source in (
+        ("name", "Stage Name"),
+        ("num_tasks", "Number of Tasks"),
+        ("resource_profile_id", "Resource Profile Id"),
+    ):
         if info.get(source) is not None:
             record[name] = info[source]
     if info.get("Parent IDs") is not None:
@@ -173,7 +194,9 @@ def _failure_text(reason: dict[str, Any]) -> str:
     for key in ("Description", "Kill Reason", "Loss Reason", "Message"):
         text = reason.get(key)
         if isinstance(text, str) and text.strip():
-            lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("SQLSTATE")]
+            lines = [
+                line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("SQLSTATE")
+            ]
             if not lines:
                 continue
             # A Python traceback ends with the exception itself; a one-line Java message gets its class.
@@ -190,7 +213,9 @@ def _executor_time(metrics: Any) -> float | None:
     """Seconds the executor spent on the task: deserialize + run + result serialization (Task Metrics, ms)."""
     if not isinstance(metrics, dict):
         return None
-    parts = [metrics.get(key) for key in ("Executor Deserialize Time", "Executor Run Time", "Result Serialization Time")]
+    parts = [
+        metrics.get(key) for key in ("Executor Deserialize Time", "Executor Run Time", "Result Serialization Time")
+    ]
     if parts[1] is None:
         return None
     return sum(part for part in parts if isinstance(part, (int, float))) / 1000.0
@@ -199,10 +224,7 @@ def _executor_time(metrics: Any) -> float | None:
 def _requests(requests: Any) -> dict[str, float]:
     if not isinstance(requests, dict):
         return {}
-    return {
-        name: request.get("Amount") if isinstance(request, dict) else request
-        for name, request in requests.items()
-    }
+    return {name: request.get("Amount") if isinstance(request, dict) else request for name, request in requests.items()}
 
 
 def _parse(path: Path) -> _Log:
@@ -246,7 +268,9 @@ def _parse(path: Path) -> _Log:
             if record is None:
                 continue
             reason = event.get("Task End Reason") or {}
-            record["end_reason"] = reason.get("Reason", "Success" if not (record["failed"] or record["killed"]) else "Unknown")
+            record["end_reason"] = reason.get(
+                "Reason", "Success" if not (record["failed"] or record["killed"]) else "Unknown"
+            )
             record["task_type"] = event.get("Task Type")
             if record["end_reason"] != "Success" or record["failed"] or record["killed"]:
                 record["failure"] = _failure_text(reason) if reason else record["end_reason"]
@@ -401,7 +425,8 @@ def tasks(event_log: Path) -> list[dict[str, Any]]:
         fetch = finish - getting_result if finish is not None and getting_result is not None else 0.0
         record["scheduler_delay_s"] = (
             max(0.0, record["duration_s"] - record["executor_time_s"] - fetch)
-            if record["duration_s"] is not None and record["executor_time_s"] is not None else None
+            if record["duration_s"] is not None and record["executor_time_s"] is not None
+            else None
         )
         record["successful"] = record["end_reason"] == "Success" and not record["failed"] and not record["killed"]
     _assign_slots(records)
@@ -428,29 +453,40 @@ def stages(event_log: Path) -> list[dict[str, Any]]:
         descriptions = [log.jobs[j]["description"] for j in stage["job_ids"] if log.jobs[j]["description"] is not None]
         submitted, completed = stage["submitted"], stage["completed"]
         profile = log.profiles.get(stage["resource_profile_id"], {})
-        result.append({
-            "stage_id": stage["stage_id"],
-            "attempt": stage["attempt"],
-            "name": stage["name"],
-            "job_ids": list(stage["job_ids"]),
-            "job_description": descriptions[0] if descriptions else stage["stage_description"],
-            "resource_profile_id": stage["resource_profile_id"],
-            "task_resources": dict(profile.get("task", {})),
-            "num_tasks": stage["num_tasks"],
-            "tasks": len(attempts),
-            "failed_tasks": sum(1 for t in attempts if t["end_reason"] is not None and (t["end_reason"] != "Success" or t["failed"] or t["killed"])),
-            "max_concurrent": max_concurrent([busy for busy in map(_busy, attempts) if busy is not None]),
-            "max_concurrent_wall": max_concurrent([
-                (t["launch"], max(t["launch"], t["finish"] if t["finish"] is not None else math.inf))
-                for t in attempts if t.get("launch") is not None
-            ]),
-            "executors": sorted({str(t["executor_id"]) for t in attempts if t.get("executor_id") is not None}, key=_executor_order),
-            "parent_ids": list(stage["parent_ids"]),
-            "submitted": submitted,
-            "completed": completed,
-            "duration_s": completed - submitted if submitted is not None and completed is not None else None,
-            "failure_reason": stage["failure_reason"],
-        })
+        result.append(
+            {
+                "stage_id": stage["stage_id"],
+                "attempt": stage["attempt"],
+                "name": stage["name"],
+                "job_ids": list(stage["job_ids"]),
+                "job_description": descriptions[0] if descriptions else stage["stage_description"],
+                "resource_profile_id": stage["resource_profile_id"],
+                "task_resources": dict(profile.get("task", {})),
+                "num_tasks": stage["num_tasks"],
+                "tasks": len(attempts),
+                "failed_tasks": sum(
+                    1
+                    for t in attempts
+                    if t["end_reason"] is not None and (t["end_reason"] != "Success" or t["failed"] or t["killed"])
+                ),
+                "max_concurrent": max_concurrent([busy for busy in map(_busy, attempts) if busy is not None]),
+                "max_concurrent_wall": max_concurrent(
+                    [
+                        (t["launch"], max(t["launch"], t["finish"] if t["finish"] is not None else math.inf))
+                        for t in attempts
+                        if t.get("launch") is not None
+                    ]
+                ),
+                "executors": sorted(
+                    {str(t["executor_id"]) for t in attempts if t.get("executor_id") is not None}, key=_executor_order
+                ),
+                "parent_ids": list(stage["parent_ids"]),
+                "submitted": submitted,
+                "completed": completed,
+                "duration_s": completed - submitted if submitted is not None and completed is not None else None,
+                "failure_reason": stage["failure_reason"],
+            }
+        )
     return result
 
 

@@ -106,8 +106,13 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
     result.metrics.num_images = dataset.num_images
     result.metrics.data_prepare_s = dataset.prepare_s
     result.metrics.data_generated = dataset.generated
-    log.info("data: %d images in %s (%s, %.1f s)", dataset.num_images, dataset.path,
-             "generated" if dataset.generated else "cached", dataset.prepare_s)
+    log.info(
+        "data: %d images in %s (%s, %.1f s)",
+        dataset.num_images,
+        dataset.path,
+        "generated" if dataset.generated else "cached",
+        dataset.prepare_s,
+    )
     started = time.perf_counter()
     inference = _inference(config, weights.resolve(config.model.weights, config.model.seed, cache))
     result.metrics.weights_prepare_s = time.perf_counter() - started

@@ -8,8 +8,8 @@ What a type cannot say (ranges, combinations) is checked by `pipeline.validate` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from enum import Enum
+from importlib import resources
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline.cluster import cluster
 from pipeline.data import Dataset
 from pipeline.engine import Measurement, Pass, run_passes
+from pipeline.evidence import check, collect
 from pipeline.inference import Inference
 from pipeline.schema import Config, Sink, Topology
-from pipeline.cluster import cluster
-from pipeline.evidence import check, collect
 from pipeline.session import spark_conf, spark_session
 
 
@@ -35,7 +35,9 @@ def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: P
                 "driver_jvm_max_memory_mb": spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
             }
     measurement.startup_s, measurement.spark_conf = startup_s, conf
-    found = collect(run_dir / "eventlog", measurement.timed[-1], pass_description(config.warmup + config.repeats, config))
+    found = collect(
+        run_dir / "eventlog", measurement.timed[-1], pass_description(config.warmup + config.repeats, config)
+    )
     measurement.extra.update(
         cluster_start_s=cluster_s,
         cluster={

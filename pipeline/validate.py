@@ -34,7 +34,9 @@ def _spark(config: Config) -> None:
                 "standalone, YARN and Kubernetes; use cluster=local_cluster or cluster=standalone"
             )
         if gpus.kind == "none":
-            raise ConfigError("topology=stage_level schedules the predict stage by GPUs: set gpu.emulate=N or GPU amounts")
+            raise ConfigError(
+                "topology=stage_level schedules the predict stage by GPUs: set gpu.emulate=N or GPU amounts"
+            )
         if config.udf.style not in PROFILE_STYLES:
             names = ", ".join(style.value for style in PROFILE_STYLES)
             raise ConfigError(

@@ -31,29 +31,83 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 MISSING_REASON = "no result.json: the job has not finished (interrupted sweep, or still running)"
 
 VARIANT_FIELDS = (
-    "engine", "udf", "topology", "cluster", "batch_size", "max_records_per_batch", "partitions",
-    "python_worker_reuse", "gpu_task_amount", "prefetch", "rebuild_model_per_batch", "sink", "dataset_source",
-    "image_format", "weights",
+    "engine",
+    "udf",
+    "topology",
+    "cluster",
+    "batch_size",
+    "max_records_per_batch",
+    "partitions",
+    "python_worker_reuse",
+    "gpu_task_amount",
+    "prefetch",
+    "rebuild_model_per_batch",
+    "sink",
+    "dataset_source",
+    "image_format",
+    "weights",
 )
 # Always in a label (values only), in this order; the other fields join a label as key=value when they vary.
 HEADLINE_FIELDS = ("udf", "topology", "cluster", "batch_size")
 SHORT_NAMES = {
-    "batch_size": "bs", "max_records_per_batch": "arrow_batch", "partitions": "partitions",
-    "python_worker_reuse": "worker_reuse", "gpu_task_amount": "gpu_per_task", "prefetch": "prefetch",
-    "rebuild_model_per_batch": "rebuild_model", "sink": "sink", "dataset_source": "data",
-    "image_format": "format", "weights": "weights", "engine": "engine",
+    "batch_size": "bs",
+    "max_records_per_batch": "arrow_batch",
+    "partitions": "partitions",
+    "python_worker_reuse": "worker_reuse",
+    "gpu_task_amount": "gpu_per_task",
+    "prefetch": "prefetch",
+    "rebuild_model_per_batch": "rebuild_model",
+    "sink": "sink",
+    "dataset_source": "data",
+    "image_format": "format",
+    "weights": "weights",
+    "engine": "engine",
 }
 CSV_COLUMNS = (
-    "label", "status", "reason", "throughput_images_per_s", "usd_per_million_images", "usd_per_pass", "cost_note",
-    *VARIANT_FIELDS, "num_images", "num_bad_images", "repeats", "throughput_per_repeat", "throughput_min",
-    "throughput_max", "wall_s", "startup_s", "cluster_start_s", "data_prepare_s", "intermediate_bytes",
-    "model_builds", "max_model_loads_per_worker", "model_slots", "violation", "gpus", "gpu_name", "git_sha",
-    "error_type", "error_message", "started_at", "job_dir",
+    "label",
+    "status",
+    "reason",
+    "throughput_images_per_s",
+    "usd_per_million_images",
+    "usd_per_pass",
+    "cost_note",
+    *VARIANT_FIELDS,
+    "num_images",
+    "num_bad_images",
+    "repeats",
+    "throughput_per_repeat",
+    "throughput_min",
+    "throughput_max",
+    "wall_s",
+    "startup_s",
+    "cluster_start_s",
+    "data_prepare_s",
+    "intermediate_bytes",
+    "model_builds",
+    "max_model_loads_per_worker",
+    "model_slots",
+    "violation",
+    "gpus",
+    "gpu_name",
+    "git_sha",
+    "error_type",
+    "error_message",
+    "started_at",
+    "job_dir",
 )
 
 INTEGER_COLUMNS = (
-    "batch_size", "max_records_per_batch", "partitions", "prefetch", "num_images", "num_bad_images", "repeats",
-    "intermediate_bytes", "model_builds", "max_model_loads_per_worker", "model_slots",
+    "batch_size",
+    "max_records_per_batch",
+    "partitions",
+    "prefetch",
+    "num_images",
+    "num_bad_images",
+    "repeats",
+    "intermediate_bytes",
+    "model_builds",
+    "max_model_loads_per_worker",
+    "model_slots",
 )
 FLAG_COLUMNS = ("python_worker_reuse", "rebuild_model_per_batch")
 
@@ -207,7 +261,9 @@ def job_frame(jobs: list[Job]) -> pd.DataFrame:
     """
     rows = [_row(job) for job in jobs]
     frame = pd.DataFrame(rows, columns=[*dict.fromkeys([*CSV_COLUMNS, "overrides"])])
-    frame = frame.astype({column: "Int64" for column in INTEGER_COLUMNS} | {column: "boolean" for column in FLAG_COLUMNS})
+    frame = frame.astype(
+        {column: "Int64" for column in INTEGER_COLUMNS} | {column: "boolean" for column in FLAG_COLUMNS}
+    )
     extra = [field for field in varying_fields(frame) if field not in HEADLINE_FIELDS]
     frame["label"] = [
         variant_label(row, extra) if row["engine"] is not None else (row["overrides"] or Path(row["job_dir"]).name)
@@ -225,7 +281,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """results.csv: CSV_COLUMNS, job dirs relative to the file, per-repeat throughputs joined by ';'."""
     table = frame[list(CSV_COLUMNS)].copy()
     table["job_dir"] = [os.path.relpath(job_dir, Path(path).resolve().parent) for job_dir in table["job_dir"]]
-    table["throughput_per_repeat"] = [";".join(repr(value) for value in values) for values in table["throughput_per_repeat"]]
+    table["throughput_per_repeat"] = [
+        ";".join(repr(value) for value in values) for values in table["throughput_per_repeat"]
+    ]
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     table.to_csv(staging, index=False)
     os.replace(staging, path)

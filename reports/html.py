@@ -74,8 +74,18 @@ def _chart(chart: plots.Chart, alt: str) -> dict[str, str]:
 
 
 SUMMARY_COLUMNS = (
-    "variant", "status", "images/s median [min–max]", "timed passes", "median pass (s)", "USD / million images",
-    "bad images", "Spark start (s)", "cluster start (s)", "GPUs", "weights", "job dir",
+    "variant",
+    "status",
+    "images/s median [min–max]",
+    "timed passes",
+    "median pass (s)",
+    "USD / million images",
+    "bad images",
+    "Spark start (s)",
+    "cluster start (s)",
+    "GPUs",
+    "weights",
+    "job dir",
 )
 
 
@@ -105,20 +115,22 @@ def _summary_rows(frame: pd.DataFrame, out_dir: Path) -> list[list[Cell]]:
             f" [{row['throughput_min']:.2f}–{row['throughput_max']:.2f}]" if pd.notna(row["throughput_min"]) else ""
         )
         throughput = _number(row["throughput_images_per_s"])
-        rows.append([
-            Cell(row["label"]),
-            Cell(row["status"], css=f"status-{row['status']}"),
-            Cell(throughput.text + spread, throughput.sort, "num"),
-            _number(row["repeats"] or None, 0),
-            _number(row["wall_s"]),
-            _usd(row["usd_per_million_images"]),
-            _number(row["num_bad_images"], 0),
-            _number(row["startup_s"], 1),
-            _number(row["cluster_start_s"], 1),
-            Cell(str(row["gpus"] or "–")),
-            Cell(str(row["weights"] or "–")),
-            Cell(_relative(row["job_dir"], out_dir)),
-        ])
+        rows.append(
+            [
+                Cell(row["label"]),
+                Cell(row["status"], css=f"status-{row['status']}"),
+                Cell(throughput.text + spread, throughput.sort, "num"),
+                _number(row["repeats"] or None, 0),
+                _number(row["wall_s"]),
+                _usd(row["usd_per_million_images"]),
+                _number(row["num_bad_images"], 0),
+                _number(row["startup_s"], 1),
+                _number(row["cluster_start_s"], 1),
+                Cell(str(row["gpus"] or "–")),
+                Cell(str(row["weights"] or "–")),
+                Cell(_relative(row["job_dir"], out_dir)),
+            ]
+        )
     return rows
 
 
@@ -151,9 +163,18 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
     if not ok.empty:
         sections[0].charts.append(_chart(plots.throughput_bars(frame), "throughput per variant"))
         shown = set(ok["job_dir"])
-        sections[4].charts.append(_chart(plots.stage_breakdown(
-            [(row["run_label"], job.result) for job, row in zip(jobs, frame.to_dict("records")) if row["job_dir"] in shown]
-        ), "seconds per step"))
+        sections[4].charts.append(
+            _chart(
+                plots.stage_breakdown(
+                    [
+                        (row["run_label"], job.result)
+                        for job, row in zip(jobs, frame.to_dict("records"))
+                        if row["job_dir"] in shown
+                    ]
+                ),
+                "seconds per step",
+            )
+        )
     if not billed.empty:
         sections[1].charts.append(_chart(plots.cost_bars(frame), "cost per million images per variant"))
         sections[2].charts.append(_chart(plots.throughput_vs_cost(frame), "throughput against cost"))
@@ -165,8 +186,13 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
 def _failed_rows(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> list[dict[str, str]]:
     """Every job that is not ok: its variant, status, reason, job dir and traceback."""
     return [
-        {"label": row["label"], "status": row["status"], "reason": row["reason"],
-         "job_dir": _relative(row["job_dir"], out_dir), "detail": ((job.result or {}).get("error") or {}).get("detail", "")}
+        {
+            "label": row["label"],
+            "status": row["status"],
+            "reason": row["reason"],
+            "job_dir": _relative(row["job_dir"], out_dir),
+            "detail": ((job.result or {}).get("error") or {}).get("detail", ""),
+        }
         for job, row in zip(jobs, frame.to_dict("records"))
         if row["status"] != "ok"
     ]
@@ -179,9 +205,14 @@ def _bad_image_rows(jobs: list[Job], frame: pd.DataFrame) -> list[dict[str, Any]
         if pd.isna(row["num_bad_images"]):
             continue
         listed = (job.result or {}).get("bad_images") or []
-        rows.append({"label": row["run_label"], "count": int(row["num_bad_images"]),
-                     "examples": [f"{bad['id']}: {bad['reason']}" for bad in listed[:BAD_IMAGE_EXAMPLES]],
-                     "more": max(0, len(listed) - BAD_IMAGE_EXAMPLES)})
+        rows.append(
+            {
+                "label": row["run_label"],
+                "count": int(row["num_bad_images"]),
+                "examples": [f"{bad['id']}: {bad['reason']}" for bad in listed[:BAD_IMAGE_EXAMPLES]],
+                "more": max(0, len(listed) - BAD_IMAGE_EXAMPLES),
+            }
+        )
     return rows
 
 
@@ -212,30 +243,41 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
         package: _tally([env.get("versions", {}).get(package) for env in envs if env.get("versions")])
         for package in PACKAGES_SHOWN
     }
-    machines = _tally([
-        f"{env.get('hostname')} · {env.get('platform')} · {env.get('cpu_model')} × {env.get('cpu_count')} CPUs"
-        f" · GPU: {env.get('gpu_name') or 'none'}"
-        for env in envs if env
-    ])
+    machines = _tally(
+        [
+            f"{env.get('hostname')} · {env.get('platform')} · {env.get('cpu_model')} × {env.get('cpu_count')} CPUs"
+            f" · GPU: {env.get('gpu_name') or 'none'}"
+            for env in envs
+            if env
+        ]
+    )
     return {
         "git": _tally([env.get("git_sha") for env in envs if env]),
         "python": _tally([env.get("python") for env in envs if env]),
         "versions": versions,
         "machines": machines,
-        "gpus": [(f"{kind}: {GPU_MEANING.get(kind, kind)}", runs) for kind, runs in _tally(list(frame["gpus"].dropna()))],
-        "weights": [(f"{kind}: {WEIGHTS_MEANING.get(kind, kind)}", runs)
-                    for kind, runs in _tally(list(frame["weights"].dropna()))],
+        "gpus": [
+            (f"{kind}: {GPU_MEANING.get(kind, kind)}", runs) for kind, runs in _tally(list(frame["gpus"].dropna()))
+        ],
+        "weights": [
+            (f"{kind}: {WEIGHTS_MEANING.get(kind, kind)}", runs)
+            for kind, runs in _tally(list(frame["weights"].dropna()))
+        ],
         "spark_confs": [
-            {"label": row["run_label"], "job_dir": _relative(row["job_dir"], out_dir),
-             "conf": sorted(((job.result or {}).get("spark_conf") or {}).items())}
+            {
+                "label": row["run_label"],
+                "job_dir": _relative(row["job_dir"], out_dir),
+                "conf": sorted(((job.result or {}).get("spark_conf") or {}).items()),
+            }
             for job, row in zip(jobs, frame.to_dict("records"))
             if job.result
         ],
     }
 
 
-def render(jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Path],
-           microbenchmark: Path | None = None) -> str:
+def render(
+    jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Path], microbenchmark: Path | None = None
+) -> str:
     """The report's HTML text; `out_dir` is where it will live (job dirs are shown relative to it)."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("reports", "templates"),
@@ -257,10 +299,14 @@ def render(jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Pa
         failed=_failed_rows(jobs, frame, out_dir),
         bad_images=_bad_image_rows(jobs, frame),
         bad_images_chart=_chart(plots.bad_images(frame), "bad images per run")
-        if frame["num_bad_images"].notna().any() else None,
+        if frame["num_bad_images"].notna().any()
+        else None,
         prices=_price_rows(jobs),
-        unbilled=[(row["run_label"], row["cost_note"]) for row in frame.to_dict("records")
-                  if row["status"] == "ok" and row["cost_note"]],
+        unbilled=[
+            (row["run_label"], row["cost_note"])
+            for row in frame.to_dict("records")
+            if row["status"] == "ok" and row["cost_note"]
+        ],
         provenance=_provenance(jobs, frame, out_dir),
         microbenchmark=str(microbenchmark) if microbenchmark else None,
     )

@@ -81,8 +81,12 @@ def throughput_bars(frame: pd.DataFrame) -> Chart:
     runs = successful(frame)
     passes = pd.DataFrame(
         [
-            {"facet": _facet(row), "variant": _short_label(row, frame), "batch size": str(row["batch_size"]),
-             "images/s": value}
+            {
+                "facet": _facet(row),
+                "variant": _short_label(row, frame),
+                "batch size": str(row["batch_size"]),
+                "images/s": value,
+            }
             for row in runs.to_dict("records")
             for value in row["throughput_per_repeat"]
         ]
@@ -90,23 +94,38 @@ def throughput_bars(frame: pd.DataFrame) -> Chart:
     facets = sorted(passes["facet"].unique())
     sizes = sorted(passes["batch size"].unique(), key=int)
     palette = _batch_palette(sizes)
-    widths = [passes.loc[passes["facet"] == facet, ["variant", "batch size"]].drop_duplicates().shape[0] + 1.0
-              for facet in facets]
+    widths = [
+        passes.loc[passes["facet"] == facet, ["variant", "batch size"]].drop_duplicates().shape[0] + 1.0
+        for facet in facets
+    ]
     figure = Figure(figsize=(max(7.0, 1.1 * sum(widths) + 2), 4.8), layout="constrained")
     axes = figure.subplots(1, len(facets), sharey=True, squeeze=False, width_ratios=widths)[0]
     for ax, facet in zip(axes, facets):
         part = passes[passes["facet"] == facet]
-        sns.barplot(part, x="variant", y="images/s", hue="batch size",
-                    hue_order=[size for size in sizes if size in set(part["batch size"])], palette=palette,
-                    estimator="median", errorbar=("pi", 100), capsize=0.2, err_kws={"linewidth": 1.2},
-                    legend=False, ax=ax)
+        sns.barplot(
+            part,
+            x="variant",
+            y="images/s",
+            hue="batch size",
+            hue_order=[size for size in sizes if size in set(part["batch size"])],
+            palette=palette,
+            estimator="median",
+            errorbar=("pi", 100),
+            capsize=0.2,
+            err_kws={"linewidth": 1.2},
+            legend=False,
+            ax=ax,
+        )
         for bars in ax.containers:
             ax.bar_label(bars, fmt="%.1f", label_type="center", fontsize=8, color="white")
         ax.set_title(facet, fontsize=10)
         ax.set_xlabel("")
         _rotate(ax)
-    figure.legend(handles=[Patch(color=palette[size], label=size) for size in sizes], title="batch size",
-                  loc="outside right upper")
+    figure.legend(
+        handles=[Patch(color=palette[size], label=size) for size in sizes],
+        title="batch size",
+        loc="outside right upper",
+    )
     counts = passes.groupby(["facet", "variant", "batch size"]).size()
     caption = (
         f"Throughput of each successful variant (images in the data set / seconds of a timed pass). "
@@ -124,8 +143,19 @@ def cost_bars(frame: pd.DataFrame) -> Chart:
     sizes = sorted(billed["batch size"].unique(), key=int)
     figure = Figure(figsize=(9.5, 1.2 + 0.45 * len(order)), layout="constrained")
     ax = figure.subplots()
-    sns.barplot(billed, y="label", x=COST, order=order, hue="batch size", hue_order=sizes,
-                palette=_batch_palette(sizes), dodge=False, estimator="median", errorbar=("pi", 100), ax=ax)
+    sns.barplot(
+        billed,
+        y="label",
+        x=COST,
+        order=order,
+        hue="batch size",
+        hue_order=sizes,
+        palette=_batch_palette(sizes),
+        dodge=False,
+        estimator="median",
+        errorbar=("pi", 100),
+        ax=ax,
+    )
     for bars in ax.containers:
         ax.bar_label(bars, fmt=lambda usd: f"${usd:,.2f}" if usd >= 1 else f"${usd:.3g}", fontsize=8, padding=3)
     ax.set_xlabel("USD per million images (median timed pass)")
@@ -155,10 +185,15 @@ def throughput_vs_cost(frame: pd.DataFrame) -> Chart:
     ax.plot(front[COST], front[THROUGHPUT], linestyle="--", color="0.4", zorder=0, label="Pareto frontier")
     ax.scatter(front[COST], front[THROUGHPUT], s=220, facecolors="none", edgecolors="0.2", label="on the frontier")
     for row in front.drop(index=winner.name).to_dict("records"):
-        ax.annotate(row["label"], (row[COST], row[THROUGHPUT]), xytext=(8, -12), textcoords="offset points",
-                    fontsize=7)
-    ax.annotate(f"best: {winner['label']}", (winner[COST], winner[THROUGHPUT]), xytext=(8, 10),
-                textcoords="offset points", fontsize=9, fontweight="bold")
+        ax.annotate(row["label"], (row[COST], row[THROUGHPUT]), xytext=(8, -12), textcoords="offset points", fontsize=7)
+    ax.annotate(
+        f"best: {winner['label']}",
+        (winner[COST], winner[THROUGHPUT]),
+        xytext=(8, 10),
+        textcoords="offset points",
+        fontsize=9,
+        fontweight="bold",
+    )
     ax.set_xlabel("USD per million images (median timed pass)")
     ax.set_ylabel("images/s (median timed pass)")
     ax.margins(x=0.25, y=0.15)
@@ -176,17 +211,23 @@ def task_timeline(result: dict[str, Any], label: str) -> Chart:
     """A Gantt chart of the last timed pass: one row per executor task slot, tasks coloured by step."""
     tasks = pd.DataFrame(result["evidence"]["timeline"])
     tasks["step"] = tasks["step"].where(tasks["step"].isin(list(STEP_COLOURS)), "other")
-    slots = sorted({(str(executor), int(slot)) for executor, slot in zip(tasks["executor_id"], tasks["slot"])},
-                   key=lambda key: (not key[0].isdigit(), int(key[0]) if key[0].isdigit() else 0, key[0], key[1]))
+    slots = sorted(
+        {(str(executor), int(slot)) for executor, slot in zip(tasks["executor_id"], tasks["slot"])},
+        key=lambda key: (not key[0].isdigit(), int(key[0]) if key[0].isdigit() else 0, key[0], key[1]),
+    )
     row_of = {slot: number for number, slot in enumerate(slots)}
     figure = Figure(figsize=(9.5, 1.3 + 0.38 * len(slots)), layout="constrained")
     ax = figure.subplots()
     for task in tasks.to_dict("records"):
         failed = not task.get("successful", True)
-        ax.broken_barh([(task["start_s"], max(task["end_s"] - task["start_s"], 0.005))],
-                       (row_of[(str(task["executor_id"]), int(task["slot"]))] - 0.38, 0.76),
-                       facecolors=STEP_COLOURS[task["step"]], edgecolor="red" if failed else "white",
-                       hatch="///" if failed else None, linewidth=0.8)
+        ax.broken_barh(
+            [(task["start_s"], max(task["end_s"] - task["start_s"], 0.005))],
+            (row_of[(str(task["executor_id"]), int(task["slot"]))] - 0.38, 0.76),
+            facecolors=STEP_COLOURS[task["step"]],
+            edgecolor="red" if failed else "white",
+            hatch="///" if failed else None,
+            linewidth=0.8,
+        )
     ax.set_yticks(range(len(slots)), [f"executor {executor} · slot {slot}" for executor, slot in slots])
     ax.invert_yaxis()
     ax.set_xlim(left=0)
@@ -231,8 +272,13 @@ def stage_breakdown(runs: list[tuple[str, dict[str, Any]]]) -> Chart:
     wide_enough = 0.06 * table.sum(axis=1).max()  # room for a label inside a segment
     for step in table.columns:
         bars = ax.barh(table.index, table[step], left=left, color=STEP_COLOURS[step], label=step)
-        ax.bar_label(bars, labels=[f"{value:.1f}" if value >= wide_enough else "" for value in table[step]],
-                     label_type="center", fontsize=8, color="white")
+        ax.bar_label(
+            bars,
+            labels=[f"{value:.1f}" if value >= wide_enough else "" for value in table[step]],
+            label_type="center",
+            fontsize=8,
+            color="white",
+        )
         left += table[step]
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
@@ -242,8 +288,11 @@ def stage_breakdown(runs: list[tuple[str, dict[str, Any]]]) -> Chart:
         "Seconds per step of a pass, one bar per successful run: Spark stage durations (submitted → completed) "
         "of the last timed pass from the event log, stages of the same step summed; stages between steps "
         "(no task reported a step) are 'other'."
-        + (f" From the median of metrics.job_s per job instead (no event-log stages): {', '.join(from_jobs)}."
-           if from_jobs else "")
+        + (
+            f" From the median of metrics.job_s per job instead (no event-log stages): {', '.join(from_jobs)}."
+            if from_jobs
+            else ""
+        )
     )
     return Chart(figure, caption)
 

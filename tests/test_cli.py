@@ -38,7 +38,11 @@ def test_default_size_run_verifies_against_the_reference(tmp_path, cache_dir, we
 
 @pytest.mark.parametrize(
     ("override", "named"),
-    [("nope=1", "Key 'nope' not in 'Config'"), ("udf=nope", "Available options in 'udf'"), ("model.batch_size=x", "model.batch_size")],
+    [
+        ("nope=1", "Key 'nope' not in 'Config'"),
+        ("udf=nope", "Available options in 'udf'"),
+        ("model.batch_size=x", "model.batch_size"),
+    ],
 )
 def test_compose_errors_exit_non_zero_naming_the_key(tmp_path, override, named):
     done = cli(tmp_path, override, f"hydra.run.dir={tmp_path}", timeout=120)
@@ -84,8 +88,15 @@ def processes_of(result: dict) -> list[str]:
 @pytest.mark.slow
 def test_standalone_stage_level_from_the_cli_leaves_no_process(tmp_path, cache_dir, weights_file):
     run_dir = tmp_path / "run"
-    done = cli(tmp_path, "cluster=standalone", "topology=stage_level", "gpu.emulate=2", "dataset.num_images=64",
-               f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}")
+    done = cli(
+        tmp_path,
+        "cluster=standalone",
+        "topology=stage_level",
+        "gpu.emulate=2",
+        "dataset.num_images=64",
+        f"hydra.run.dir={run_dir}",
+        f"cache_dir={cache_dir}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((run_dir / "result.json").read_text())
     checks = result["evidence"]["checks"]
@@ -98,8 +109,17 @@ def test_standalone_stage_level_from_the_cli_leaves_no_process(tmp_path, cache_d
 @pytest.mark.slow
 def test_a_failing_standalone_run_leaves_no_process(tmp_path, cache_dir, weights_file, bad_dataset):
     run_dir = tmp_path / "run"
-    done = cli(tmp_path, "cluster=standalone", "dataset=parquet", f"dataset.path={bad_dataset.path}",
-               "on_bad_image=fail", "warmup=0", "repeats=1", f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}")
+    done = cli(
+        tmp_path,
+        "cluster=standalone",
+        "dataset=parquet",
+        f"dataset.path={bad_dataset.path}",
+        "on_bad_image=fail",
+        "warmup=0",
+        "repeats=1",
+        f"hydra.run.dir={run_dir}",
+        f"cache_dir={cache_dir}",
+    )
     assert done.returncode == 1
     result = json.loads((run_dir / "result.json").read_text())
     assert result["error"]["type"] == "BadImageError"
@@ -111,8 +131,16 @@ def test_a_failing_standalone_run_leaves_no_process(tmp_path, cache_dir, weights
 @pytest.mark.slow
 def test_each_multirun_job_is_its_own_application_with_its_own_driver_settings(tmp_path, cache_dir, weights_file):
     sweep = tmp_path / "sweep"
-    done = cli(tmp_path, "-m", "cluster.driver_memory=1g,3g", "dataset.num_images=4", "warmup=0", "repeats=1",
-               f"hydra.sweep.dir={sweep}", f"cache_dir={cache_dir}")
+    done = cli(
+        tmp_path,
+        "-m",
+        "cluster.driver_memory=1g,3g",
+        "dataset.num_images=4",
+        "warmup=0",
+        "repeats=1",
+        f"hydra.sweep.dir={sweep}",
+        f"cache_dir={cache_dir}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = (json.loads((sweep / job / "result.json").read_text())["cluster"] for job in ("0", "1"))
     assert first["app_id"] != second["app_id"] and first["driver_pid"] != second["driver_pid"]

@@ -123,8 +123,12 @@ def test_local_refuses_gpus():
 
 def test_local_cluster_master_string_and_executor_confs(tmp_path):
     config = compose_config(
-        "cluster=local_cluster", "cluster.workers=2", "cluster.worker_cores=3", "cluster.worker_memory=1536m",
-        "cluster.executor_memory=1g", "cluster.task_cpus=1",
+        "cluster=local_cluster",
+        "cluster.workers=2",
+        "cluster.worker_cores=3",
+        "cluster.worker_memory=1536m",
+        "cluster.executor_memory=1g",
+        "cluster.task_cpus=1",
     )
     with cluster(config, tmp_path) as c:
         assert c.master == "local-cluster[2,3,1536]"
@@ -133,11 +137,15 @@ def test_local_cluster_master_string_and_executor_confs(tmp_path):
 
 
 def test_task_cpus_divide_the_slots(tmp_path):
-    with cluster(compose_config("cluster=local_cluster", "cluster.worker_cores=4", "cluster.task_cpus=2"), tmp_path) as c:
+    with cluster(
+        compose_config("cluster=local_cluster", "cluster.worker_cores=4", "cluster.task_cpus=2"), tmp_path
+    ) as c:
         assert (c.slots, c.conf["spark.task.cpus"]) == (2, "2")
 
 
-@pytest.mark.parametrize(("text", "mb"), [("2g", 2048), ("1536m", 1536), ("1G", 1024), ("2048k", 2), ("1t", 2**20), ("3gb", 3072)])
+@pytest.mark.parametrize(
+    ("text", "mb"), [("2g", 2048), ("1536m", 1536), ("1G", 1024), ("2048k", 2), ("1t", 2**20), ("3gb", 3072)]
+)
 def test_memory_strings_parse_to_mib(text, mb):
     assert memory_mb(text) == mb
 
@@ -173,8 +181,9 @@ def test_emulated_gpus_on_local_cluster_are_application_confs(tmp_path):
     [(2, 4, 0.5, 4), (1, 4, 0.25, 4), (1, 3, 1 / 3, 3), (3, 4, 0.5, 6), (4, 2, 1.0, 4)],
 )
 def test_stage_level_shares_gpus_so_every_cpu_slot_runs(tmp_path, gpus, cores, task_amount, gpu_slots):
-    config = compose_config("cluster=local_cluster", f"gpu.emulate={gpus}", f"cluster.worker_cores={cores}",
-                            "topology.kind=stage_level")
+    config = compose_config(
+        "cluster=local_cluster", f"gpu.emulate={gpus}", f"cluster.worker_cores={cores}", "topology.kind=stage_level"
+    )
     with cluster(config, tmp_path) as c:
         assert c.gpus.task_amount == pytest.approx(task_amount)
         assert c.gpus.predict_task_amount == 1.0
@@ -191,8 +200,12 @@ def test_fractional_task_amounts_count_per_address():
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("gpu.task_amount=0.7", "gpu.task_amount"), ("gpu.executor_amount=3", "gpu.executor_amount"),
-     ("gpu.task_amount=3", "gpu.task_amount"), ("gpu.predict_task_amount=0.75", "gpu.predict_task_amount")],
+    [
+        ("gpu.task_amount=0.7", "gpu.task_amount"),
+        ("gpu.executor_amount=3", "gpu.executor_amount"),
+        ("gpu.task_amount=3", "gpu.task_amount"),
+        ("gpu.predict_task_amount=0.75", "gpu.predict_task_amount"),
+    ],
 )
 def test_gpu_amounts_spark_would_hang_on_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):
@@ -220,12 +233,15 @@ def test_standalone_gives_worker_gpu_confs_to_the_workers_only(tmp_path):
     assert not any(key.startswith("spark.worker.") for key in conf)
     assert (conf["spark.executor.resource.gpu.amount"], conf["spark.task.resource.gpu.amount"]) == ("2", "0.5")
     assert worker_gpu_conf(plan, script) == {
-        "spark.worker.resource.gpu.amount": "2", "spark.worker.resource.gpu.discoveryScript": str(script),
+        "spark.worker.resource.gpu.amount": "2",
+        "spark.worker.resource.gpu.discoveryScript": str(script),
     }
 
 
 def test_worker_options_quote_paths_with_spaces():
-    opts = java_options({"spark.worker.resource.gpu.amount": "2", "spark.worker.resource.gpu.discoveryScript": "/a b/x.sh"})
+    opts = java_options(
+        {"spark.worker.resource.gpu.amount": "2", "spark.worker.resource.gpu.discoveryScript": "/a b/x.sh"}
+    )
     assert opts == '-Dspark.worker.resource.gpu.amount=2 "-Dspark.worker.resource.gpu.discoveryScript=/a b/x.sh"'
 
 
@@ -233,8 +249,12 @@ def test_remote_passes_the_master_through_and_starts_nothing(tmp_path):
     config = compose_config("cluster=remote", "cluster.master=spark://x:7077", "cluster.workers=3")
     with cluster(config, tmp_path) as c:
         assert (c.master, c.pids, c.log_dir, c.slots) == ("spark://x:7077", (), None, 12)
-        assert c.conf == {"spark.executor.cores": "4", "spark.executor.memory": "4g", "spark.executor.instances": "3",
-                          "spark.task.cpus": "1"}
+        assert c.conf == {
+            "spark.executor.cores": "4",
+            "spark.executor.memory": "4g",
+            "spark.executor.instances": "3",
+            "spark.task.cpus": "1",
+        }
     assert list(tmp_path.iterdir()) == []
 
 
@@ -370,8 +390,13 @@ SCENARIO = textwrap.dedent(
 
 
 def standalone_scenario(tmp_path: Path, scenario: str, *overrides: str) -> tuple[Path, Path, list[str]]:
-    config = compose_config("cluster=standalone", "cluster.workers=1", "cluster.worker_memory=1g",
-                            "cluster.executor_memory=512m", *overrides)
+    config = compose_config(
+        "cluster=standalone",
+        "cluster.workers=1",
+        "cluster.worker_memory=1g",
+        "cluster.executor_memory=512m",
+        *overrides,
+    )
     config_file, script, out = tmp_path / "config.pkl", tmp_path / "scenario.py", tmp_path / "result.json"
     config_file.write_bytes(pickle.dumps(config))
     script.write_text(SCENARIO)

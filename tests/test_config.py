@@ -14,8 +14,16 @@ from tests.conftest import compose_config
 def test_default_config_is_the_documented_run():
     config = compose_config()
     assert isinstance(config, Config)
-    assert (config.engine.name, config.udf.style, config.cluster.mode) == (Engine.spark, UdfStyle.map_in_pandas, ClusterMode.local)
-    assert (config.dataset.source, config.dataset.format, config.dataset.num_images) == (DataSource.synthetic, ImageFormat.jpeg, 64)
+    assert (config.engine.name, config.udf.style, config.cluster.mode) == (
+        Engine.spark,
+        UdfStyle.map_in_pandas,
+        ClusterMode.local,
+    )
+    assert (config.dataset.source, config.dataset.format, config.dataset.num_images) == (
+        DataSource.synthetic,
+        ImageFormat.jpeg,
+        64,
+    )
     assert (config.model.weights, config.sink, config.verify) == ("random", Sink.noop, False)
     validate(config)
 
@@ -58,7 +66,10 @@ def test_compose_rejects(override, error, named):
         (["gpu.task_amount=1"], "cluster=local"),
         (["topology=stage_level"], "topology=stage_level with cluster=local"),
         (["topology=stage_level", "cluster=local_cluster"], "set gpu.emulate=N"),
-        (["topology=stage_level", "cluster=standalone", "gpu.emulate=2", "udf=scalar_pandas_udf"], "only map_in_pandas"),
+        (
+            ["topology=stage_level", "cluster=standalone", "gpu.emulate=2", "udf=scalar_pandas_udf"],
+            "only map_in_pandas",
+        ),
         (["topology=two_stage", "topology.intermediate_path=null"], "topology.intermediate_path"),
         (["cluster=remote"], "cluster.master"),
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.task_amount=0.7"], "gpu.task_amount=0.7"),

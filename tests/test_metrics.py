@@ -70,11 +70,14 @@ def event_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("metrics-app")
     log_dir = work / "eventlog"
     log_dir.mkdir()
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env = dict(
+        os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable
+    )
     command = [sys.executable, "-c", APP, str(log_dir), str(SLEEP_S), str(PARTITIONS), *DESCRIPTIONS]
     # Its own process group, so that a timeout ends the JVM and Python workers it started, and nothing else.
-    process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = process.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -93,38 +96,70 @@ def write_log(path: Path, events: list[dict | str]) -> Path:
 
 def job_start(job_id: int, stage_ids: list[int], description: str | None = None, at: int = 1000) -> dict:
     properties = {"spark.job.description": description} if description else {}
-    return {"Event": "SparkListenerJobStart", "Job ID": job_id, "Submission Time": at, "Stage IDs": stage_ids,
-            "Properties": properties}
+    return {
+        "Event": "SparkListenerJobStart",
+        "Job ID": job_id,
+        "Submission Time": at,
+        "Stage IDs": stage_ids,
+        "Properties": properties,
+    }
 
 
 def stage_event(kind: str, stage_id: int, attempt: int = 0, tasks: int = 2, profile: int | None = 0, **times) -> dict:
-    info = {"Stage ID": stage_id, "Stage Attempt ID": attempt, "Stage Name": f"stage {stage_id}", "Number of Tasks": tasks}
+    info = {
+        "Stage ID": stage_id,
+        "Stage Attempt ID": attempt,
+        "Stage Name": f"stage {stage_id}",
+        "Number of Tasks": tasks,
+    }
     if profile is not None:
         info["Resource Profile Id"] = profile
     info.update({{"submitted": "Submission Time", "completed": "Completion Time"}[k]: v for k, v in times.items()})
     return {"Event": f"SparkListenerStage{kind}", "Stage Info": info}
 
 
-def task_event(kind: str, task_id: int, stage_id: int, launch: int, finish: int = 0, index: int | None = None,
-               attempt: int = 0, executor: str = "0", run_ms: int | None = None, reason: dict | None = None) -> dict:
+def task_event(
+    kind: str,
+    task_id: int,
+    stage_id: int,
+    launch: int,
+    finish: int = 0,
+    index: int | None = None,
+    attempt: int = 0,
+    executor: str = "0",
+    run_ms: int | None = None,
+    reason: dict | None = None,
+) -> dict:
     failed = reason is not None and reason.get("Reason") != "Success"
     # Times are ms after EPOCH_MS: Spark writes 0 for "not yet", so a real time is never 0.
-    info = {"Task ID": task_id, "Index": task_id if index is None else index, "Attempt": attempt,
-            "Launch Time": EPOCH_MS + launch, "Executor ID": executor, "Host": "h",
-            "Finish Time": EPOCH_MS + finish if finish else 0,
-            "Failed": failed, "Killed": False}
+    info = {
+        "Task ID": task_id,
+        "Index": task_id if index is None else index,
+        "Attempt": attempt,
+        "Launch Time": EPOCH_MS + launch,
+        "Executor ID": executor,
+        "Host": "h",
+        "Finish Time": EPOCH_MS + finish if finish else 0,
+        "Failed": failed,
+        "Killed": False,
+    }
     event = {"Event": f"SparkListenerTask{kind}", "Stage ID": stage_id, "Stage Attempt ID": 0, "Task Info": info}
     if kind == "End":
         event["Task End Reason"] = reason or {"Reason": "Success"}
         if run_ms is not None:
-            event["Task Metrics"] = {"Executor Deserialize Time": 0, "Executor Run Time": run_ms,
-                                     "Result Serialization Time": 0}
+            event["Task Metrics"] = {
+                "Executor Deserialize Time": 0,
+                "Executor Run Time": run_ms,
+                "Result Serialization Time": 0,
+            }
     return event
 
 
 def task(task_id: int, stage_id: int, launch: int, finish: int, run_ms: int | None = None, **kw) -> list[dict]:
-    return [task_event("Start", task_id, stage_id, launch, **kw),
-            task_event("End", task_id, stage_id, launch, finish, run_ms=run_ms, **kw)]
+    return [
+        task_event("Start", task_id, stage_id, launch, **kw),
+        task_event("End", task_id, stage_id, launch, finish, run_ms=run_ms, **kw),
+    ]
 
 
 # --------------------------------------------------------------------------------------------- max_concurrent
@@ -195,7 +230,10 @@ def test_real_log_has_two_stages_per_pass_in_submission_order(event_log: Path) -
 
 def test_real_log_runs_one_task_per_partition(event_log: Path) -> None:
     found = metrics.stages(event_log)
-    assert [(s["num_tasks"], s["tasks"], s["failed_tasks"]) for s in found] == [(PARTITIONS, PARTITIONS, 0), (1, 1, 0)] * 2
+    assert [(s["num_tasks"], s["tasks"], s["failed_tasks"]) for s in found] == [
+        (PARTITIONS, PARTITIONS, 0),
+        (1, 1, 0),
+    ] * 2
     assert len(metrics.tasks(event_log)) == 2 * (PARTITIONS + 1)
 
 
@@ -206,14 +244,18 @@ def test_real_log_never_runs_more_tasks_than_local_2_has_cores(event_log: Path) 
 def test_real_log_maps_each_stage_to_its_job_description(event_log: Path) -> None:
     found = metrics.stages(event_log)
     assert [(s["job_ids"], s["job_description"]) for s in found] == [
-        ([0], DESCRIPTIONS[0]), ([0], DESCRIPTIONS[0]), ([1], DESCRIPTIONS[1]), ([1], DESCRIPTIONS[1])
+        ([0], DESCRIPTIONS[0]),
+        ([0], DESCRIPTIONS[0]),
+        ([1], DESCRIPTIONS[1]),
+        ([1], DESCRIPTIONS[1]),
     ]
 
 
 def test_real_log_jobs_carry_description_and_span_their_stages(event_log: Path) -> None:
     found, stages = metrics.jobs(event_log), metrics.stages(event_log)
     assert [(j["job_id"], j["description"], j["stage_ids"], j["result"]) for j in found] == [
-        (0, DESCRIPTIONS[0], [0, 1], "JobSucceeded"), (1, DESCRIPTIONS[1], [2, 3], "JobSucceeded")
+        (0, DESCRIPTIONS[0], [0, 1], "JobSucceeded"),
+        (1, DESCRIPTIONS[1], [2, 3], "JobSucceeded"),
     ]
     for job in found:
         mine = [s for s in stages if s["stage_id"] in job["stage_ids"]]
@@ -258,99 +300,139 @@ def test_real_log_stage_profile_is_the_default_one(event_log: Path) -> None:
 def test_busy_interval_ignores_the_drivers_result_handling_lag(tmp_path: Path) -> None:
     # One slot: the second task starts when the executor freed it (1.02 s), before the driver stamped the
     # first one finished (1.10 s); its executor time (1.00 s) is what held the slot.
-    log = write_log(tmp_path / "app", [
-        stage_event("Submitted", 0, submitted=0),
-        *task(0, 0, launch=0, finish=1100, run_ms=1000),
-        *task(1, 0, launch=1020, finish=2100, run_ms=1000),
-    ])
+    log = write_log(
+        tmp_path / "app",
+        [
+            stage_event("Submitted", 0, submitted=0),
+            *task(0, 0, launch=0, finish=1100, run_ms=1000),
+            *task(1, 0, launch=1020, finish=2100, run_ms=1000),
+        ],
+    )
     (stage,) = metrics.stages(log)
     assert (stage["max_concurrent"], stage["max_concurrent_wall"]) == (1, 2)
     assert [t["slot"] for t in metrics.tasks(log)] == [0, 0]
 
 
 def test_slots_reuse_the_lowest_free_number_per_executor(tmp_path: Path) -> None:
-    log = write_log(tmp_path / "app", [
-        stage_event("Submitted", 0, tasks=7, submitted=0),
-        *task(0, 0, launch=0, finish=1600, run_ms=1500),  # slot 0, free from 1500
-        *task(1, 0, launch=0, finish=3100, run_ms=3000),  # slot 1, busy until 3000
-        *task(2, 0, launch=0, finish=1100, run_ms=1000),  # slot 2, free from 1000
-        *task(3, 0, launch=2000, finish=2600, run_ms=500),  # 0 and 2 free: the lowest, 0
-        *task(4, 0, launch=2000, finish=2600, run_ms=500),  # then 2
-        *task(5, 0, launch=2500, finish=2700, run_ms=100),  # 3 and 4 end at 2500: their slots are free at 2500
-        *task(6, 0, launch=0, finish=1000, run_ms=1000, executor="1"),  # another executor counts from 0
-    ])
+    log = write_log(
+        tmp_path / "app",
+        [
+            stage_event("Submitted", 0, tasks=7, submitted=0),
+            *task(0, 0, launch=0, finish=1600, run_ms=1500),  # slot 0, free from 1500
+            *task(1, 0, launch=0, finish=3100, run_ms=3000),  # slot 1, busy until 3000
+            *task(2, 0, launch=0, finish=1100, run_ms=1000),  # slot 2, free from 1000
+            *task(3, 0, launch=2000, finish=2600, run_ms=500),  # 0 and 2 free: the lowest, 0
+            *task(4, 0, launch=2000, finish=2600, run_ms=500),  # then 2
+            *task(5, 0, launch=2500, finish=2700, run_ms=100),  # 3 and 4 end at 2500: their slots are free at 2500
+            *task(6, 0, launch=0, finish=1000, run_ms=1000, executor="1"),  # another executor counts from 0
+        ],
+    )
     assert [t["slot"] for t in metrics.tasks(log)] == [0, 1, 2, 0, 2, 0, 0]
 
 
 def test_a_failed_attempt_and_its_retry_are_both_counted(tmp_path: Path) -> None:
-    boom = {"Reason": "ExceptionFailure", "Class Name": "org.apache.spark.api.python.PythonException",
-            "Description": "[PYTHON_EXCEPTION] An exception was thrown from the Python worker: Traceback (most "
-                           "recent call last):\n  File \"x.py\", line 1, in f\nValueError: boom once\n SQLSTATE: 38000"}
-    log = write_log(tmp_path / "app", [
-        stage_event("Submitted", 0, submitted=0),
-        *task(0, 0, launch=0, finish=500, run_ms=400, index=0, reason=boom),
-        *task(1, 0, launch=0, finish=900, run_ms=800, index=1),
-        *task(2, 0, launch=500, finish=900, run_ms=300, index=0, attempt=1),
-        stage_event("Completed", 0, submitted=0, completed=1000),
-    ])
+    boom = {
+        "Reason": "ExceptionFailure",
+        "Class Name": "org.apache.spark.api.python.PythonException",
+        "Description": "[PYTHON_EXCEPTION] An exception was thrown from the Python worker: Traceback (most "
+        'recent call last):\n  File "x.py", line 1, in f\nValueError: boom once\n SQLSTATE: 38000',
+    }
+    log = write_log(
+        tmp_path / "app",
+        [
+            stage_event("Submitted", 0, submitted=0),
+            *task(0, 0, launch=0, finish=500, run_ms=400, index=0, reason=boom),
+            *task(1, 0, launch=0, finish=900, run_ms=800, index=1),
+            *task(2, 0, launch=500, finish=900, run_ms=300, index=0, attempt=1),
+            stage_event("Completed", 0, submitted=0, completed=1000),
+        ],
+    )
     (stage,) = metrics.stages(log)
     assert (stage["num_tasks"], stage["tasks"], stage["failed_tasks"]) == (2, 3, 1)
     first, _, retry = metrics.tasks(log)
     assert (first["successful"], first["end_reason"], first["failure"]) == (
-        False, "ExceptionFailure", "ExceptionFailure: ValueError: boom once")
+        False,
+        "ExceptionFailure",
+        "ExceptionFailure: ValueError: boom once",
+    )
     assert (retry["index"], retry["attempt"], retry["successful"], retry["failure"]) == (0, 1, True, None)
 
 
 def test_gpu_resources_of_executors_and_profiles_are_read(tmp_path: Path) -> None:
     # ExecutorAdded and ResourceProfileAdded exactly as pyspark 4.3.0 wrote them on local-cluster with a
     # discovery script reporting two GPUs and a task-only profile of one GPU per task.
-    log = write_log(tmp_path / "app", [
-        '{"Event":"SparkListenerResourceProfileAdded","Resource Profile Id":0,"Executor Resource Requests":'
-        '{"memory":{"Resource Name":"memory","Amount":1024,"Discovery Script":"","Vendor":""},"gpu":{"Resource Name"'
-        ':"gpu","Amount":2,"Discovery Script":"","Vendor":""}},"Task Resource Requests":{"cpus":{"Resource Name":'
-        '"cpus","Amount":1.0},"gpu":{"Resource Name":"gpu","Amount":0.5}}}',
-        '{"Event":"SparkListenerExecutorAdded","Timestamp":1795723388124,"Executor ID":"0","Executor Info":{"Host":'
-        '"127.0.0.1","Total Cores":2,"Log Urls":{},"Attributes":{},"Resources":{"gpu":{"name":"gpu","addresses":'
-        '["0","1"]}},"Resource Profile Id":0,"Registration Time":1795723388124}}',
-        '{"Event":"SparkListenerResourceProfileAdded","Resource Profile Id":1,"Executor Resource Requests":{},'
-        '"Task Resource Requests":{"cpus":{"Resource Name":"cpus","Amount":1.0},"gpu":{"Resource Name":"gpu",'
-        '"Amount":1.0}}}',
-        stage_event("Submitted", 0, profile=0),
-        stage_event("Submitted", 1, profile=1),
-    ])
+    log = write_log(
+        tmp_path / "app",
+        [
+            '{"Event":"SparkListenerResourceProfileAdded","Resource Profile Id":0,"Executor Resource Requests":'
+            '{"memory":{"Resource Name":"memory","Amount":1024,"Discovery Script":"","Vendor":""},"gpu":'
+            '{"Resource Name":"gpu","Amount":2,"Discovery Script":"","Vendor":""}},"Task Resource Requests":'
+            '{"cpus":{"Resource Name":'
+            '"cpus","Amount":1.0},"gpu":{"Resource Name":"gpu","Amount":0.5}}}',
+            '{"Event":"SparkListenerExecutorAdded","Timestamp":1795723388124,"Executor ID":"0","Executor Info":{"Host":'
+            '"127.0.0.1","Total Cores":2,"Log Urls":{},"Attributes":{},"Resources":{"gpu":{"name":"gpu","addresses":'
+            '["0","1"]}},"Resource Profile Id":0,"Registration Time":1795723388124}}',
+            '{"Event":"SparkListenerResourceProfileAdded","Resource Profile Id":1,"Executor Resource Requests":{},'
+            '"Task Resource Requests":{"cpus":{"Resource Name":"cpus","Amount":1.0},"gpu":{"Resource Name":"gpu",'
+            '"Amount":1.0}}}',
+            stage_event("Submitted", 0, profile=0),
+            stage_event("Submitted", 1, profile=1),
+        ],
+    )
     (executor,) = metrics.executors(log)
     assert (executor["executor_id"], executor["cores"], executor["resources"]) == ("0", 2, {"gpu": ["0", "1"]})
     assert [s["task_resources"] for s in metrics.stages(log)] == [{"cpus": 1.0, "gpu": 0.5}, {"cpus": 1.0, "gpu": 1.0}]
 
 
 def test_a_stage_reused_by_a_later_job_stays_with_the_job_that_ran_it(tmp_path: Path) -> None:
-    log = write_log(tmp_path / "app", [
-        job_start(0, [0, 1], "pass 1 (warm-up) x"),
-        stage_event("Submitted", 0), stage_event("Submitted", 1),
-        {"Event": "SparkListenerJobEnd", "Job ID": 0, "Completion Time": 2000, "Job Result": {"Result": "JobSucceeded"}},
-        job_start(1, [0, 2], "pass 2 (timed) x", at=3000),  # stage 0's shuffle output is reused: skipped
-        stage_event("Submitted", 2),
-    ])
+    log = write_log(
+        tmp_path / "app",
+        [
+            job_start(0, [0, 1], "pass 1 (warm-up) x"),
+            stage_event("Submitted", 0),
+            stage_event("Submitted", 1),
+            {
+                "Event": "SparkListenerJobEnd",
+                "Job ID": 0,
+                "Completion Time": 2000,
+                "Job Result": {"Result": "JobSucceeded"},
+            },
+            job_start(1, [0, 2], "pass 2 (timed) x", at=3000),  # stage 0's shuffle output is reused: skipped
+            stage_event("Submitted", 2),
+        ],
+    )
     assert [(s["stage_id"], s["job_ids"], s["job_description"]) for s in metrics.stages(log)] == [
-        (0, [0], "pass 1 (warm-up) x"), (1, [0], "pass 1 (warm-up) x"), (2, [1], "pass 2 (timed) x")
+        (0, [0], "pass 1 (warm-up) x"),
+        (1, [0], "pass 1 (warm-up) x"),
+        (2, [1], "pass 2 (timed) x"),
     ]
 
 
 def test_unknown_events_missing_fields_and_a_torn_last_line_are_tolerated(tmp_path: Path) -> None:
-    log = write_log(tmp_path / "app.inprogress", [
-        {"Event": "org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionStart", "executionId": 0},
-        {"Event": "SparkListenerSomethingNew", "Stage ID": 0},
-        stage_event("Submitted", 0, profile=None),
-        task_event("Start", 0, 0, launch=1000),  # still running: no end, no metrics
-        '{"Event":"SparkListenerTaskEnd","Stage ID":0,"Task In',
-    ])
+    log = write_log(
+        tmp_path / "app.inprogress",
+        [
+            {"Event": "org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionStart", "executionId": 0},
+            {"Event": "SparkListenerSomethingNew", "Stage ID": 0},
+            stage_event("Submitted", 0, profile=None),
+            task_event("Start", 0, 0, launch=1000),  # still running: no end, no metrics
+            '{"Event":"SparkListenerTaskEnd","Stage ID":0,"Task In',
+        ],
+    )
     (stage,) = metrics.stages(log)
-    assert (stage["resource_profile_id"], stage["submitted"], stage["duration_s"], stage["tasks"]) == (None, None, None, 1)
+    assert (stage["resource_profile_id"], stage["submitted"], stage["duration_s"], stage["tasks"]) == (
+        None,
+        None,
+        None,
+        1,
+    )
     (running,) = metrics.tasks(log)
     assert (running["finish"], running["successful"], running["end_reason"], running["slot"]) == (None, False, None, 0)
 
 
 def test_a_torn_line_before_the_end_is_an_error(tmp_path: Path) -> None:
-    log = write_log(tmp_path / "app", ['{"Event":"SparkListenerTaskEnd","Stage ID":0,"Task In', stage_event("Submitted", 0)])
+    log = write_log(
+        tmp_path / "app", ['{"Event":"SparkListenerTaskEnd","Stage ID":0,"Task In', stage_event("Submitted", 0)]
+    )
     with pytest.raises(ValueError, match="not JSON"):
         metrics.stages(log)

@@ -29,8 +29,16 @@ from reports.plots import task_timeline, throughput_bars
 SWEEP = Path(__file__).parent / "fixtures" / "results" / "sweep"
 CHROMIUM = Path("/usr/bin/chromium")
 SECTIONS = (
-    "Summary", "Throughput", "Cost per million images", "Throughput vs cost", "Task timelines", "Stage times",
-    "Bad images", "Failed and missing jobs", "Prices", "Provenance",
+    "Summary",
+    "Throughput",
+    "Cost per million images",
+    "Throughput vs cost",
+    "Task timelines",
+    "Stage times",
+    "Bad images",
+    "Failed and missing jobs",
+    "Prices",
+    "Provenance",
 )
 PRICES = {
     "g4dn.12xlarge": {"usd_per_hour": 3.912, "region": "us-east-1", "source": "AWS list", "date": "2026-11"},
@@ -43,10 +51,15 @@ def record(nodes, wall_s=(), num_images=1000, topology="fused", preprocess_nodes
     """The parts of a result.json that cost.py reads."""
     return {
         "config": {
-            "cluster": {"nodes": [{"role": role, "instance": instance, "count": count} for role, instance, count in nodes]},
-            "topology": {"kind": topology, "preprocess_nodes": [
-                {"role": role, "instance": instance, "count": count} for role, instance, count in preprocess_nodes
-            ]},
+            "cluster": {
+                "nodes": [{"role": role, "instance": instance, "count": count} for role, instance, count in nodes]
+            },
+            "topology": {
+                "kind": topology,
+                "preprocess_nodes": [
+                    {"role": role, "instance": instance, "count": count} for role, instance, count in preprocess_nodes
+                ],
+            },
             "cost": {"name": "aws_on_demand", "prices": PRICES},
         },
         "metrics": {"num_images": num_images, "wall_s": list(wall_s), "job_s": job_s or {}},
@@ -85,8 +98,9 @@ def test_one_row_per_job_dir_with_the_variant_columns(frame: pd.DataFrame) -> No
     assert set(CSV_COLUMNS) <= set(frame.columns)
     assert list(frame["udf"][:4]) == ["map_in_pandas", "map_in_arrow", "iterator_pandas_udf", "map_in_pandas"]
     assert list(frame["batch_size"][:4]) == [32, 64, 32, 16]
-    assert frame.loc[3, "throughput_per_repeat"] == pytest.approx([64 / 8.127321114999631, 64 / 7.559184021999954,
-                                                                   64 / 8.143167218999679])
+    assert frame.loc[3, "throughput_per_repeat"] == pytest.approx(
+        [64 / 8.127321114999631, 64 / 7.559184021999954, 64 / 8.143167218999679]
+    )
     assert frame.loc[3, "gpus"] == "emulated"
 
 
@@ -126,12 +140,22 @@ def test_unreadable_result_is_a_row_not_a_crash(tmp_path: Path) -> None:
 def test_job_whose_process_died_is_labelled_by_its_overrides(tmp_path: Path) -> None:
     (tmp_path / "0" / ".hydra").mkdir(parents=True)
     (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- udf=map_in_arrow\n")
-    (tmp_path / "0" / "result.json").write_text(json.dumps({  # what pipeline/__main__.py writes for a lost job
-        "status": "failed", "variant": {}, "config": {}, "env": {}, "error": {
-            "type": "JobProcessDied", "message": "the job process exited with code -9 without a result"}}))
+    (tmp_path / "0" / "result.json").write_text(
+        json.dumps(
+            {  # what pipeline/__main__.py writes for a lost job
+                "status": "failed",
+                "variant": {},
+                "config": {},
+                "env": {},
+                "error": {"type": "JobProcessDied", "message": "the job process exited with code -9 without a result"},
+            }
+        )
+    )
     row = job_frame(find_jobs([tmp_path])).loc[0]
     assert (row["label"], row["reason"]) == (
-        "udf=map_in_arrow", "JobProcessDied: the job process exited with code -9 without a result")
+        "udf=map_in_arrow",
+        "JobProcessDied: the job process exited with code -9 without a result",
+    )
 
 
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
@@ -157,11 +181,15 @@ def test_every_node_is_billed_including_the_driver() -> None:
 
 
 def test_two_stage_bills_each_job_on_its_own_nodes() -> None:
-    cost = run_cost(record(
-        [("worker", "g4dn.12xlarge", 1)], wall_s=[14.0, 18.0, 16.0], topology="two_stage",
-        preprocess_nodes=[("worker", "m6gd.12xlarge", 2)],
-        job_s={"preprocess": [4.0, 6.0, 5.0], "predict": [10.0, 12.0, 11.0]},
-    ))
+    cost = run_cost(
+        record(
+            [("worker", "g4dn.12xlarge", 1)],
+            wall_s=[14.0, 18.0, 16.0],
+            topology="two_stage",
+            preprocess_nodes=[("worker", "m6gd.12xlarge", 2)],
+            job_s={"preprocess": [4.0, 6.0, 5.0], "predict": [10.0, 12.0, 11.0]},
+        )
+    )
     # preprocess 2 x 2.1696 x 5 s + predict 3.912 x 11 s = 64.728 $·s/h -> $0.01798 for 1000 images
     assert cost.usd_per_pass == pytest.approx(0.01798, rel=1e-9)
     assert cost.usd_per_million_images == pytest.approx(17.98, rel=1e-9)
@@ -169,13 +197,21 @@ def test_two_stage_bills_each_job_on_its_own_nodes() -> None:
 
 
 def test_two_stage_without_preprocess_nodes_bills_the_cluster_nodes() -> None:
-    cost = run_cost(record([("worker", "g4dn.12xlarge", 1)], topology="two_stage",
-                           job_s={"preprocess": [3600.0], "predict": [3600.0]}, num_images=1_000_000))
+    cost = run_cost(
+        record(
+            [("worker", "g4dn.12xlarge", 1)],
+            topology="two_stage",
+            job_s={"preprocess": [3600.0], "predict": [3600.0]},
+            num_images=1_000_000,
+        )
+    )
     assert cost.usd_per_million_images == pytest.approx(2 * 3.912)
 
 
 def test_unknown_instance_is_an_error_naming_it() -> None:
-    with pytest.raises(UnknownInstance, match=r"instance 'p9\.huge' \(role worker\) has no price in cost=aws_on_demand"):
+    with pytest.raises(
+        UnknownInstance, match=r"instance 'p9\.huge' \(role worker\) has no price in cost=aws_on_demand"
+    ):
         run_cost(record([("driver", "this_machine", 1), ("worker", "p9.huge", 4)], wall_s=[1.0]))
 
 
@@ -189,8 +225,7 @@ def test_result_without_cost_config_cannot_be_billed() -> None:
 
 def test_pareto_front_of_hand_made_points() -> None:
     points = pd.DataFrame(
-        {"speed": [10.0, 20.0, 15.0, 5.0, 20.0, 30.0, None],
-         "usd": [5.0, 10.0, 12.0, 5.0, 10.0, 40.0, 1.0]},
+        {"speed": [10.0, 20.0, 15.0, 5.0, 20.0, 30.0, None], "usd": [5.0, 10.0, 12.0, 5.0, 10.0, 40.0, 1.0]},
         index=list("ABCDEFG"),
     )
     front = pareto_front(points, faster="speed", cheaper="usd")
@@ -313,15 +348,33 @@ def test_report_renders_in_headless_chromium(report: tuple[Path, Path], tmp_path
         pytest.skip("chromium not installed: .ci/run installs it with apt-get install chromium")
     screenshot = tmp_path / "report.png"
     run = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         f"--screenshot={screenshot}", "--window-size=1280,2000", report[1].resolve().as_uri()],
-        capture_output=True, text=True, timeout=90,
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--screenshot={screenshot}",
+            "--window-size=1280,2000",
+            report[1].resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    page_errors = [line for line in run.stderr.splitlines()
-                   if "ERROR:CONSOLE" in line or (":CONSOLE" in line and "Uncaught" in line)]
+    page_errors = [
+        line
+        for line in run.stderr.splitlines()
+        if "ERROR:CONSOLE" in line or (":CONSOLE" in line and "Uncaught" in line)
+    ]
     assert not page_errors
     image = Image.open(screenshot).convert("RGB")
     colours = image.getcolors(maxcolors=image.width * image.height)

@@ -44,7 +44,9 @@ def test_model_is_built_once_per_python_worker(spark, tmp_path, tiny_dataset, in
 
 def test_tasks_use_their_cpu_share_on_the_cpu(spark, tmp_path, tiny_dataset, inference):
     records = measured(spark, tmp_path, tiny_dataset, inference).timed[0].tasks["records"]
-    assert {(record["cpus"], record["device"], tuple(record["gpu_addresses"])) for record in records} == {(1, "cpu", ())}
+    assert {(record["cpus"], record["device"], tuple(record["gpu_addresses"])) for record in records} == {
+        (1, "cpu", ())
+    }
 
 
 def test_corrupt_images_are_skipped_counted_and_listed(spark, tmp_path, bad_dataset, inference):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -20,7 +19,16 @@ from pipeline.validate import validate
 from tests.test_cli import cli
 
 ORIGINAL = ["local", "standard_1gpu", "standard_4gpu", "iterator", "iterator_prefetch", "two_stage", "stage_level"]
-NAMED = {"smoke", "udf_matrix", "batch_size", "partitions", "gpu_amounts", "cluster_modes", "original_10g", "original_300g"}
+NAMED = {
+    "smoke",
+    "udf_matrix",
+    "batch_size",
+    "partitions",
+    "gpu_amounts",
+    "cluster_modes",
+    "original_10g",
+    "original_300g",
+}
 
 
 def hydra_config(*overrides: str):
@@ -50,13 +58,24 @@ def test_job_count_is_the_product_of_the_sweeps():
 @pytest.mark.slow
 def test_a_sweep_with_a_failing_job_reports_every_job(tmp_path, cache_dir, weights_file):
     sweep = tmp_path / "sweep"
-    done = cli(tmp_path, "sweep=smoke", "udf=map_in_pandas,scalar_pandas_udf", "udf.rebuild_model_per_batch=true",
-               "model.batch_size=4", "dataset.num_images=8", "repeats=1", f"hydra.sweep.dir={sweep}", f"cache_dir={cache_dir}")
+    done = cli(
+        tmp_path,
+        "sweep=smoke",
+        "udf=map_in_pandas,scalar_pandas_udf",
+        "udf.rebuild_model_per_batch=true",
+        "model.batch_size=4",
+        "dataset.num_images=8",
+        "repeats=1",
+        f"hydra.sweep.dir={sweep}",
+        f"cache_dir={cache_dir}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[sweep] job 2 of 2" in done.stdout
     with open(sweep / "results.csv") as handle:
         rows = {row["udf"]: row for row in csv.DictReader(handle)}
-    assert rows["scalar_pandas_udf"]["status"] == "ok" and float(rows["scalar_pandas_udf"]["throughput_images_per_s"]) > 0
+    assert (
+        rows["scalar_pandas_udf"]["status"] == "ok" and float(rows["scalar_pandas_udf"]["throughput_images_per_s"]) > 0
+    )
     assert float(rows["scalar_pandas_udf"]["usd_per_million_images"]) > 0
     assert rows["map_in_pandas"]["status"] == "failed"
     assert "rebuild_model_per_batch" in rows["map_in_pandas"]["reason"]
@@ -77,6 +96,8 @@ def test_every_original_configuration_composes_into_a_valid_run(preset):
     config.hydra.runtime.output_dir = "/tmp/original-preset"
     HydraConfig.instance().set_config(config)  # resolves ${hydra:runtime.output_dir} as in a real job
     job = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-    typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(job, resolve=True)))
+    typed = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(job, resolve=True))
+    )
     validate(typed)
     assert typed.dataset.format.value == "jpeg"  # the preset changes only how Spark runs, not the data

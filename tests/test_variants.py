@@ -21,10 +21,16 @@ LOCAL_TOPOLOGIES = [kind.value for kind in Topology if kind is not Topology.stag
 
 @pytest.mark.parametrize("topology", LOCAL_TOPOLOGIES)
 @pytest.mark.parametrize("style", STYLES)
-def test_every_style_and_topology_agrees_with_the_reference(spark, tmp_path, tiny_dataset, inference, cache_dir, style, topology):
+def test_every_style_and_topology_agrees_with_the_reference(
+    spark, tmp_path, tiny_dataset, inference, cache_dir, style, topology
+):
     config = compose_config(
-        f"udf={style}", f"topology={topology}", f"topology.intermediate_path={tmp_path / 'crops'}",
-        "warmup=0", "repeats=1", "verify=true",
+        f"udf={style}",
+        f"topology={topology}",
+        f"topology.intermediate_path={tmp_path / 'crops'}",
+        "warmup=0",
+        "repeats=1",
+        "verify=true",
     )
     run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
     timed = run.timed[0]
@@ -38,7 +44,9 @@ def test_every_style_and_topology_agrees_with_the_reference(spark, tmp_path, tin
 
 
 def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset, inference):
-    config = compose_config("topology=two_stage", f"topology.intermediate_path={tmp_path / 'crops'}", "warmup=0", "repeats=1")
+    config = compose_config(
+        "topology=two_stage", f"topology.intermediate_path={tmp_path / 'crops'}", "warmup=0", "repeats=1"
+    )
     run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
     crop_bytes = tiny_dataset.num_images * 3 * 224 * 224
     assert run.extra["intermediate_bytes"] >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
@@ -55,7 +63,9 @@ def arrow_batches_of_two(spark):
         spark.conf.set(key, value)
 
 
-def test_the_rebuild_option_builds_the_model_for_every_udf_call(spark, tmp_path, tiny_dataset, inference, arrow_batches_of_two):
+def test_the_rebuild_option_builds_the_model_for_every_udf_call(
+    spark, tmp_path, tiny_dataset, inference, arrow_batches_of_two
+):
     config = compose_config("udf=scalar_pandas_udf", "udf.rebuild_model_per_batch=true", "warmup=0", "repeats=1")
     rebuilt = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks
     assert rebuilt["model_builds"] == 6  # 12 images in Arrow batches of 2: six calls, six builds
@@ -87,8 +97,12 @@ def local_cluster_runs(tmp_path_factory, cache_dir, weights_file) -> dict[str, d
         f"            'model.batch_size=4', 'warmup=0', 'repeats=1', 'verify=true', 'cache_dir={cache_dir}']\n"
         f"    run(compose_config(*base, *overrides), Path('{root}') / name)\n"
     )
-    subprocess.run([sys.executable, "-c", script, json.dumps(CLUSTER_CASES)], check=True, timeout=900,
-                   cwd=Path(__file__).parent.parent)
+    subprocess.run(
+        [sys.executable, "-c", script, json.dumps(CLUSTER_CASES)],
+        check=True,
+        timeout=900,
+        cwd=Path(__file__).parent.parent,
+    )
     return {name: json.loads((root / name / "result.json").read_text()) for name in CLUSTER_CASES}
 
 

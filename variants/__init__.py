@@ -28,7 +28,12 @@ from variants.tasks import TaskLedger
 
 class Style(Protocol):
     def __call__(
-        self, frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
+        self,
+        frame: DataFrame,
+        step: Step,
+        ledger: TaskLedger,
+        options: UdfConfig,
+        profile: ResourceProfile | None = None,
     ) -> DataFrame: ...
 
 

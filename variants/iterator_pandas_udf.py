@@ -18,7 +18,9 @@ from pipeline.schema import UdfConfig
 from variants.tasks import TaskLedger
 
 
-def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+def apply(
+    frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
+) -> DataFrame:
     @F.pandas_udf(step.ddl)
     def run(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         with ledger.task(step.name) as task:

@@ -13,7 +13,9 @@ from pipeline.schema import UdfConfig
 from variants.tasks import TaskLedger
 
 
-def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+def apply(
+    frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
+) -> DataFrame:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         with ledger.task(step.name) as task:
             inputs = ({name: batch.column(name).to_pylist() for name in step.inputs} for batch in batches)

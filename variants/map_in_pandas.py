@@ -13,7 +13,9 @@ from pipeline.schema import UdfConfig
 from variants.tasks import TaskLedger
 
 
-def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+def apply(
+    frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
+) -> DataFrame:
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         with ledger.task(step.name) as task:
             batches = ({name: rows[name].tolist() for name in step.inputs} for rows in frames)

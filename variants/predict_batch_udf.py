@@ -41,7 +41,9 @@ def _full_rows(output: Output, rows: int) -> dict[str, np.ndarray]:
     return result
 
 
-def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+def apply(
+    frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
+) -> DataFrame:
     if step.name == "preprocess":
         return iterator_pandas_udf.apply(frame, step, ledger, options, profile)
 

@@ -18,7 +18,9 @@ def _batches(rows: Iterator[Row], names: tuple[str, ...], size: int) -> Iterator
         yield {name: [row[name] for row in chunk] for name in names}
 
 
-def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+def apply(
+    frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
+) -> DataFrame:
     names = step.schema.names
 
     def run(rows: Iterator[Row]) -> Iterator[tuple]:

@@ -11,13 +11,15 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.inference import aligned, num_rows, Step
+from pipeline.inference import Step, aligned, num_rows
 from pipeline.model import load_model
 from pipeline.schema import UdfConfig
 from variants.tasks import TaskLedger
 
 
-def apply(frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None) -> DataFrame:
+def apply(
+    frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
+) -> DataFrame:
     rebuild = options.rebuild_model_per_batch and step.name != "preprocess"
 
     @F.pandas_udf(step.ddl)
