@@ -64,13 +64,15 @@ class Output:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A batch after its CPU phase: uint8 crops (N,3,224,224) of the good rows."""
+    """A batch after its CPU phase: uint8 crops (N,3,224,224) of the good rows, or, when images are decoded
+    on the model's device, the still-encoded images of every row."""
 
     ids: list[str]
     labels: list[int]
-    crops: torch.Tensor
+    crops: torch.Tensor | None
     positions: list[int]
     bad: list[BadImageRecord]
+    encoded: list[bytes] | None = None
 
 
 def ddl(schema: pa.Schema) -> str:
@@ -88,9 +90,18 @@ class Inference:
     fail_on_bad_image: bool = False
 
     def crop_batch(self, columns: Columns) -> Prepared:
-        """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised."""
-        crops, positions, failures = self.preprocessing.crops(list(columns["image"]))
+        """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised.
+        With `decode_on="model_device"` the images stay encoded until `predictions`."""
+        images = list(columns["image"])
+        if self.preprocessing.decode_on == "model_device":
+            rows = list(range(len(images)))
+            return Prepared([str(i) for i in columns["id"]], list(columns["label"]), None, rows, [], images)
+        crops, positions, failures = self.preprocessing.crops(images)
         return self._prepared(columns, crops, positions, failures)
+
+    def _decoded(self, prepared: Prepared, device: str) -> Prepared:
+        crops, positions, failures = self.preprocessing.crops(prepared.encoded, device)
+        return self._prepared({"id": prepared.ids, "label": prepared.labels}, crops, positions, failures)
 
     def read_crops(self, columns: Columns) -> Prepared:
         """A batch of (id, label, crop) rows written by the preprocess step, back to uint8 crops."""
@@ -122,10 +133,12 @@ class Inference:
 
     def predictions(self, prepared: Prepared, device: str) -> Output:
         """Normalize on `device` and predict; the model is built once per process."""
+        if prepared.encoded is not None:
+            prepared = self._decoded(prepared, device)
         if not prepared.ids:
             return Output(empty_columns(PREDICTION_SCHEMA), [], prepared.bad)
         batch = self.preprocessing.normalize(prepared.crops.to(device, non_blocking=True))
-        predicted = predict(load_model(self.model, device), batch)
+        predicted = predict(load_model(self.model, device), batch, self.model)
         columns = {
             "id": prepared.ids,
             "label": np.asarray(prepared.labels, dtype=np.int32),

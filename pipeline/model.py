@@ -2,7 +2,8 @@
 
 It knows nothing of Spark. `load_model` caches per process, so a Spark Python worker that is reused
 across tasks builds the model once (the original study rebuilt it for every Arrow batch); `model_builds`
-is the proof that results record.
+is the proof that results record. The null model (MLPerf's null backend) answers without computing, so a
+run with it measures everything but the model.
 """
 
 from __future__ import annotations
@@ -13,18 +14,48 @@ import numpy as np
 import torch
 from torchvision.models import resnet50
 
+NUM_CLASSES = 1000
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """The model a task loads: a local ResNet50 state_dict (see `pipeline.weights.resolve`)."""
+    """The model a task loads: ResNet50 from a local state_dict (see `pipeline.weights.resolve`), or null.
 
-    weights_file: str
+    `precision="bf16"` runs it under autocast; `channels_last` converts weights and inputs to NHWC, which
+    oneDNN and cuDNN convolve faster; `compile` wraps it in torch.compile (once per process and device).
+    """
+
+    name: str = "resnet50"
+    weights_file: str | None = None
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+class NullModel(torch.nn.Module):
+    """Fixed logits (class 0 wins) for any batch, computing nothing from the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        logits = torch.full((NUM_CLASSES,), -1e4)
+        logits[0] = 0.0
+        self.register_buffer("logits", logits)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(batch.shape[0], NUM_CLASSES)
 
 
 def _build(spec: ModelSpec, device: str) -> torch.nn.Module:
+    if spec.name == "null_model":
+        return NullModel().to(device)
     model = resnet50(weights=None)
     model.load_state_dict(torch.load(spec.weights_file, map_location="cpu", weights_only=True))
-    return model.eval().to(device=device, memory_format=torch.channels_last)
+    model = model.eval().to(device=device, memory_format=spec.memory_format)
+    return torch.compile(model) if spec.compile else model
 
 
 class _Models:
@@ -46,8 +77,8 @@ _MODELS = _Models()
 
 
 def load_model(spec: ModelSpec, device: str, rebuild: bool = False) -> torch.nn.Module:
-    """ResNet50 in eval mode, channels_last, on `device`: built once per (spec, device) in this process,
-    unless `rebuild` asks for the original study's build-per-batch."""
+    """The model in eval mode on `device`: built once per (spec, device) in this process, unless `rebuild`
+    asks for the original study's build-per-batch."""
     return _MODELS.get(spec, device, rebuild)
 
 
@@ -76,12 +107,13 @@ class Predictions:
     top5: np.ndarray  # int64 (N, 5)
 
 
-def predict(model: torch.nn.Module, batch: torch.Tensor) -> Predictions:
-    """Top-1 class, its softmax probability and the top-5 classes for a normalized float32 NCHW batch."""
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        inputs = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        probs = torch.softmax(model(inputs).float(), dim=1)
+def predict(model: torch.nn.Module, batch: torch.Tensor, spec: ModelSpec) -> Predictions:
+    """Top-1 class, its softmax probability and the top-5 classes for a normalized float32 NCHW batch that is
+    already on the model's device."""
+    bf16 = spec.precision == "bf16"
+    with torch.inference_mode(), torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(batch.contiguous(memory_format=spec.memory_format))
+        probs = torch.softmax(logits.float(), dim=1)
         top_probs, top_classes = probs.topk(5, dim=1)
     top_classes = top_classes.cpu().numpy()
     return Predictions(top1=top_classes[:, 0].copy(), prob=top_probs[:, 0].cpu().numpy(), top5=top_classes)

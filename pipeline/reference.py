@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +34,8 @@ from pipeline.inference import (
     rebatch,
     to_pandas,
 )
-from pipeline.model import pick_device, use_threads
+from pipeline.model import ModelSpec, pick_device, use_threads
+from pipeline.preprocess import Preprocessing
 
 
 class ParquetBatches(IterableDataset):
@@ -107,12 +109,25 @@ def run_torch(
     return Measurement(warmups, timed_passes, predictions=outcome.get("predictions"))
 
 
+def canonical(inference: Inference) -> Inference:
+    """The same data format, model and weights in the plain path every option is checked against: Pillow
+    decoding on the CPU, fp32, not compiled."""
+    return replace(
+        inference,
+        preprocessing=Preprocessing(image_format=inference.preprocessing.image_format),
+        model=ModelSpec(name=inference.model.name, weights_file=inference.model.weights_file),
+    )
+
+
 def reference_predictions(dataset: Dataset, inference: Inference, cache_dir: str | Path) -> pd.DataFrame:
-    """Predictions of the in-process reference for this data set, weights and preprocessing; cached on disk."""
-    weights = Path(inference.model.weights_file)
+    """Predictions of the in-process reference (the canonical path of this data set, model and weights);
+    cached on disk."""
+    inference = canonical(inference)
+    weights = inference.model.weights_file
     key_source = {
         "dataset": dataset.spec,
-        "weights": [str(weights), weights.stat().st_size, weights.stat().st_mtime_ns],
+        "weights": [weights, Path(weights).stat().st_size, Path(weights).stat().st_mtime_ns] if weights else None,
+        "model": repr(inference.model),
         "preprocessing": repr(inference.preprocessing),
         "torch": torch.__version__,
     }

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline.schema import Config
+from pipeline.schema import Config, DecodeOn, ModelName
 from pipeline.weights import weights_kind
 
 SCHEMA_VERSION = 1
@@ -88,8 +88,18 @@ def variant_of(config: Config) -> dict[str, Any]:
         "sink": config.sink.value,
         "dataset_source": config.dataset.source.value,
         "image_format": config.dataset.format.value,
-        "weights": weights_kind(config.model.weights),
+        "weights": _weights(config),
+        "model": config.model.name.value,
+        "precision": config.model.precision.value,
+        "channels_last": None if config.model.channels_last else False,
+        "compile": config.model.compile or None,
+        "decoder": config.preprocess.decoder.value,
+        "decode_on": None if config.preprocess.decode_on is DecodeOn.task else config.preprocess.decode_on.value,
     }
+
+
+def _weights(config: Config) -> str:
+    return "none" if config.model.name is ModelName.null_model else weights_kind(config.model.weights)
 
 
 def _git_sha() -> str | None:
@@ -124,7 +134,7 @@ def environment(config: Config) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    weights = weights_kind(config.model.weights)
+    weights = _weights(config)
     return {
         "python": platform.python_version(),
         "versions": versions,

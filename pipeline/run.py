@@ -18,7 +18,7 @@ from pipeline.model import ModelSpec, model_builds
 from pipeline.preprocess import Preprocessing
 from pipeline.reference import compare, reference_predictions, run_torch
 from pipeline.results import Result, new_result, now, write_result
-from pipeline.schema import Config, Engine, OnBadImage, Sink
+from pipeline.schema import Config, Engine, ModelName, OnBadImage, Sink
 from pipeline.session import java_version
 from pipeline.validate import validate
 
@@ -42,11 +42,22 @@ def describe_error(error: BaseException) -> dict[str, str]:
     return {"type": kind, "message": message, "detail": trace[-20000:]}
 
 
-def _inference(config: Config, weights_file: Path) -> Inference:
+def build_inference(config: Config, weights_file: Path | None) -> Inference:
+    model = config.model
     return Inference(
-        preprocessing=Preprocessing(image_format=config.dataset.format.value),
-        model=ModelSpec(str(weights_file)),
-        batch_size=config.model.batch_size,
+        preprocessing=Preprocessing(
+            image_format=config.dataset.format.value,
+            decoder=config.preprocess.decoder.value,
+            decode_on=config.preprocess.decode_on.value,
+        ),
+        model=ModelSpec(
+            name=model.name.value,
+            weights_file=str(weights_file) if weights_file else None,
+            precision=model.precision.value,
+            channels_last=model.channels_last,
+            compile=model.compile,
+        ),
+        batch_size=model.batch_size,
         fail_on_bad_image=config.on_bad_image is OnBadImage.fail,
     )
 
@@ -114,7 +125,9 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
         dataset.prepare_s,
     )
     started = time.perf_counter()
-    inference = _inference(config, weights.resolve(config.model.weights, config.model.seed, cache))
+    model = config.model
+    weights_file = None if model.name is ModelName.null_model else weights.resolve(model.weights, model.seed, cache)
+    inference = build_inference(config, weights_file)
     result.metrics.weights_prepare_s = time.perf_counter() - started
     reference = None
     if config.verify:

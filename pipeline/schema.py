@@ -25,6 +25,26 @@ class Engine(Enum):
     torch = "torch"
 
 
+class ModelName(Enum):
+    resnet50 = "resnet50"
+    null_model = "null_model"  # fixed outputs, no computation: exposes the harness and engine overhead
+
+
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast
+
+
+class Decoder(Enum):
+    pil = "pil"
+    torchvision = "torchvision"  # torchvision.io (libjpeg-turbo) for JPEGs, Pillow for other formats
+
+
+class DecodeOn(Enum):
+    task = "task"  # the CPU task that preprocesses
+    model_device = "model_device"  # the model's device, in the model phase (nvjpeg on CUDA)
+
+
 class DataSource(Enum):
     synthetic = "synthetic"
     folder = "folder"
@@ -82,9 +102,19 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
+    name: ModelName = ModelName.resnet50
     weights: str = "random"
     seed: int = 0
     batch_size: int = 32
+    precision: Precision = Precision.fp32
+    channels_last: bool = True
+    compile: bool = False
+
+
+@dataclass
+class PreprocessConfig:
+    decoder: Decoder = Decoder.pil
+    decode_on: DecodeOn = DecodeOn.task
 
 
 @dataclass
@@ -165,6 +195,7 @@ class SparkConfig:
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     udf: UdfConfig = field(default_factory=UdfConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)

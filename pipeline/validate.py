@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from pipeline.cluster import check_executors, gpu_plan
-from pipeline.schema import ClusterMode, Config, ConfigError, DataSource, Engine, Topology, UdfStyle
+from pipeline.schema import (
+    ClusterMode,
+    Config,
+    ConfigError,
+    DataSource,
+    DecodeOn,
+    Decoder,
+    Engine,
+    Topology,
+    UdfStyle,
+)
 
 __all__ = ["ConfigError", "validate", "PROFILE_STYLES"]
 
@@ -76,5 +86,15 @@ def validate(config: Config) -> None:
                 f"priced: {', '.join(sorted(config.cost.prices))}"
             )
         _at_least(f"{key}[{node.instance}].count", node.count, 1)
+    if config.preprocess.decode_on is DecodeOn.model_device:
+        if config.preprocess.decoder is not Decoder.torchvision:
+            raise ConfigError(
+                "preprocess.decode_on=model_device decodes with torchvision.io: set preprocess.decoder=torchvision"
+            )
+        if config.engine.name is Engine.spark and config.topology.kind is not Topology.fused:
+            raise ConfigError(
+                f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "
+                "decodes in the model's task (the others make crops in a stage of their own)"
+            )
     if config.engine.name is Engine.spark:
         _spark(config)

@@ -70,7 +70,7 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 
 @pytest.fixture(scope="session")
 def inference(weights_file: Path) -> Inference:
-    return Inference(preprocessing=Preprocessing(), model=ModelSpec(str(weights_file)), batch_size=4)
+    return Inference(preprocessing=Preprocessing(), model=ModelSpec(weights_file=str(weights_file)), batch_size=4)
 
 
 @pytest.fixture(scope="session")

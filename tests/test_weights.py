@@ -21,7 +21,7 @@ NUM_IMAGES = 16
 
 @pytest.fixture(scope="module")
 def model(weights_file: Path) -> torch.nn.Module:
-    return load_model(ModelSpec(str(weights_file)), "cpu")
+    return load_model(ModelSpec(weights_file=str(weights_file)), "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def batch() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def predictions(model, batch):
-    return predict(model, batch)
+    return predict(model, batch, ModelSpec())
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_an_existing_state_dict_path_resolves_to_itself(weights_file, tmp_path):
 
 def test_an_existing_state_dict_path_loads_as_the_model_it_holds(weights_file, tmp_path):
     copy = Path(shutil.copy(weights_file, tmp_path / "mine.pth"))
-    loaded = load_model(ModelSpec(str(weights.resolve(str(copy), 0, tmp_path / "cache"))), "cpu")
+    loaded = load_model(ModelSpec(weights_file=str(weights.resolve(str(copy), 0, tmp_path / "cache"))), "cpu")
     expected = torch.load(weights_file, map_location="cpu", weights_only=True)
     assert torch.equal(loaded.state_dict()["fc.weight"], expected["fc.weight"])
     assert torch.equal(loaded.state_dict()["layer4.2.bn3.running_var"], expected["layer4.2.bn3.running_var"])
@@ -115,16 +115,16 @@ def test_an_existing_state_dict_path_loads_as_the_model_it_holds(weights_file, t
 def test_load_model_builds_each_spec_once_per_process(weights_file, tmp_path):
     link = tmp_path / "once.pt"  # a path no other test loads, so the first load is certainly a miss
     link.symlink_to(weights_file)
-    spec = ModelSpec(str(link))
+    spec = ModelSpec(weights_file=str(link))
     before = model_builds()
     first = load_model(spec, "cpu")
-    second = load_model(ModelSpec(str(link)), "cpu")
+    second = load_model(ModelSpec(weights_file=str(link)), "cpu")
     assert second is first
     assert model_builds() == before + 1
 
 
 def test_rebuild_builds_a_new_model_every_time(weights_file):
-    spec = ModelSpec(str(weights_file))
+    spec = ModelSpec(weights_file=str(weights_file))
     before = model_builds()
     first = load_model(spec, "cpu", rebuild=True)
     assert load_model(spec, "cpu", rebuild=True) is not first
@@ -147,7 +147,7 @@ def test_predict_top5_are_five_distinct_classes(predictions):
 
 def test_predict_prob_is_the_largest_softmax_probability_and_top5_the_largest_logits(model, batch):
     two = batch[:2]
-    predicted = predict(model, two)
+    predicted = predict(model, two, ModelSpec())
     with torch.inference_mode():
         logits = model(two).float()
     probabilities = torch.softmax(logits, dim=1)
