@@ -22,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.model import ModelSpec, load_model, predict
-from pipeline.preprocess import Preprocessing
+from pipeline.preprocess import Preprocessing, to_device
 
 Columns = dict[str, Any]  # column name → a sequence of values, one per row
 
@@ -137,7 +137,7 @@ class Inference:
             prepared = self._decoded(prepared, device)
         if not prepared.ids:
             return Output(empty_columns(PREDICTION_SCHEMA), [], prepared.bad)
-        batch = self.preprocessing.normalize(prepared.crops.to(device, non_blocking=True))
+        batch = self.preprocessing.normalize(to_device(prepared.crops, device))
         predicted = predict(load_model(self.model, device), batch, self.model)
         columns = {
             "id": prepared.ids,

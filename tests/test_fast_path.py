@@ -4,6 +4,9 @@ null model: each changes how the work is done, never which answer it gives beyon
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -179,3 +182,21 @@ def test_compile_wraps_the_model_once_per_process(weights_file):
     model = load_model(spec, "cpu")
     assert isinstance(model, torch._dynamo.eval_frame.OptimizedModule)
     assert load_model(spec, "cpu") is model
+
+
+def test_the_gpu_check_runs_without_spark_or_hydra_and_prints_every_figure():
+    script = (
+        "import sys, runpy; sys.argv = ['gpu_check', '--device', 'cpu', '--images', '2', '--batch-size', '2', "
+        "'--modes', 'fp32', '--repeats', '1']\n"
+        "try:\n"
+        "    runpy.run_module('pipeline.gpu_check', run_name='__main__')\n"
+        "finally:\n"
+        "    stack = ('pyspark', 'hydra', 'omegaconf', 'pyarrow', 'py4j')\n"
+        "    print('imported:', sorted({m.split('.')[0] for m in sys.modules} & set(stack)), file=sys.stderr)\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "imported: []" in finished.stderr
+    figures = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert {"cpu_decode_crop_pil_per_core", "cpu_decode_crop_torchvision_per_core", "predict_fp32"} <= set(figures)
+    assert all(figures[key] > 0 for key in figures if key.startswith(("cpu_", "predict_")))
