@@ -44,7 +44,7 @@ def describe_error(error: BaseException) -> dict[str, str]:
 
 def _inference(config: Config, weights_file: Path) -> Inference:
     return Inference(
-        preprocessing=Preprocessing(image_format=config.dataset.format.value),
+        preprocessing=Preprocessing(image_format=config.dataset.format.value, max_pixels=config.preprocess.max_pixels),
         model=ModelSpec(str(weights_file)),
         batch_size=config.model.batch_size,
         fail_on_bad_image=config.on_bad_image is OnBadImage.fail,

@@ -88,6 +88,11 @@ class ModelConfig:
 
 
 @dataclass
+class PreprocessConfig:
+    max_pixels: int = 89_478_485  # Pillow's decompression-bomb warning threshold
+
+
+@dataclass
 class EngineConfig:
     name: Engine = Engine.spark
     loader_workers: int = 0
@@ -158,6 +163,7 @@ class SparkConfig:
     max_records_per_batch: int = 128
     python_worker_reuse: bool = True
     partitions: Optional[int] = None
+    task_max_failures: int = 4
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -165,6 +171,7 @@ class SparkConfig:
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     udf: UdfConfig = field(default_factory=UdfConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
@@ -177,6 +184,7 @@ class Config:
     repeats: int = 3
     warmup: int = 1
     verify: bool = False
+    resume: bool = False
     cache_dir: str = "~/.cache/spark-inference-bench"
 
 
