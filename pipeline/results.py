@@ -40,6 +40,9 @@ class Metrics:
     weights_prepare_s: float | None = None
     reference_s: float | None = None
     max_model_loads_per_worker: int | None = None
+    failed_tasks: int | None = None  # task attempts that did not succeed, over the whole application
+    task_retries: int | None = None  # attempts that re-ran a partition
+    executors_lost: int | None = None  # executors removed while jobs ran
     top1_agreement: float | None = None
     max_abs_prob_diff: float | None = None
     verified_images: int | None = None
@@ -184,6 +187,11 @@ def summary(result: Result) -> str:
             f"startup {metrics.startup_s:.1f} s, warm-up {sum(metrics.warmup_s):.1f} s",
             f"model loads per worker process: {metrics.max_model_loads_per_worker}",
         ]
+    if metrics.failed_tasks:
+        lines.append(
+            f"faults: {metrics.failed_tasks} failed task attempts, {metrics.task_retries} retries, "
+            f"{metrics.executors_lost} executors lost (evidence.faults in result.json)"
+        )
     for bad in result.bad_images[:10]:
         lines.append(f"  bad image {bad['id']}: {bad['reason']}")
     if len(result.bad_images) > 10:

@@ -92,6 +92,10 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     metrics.cluster_start_s = measurement.extra.get("cluster_start_s")
     result.cluster = measurement.extra.get("cluster", {})
     result.evidence = {**measurement.extra.get("evidence", {}), "checks": measurement.extra.get("checks", {})}
+    if "faults" in measurement.extra:
+        found = result.evidence["faults"] = measurement.extra["faults"]
+        metrics.failed_tasks, metrics.task_retries = len(found["failed_tasks"]), found["task_retries"]
+        metrics.executors_lost = len(found["executors_lost"])
     if result.cluster:
         result.env["gpus"] = result.cluster["gpus"]["kind"]
 
