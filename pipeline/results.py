@@ -145,11 +145,16 @@ def environment(config: Config) -> dict[str, Any]:
     }
 
 
+def config_record(config: Config) -> dict[str, Any]:
+    """The config as a result records it."""
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+
+
 def new_result(config: Config, run_dir: Path) -> Result:
     return Result(
         status="running",
         variant=variant_of(config),
-        config=OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True),
+        config=config_record(config),
         env=environment(config),
         run_dir=str(run_dir),
         started_at=now(),
@@ -168,6 +173,11 @@ def write_result(run_dir: Path, result: Result) -> Path:
 
 def read_result(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def as_result(record: dict[str, Any]) -> Result:
+    """A result.json record as a Result."""
+    return Result(**{**record, "metrics": Metrics(**record["metrics"])})
 
 
 def summary(result: Result) -> str:

@@ -142,8 +142,8 @@ def run(config: Config, run_dir: Path) -> Result:
     try:
         execute(config, run_dir, result)
         result.status = "ok"
-    except KeyboardInterrupt:
-        result.status, result.error = "interrupted", {"type": "KeyboardInterrupt", "message": "interrupted"}
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cluster.Terminated)
+        result.status, result.error = "interrupted", {"type": type(stop).__name__, "message": "interrupted"}
         raise
     except Exception as error:
         result.status, result.error = "failed", describe_error(error)
