@@ -1,12 +1,13 @@
 """`python -m pipeline`: compose a run (or, with -m or sweep=NAME, a sweep) with Hydra and benchmark it.
 
 Each job runs in a child process (`pipeline.job`) with its own Spark application; this process composes,
-waits, forwards Ctrl-C and SIGTERM so the child can stop what it started, and prints the summary.
+waits, forwards Ctrl-C and SIGTERM so the child can stop what it started, and prints the summary. With
+`resume=true`, a job whose run directory already holds an ok result of the same config is not run again:
+re-running a sweep into its directory (`hydra.sweep.dir=DIR`) re-runs only what failed or never finished.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -17,12 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.job import JOB_FILE
-from pipeline.results import RESULT_FILE, Metrics, Result, now, summary, write_result
+from pipeline.job import JOB_FILE, typed
+from pipeline.results import RESULT_FILE, Result, as_result, config_record, now, read_result, summary, write_result
 from pipeline.schema import register
 
 register()
-CHILD_GRACE_S = 120
 
 
 def _lost(run_dir: Path, code: int) -> Result:
@@ -41,33 +41,70 @@ def _lost(run_dir: Path, code: int) -> Result:
     return result
 
 
-def run_child(run_dir: Path) -> Result:
-    child = subprocess.Popen([sys.executable, "-m", "pipeline.job", str(run_dir)])
-    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
-    previous = signal.signal(signal.SIGTERM, forward)
+def run_child(run_dir: Path) -> tuple[Result, int | None]:
+    """Run the job in RUN_DIR in a child process; its result, and the signal that stopped it, if any.
+
+    The child gets a process group of its own, so a Ctrl-C at the terminal reaches this process alone, which
+    passes the first SIGINT or SIGTERM on, once: a second signal arriving while the child is still unwinding
+    could cut short the stopping of what it started (a standalone cluster).
+    """
+    child = subprocess.Popen([sys.executable, "-m", "pipeline.job", str(run_dir)], process_group=0)
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if not received:
+            child.send_signal(signum)
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:  # the child got the same Ctrl-C: let it clean up and record it
-            child.wait(CHILD_GRACE_S)
-            raise
+        code = child.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stopped_by = received[0] if received else None
     path = run_dir / RESULT_FILE
     if not path.is_file():
-        return _lost(run_dir, code)
-    record = json.loads(path.read_text())
-    record["metrics"] = Metrics(**record["metrics"])
-    return Result(**record)
+        return _lost(run_dir, code), stopped_by
+    return as_result(read_result(path)), stopped_by
+
+
+def done_before(run_dir: Path, cfg: DictConfig) -> Result | None:
+    """The ok result an earlier run left in `run_dir` for this very config (`resume` aside), else None.
+
+    Comparing the whole composed config, not the job number, matters: a sweep re-run with other overrides
+    numbers its jobs differently, and directory N then holds another variant's result.
+    """
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = read_result(path)
+    except ValueError:
+        return None
+    wanted = config_record(typed(OmegaConf.to_container(cfg, resolve=True)))
+    if record.get("status") != "ok" or not isinstance(record.get("config"), dict):
+        return None
+    earlier = {key: value for key, value in record["config"].items() if key != "resume"}
+    return as_result(record) if earlier == {key: value for key, value in wanted.items() if key != "resume"} else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    (run_dir / JOB_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    result = run_child(run_dir)
+    earlier = done_before(run_dir, cfg) if cfg.resume else None
+    if earlier is not None:
+        print(f"resume: {run_dir} already holds an ok result of this config; not run again", flush=True)
+        result, stopped_by = earlier, None
+    else:
+        (run_dir / JOB_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        result, stopped_by = run_child(run_dir)
     print(summary(result), flush=True)
+    if stopped_by == signal.SIGINT:  # stop here, and the rest of a sweep with it
+        raise KeyboardInterrupt
+    if stopped_by is not None:
+        sys.exit(128 + stopped_by)
     if result.status != "ok" and hydra_config.mode is RunMode.RUN:
         sys.exit(1)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.cluster import Cluster
 from pipeline.engine import Pass
-from pipeline.metrics import event_log_file, stages, tasks
+from pipeline.metrics import event_log_file, executors, jobs, stages, tasks
 from pipeline.schema import Topology
 
 MODEL_STEPS = ("fused", "predict")
@@ -63,6 +63,31 @@ def collect(event_log_dir: Path, last: Pass, description: str) -> dict[str, Any]
     ]
     rows = [{"step": step_of.get(stage["stage_id"]), **{key: stage.get(key) for key in STAGE_KEYS}} for stage in chosen]
     return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks}
+
+
+def faults(event_log_dir: Path) -> dict[str, Any]:
+    """What went wrong in the whole application and what Spark did about it: every task attempt that did not
+    succeed (with its end reason), the attempts that re-ran a partition, stage attempts that re-ran a stage,
+    and the executors lost while jobs ran (those removed when the application stopped are not losses)."""
+    log = event_log_file(event_log_dir)
+    attempts = tasks(log)
+    last_job_end = max((job["completed"] for job in jobs(log) if job["completed"]), default=None)
+    lost = [
+        {"executor_id": e["executor_id"], "reason": e["removed_reason"]}
+        for e in executors(log)
+        if e["removed"] is not None and (last_job_end is None or e["removed"] <= last_job_end)
+    ]
+    failed = [
+        {key: task[key] for key in ("stage_id", "stage_attempt", "partition_id", "attempt", "executor_id", "failure")}
+        for task in attempts
+        if task["end_reason"] is not None and not task["successful"]
+    ]
+    return {
+        "failed_tasks": failed,
+        "task_retries": sum(1 for task in attempts if task["attempt"] and not task["speculative"]),
+        "stage_retries": sum(1 for stage in stages(log) if stage["attempt"]),
+        "executors_lost": lost,
+    }
 
 
 def _widest(rows: list[dict[str, Any]], steps: tuple[str, ...]) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -21,10 +22,14 @@ JOB_FILE = "job.yaml"
 LOG_FILE = "pipeline.log"
 
 
+def typed(container: Any) -> Config:
+    """A resolved config, typed by the schema again."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), container))
+
+
 def load(run_dir: Path) -> Config:
-    """The resolved config the parent wrote, typed by the schema again."""
-    merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / JOB_FILE))
-    return OmegaConf.to_object(merged)
+    """The resolved config the parent wrote."""
+    return typed(OmegaConf.load(run_dir / JOB_FILE))
 
 
 def main(run_dir: Path) -> int:

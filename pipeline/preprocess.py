@@ -28,18 +28,46 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RAW_SIDE = 256
 RAW_BYTES = RAW_SIDE * RAW_SIDE * 3
 JPEG_MAGIC = b"\xff\xd8\xff"
+# Pillow's own decompression-bomb warning threshold (a 268 MB RGB array); Pillow refuses outright at twice it.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
+# Images whose longer side is over this many times their shorter one take the thin-image path of `crop`.
+MAX_ASPECT = 4
 
 
 class BadImage(ValueError):
     """An image that cannot be turned into a crop; the message is the reason a run reports."""
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Decode any Pillow-readable image to RGB, compositing transparency onto white."""
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise BadImage(
+            f"image is {width}x{height} = {width * height} pixels, over the limit preprocess.max_pixels={max_pixels}"
+        )
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """Raise BadImage when the header declares more than `max_pixels`, for decoders without a limit of their
+    own (torchvision.io, nvjpeg); reads the header only. A header Pillow cannot read is the decoder's to judge."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:
+        return
+    _check_size(width, height, max_pixels)
+
+
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode any Pillow-readable image to RGB, compositing transparency onto white.
+
+    The size is checked from the header before any pixel is decoded: a small file can declare a huge image
+    (a decompression bomb), and decoding it would allocate width x height x 3 bytes in a worker.
+    """
     if not data:
         raise BadImage("empty image bytes")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_size(image.width, image.height, max_pixels)
             image.load()
             if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit: keep the high byte, don't clip
                 image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
@@ -48,6 +76,10 @@ def decode_rgb(data: bytes) -> Image.Image:
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(white, rgba).convert("RGB")
             return image.convert("RGB")
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as error:  # over Pillow's own hard limit, which max_pixels stays under
+        raise BadImage(f"{error} (preprocess.max_pixels={max_pixels})") from error
     except Exception as error:  # any decoder failure makes this one image bad, never the task
         raise BadImage(f"cannot decode: {type(error).__name__}: {error}") from error
 
@@ -112,25 +144,58 @@ class Preprocessing:
     crop_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def decode(self, data: bytes) -> torch.Tensor:
         """One encoded (or raw) image to RGB uint8 CHW pixels on the CPU; raises BadImage."""
         if self.image_format == "raw":
             return raw_to_tensor(data)
         if self.decoder == "torchvision" and is_jpeg(data):
+            check_pixels(data, self.max_pixels)
             decoded = decode_jpegs([data], "cpu")[0]
             if isinstance(decoded, BadImage):
                 raise decoded
             return decoded
-        return pil_to_tensor(decode_rgb(data))
+        return pil_to_tensor(decode_rgb(data, self.max_pixels))
 
     def resize_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        height, width = pixels.shape[-2:]
+        if max(height, width) > MAX_ASPECT * min(height, width):
+            return self._thin_crop(pixels)
         resized = F.resize(pixels, [self.resize_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
         return F.center_crop(resized, [self.crop_size])
 
     def crop(self, data: bytes) -> torch.Tensor:
         """One encoded (or raw) image to a uint8 (3, crop, crop) tensor; raises BadImage."""
         return self.resize_crop(self.decode(data))
+
+    def _thin_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The crop of a very thin image without resizing all of it: a 1000x1 image resized whole is 256000x256.
+
+        The antialiased resize runs one axis after the other, the long one first; its columns (for a wide
+        image) are independent in the second pass, so resizing the long axis alone, keeping the central
+        `crop_size` columns, then resizing the short axis gives the very pixels of the whole resize (tested;
+        a tall image goes through transposed, and differs by at most one uint8 level, as the second pass
+        then rounds a different axis). The long pass still holds resize_size x width pixels, so that too is
+        held to `max_pixels`.
+        """
+        tall = pixels.shape[-2] > pixels.shape[-1]
+        if tall:
+            pixels = pixels.transpose(-2, -1)
+        height, width = pixels.shape[-2:]
+        long = int(self.resize_size * width / height)  # torchvision's own rounding of the longer side
+        if height * long > self.max_pixels:
+            raise BadImage(
+                f"a {height}x{width} image resizes through {height * long} pixels, over the limit "
+                f"preprocess.max_pixels={self.max_pixels}"
+            )
+        bilinear = InterpolationMode.BILINEAR
+        strip = F.resize(pixels, [height, long], interpolation=bilinear, antialias=True)
+        left = int(round((long - self.crop_size) / 2.0))
+        strip = strip[..., left : left + self.crop_size]
+        resized = F.resize(strip, [self.resize_size, self.crop_size], interpolation=bilinear, antialias=True)
+        crop = F.center_crop(resized, [self.crop_size])
+        return crop.transpose(-2, -1).contiguous() if tall else crop
 
     def normalize(self, crops: torch.Tensor) -> torch.Tensor:
         """A uint8 NCHW batch to float32 in [0,1], then ImageNet-normalized, on the batch's device."""
@@ -145,8 +210,15 @@ class Preprocessing:
         reason) of the bad ones. Off the CPU, JPEGs are decoded there in one batch; other images on the CPU."""
         decoded: dict[int, torch.Tensor | BadImage] = {}
         if device != "cpu":
-            jpegs = [position for position, data in enumerate(images) if is_jpeg(data)]
-            decoded = dict(zip(jpegs, decode_jpegs([images[position] for position in jpegs], device)))
+            jpegs = []
+            for position, data in enumerate(images):
+                if is_jpeg(data):
+                    try:
+                        check_pixels(data, self.max_pixels)
+                        jpegs.append(position)
+                    except BadImage as error:
+                        decoded[position] = error
+            decoded.update(zip(jpegs, decode_jpegs([images[position] for position in jpegs], device)))
         good: list[torch.Tensor] = []
         positions: list[int] = []
         bad: list[tuple[int, str]] = []

@@ -40,6 +40,9 @@ class Metrics:
     weights_prepare_s: float | None = None
     reference_s: float | None = None
     max_model_loads_per_worker: int | None = None
+    failed_tasks: int | None = None  # task attempts that did not succeed, over the whole application
+    task_retries: int | None = None  # attempts that re-ran a partition
+    executors_lost: int | None = None  # executors removed while jobs ran
     top1_agreement: float | None = None
     max_abs_prob_diff: float | None = None
     verified_images: int | None = None
@@ -152,11 +155,16 @@ def environment(config: Config) -> dict[str, Any]:
     }
 
 
+def config_record(config: Config) -> dict[str, Any]:
+    """The config as a result records it."""
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+
+
 def new_result(config: Config, run_dir: Path) -> Result:
     return Result(
         status="running",
         variant=variant_of(config),
-        config=OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True),
+        config=config_record(config),
         env=environment(config),
         run_dir=str(run_dir),
         started_at=now(),
@@ -177,6 +185,11 @@ def read_result(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def as_result(record: dict[str, Any]) -> Result:
+    """A result.json record as a Result."""
+    return Result(**{**record, "metrics": Metrics(**record["metrics"])})
+
+
 def summary(result: Result) -> str:
     """The one screen a run ends with."""
     metrics, variant = result.metrics, result.variant
@@ -194,6 +207,11 @@ def summary(result: Result) -> str:
             f"startup {metrics.startup_s:.1f} s, warm-up {sum(metrics.warmup_s):.1f} s",
             f"model loads per worker process: {metrics.max_model_loads_per_worker}",
         ]
+    if metrics.failed_tasks:
+        lines.append(
+            f"faults: {metrics.failed_tasks} failed task attempts, {metrics.task_retries} retries, "
+            f"{metrics.executors_lost} executors lost (evidence.faults in result.json)"
+        )
     for bad in result.bad_images[:10]:
         lines.append(f"  bad image {bad['id']}: {bad['reason']}")
     if len(result.bad_images) > 10:

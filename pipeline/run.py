@@ -47,6 +47,7 @@ def build_inference(config: Config, weights_file: Path | None) -> Inference:
     return Inference(
         preprocessing=Preprocessing(
             image_format=config.dataset.format.value,
+            max_pixels=config.preprocess.max_pixels,
             decoder=config.preprocess.decoder.value,
             decode_on=config.preprocess.decode_on.value,
         ),
@@ -103,6 +104,10 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     metrics.cluster_start_s = measurement.extra.get("cluster_start_s")
     result.cluster = measurement.extra.get("cluster", {})
     result.evidence = {**measurement.extra.get("evidence", {}), "checks": measurement.extra.get("checks", {})}
+    if "faults" in measurement.extra:
+        found = result.evidence["faults"] = measurement.extra["faults"]
+        metrics.failed_tasks, metrics.task_retries = len(found["failed_tasks"]), found["task_retries"]
+        metrics.executors_lost = len(found["executors_lost"])
     if result.cluster:
         result.env["gpus"] = result.cluster["gpus"]["kind"]
 
@@ -151,8 +156,8 @@ def run(config: Config, run_dir: Path) -> Result:
     try:
         execute(config, run_dir, result)
         result.status = "ok"
-    except KeyboardInterrupt:
-        result.status, result.error = "interrupted", {"type": "KeyboardInterrupt", "message": "interrupted"}
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cluster.Terminated)
+        result.status, result.error = "interrupted", {"type": type(stop).__name__, "message": "interrupted"}
         raise
     except Exception as error:
         result.status, result.error = "failed", describe_error(error)

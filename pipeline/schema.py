@@ -115,6 +115,7 @@ class ModelConfig:
 class PreprocessConfig:
     decoder: Decoder = Decoder.pil
     decode_on: DecodeOn = DecodeOn.task
+    max_pixels: int = 89_478_485  # Pillow's decompression-bomb warning threshold
 
 
 @dataclass
@@ -188,6 +189,7 @@ class SparkConfig:
     max_records_per_batch: int = 128
     python_worker_reuse: bool = True
     partitions: Optional[int] = None
+    task_max_failures: int = 4
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -208,6 +210,7 @@ class Config:
     repeats: int = 3
     warmup: int = 1
     verify: bool = False
+    resume: bool = False
     cache_dir: str = "~/.cache/spark-inference-bench"
 
 

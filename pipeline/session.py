@@ -76,7 +76,7 @@ def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster
         "spark.sql.parquet.columnarReaderBatchSize": str(config.spark.max_records_per_batch),
         "spark.python.worker.reuse": str(config.spark.python_worker_reuse).lower(),
         "spark.sql.shuffle.partitions": str(config.spark.partitions or cluster.slots),
-        "spark.task.maxFailures": "4",
+        "spark.task.maxFailures": str(config.spark.task_max_failures),
         "spark.sql.adaptive.enabled": "false",
         "spark.sql.files.maxPartitionBytes": str(split_bytes(input_bytes, cluster.slots)),
         "spark.eventLog.enabled": "true",

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline.cluster import cluster
 from pipeline.data import Dataset
 from pipeline.engine import Measurement, Pass, run_passes
-from pipeline.evidence import check, collect
+from pipeline.evidence import check, collect, faults
 from pipeline.inference import Inference
 from pipeline.schema import Config, Sink, Topology
 from pipeline.session import spark_conf, spark_session
@@ -51,6 +51,7 @@ def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: P
             **application,
         },
         evidence=found,
+        faults=faults(run_dir / "eventlog"),
         checks=check(found, running, config.topology.kind),
     )
     return measurement

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.cluster import check_executors, gpu_plan
+from pipeline.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.schema import (
     ClusterMode,
     Config,
@@ -53,6 +54,9 @@ def _spark(config: Config) -> None:
                 f"topology=stage_level with udf={config.udf.style.value}: only {names} can run a stage under a "
                 "ResourceProfile"
             )
+    _at_least("spark.task_max_failures", config.spark.task_max_failures, 1)
+    if "spark.task.maxFailures" in config.spark.conf:
+        raise ConfigError("spark.conf sets spark.task.maxFailures: set spark.task_max_failures=N instead")
     if config.udf.prefetch and config.udf.style is not UdfStyle.iterator_pandas_udf:
         raise ConfigError(f"udf.prefetch={config.udf.prefetch} applies to udf=iterator_pandas_udf only")
     if config.udf.rebuild_model_per_batch and config.udf.style is not UdfStyle.scalar_pandas_udf:
@@ -71,6 +75,12 @@ def validate(config: Config) -> None:
     _at_least("topology.predict_partitions", config.topology.predict_partitions, 1, optional=True)
     _at_least("engine.loader_workers", config.engine.loader_workers, 0)
     _at_least("udf.prefetch", config.udf.prefetch, 0)
+    max_pixels = config.preprocess.max_pixels
+    if not 1 <= max_pixels <= PILLOW_PIXEL_LIMIT:
+        raise ConfigError(
+            f"preprocess.max_pixels={max_pixels}: must be between 1 and {PILLOW_PIXEL_LIMIT} (Pillow refuses "
+            "to decode larger images)"
+        )
     dataset = config.dataset
     required = {DataSource.synthetic: "num_images", DataSource.folder: "folder", DataSource.parquet: "path"}
     key = required[dataset.source]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,48 @@ def test_each_multirun_job_is_its_own_application_with_its_own_driver_settings(t
     first, second = (json.loads((sweep / job / "result.json").read_text())["cluster"] for job in ("0", "1"))
     assert first["app_id"] != second["app_id"] and first["driver_pid"] != second["driver_pid"]
     assert first["driver_jvm_max_memory_mb"] <= 1024 < 2048 < second["driver_jvm_max_memory_mb"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_job_and_the_standalone_cluster_it_started(tmp_path, cache_dir, weights_file):
+    from tests.test_cluster import cmdline, survivors, tree
+
+    run_dir, log = tmp_path / "run", tmp_path / "output.log"
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "cluster=standalone",
+        "cluster.worker_cores=1",
+        "cluster.worker_memory=1g",
+        "cluster.executor_memory=512m",
+        "dataset.num_images=16",
+        f"hydra.run.dir={run_dir}",
+        f"cache_dir={cache_dir}",
+    ]
+    with open(log, "w") as output:  # its own session: the test's Ctrl-C goes to its process group, as a terminal's
+        parent = subprocess.Popen(
+            command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    seen: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while parent.poll() is None and time.monotonic() < deadline:  # until Python workers run tasks
+            seen.update(tree([parent.pid]))
+            if any("pyspark.daemon" in cmdline(pid) for pid in seen):
+                break
+            time.sleep(0.5)
+        assert parent.poll() is None and any("CoarseGrainedExecutorBackend" in cmdline(pid) for pid in seen), (
+            log.read_text()[-3000:]
+        )
+        seen.update(tree([parent.pid]))
+        os.killpg(parent.pid, signal.SIGINT)
+        assert parent.wait(timeout=120) != 0
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["status"] == "interrupted" and result["error"]["type"] == "KeyboardInterrupt"
+        cluster_pids = json.loads((run_dir / "cluster" / "cluster.json").read_text())["pids"]
+        assert set(cluster_pids.values()) <= set(seen) and len(seen) >= 6, seen  # job, driver, master, worker, ...
+        assert survivors(seen) == [], [cmdline(pid) for pid in survivors(seen)]
+    finally:
+        for pid in survivors(seen):  # same PID and start time: never a stranger's process
+            os.kill(pid, signal.SIGKILL)

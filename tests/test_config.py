@@ -40,6 +40,8 @@ def test_default_config_is_the_documented_run():
         ("topology=nope", ConfigCompositionException, "stage_level"),
         ("cluster=yarn", ConfigCompositionException, "standalone"),
         ("dataset=imagenet", ConfigCompositionException, "original_10g"),
+        ("preprocess.max_pixels=lots", ConfigCompositionException, "preprocess.max_pixels"),
+        ("resume=maybe", ConfigCompositionException, "resume"),
     ],
 )
 def test_compose_rejects(override, error, named):
@@ -82,6 +84,10 @@ def test_compose_rejects(override, error, named):
         (["cluster.nodes=[{role: driver, instance: p5.48xlarge, count: 1}]"], "p5.48xlarge"),
         (["gpu.executor_amount=1"], "cluster=local"),
         (["gpu.emulate=2"], "cluster=local"),
+        (["preprocess.max_pixels=0"], "preprocess.max_pixels=0"),
+        (["preprocess.max_pixels=178956971"], "between 1 and 178956970"),
+        (["spark.task_max_failures=0"], "spark.task_max_failures=0"),
+        (["+spark.conf={spark.task.maxFailures: '1'}"], "spark.task_max_failures=N"),
     ],
 )
 def test_validate_rejects(overrides, named):

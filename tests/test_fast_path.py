@@ -200,3 +200,12 @@ def test_the_gpu_check_runs_without_spark_or_hydra_and_prints_every_figure():
     figures = json.loads(finished.stdout.strip().splitlines()[-1])
     assert {"cpu_decode_crop_pil_per_core", "cpu_decode_crop_torchvision_per_core", "predict_fp32"} <= set(figures)
     assert all(figures[key] > 0 for key in figures if key.startswith(("cpu_", "predict_")))
+
+
+def test_the_pixel_limit_holds_for_torchvision_and_device_decoding():
+    data = synthetic.synth_jpeg(1, 0)  # 300..640 px a side: more than 10,000 pixels
+    limited = Preprocessing(decoder="torchvision", max_pixels=10_000)
+    with pytest.raises(BadImage, match="preprocess.max_pixels=10000"):
+        limited.crop(data)
+    _, positions, bad = limited.crops([data], device="meta")  # refused from the header: nothing decoded there
+    assert positions == [] and "preprocess.max_pixels=10000" in bad[0][1]

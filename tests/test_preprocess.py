@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import io
 import random
+import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as v1
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
+from pipeline import preprocess as preprocess_module
 from pipeline import synthetic
-from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD, RAW_BYTES, BadImage, Preprocessing
+from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD, RAW_BYTES, BadImage, Preprocessing, pil_to_tensor
 from tests.conftest import corrupt_images
 
 CROP = 224
@@ -235,6 +239,57 @@ def test_crops_of_only_bad_images_is_an_empty_uint8_batch(preprocessing):
     crops, positions, failures = preprocessing.crops(list(corrupt_images().values()))
     assert crops.shape == (0, 3, CROP, CROP) and crops.dtype == torch.uint8
     assert positions == [] and len(failures) == 3
+
+
+def test_an_image_over_max_pixels_is_bad_before_its_pixels_are_decoded():
+    # 2000x2000 of one colour: a 5 KB PNG that decodes to 12 MB
+    bomb = encode(Image.new("RGB", (2000, 2000), (1, 2, 3)), "PNG")
+    with pytest.raises(BadImage, match=r"2000x2000 = 4000000 pixels, over the limit preprocess.max_pixels=3999999"):
+        Preprocessing(max_pixels=3_999_999).crop(bomb)
+    assert Preprocessing(max_pixels=4_000_000).crop(bomb).shape == (3, CROP, CROP)
+
+
+def test_an_image_over_pillows_own_limit_is_a_bad_image_too(preprocessing):
+    # a PNG header declaring 20000x20000 pixels; Pillow refuses it on open, before our check
+    png = encode(Image.new("1", (1, 1)), "PNG")
+    ihdr = (20000).to_bytes(4, "big") * 2 + png[24:29]  # width, height, then depth, colour type, ...
+    huge = png[:16] + ihdr + zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big") + png[33:]
+    with pytest.raises(BadImage, match=r"400000000 pixels.*preprocess.max_pixels"):
+        preprocessing.crop(huge)
+
+
+def whole_resize_crop(pixels: torch.Tensor) -> torch.Tensor:
+    """What `crop` does to an ordinary image: resize all of it, then crop."""
+    resized = F.resize(pixels, [256], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return F.center_crop(resized, [CROP])
+
+
+@pytest.mark.parametrize(
+    ("size", "levels"), [((1000, 1), 0), ((3001, 53), 0), ((2003, 21), 0), ((1, 1000), 1), ((97, 1700), 1)]
+)
+def test_a_very_thin_image_crops_like_the_whole_resize_without_allocating_it(photo, size, levels, monkeypatch):
+    pixels = pil_to_tensor(photo.resize(size))
+    expected = whole_resize_crop(pixels)
+    resized = []
+    resize = preprocess_module.F.resize
+    monkeypatch.setattr(
+        preprocess_module.F,
+        "resize",
+        lambda pixels, *a, **k: resized.append(pixels.shape[-2:]) or resize(pixels, *a, **k),
+    )
+    crop = Preprocessing().crop(encode(photo.resize(size), "PNG"))
+    assert (crop.int() - expected.int()).abs().max() <= levels
+    largest = max(int(256 * max(size) / min(size)), 256)
+    assert max(max(shape) for shape in resized) <= largest and max(shape.numel() for shape in resized) <= 256 * max(
+        size
+    )
+
+
+def test_a_thin_image_whose_resize_exceeds_max_pixels_is_bad():
+    data = encode(Image.new("RGB", (1000, 1), (30, 60, 90)), "PNG")
+    with pytest.raises(BadImage, match=r"resizes through 256000 pixels, over the limit preprocess.max_pixels=255999"):
+        Preprocessing(max_pixels=255_999).crop(data)
+    assert uniform_crop_colour(Preprocessing(max_pixels=256_000).crop(data)) == [30, 60, 90]
 
 
 # --- raw format --------------------------------------------------------------------------------------------

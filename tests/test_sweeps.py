@@ -4,6 +4,7 @@ ends up in results.csv and report.html, which `python -m reports DIR` rebuilds f
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -13,9 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from pipeline.__main__ import done_before
 from pipeline.callbacks import count_jobs
+from pipeline.results import new_result, write_result
 from pipeline.schema import Config, register
 from pipeline.validate import validate
+from tests.conftest import compose_config
 from tests.test_cli import cli
 
 ORIGINAL = ["local", "standard_1gpu", "standard_4gpu", "iterator", "iterator_prefetch", "two_stage", "stage_level"]
@@ -55,22 +59,30 @@ def test_job_count_is_the_product_of_the_sweeps():
     assert count_jobs(hydra_config("sweep=smoke", "udf=map_in_arrow")) == 2
 
 
-@pytest.mark.slow
-def test_a_sweep_with_a_failing_job_reports_every_job(tmp_path, cache_dir, weights_file):
-    sweep = tmp_path / "sweep"
-    done = cli(
-        tmp_path,
-        "sweep=smoke",
-        "udf=map_in_pandas,scalar_pandas_udf",
-        "udf.rebuild_model_per_batch=true",
-        "model.batch_size=4",
-        "dataset.num_images=8",
-        "repeats=1",
-        f"hydra.sweep.dir={sweep}",
-        f"cache_dir={cache_dir}",
-    )
+FAILING_SWEEP = (
+    "sweep=smoke",
+    "udf=map_in_pandas,scalar_pandas_udf",
+    "udf.rebuild_model_per_batch=true",  # refused for map_in_pandas: that job fails
+    "model.batch_size=4",
+    "dataset.num_images=8",
+    "repeats=1",
+)
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory, cache_dir, weights_file):
+    """A two-job sweep whose map_in_pandas job fails: (the sweep directory, its overrides)."""
+    tmp_path = tmp_path_factory.mktemp("failing-sweep")
+    overrides = (*FAILING_SWEEP, f"hydra.sweep.dir={tmp_path / 'sweep'}", f"cache_dir={cache_dir}")
+    done = cli(tmp_path, *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[sweep] job 2 of 2" in done.stdout
+    return tmp_path / "sweep", overrides
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_failing_job_reports_every_job(failing_sweep):
+    sweep, _ = failing_sweep
     with open(sweep / "results.csv") as handle:
         rows = {row["udf"]: row for row in csv.DictReader(handle)}
     assert (
@@ -87,6 +99,47 @@ def test_a_sweep_with_a_failing_job_reports_every_job(tmp_path, cache_dir, weigh
     rebuilt = subprocess.run([sys.executable, "-m", "reports", str(sweep)], capture_output=True, text=True, timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (sweep / "results.csv").read_text() == before and (sweep / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_resume_reruns_only_the_failed_job(failing_sweep, tmp_path):
+    sweep, overrides = failing_sweep
+    jobs = {json.loads((sweep / job / "result.json").read_text())["variant"]["udf"]: sweep / job for job in "01"}
+    ok, failed = jobs["scalar_pandas_udf"], jobs["map_in_pandas"]
+    kept, replaced = (ok / "result.json").read_text(), (failed / "result.json").read_text()
+    done = cli(tmp_path, *overrides, "resume=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("not run again") == 1
+    assert (ok / "result.json").read_text() == kept and "resume: false" in (ok / "job.yaml").read_text()
+    again = json.loads((failed / "result.json").read_text())
+    assert "resume: true" in (failed / "job.yaml").read_text() and (failed / "result.json").read_text() != replaced
+    assert again["status"] == "failed" and "rebuild_model_per_batch" in again["error"]["message"]
+    with open(sweep / "results.csv") as handle:
+        assert sorted(row["status"] for row in csv.DictReader(handle)) == ["failed", "ok"]
+
+
+def write_ok_result(run_dir, config) -> None:
+    result = new_result(config, run_dir)
+    result.status = "ok"
+    write_result(run_dir, result)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "status", "skipped"),
+    [((), "ok", True), (("resume=true",), "ok", True), ((), "failed", False), (("model.batch_size=8",), "ok", False)],
+)
+def test_resume_skips_only_an_ok_result_of_the_same_config(tmp_path, earlier, status, skipped):
+    write_ok_result(tmp_path, compose_config(*earlier))
+    if status != "ok":
+        record = json.loads((tmp_path / "result.json").read_text())
+        (tmp_path / "result.json").write_text(json.dumps({**record, "status": status}))
+    found = done_before(tmp_path, OmegaConf.structured(compose_config("resume=true")))
+    assert (found is not None) == skipped
+    assert found is None or found.status == "ok"
+
+
+def test_resume_without_a_result_runs_the_job(tmp_path):
+    assert done_before(tmp_path, OmegaConf.structured(compose_config("resume=true"))) is None
 
 
 @pytest.mark.parametrize("preset", ORIGINAL)

@@ -21,6 +21,7 @@ from pyspark.accumulators import AccumulatorParam
 
 from pipeline.inference import BadImageRecord, Output
 from pipeline.model import model_builds, pick_device, use_threads
+from variants import faults
 
 
 class _Merge(AccumulatorParam):
@@ -51,6 +52,8 @@ class TaskRecord:
     bad: list[BadImageRecord] = field(default_factory=list)
 
     def add(self, output: Output) -> None:
+        if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
+            faults.kill_executor()
         self.rows_in += len(output) + len(output.bad)
         self.rows_out += len(output)
         self.bad.extend(output.bad)
