@@ -66,8 +66,8 @@ SLEEP_CASES = {
 def test_sleeping_udf(benchmark, spark, bench: BenchData, case: str) -> None:
     column, returns, keep = SLEEP_CASES[case]
     log = CallLog(spark.sparkContext)
-    frame = bench.raw.frame.select("id", scalar_udf(log, column, returns, keep, sleep=True))
-    measured = measure(benchmark, spark, case, lambda: noop(frame), log)
+    udf = lambda: scalar_udf(log, column, returns, keep, sleep=True)  # noqa: E731
+    measured = measure(benchmark, spark, case, lambda: bench.raw.frame.select("id", udf()), log)
     calls = len(measured.calls)
     expected = expected_sleep_s(calls, bench.slots)
     info = record(
@@ -100,8 +100,8 @@ NO_SLEEP_CASES = {
 def test_no_sleep(benchmark, spark, bench: BenchData, case: str) -> None:
     log = CallLog(spark.sparkContext)
     udf = NO_SLEEP_CASES[case]
-    frame = bench.raw.frame.select("id", scalar_udf(log, *udf, sleep=False) if udf else "image")
-    measured = measure(benchmark, spark, case, lambda: noop(frame), log if udf else None)
+    build = lambda: bench.raw.frame.select("id", scalar_udf(log, *udf, sleep=False) if udf else "image")  # noqa: E731
+    measured = measure(benchmark, spark, case, build, log if udf else None)
     info = record(benchmark, case, "decomposition", measured, bench.images, bench.slots)
     if udf:
         assert info["calls"] == expected_calls(bench.raw.partition_rows, int(spark.conf.get(BATCH_ROWS)))
@@ -110,10 +110,10 @@ def test_no_sleep(benchmark, spark, bench: BenchData, case: str) -> None:
 
 def test_read_parquet(benchmark, spark, bench: BenchData) -> None:
     """The read the original timed with its UDF: Parquet from disk (page cache warm) to the sink."""
-    frame = spark.read.parquet(str(bench.raw.dataset.path))
-    measured = measure(benchmark, spark, "read_parquet", lambda: noop(frame))
+    read = lambda: spark.read.parquet(str(bench.raw.dataset.path))  # noqa: E731
+    measured = measure(benchmark, spark, "read_parquet", read)
     record(benchmark, "read_parquet", "decomposition", measured, bench.images, bench.slots)
-    assert frame.count() == bench.images
+    assert read().count() == bench.images
 
 
 @pytest.mark.parametrize("batch_rows", [8, 32, 128])
@@ -122,8 +122,8 @@ def test_arrow_batch_rows(benchmark, spark, bench: BenchData, batch_rows: int) -
     log = CallLog(spark.sparkContext)
     case = f"image_round_trip@{batch_rows}"
     with sql_conf(spark, BATCH_ROWS, str(batch_rows)):
-        frame = bench.raw.frame.select("id", scalar_udf(log, "image", "binary", True, sleep=False))
-        measured = measure(benchmark, spark, case, lambda: noop(frame), log)
+        build = lambda: bench.raw.frame.select("id", scalar_udf(log, "image", "binary", True, sleep=False))  # noqa: E731
+        measured = measure(benchmark, spark, case, build, log)
     ms_per_call = 1000 * measured.median_s / len(measured.calls)
     info = record(
         benchmark,
@@ -144,11 +144,11 @@ def test_python_worker_reuse(benchmark, spark, bench: BenchData, reuse: bool) ->
     """The id column through a scalar UDF with Python workers kept between tasks, or started for each task."""
     log = CallLog(spark.sparkContext)
     case = f"worker_reuse_{'on' if reuse else 'off'}"
-    frame = bench.raw.frame.select("id", scalar_udf(log, "id", "string", True, sleep=False))
+    build = lambda: bench.raw.frame.select("id", scalar_udf(log, "id", "string", True, sleep=False))  # noqa: E731
     with python_worker_reuse(spark, reuse):
-        measured = measure(benchmark, spark, case, lambda: noop(frame), log)
+        measured = measure(benchmark, spark, case, build, log)
         log.clear()
-        noop(frame)  # once more, untimed: did its tasks find the workers of the timed round?
+        noop(build())  # once more, untimed: did its tasks find the workers of the timed round?
         again = {call.pid for call in log.calls()}
     info = record(benchmark, case, "worker_reuse", measured, bench.images, bench.slots, reuse=reuse)
     timed_pids = {call.pid for call in measured.calls}
