@@ -21,7 +21,7 @@ HTML_FILE = "report.html"
 def build(directories: list[Path], out_dir: Path, microbenchmark: Path | None = None) -> tuple[Path, Path]:
     """Write results.csv and report.html for every job under `directories` into `out_dir`; return both paths.
 
-    `microbenchmark`: a pytest-benchmark JSON file, which the report names in a marked, not yet built section.
+    `microbenchmark`: a pytest-benchmark JSON file (`pytest tests/bench --benchmark-json`), shown in its own section.
     Raises FileNotFoundError when a directory does not exist.
     """
     directories = [Path(directory) for directory in directories]

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import plots
+from reports import microbench, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 
@@ -275,6 +275,16 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
     }
 
 
+def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
+    """The microbenchmark section's tables and figure, when a pytest-benchmark JSON was given."""
+    if path is None:
+        return None
+    shown = microbench.section(path)
+    if shown["chart"] is not None:
+        shown["chart"] = _chart(shown["chart"], "overhead per image per UDF style")
+    return shown
+
+
 def render(
     jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Path], microbenchmark: Path | None = None
 ) -> str:
@@ -308,5 +318,5 @@ def render(
             if row["status"] == "ok" and row["cost_note"]
         ],
         provenance=_provenance(jobs, frame, out_dir),
-        microbenchmark=str(microbenchmark) if microbenchmark else None,
+        microbenchmark=_microbenchmark(microbenchmark),
     )

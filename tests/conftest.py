@@ -20,6 +20,25 @@ from pipeline.schema import Config, register
 
 register()
 
+TIMING_OPTIONS = ("benchmark_only", "benchmark_enable", "benchmark_json")
+
+
+def benchmarks_timed(config: pytest.Config) -> bool:
+    """Whether this session times the benchmarks in tests/bench, or runs each once as a test."""
+    return any(config.getoption(option, None) for option in TIMING_OPTIONS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`python -m pytest` (and CI) runs the microbenchmarks once each, as tests, on a dozen images.
+
+    Timing them takes minutes; it happens only when asked for (`pytest tests/bench --benchmark-only
+    --benchmark-json=FILE`). pytest-benchmark refuses `--benchmark-disable` next to `--benchmark-only`, so the
+    default cannot live in addopts; this hook runs before the plugin reads its options (the plugin's own
+    `pytest_configure` is `trylast`).
+    """
+    if not benchmarks_timed(config):
+        config.option.benchmark_disable = True
+
 
 def compose_config(*overrides: str) -> Config:
     """The real composed config, as `python -m pipeline OVERRIDES` would build it."""

@@ -23,6 +23,8 @@ from reports.__main__ import main
 from reports.aggregate import CSV_COLUMNS, find_jobs, job_frame
 from reports.build import build
 from reports.cost import CostUnavailable, UnknownInstance, run_cost
+from reports.microbench import decomposition
+from reports.microbench import load as load_microbenchmark
 from reports.pareto import best, pareto_front
 from reports.plots import task_timeline, throughput_bars
 
@@ -307,13 +309,49 @@ def test_several_sweeps_report_together(tmp_path: Path) -> None:
     assert (table["label"] == "map_in_arrow · split · local · bs=64").sum() == 2
 
 
-def test_microbenchmark_hook_is_marked_and_empty(tmp_path: Path) -> None:
+MICROBENCHMARK = Path(__file__).parent / "fixtures" / "microbenchmark.json"
+
+
+def test_microbenchmark_decomposition_adds_up_to_the_faithful_case() -> None:
+    parts = {row["part"].split(" (")[0]: row["seconds"] for row in decomposition(load_microbenchmark(MICROBENCHMARK))}
+    # fixture: faithful 3.0 s, expected 1.0, sleep_tiny 1.6, tiny_no_sleep 0.4, image_round_trip 1.0
+    assert parts["sleeps not packed onto the slots"] == pytest.approx(0.2)
+    assert parts["image column through Arrow, both ways"] == pytest.approx(0.6)
+    assert parts["unexplained"] == pytest.approx(0.8)
+    assert sum(seconds for part, seconds in parts.items() if part != "faithful, measured") == pytest.approx(3.0)
+
+
+def test_report_shows_the_microbenchmarks(tmp_path: Path) -> None:
+    copy_job(SWEEP / "0", tmp_path / "run")
+    _, html_path = build([tmp_path], tmp_path, microbenchmark=MICROBENCHMARK)
+    section = html_path.read_text().split('<section id="microbenchmarks">', 1)[1].split("</section>", 1)[0]
+    cases = section.split('id="microbenchmark-cases"', 1)[1].split("</table>", 1)[0]
+    faithful = next(row for row in cases.split("<tr>") if "<td>faithful</td>" in row)
+    assert re.sub(r"<[^>]+>", " ", faithful).split() == (
+        "faithful faithful 2 2 256 1.000 3.000 [2.900–3.200] 3 2.000 3.0×".split()
+    )
+    assert cases.count("<tr>") == 10  # nine cases and the heading; a benchmark without a case is not ours
+    assert 'unexplained (faithful − the parts above)</td><td class="num">0.800</td><td class="num">27%' in section
+    assert 'a new Python worker for each of 2 tasks (worker_reuse_off − worker_reuse_on)</td><td class="num">2.000' in (
+        section
+    )
+    styles = section.split('id="microbenchmark-styles"', 1)[1].split("</table>", 1)[0]
+    rows = [re.sub(r"<[^>]+>", " ", row).split() for row in styles.split("<tr>")[2:]]
+    # identity: 0.512 s / 256 images = 2 ms, all overhead; null model: 10 ms/image − 8 ms in process / 2 slots
+    assert rows == [
+        "map_in_arrow identity (raw images in and out) 2.00 500.0 2.00".split(),
+        "map_in_pandas null model (JPEGs) 10.00 100.0 6.00".split(),
+    ]
+    assert '<img src="data:image/png;base64,' in section
+
+
+def test_a_microbenchmark_file_without_our_cases_says_so(tmp_path: Path) -> None:
     copy_job(SWEEP / "0", tmp_path / "run")
     benchmark = tmp_path / "benchmark.json"
     benchmark.write_text('{"benchmarks": []}')
     _, html_path = build([tmp_path], tmp_path, microbenchmark=benchmark)
-    hook = html_path.read_text().split('<section id="microbenchmarks">', 1)[1]
-    assert "HOOK: microbenchmarks" in hook and str(benchmark) in hook
+    section = html_path.read_text().split('<section id="microbenchmarks">', 1)[1]
+    assert "The file holds no microbenchmark case" in section and str(benchmark) in section
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

@@ -1,0 +1,185 @@
+"""How a microbenchmark case is timed and what it reports.
+
+A case is one Spark action (a `noop` write, which evaluates every output column: `count()` would let the
+optimizer prune a UDF whose result nobody reads) over data that is already cached. pytest-benchmark times
+it after warm-up rounds; UDFs report each call through a `CallLog` accumulator, so the expected time of a
+sleeping UDF comes from the calls Spark really made, not from a batch size we believe it used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark import SparkContext, TaskContext, cloudpickle
+from pyspark.accumulators import AccumulatorParam
+from pyspark.sql import DataFrame, SparkSession
+
+# Python workers cannot import `tests`: functions and classes defined here travel to them by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ROUNDS = 5
+WARMUP_ROUNDS = 1  # starts the Python workers and fills their imports before the first timed round
+SLEEP_S = 1.0
+
+
+@dataclass(frozen=True)
+class Call:
+    """One invocation of a UDF's Python function (one Arrow batch for the Arrow styles)."""
+
+    pid: int
+    partition: int
+    rows: int
+
+
+class _Append(AccumulatorParam):
+    def zero(self, value: list) -> list:
+        return []
+
+    def addInPlace(self, value1: list, value2: list) -> list:
+        value1.extend(value2)
+        return value1
+
+
+class CallLog:
+    """Driver side: cleared before each round, read after; executor side: `record` once per call."""
+
+    def __init__(self, context: SparkContext) -> None:
+        self._calls = context.accumulator([], _Append())
+
+    def clear(self) -> None:
+        self._calls.value = []
+
+    def record(self, rows: int) -> None:
+        # plain tuples: the update travels back with plain pickle, which cannot rebuild a by-value class
+        self._calls.add([(os.getpid(), TaskContext.get().partitionId(), rows)])
+
+    def calls(self) -> list[Call]:
+        return [Call(*call) for call in self._calls.value]
+
+
+def noop(frame: DataFrame) -> None:
+    """The sink: every column evaluated and dropped."""
+    frame.write.format("noop").mode("overwrite").save()
+
+
+@dataclass
+class Measured:
+    """The timed rounds of one case (the same rounds pytest-benchmark times) and the last round's UDF calls."""
+
+    seconds: list[float]
+    calls: list[Call] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def measure(
+    benchmark: Any,
+    spark: SparkSession,
+    case: str,
+    build: Callable[[], DataFrame],
+    log: CallLog | None = None,
+    reset: Callable[[], None] | None = None,
+) -> Measured:
+    """Time the `noop` write of `build()` with `benchmark.pedantic`; disabled benchmarks run it once, as a test.
+
+    Before each round, outside the timer: `log` and `reset` (another accumulator's clear) are cleared and the
+    DataFrame is built anew. A new DataFrame means new UDF objects: predict_batch_udf keeps its predict function
+    per Python worker and UDF, and a kept function holds the accumulators of the task that built it, whose
+    later updates Spark never collects.
+    """
+    seconds: list[float] = []
+
+    def setup() -> tuple[tuple[DataFrame], dict]:
+        for clear in (log.clear if log else None, reset):
+            if clear is not None:
+                clear()
+        return (build(),), {}
+
+    def timed(frame: DataFrame) -> None:
+        spark.sparkContext.setJobDescription(f"bench:{case}")
+        started = time.perf_counter()
+        noop(frame)
+        seconds.append(time.perf_counter() - started)
+
+    benchmark.pedantic(timed, setup=setup, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS, iterations=1)
+    spark.sparkContext.setJobDescription(None)
+    timed_rounds = seconds[WARMUP_ROUNDS:] if benchmark.enabled else seconds
+    return Measured(timed_rounds, log.calls() if log is not None else [])
+
+
+def expected_sleep_s(calls: int, slots: int) -> float:
+    """A UDF that sleeps SLEEP_S per call, its calls spread perfectly over the task slots, and nothing else."""
+    return math.ceil(calls / slots) * SLEEP_S
+
+
+def record(
+    benchmark: Any, case: str, group: str, measured: Measured, images: int, slots: int, **figures: Any
+) -> dict[str, Any]:
+    """The case's figures in `benchmark.extra_info` (the report reads them from the JSON); returns them."""
+    calls = measured.calls
+    info: dict[str, Any] = {
+        "case": case,
+        "group": group,
+        "images": images,
+        "slots": slots,
+        "timed_rounds": len(measured.seconds),
+        "measured_s": measured.median_s,
+        "ms_per_image": 1000 * measured.median_s / images,
+        "images_per_s": images / measured.median_s,
+    }
+    if calls:
+        info |= {
+            "calls": len(calls),
+            "rows_per_call_max": max(call.rows for call in calls),
+            "rows_seen": sum(call.rows for call in calls),
+            "tasks": len({call.partition for call in calls}),
+            "worker_pids": len({call.pid for call in calls}),
+        }
+    info |= figures
+    benchmark.extra_info.update(info)
+    return info
+
+
+@contextmanager
+def sql_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """A runtime SQL conf for the block, restored after it."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+@contextmanager
+def python_worker_reuse(spark: SparkSession, reuse: bool) -> Iterator[None]:
+    """`spark.python.worker.reuse` for the tasks started inside the block.
+
+    It is a SparkContext conf: `spark.conf.set` refuses it (CANNOT_MODIFY_CONFIG) and `getConf()` is a copy.
+    Spark's Python runners read it from the context's live conf as each task starts, and keep one worker
+    daemon per worker environment (which carries the reuse flag), so setting the live conf switches new tasks
+    to a daemon of the matching kind. Measured on pyspark 4.3.0, local mode: with it off every task ran in a
+    new Python process; set back on, the earlier workers served the tasks again. On a cluster the executors
+    hold their own copy of the conf: there it takes a new application.
+    """
+    conf = spark.sparkContext._jsc.sc().conf()  # the live SparkConf, shared with the local executor
+    key = "spark.python.worker.reuse"
+    before = conf.get(key, "true")
+    conf.set(key, str(reuse).lower())
+    try:
+        yield
+    finally:
+        conf.set(key, before)
