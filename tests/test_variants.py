@@ -128,3 +128,13 @@ def test_fused_with_one_gpu_per_task_runs_at_most_two_tasks_each_with_its_gpu(lo
     addresses = [task["gpu_addresses"] for task in result["evidence"]["model_task_gpus"]]
     assert addresses and all(len(a) == 1 and a[0] in ("0", "1") for a in addresses)
     assert result["env"]["gpus"] == "emulated"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_pass_accounts_for_every_image_when_workers_are_reused(spark, tmp_path, tiny_dataset, inference, style):
+    # more tasks than slots and a warm-up pass: a worker runs several tasks, and functions a style keeps per
+    # worker (predict_batch_udf's predict function) outlive the task that built them
+    config = compose_config(f"udf={style}", "spark.partitions=4", "warmup=1", "repeats=1")
+    run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
+    for measured in run.warmups + run.timed:
+        assert (measured.read, measured.predicted) == (tiny_dataset.num_images, tiny_dataset.num_images)

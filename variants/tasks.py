@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 from pyspark import SparkContext, TaskContext
-from pyspark.accumulators import AccumulatorParam
+from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegistry
 
 from pipeline.inference import BadImageRecord, Output
 from pipeline.model import model_builds, pick_device, use_threads
@@ -113,7 +113,17 @@ class TaskLedger:
         record.end = time.time()
         record.model_loads = model_builds()
         record.model_builds = record.model_loads - builds
-        self._records.add({(step, record.stage, record.partition, part): record})
+        self._live().add({(step, record.stage, record.partition, part): record})
+
+    def _live(self) -> Accumulator:
+        """The instance of the accumulator that this task's updates are sent from.
+
+        A worker registers the accumulators it deserializes for the task at hand and, when the task ends,
+        sends those instances' updates. A function kept across tasks (predict_batch_udf keeps its predict
+        function per worker) holds the instance of the task that built it, whose updates are never sent
+        again: measured, every record after the first pass was lost. The registry has this task's own.
+        """
+        return _accumulatorRegistry.get(self._records.aid, self._records)
 
 
 def summarize(records: list[TaskRecord]) -> dict:

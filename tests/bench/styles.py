@@ -1,12 +1,9 @@
-"""The six UDF styles with nothing inside them, and the real pipeline with no model behind it.
+"""The six UDF styles with nothing inside them.
 
 `IDENTITY[style](frame, log)` sends (id, image) through the style's Python function and back unchanged, so
 its time is the style's own cost of moving images between the JVM and Python. `predict_batch_udf` may only
 return numeric, string or array columns, so its identity returns each image's byte count: the image goes
 in, not back out.
-
-`NullModelInference` is the pipeline's own inference with the model call left out (decode, resize, crop,
-normalize, then a constant prediction), run by the variants' real `apply`: the harness's ceiling per style.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType
 
-from pipeline.inference import Inference, Output, Prepared
 from pipeline.schema import UdfStyle
 from tests.bench.harness import CallLog
 
@@ -103,19 +99,3 @@ IDENTITY: dict[UdfStyle, Callable[[DataFrame, CallLog], DataFrame]] = {
     UdfStyle.rdd_map_partitions: _rdd_map_partitions,
     UdfStyle.predict_batch_udf: _predict_batch_udf,
 }
-
-
-class NullModelInference(Inference):
-    """Preprocessing as every run does it, then class 0 with probability 1 for each good image, no model."""
-
-    def predictions(self, prepared: Prepared, device: str) -> Output:
-        count = len(prepared.ids)
-        self.preprocessing.normalize(prepared.crops.to(device))  # the model input is built, then not used
-        columns = {
-            "id": prepared.ids,
-            "label": np.asarray(prepared.labels, dtype=np.int32),
-            "top1": np.zeros(count, dtype=np.int32),
-            "prob": np.ones(count, dtype=np.float32),
-            "top5": np.zeros((count, 5), dtype=np.int32),
-        }
-        return Output(columns, prepared.positions, prepared.bad)

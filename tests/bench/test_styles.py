@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.inference import fused
+from pipeline.inference import Inference, fused
 from pipeline.model import ModelSpec
 from pipeline.preprocess import Preprocessing
 from pipeline.schema import UdfStyle
 from tests.bench.conftest import BenchData
 from tests.bench.harness import CallLog, measure, record
-from tests.bench.styles import IDENTITY, NullModelInference
+from tests.bench.styles import IDENTITY
 from tests.conftest import compose_config
 from variants import UDF_STYLES
 from variants.tasks import TaskLedger, summarize
@@ -38,7 +38,7 @@ def test_identity(benchmark, spark, bench: BenchData, style: str) -> None:
 @pytest.mark.parametrize("style", STYLES)
 def test_null_model(benchmark, spark, bench: BenchData, style: str) -> None:
     ledger = TaskLedger(spark.sparkContext)
-    inference = NullModelInference(preprocessing=Preprocessing(), model=ModelSpec(""), batch_size=MODEL_BATCH)
+    inference = Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=MODEL_BATCH)
     options = compose_config(f"udf={style}").udf
     case = f"null_model:{style}"
     build = lambda: UDF_STYLES[UdfStyle(style)](bench.jpeg.frame, fused(inference), ledger, options)  # noqa: E731
