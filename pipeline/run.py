@@ -68,6 +68,10 @@ def _measure(config: Config, dataset: Dataset, inference: Inference, run_dir: Pa
         from pipeline.spark_engine import run_spark
 
         return run_spark(config, dataset, inference, run_dir)
+    if config.engine.name is Engine.ray:
+        from pipeline.ray_engine import run_ray
+
+        return run_ray(config, dataset, inference, run_dir)
     return run_torch(
         dataset,
         inference,

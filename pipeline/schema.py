@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 class Engine(Enum):
     spark = "spark"
     torch = "torch"
+    ray = "ray"
 
 
 class ModelName(Enum):

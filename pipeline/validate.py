@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from pipeline.cluster import check_executors, gpu_plan
 from pipeline.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.schema import (
@@ -106,5 +108,7 @@ def validate(config: Config) -> None:
                 f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "
                 "decodes in the model's task (the others make crops in a stage of their own)"
             )
+    if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
+        raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:
         _spark(config)

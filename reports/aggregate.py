@@ -46,6 +46,12 @@ VARIANT_FIELDS = (
     "dataset_source",
     "image_format",
     "weights",
+    "model",
+    "precision",
+    "channels_last",
+    "compile",
+    "decoder",
+    "decode_on",
 )
 # Always in a label (values only), in this order; the other fields join a label as key=value when they vary.
 HEADLINE_FIELDS = ("udf", "topology", "cluster", "batch_size")
@@ -62,6 +68,12 @@ SHORT_NAMES = {
     "image_format": "format",
     "weights": "weights",
     "engine": "engine",
+    "model": "model",
+    "precision": "precision",
+    "channels_last": "channels_last",
+    "compile": "compile",
+    "decoder": "decoder",
+    "decode_on": "decode_on",
 }
 CSV_COLUMNS = (
     "label",
@@ -89,6 +101,7 @@ CSV_COLUMNS = (
     "violation",
     "gpus",
     "gpu_name",
+    "hostname",
     "git_sha",
     "error_type",
     "error_message",
@@ -109,7 +122,7 @@ INTEGER_COLUMNS = (
     "max_model_loads_per_worker",
     "model_slots",
 )
-FLAG_COLUMNS = ("python_worker_reuse", "rebuild_model_per_batch")
+FLAG_COLUMNS = ("python_worker_reuse", "rebuild_model_per_batch", "channels_last", "compile")
 
 
 @dataclass(frozen=True)
@@ -236,6 +249,7 @@ def _row(job: Job) -> dict[str, Any]:
         "violation": ((result.get("evidence") or {}).get("checks") or {}).get("violation"),
         "gpus": env.get("gpus"),
         "gpu_name": env.get("gpu_name"),
+        "hostname": env.get("hostname"),
         "git_sha": env.get("git_sha"),
         "started_at": result.get("started_at"),
         "usd_per_pass": None,
@@ -243,6 +257,8 @@ def _row(job: Job) -> dict[str, Any]:
         "cost_note": None,
     }
     row["weights"] = row["weights"] or env.get("weights")
+    if variant and not row["model"]:
+        row["model"] = "resnet50"  # results from before the null model was an option
     if job.result is not None:
         try:
             cost = run_cost(job.result)

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import microbench, plots
+from reports import microbench, peers, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 
@@ -275,6 +275,23 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
     }
 
 
+def _ratio(value: float | None) -> Cell:
+    return Cell("–", css="num") if value is None else Cell(f"{value:.2f}x", repr(value), "num")
+
+
+def _peers(frame: pd.DataFrame) -> dict[str, Any]:
+    """The versus-peers tables: per work, the best Spark run against each peer; then every run."""
+    rows, headlines = peers.compare(frame)
+    return {
+        "baselines": list(peers.BASELINES),
+        "headlines": [[Cell(h.work), Cell(h.best_spark), *map(_ratio, h.ratios.values())] for h in headlines],
+        "rows": [
+            [Cell(r.work), Cell(r.label), Cell(r.engine), _number(r.throughput), *map(_ratio, r.vs.values())]
+            for r in rows
+        ],
+    }
+
+
 def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
     """The microbenchmark section's tables and figure, when a pytest-benchmark JSON was given."""
     if path is None:
@@ -318,5 +335,6 @@ def render(
             if row["status"] == "ok" and row["cost_note"]
         ],
         provenance=_provenance(jobs, frame, out_dir),
+        peers=_peers(frame),
         microbenchmark=_microbenchmark(microbenchmark),
     )

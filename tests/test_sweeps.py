@@ -32,6 +32,7 @@ NAMED = {
     "cluster_modes",
     "original_10g",
     "original_300g",
+    "peers",
 }
 
 

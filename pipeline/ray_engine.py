@@ -1,0 +1,172 @@
+"""engine=ray: the same data, preprocessing and model through Ray Data, as the original study ran its peer.
+
+read_parquet → map_batches(preprocess) as CPU tasks → map_batches(predict) on a pool of actors, one per GPU
+(real, or `gpu.emulate` GPUs declared to Ray) or one without GPUs; the steps are the ones every Spark
+variant runs, so predictions compare exactly. Ray Data starts a fresh actor pool for each execution, so
+every pass, timed ones included, loads the model in its actors: that is what a Ray Data job costs, and
+the result counts the loads. Bad images travel as rows with a reason and no crop, so none vanishes.
+Ray is an optional dependency: `pip install -e '.[peers]'`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.data import Dataset
+from pipeline.engine import Measurement, Pass, run_passes
+from pipeline.inference import (
+    CROP_SCHEMA,
+    IMAGE_COLUMNS,
+    PREDICTION_SCHEMA,
+    BadImageRecord,
+    Inference,
+    Output,
+    Step,
+    predict_crops,
+    preprocess,
+    to_arrow,
+)
+from pipeline.model import load_model, model_builds, pick_device, use_threads
+from pipeline.schema import Config
+
+REASON = pa.field("bad_reason", pa.string())
+PIDS = pa.field("worker_pid", pa.int64())
+LOADS = pa.field("model_loads", pa.int64())
+
+
+def _with_bad_rows(output: Output, schema: pa.Schema, extra: dict[pa.Field, Any] | None = None) -> pa.Table:
+    """The step's good rows in `schema`, plus one row per bad image with its reason and nulls elsewhere."""
+    good = pa.Table.from_batches([to_arrow(output.columns, schema)])
+    good = good.append_column(REASON, pa.nulls(len(good), pa.string()))
+    bad = {name: pa.nulls(len(output.bad), good.schema.field(name).type) for name in schema.names}
+    bad["id"] = pa.array([record.id for record in output.bad], pa.string())
+    bad[REASON.name] = pa.array([record.reason for record in output.bad], pa.string())
+    table = pa.concat_tables([good, pa.table(bad, schema=good.schema)])
+    for field, value in (extra or {}).items():
+        table = table.append_column(field, pa.array([value] * len(table), field.type))
+    return table
+
+
+def preprocess_batch(batch: pa.Table, step: Step) -> pa.Table:
+    """A Ray Data task (not an actor, so Ray spreads them over its CPUs): decode and crop, one thread."""
+    use_threads(1)
+    columns = {name: batch.column(name).to_pylist() for name in IMAGE_COLUMNS}
+    return _with_bad_rows(step(columns, "cpu"), CROP_SCHEMA)
+
+
+class Predict:
+    """A Ray Data actor: builds the model once, predicts the crops, passes bad rows through."""
+
+    def __init__(self, step: Step, threads: int) -> None:
+        import ray
+
+        self.step, self.threads = step, threads
+        self.device = pick_device([str(gpu) for gpu in ray.get_gpu_ids()])
+        use_threads(threads)
+        load_model(step.inference.model, self.device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        use_threads(self.threads)
+        bad_rows = batch.filter(batch.column(REASON.name).is_valid())
+        good = batch.filter(batch.column(REASON.name).is_null())
+        output = self.step({name: good.column(name).to_pylist() for name in CROP_SCHEMA.names}, self.device)
+        bad = [BadImageRecord(i, r) for i, r in zip(bad_rows["id"].to_pylist(), bad_rows[REASON.name].to_pylist())]
+        output = Output(output.columns, output.positions, output.bad + bad)
+        return _with_bad_rows(output, PREDICTION_SCHEMA, {PIDS: os.getpid(), LOADS: model_builds()})
+
+
+def gpus_of(config: Config) -> tuple[int, str]:
+    """How many GPUs Ray is told of, and whether they are real or emulated (declared, the model on the CPU)."""
+    import torch
+
+    if torch.cuda.device_count():
+        return torch.cuda.device_count(), "real"
+    return config.gpu.emulate, "emulated" if config.gpu.emulate else "none"
+
+
+def run_ray(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+    import ray
+    import ray.data
+
+    cpus = config.cluster.cores or os.cpu_count() or 1
+    gpus, kind = gpus_of(config)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray's session dir holds its sockets, whose paths must stay short: a fresh one under /tmp, its logs
+    # kept in the run dir when Ray stops
+    session_dir = Path(tempfile.mkdtemp(prefix="sib-ray-"))
+    started = time.perf_counter()
+    ray.init(
+        num_cpus=cpus,
+        num_gpus=gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _temp_dir=str(session_dir),
+    )
+    startup_s = time.perf_counter() - started
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        batch_size = config.model.batch_size
+        outcome: dict[str, pa.Table] = {}
+
+        def action() -> None:
+            crops = ray.data.read_parquet(str(dataset.path)).map_batches(
+                preprocess_batch,
+                fn_kwargs={"step": preprocess(inference)},
+                batch_format="pyarrow",
+                batch_size=batch_size,
+                num_cpus=1,
+            )
+            predictions = crops.map_batches(
+                Predict,
+                fn_constructor_args=(predict_crops(inference), cpus),
+                batch_format="pyarrow",
+                batch_size=batch_size,
+                concurrency=max(gpus, 1),
+                num_gpus=1 if gpus else 0,
+                num_cpus=0,  # the actor's threads share the cores with the preprocess tasks, as in every engine
+            )
+            outcome["table"] = pa.concat_tables(predictions.iter_batches(batch_format="pyarrow", batch_size=None))
+
+        def observe(times: dict[str, float]) -> Pass:
+            table = outcome["table"]
+            bad_rows = table.filter(table.column(REASON.name).is_valid())
+            good = table.filter(table.column(REASON.name).is_null())
+            bad = [BadImageRecord(i, r) for i, r in zip(bad_rows["id"].to_pylist(), bad_rows[REASON.name].to_pylist())]
+            loads = good.group_by(PIDS.name).aggregate([(LOADS.name, "max")])
+            tasks = {
+                "worker_pids": sorted(loads[PIDS.name].to_pylist()),
+                "max_model_loads_per_worker": max(loads[f"{LOADS.name}_max"].to_pylist(), default=0),
+                "model_builds": len(loads),
+            }
+            outcome["predictions"] = good.select(PREDICTION_SCHEMA.names)
+            return Pass(times, len(table), len(good), bad, tasks)
+
+        warmups, timed_passes = run_passes(config.warmup, config.repeats, [("predict", action)], observe, outcome.clear)
+        predictions = outcome["predictions"]
+        if config.sink.value == "parquet":
+            (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
+            pq.write_table(predictions, run_dir / "predictions" / "part-00000.parquet")
+        measurement = Measurement(warmups, timed_passes, startup_s=startup_s, predictions=predictions.to_pandas())
+        measurement.extra["cluster"] = {
+            "master": f"ray (local, {cpus} CPUs, {gpus} GPUs)",
+            "ray": ray.__version__,
+            "predict_actors": max(gpus, 1),
+            "gpus": {"kind": kind, "count": gpus},
+        }
+        return measurement
+    finally:
+        ray.shutdown()
+        for logs in session_dir.glob("session_*/logs"):
+            shutil.copytree(logs, run_dir / "ray-logs", dirs_exist_ok=True)
+        shutil.rmtree(session_dir, ignore_errors=True)
