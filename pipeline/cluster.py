@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.schema import ClusterMode, Config, ConfigError, Topology
+from pipeline.schema import ClusterConfig, ClusterMode, Config, ConfigError, Topology
 
 log = logging.getLogger(__name__)
 
@@ -301,20 +301,22 @@ def java_options(conf: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------------------------- plan
 
 
-def check_executors(config: Config, starts_workers: bool) -> None:
-    """Refuse executor sizes a worker could never launch."""
-    cl = config.cluster
-    for key in ("workers", "worker_cores", "task_cpus"):
-        if getattr(cl, key) < 1:
-            raise ConfigError(f"cluster.{key}={getattr(cl, key)}: must be an integer >= 1")
+def check_executors(cl: ClusterConfig, key: str = "cluster") -> None:
+    """Refuse executor sizes a worker could never launch; `key` is where `cl` sits in the config."""
+    if cl.mode is ClusterMode.local:  # local[N] runs tasks in the driver: no executors to size
+        return
+    for name in ("workers", "worker_cores", "task_cpus"):
+        if getattr(cl, name) < 1:
+            raise ConfigError(f"{key}.{name}={getattr(cl, name)}: must be an integer >= 1")
     if cl.task_cpus > cl.worker_cores:
         raise ConfigError(
-            f"cluster.task_cpus={cl.task_cpus} > cluster.worker_cores={cl.worker_cores}: no task could ever start"
+            f"{key}.task_cpus={cl.task_cpus} > {key}.worker_cores={cl.worker_cores}: no task could ever start"
         )
-    executor_mb = memory_mb(cl.executor_memory, "cluster.executor_memory")
-    if starts_workers and executor_mb > memory_mb(cl.worker_memory):
+    executor_mb = memory_mb(cl.executor_memory, f"{key}.executor_memory")
+    starts_workers = cl.mode in (ClusterMode.local_cluster, ClusterMode.standalone)
+    if starts_workers and executor_mb > memory_mb(cl.worker_memory, f"{key}.worker_memory"):
         raise ConfigError(
-            f"cluster.executor_memory={cl.executor_memory} > cluster.worker_memory={cl.worker_memory}: a worker "
+            f"{key}.executor_memory={cl.executor_memory} > {key}.worker_memory={cl.worker_memory}: a worker "
             "could never launch an executor and the application would wait forever"
         )
 
@@ -380,8 +382,8 @@ def cluster(config: Config, run_dir: Path) -> Iterator[Cluster]:
         return
     if cl.mode is ClusterMode.remote and (not cl.master or cl.master == "???"):
         raise ConfigError("cluster.master is required with cluster=remote, e.g. cluster.master=spark://host:7077")
+    check_executors(cl)
     starts_workers = cl.mode in (ClusterMode.local_cluster, ClusterMode.standalone)
-    check_executors(config, starts_workers)
     if starts_workers and gpus.kind == "real" and cl.workers > 1:
         log.warning(
             "%d workers on one machine each discover all %d GPUs: Spark will schedule every GPU %d times",

@@ -65,6 +65,29 @@ def collect(event_log_dir: Path, last: Pass, description: str) -> dict[str, Any]
     return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks}
 
 
+def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
+    """The evidence of one two_stage pass whose jobs ran in two applications, as if one had run both.
+
+    Stage ids restart at 0 in each application, so every stage row names its `app_id`. In the timeline, the
+    first application's executors become `preprocess/<id>` (both number theirs from 0), and the predict
+    tasks start where the preprocess tasks ended: the pass's wall time is job 1's plus job 2's.
+    """
+    offset = max((task["end_s"] for task in preprocess["timeline"]), default=0.0)
+    timeline = [{**task, "executor_id": f"preprocess/{task['executor_id']}"} for task in preprocess["timeline"]]
+    timeline += [
+        {**task, "start_s": task["start_s"] + offset, "end_s": task["end_s"] + offset} for task in predict["timeline"]
+    ]
+    stages = [
+        {**row, "app_id": app_id} for found, app_id in zip((preprocess, predict), app_ids) for row in found["stages"]
+    ]
+    return {"stages": stages, "timeline": timeline, "model_task_gpus": predict["model_task_gpus"]}
+
+
+def join_faults(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """`faults` of two applications of one run, together: their lists joined, their counts added."""
+    return {key: first[key] + second[key] for key in first}
+
+
 def faults(event_log_dir: Path) -> dict[str, Any]:
     """What went wrong in the whole application and what Spark did about it: every task attempt that did not
     succeed (with its end reason), the attempts that re-ran a partition, stage attempts that re-ran a stage,

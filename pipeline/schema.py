@@ -142,11 +142,26 @@ class NodeConfig:
 
 
 @dataclass
+class ClusterConfig:
+    mode: ClusterMode = ClusterMode.local
+    cores: Optional[int] = None
+    workers: int = 1
+    worker_cores: int = 2
+    worker_memory: str = "2g"
+    executor_memory: str = "1g"
+    task_cpus: int = 1
+    master: Optional[str] = None
+    driver_memory: str = "2g"
+    nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
+
+
+@dataclass
 class TopologyConfig:
     kind: Topology = Topology.fused
     predict_partitions: Optional[int] = None
     intermediate_path: Optional[str] = None
-    preprocess_nodes: list[NodeConfig] = field(default_factory=list)
+    # two_stage only: job 1 runs as its own application on this cluster (None: both jobs in one application)
+    preprocess_cluster: Optional[ClusterConfig] = None
 
 
 @dataclass
@@ -161,20 +176,6 @@ class PriceConfig:
 class CostConfig:
     name: str = "aws_on_demand"
     prices: dict[str, PriceConfig] = field(default_factory=dict)
-
-
-@dataclass
-class ClusterConfig:
-    mode: ClusterMode = ClusterMode.local
-    cores: Optional[int] = None
-    workers: int = 1
-    worker_cores: int = 2
-    worker_memory: str = "2g"
-    executor_memory: str = "1g"
-    task_cpus: int = 1
-    master: Optional[str] = None
-    driver_memory: str = "2g"
-    nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
 
 
 @dataclass

@@ -1,60 +1,157 @@
-"""engine=spark: read Parquet, run the configured variant, sink, and time whole passes in one application."""
+"""engine=spark: read Parquet, run the configured variant, sink, and time whole passes.
+
+Every job of a pass runs in one application, except `topology=two_stage` with `topology.preprocess_cluster`
+set (the original CPU cluster + GPU cluster): then job 1 (preprocess, write the crops) runs all its passes
+in an application on that cluster, which is stopped before job 2 (read the crops, predict) runs all its
+passes in an application on `cluster`. Pass i is job 1 of pass i plus job 2 of pass i, so each pass still
+accounts for every image (read and bad from job 1, predicted from job 2) and keeps both jobs' times. The
+preprocess application never schedules GPUs (`gpu.*` configures the predict cluster); its event log, and
+for standalone its master and worker logs, are in `run_dir/preprocess/`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline.cluster import cluster
+from pipeline.cluster import Cluster, cluster
 from pipeline.data import Dataset
 from pipeline.engine import Measurement, Pass, run_passes
-from pipeline.evidence import check, collect, faults
+from pipeline.evidence import check, collect, faults, join, join_faults
 from pipeline.inference import Inference
-from pipeline.schema import Config, Sink, Topology
+from pipeline.schema import Config, GpuConfig, Sink, Topology
 from pipeline.session import spark_conf, spark_session
 
+PREPROCESS_DIR = "preprocess"
 
-def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
-    """A fresh Spark application (and, for standalone, a fresh cluster) for this run, measured, then stopped."""
+
+@dataclass
+class Application:
+    """A running Spark application, the cluster under it, and how long each took to start."""
+
+    spark: SparkSession
+    running: Cluster
+    conf: dict[str, str]
+    cluster_s: float
+    startup_s: float
+
+    def record(self, model_slots: int) -> dict[str, Any]:
+        """What the result keeps about the application; read while it runs (the app id is the JVM's)."""
+        context = self.spark.sparkContext
+        return {
+            "master": self.running.master,
+            "slots": self.running.slots,
+            "gpu_slots": self.running.gpu_slots,
+            "model_slots": model_slots,
+            "gpus": asdict(self.running.gpus),
+            "pids": list(self.running.pids),
+            "log_dir": str(self.running.log_dir) if self.running.log_dir else None,
+            "app_id": context.applicationId,
+            "driver_pid": os.getpid(),
+            "driver_jvm_max_memory_mb": context._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
+        }
+
+
+@contextmanager
+def application(config: Config, run_dir: Path, input_bytes: int) -> Iterator[Application]:
+    """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped."""
     started = time.perf_counter()
     with cluster(config, run_dir) as running:
         cluster_s = time.perf_counter() - started
-        conf = spark_conf(config, run_dir, dataset.size_bytes, running)
+        conf = spark_conf(config, run_dir, input_bytes, running)
         started = time.perf_counter()
         with spark_session(conf) as spark:
-            startup_s = time.perf_counter() - started
-            model_slots = running.model_slots(config.topology.kind is Topology.stage_level)
-            measurement = measure(spark, config, dataset, inference, run_dir, model_slots)
-            application = {
-                "app_id": spark.sparkContext.applicationId,
-                "driver_pid": os.getpid(),
-                "driver_jvm_max_memory_mb": spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
-            }
-    measurement.startup_s, measurement.spark_conf = startup_s, conf
-    found = collect(
-        run_dir / "eventlog", measurement.timed[-1], pass_description(config.warmup + config.repeats, config)
-    )
+            yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
+
+
+def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+    """The run's passes in one application, or two_stage's jobs in one application each; see the module doc."""
+    if config.topology.preprocess_cluster is not None:
+        return _two_applications(config, dataset, inference, run_dir)
+    stage_level = config.topology.kind is Topology.stage_level
+    with application(config, run_dir, dataset.size_bytes) as app:
+        model_slots = app.running.model_slots(stage_level)
+        measurement = measure(app.spark, config, dataset, inference, run_dir, model_slots)
+        record = app.record(model_slots)
+    found = collect(run_dir / "eventlog", measurement.timed[-1], last_pass(config))
+    measurement.startup_s, measurement.spark_conf = app.startup_s, app.conf
     measurement.extra.update(
-        cluster_start_s=cluster_s,
-        cluster={
-            "master": running.master,
-            "slots": running.slots,
-            "gpu_slots": running.gpu_slots,
-            "model_slots": model_slots,
-            "gpus": asdict(running.gpus),
-            "pids": list(running.pids),
-            "log_dir": str(running.log_dir) if running.log_dir else None,
-            **application,
-        },
+        cluster_start_s=app.cluster_s,
+        cluster=record,
         evidence=found,
         faults=faults(run_dir / "eventlog"),
-        checks=check(found, running, config.topology.kind),
+        checks=check(found, app.running, config.topology.kind),
     )
     return measurement
+
+
+def preprocess_config(config: Config) -> Config:
+    """The config of two_stage's preprocess application: `topology.preprocess_cluster` as its cluster, and no
+    GPUs (job 1 is the CPU cluster's: `gpu.*` describes the predict cluster); the rest as configured."""
+    return dataclasses.replace(config, cluster=config.topology.preprocess_cluster, gpu=GpuConfig())
+
+
+def _two_applications(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+    first_config = preprocess_config(config)
+    first_dir = run_dir / PREPROCESS_DIR
+    with application(first_config, first_dir, dataset.size_bytes) as first_app:
+        slots = first_app.running.slots
+        first = measure(first_app.spark, first_config, dataset, inference, run_dir, slots, only="preprocess")
+        first_record = first_app.record(slots)
+    with application(config, run_dir, dataset.size_bytes) as app:
+        model_slots = app.running.model_slots(stage_level=False)
+        second = measure(app.spark, config, dataset, inference, run_dir, model_slots, only="predict")
+        record = app.record(model_slots)
+    found = join(
+        collect(first_dir / "eventlog", first.timed[-1], last_pass(config)),
+        collect(run_dir / "eventlog", second.timed[-1], last_pass(config)),
+        (first_record["app_id"], record["app_id"]),
+    )
+    checks = check(found, app.running, config.topology.kind)
+    checks["preprocess_slots"] = first_app.running.slots
+    record[PREPROCESS_DIR] = {
+        **first_record,
+        "cluster_start_s": first_app.cluster_s,
+        "startup_s": first_app.startup_s,
+        "spark_conf": first_app.conf,
+    }
+    record.update(cluster_start_s=app.cluster_s, startup_s=app.startup_s)
+    return Measurement(
+        warmups=[_joined(a, b) for a, b in zip(first.warmups, second.warmups)],
+        timed=[_joined(a, b) for a, b in zip(first.timed, second.timed)],
+        startup_s=first_app.startup_s + app.startup_s,
+        predictions=second.predictions,
+        spark_conf=app.conf,
+        extra={
+            **second.extra,
+            "cluster_start_s": first_app.cluster_s + app.cluster_s,
+            "cluster": record,
+            "evidence": found,
+            "faults": join_faults(faults(first_dir / "eventlog"), faults(run_dir / "eventlog")),
+            "checks": checks,
+        },
+    )
+
+
+def _joined(preprocessed: Pass, predicted: Pass) -> Pass:
+    """One pass of two_stage from its two applications' halves: images read and bad in job 1, predicted in 2."""
+    from variants.tasks import merge
+
+    return Pass(
+        {**preprocessed.jobs, **predicted.jobs},
+        preprocessed.read,
+        predicted.predicted,
+        preprocessed.bad,
+        merge(preprocessed.tasks, predicted.tasks),
+    )
 
 
 def pass_description(number: int, config: Config) -> str:
@@ -62,10 +159,21 @@ def pass_description(number: int, config: Config) -> str:
     return f"pass {number} ({'warm-up' if number <= config.warmup else 'timed'})"
 
 
+def last_pass(config: Config) -> str:
+    return pass_description(config.warmup + config.repeats, config)
+
+
 def measure(
-    spark: SparkSession, config: Config, dataset: Dataset, inference: Inference, run_dir: Path, predict_slots: int
+    spark: SparkSession,
+    config: Config,
+    dataset: Dataset,
+    inference: Inference,
+    run_dir: Path,
+    predict_slots: int,
+    only: str | None = None,
 ) -> Measurement:
-    """Warm-up and timed passes of the configured variant in a running application."""
+    """Warm-up and timed passes of the configured variant in a running application; `only` names the one
+    job of each pass this application runs (two_stage on two clusters), None runs them all."""
     from variants.tasks import TaskLedger, summarize
     from variants.topology import intermediate_bytes, jobs
 
@@ -84,7 +192,9 @@ def measure(
         else:
             writer.format("noop").save()
 
-    plan = jobs(spark, config, images, inference, ledger, predict_slots, sink)
+    plan = [
+        job for job in jobs(spark, config, images, inference, ledger, predict_slots, sink) if only in (None, job.name)
+    ]
     number = iter(range(1, 1 + config.warmup + config.repeats))
 
     def reset() -> None:
@@ -103,7 +213,7 @@ def measure(
         config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
     )
     measurement = Measurement(warmups, timed_passes, extra={"intermediate_bytes": intermediate_bytes(config)})
-    if config.verify:
+    if config.verify and "predictions" in collected:
         context.setJobDescription("verify: collect predictions")
         measurement.predictions = collected["predictions"].select("id", "top1", "prob").toPandas()
     return measurement

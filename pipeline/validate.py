@@ -7,6 +7,7 @@ import importlib.util
 from pipeline.cluster import check_executors, gpu_plan
 from pipeline.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.schema import (
+    ClusterConfig,
     ClusterMode,
     Config,
     ConfigError,
@@ -31,12 +32,36 @@ def _at_least(key: str, value: int | None, minimum: int, optional: bool = False)
         raise ConfigError(f"{key}={value}: must be an integer >= {minimum}")
 
 
+def _cluster(cl: ClusterConfig, key: str) -> None:
+    _at_least(f"{key}.cores", cl.cores, 1, optional=True)
+    if cl.mode is ClusterMode.remote and not cl.master:
+        raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
+    check_executors(cl, key)
+
+
+def _preprocess_cluster(config: Config) -> None:
+    """two_stage's job 1 on a cluster of its own: a second application, started before the predict one in
+    this process, so both share its driver JVM, whose heap is fixed when the first application starts."""
+    key, cl = "topology.preprocess_cluster", config.topology.preprocess_cluster
+    if cl is None:
+        return
+    if config.topology.kind is not Topology.two_stage:
+        raise ConfigError(
+            f"{key} with topology={config.topology.kind.value}: only topology=two_stage runs a job on a cluster of "
+            "its own"
+        )
+    _cluster(cl, key)
+    if cl.driver_memory != config.cluster.driver_memory:
+        raise ConfigError(
+            f"{key}.driver_memory={cl.driver_memory} != cluster.driver_memory={config.cluster.driver_memory}: both "
+            "applications run in one driver JVM, whose heap the first one fixes; set them equal"
+        )
+
+
 def _spark(config: Config) -> None:
     mode, kind = config.cluster.mode, config.topology.kind
-    if mode is ClusterMode.remote and not config.cluster.master:
-        raise ConfigError("cluster=remote needs cluster.master, e.g. cluster.master=spark://host:7077")
-    if mode is not ClusterMode.local:
-        check_executors(config, starts_workers=mode in (ClusterMode.local_cluster, ClusterMode.standalone))
+    _cluster(config.cluster, "cluster")
+    _preprocess_cluster(config)
     gpus = gpu_plan(config)
     if kind is Topology.two_stage and not config.topology.intermediate_path:
         raise ConfigError("topology=two_stage needs topology.intermediate_path, where job 1 writes the crops")
@@ -73,7 +98,6 @@ def validate(config: Config) -> None:
     _at_least("dataset.images_per_file", config.dataset.images_per_file, 1)
     _at_least("spark.max_records_per_batch", config.spark.max_records_per_batch, 1)
     _at_least("spark.partitions", config.spark.partitions, 1, optional=True)
-    _at_least("cluster.cores", config.cluster.cores, 1, optional=True)
     _at_least("topology.predict_partitions", config.topology.predict_partitions, 1, optional=True)
     _at_least("engine.loader_workers", config.engine.loader_workers, 0)
     _at_least("udf.prefetch", config.udf.prefetch, 0)
@@ -90,7 +114,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"dataset.{key} is required with dataset.source={dataset.source.value}")
     _at_least("dataset.num_images", dataset.num_images, 1, optional=dataset.source is not DataSource.synthetic)
     nodes = [("cluster.nodes", node) for node in config.cluster.nodes]
-    nodes += [("topology.preprocess_nodes", node) for node in config.topology.preprocess_nodes]
+    if config.topology.preprocess_cluster is not None:
+        nodes += [("topology.preprocess_cluster.nodes", node) for node in config.topology.preprocess_cluster.nodes]
     for key, node in nodes:
         if node.instance not in config.cost.prices:
             raise ConfigError(

@@ -8,10 +8,10 @@ included, for the run's median timed pass:
 
 `seconds` is the median of `metrics.wall_s`, the nodes are `config.cluster.nodes` and the prices are
 `config.cost.prices` (instance -> usd_per_hour, region, source, date), so each run is billed at the prices
-it was configured with. `two_stage` runs two Spark jobs that may run on different machines: the preprocess
-job is billed on `topology.preprocess_nodes` (`cluster.nodes` when that is empty) for the median of
-`metrics.job_s["preprocess"]`, the predict job on `cluster.nodes` for the median of `job_s["predict"]`,
-and the two are summed.
+it was configured with. `two_stage` runs two Spark jobs, the first on a cluster of its own when
+`topology.preprocess_cluster` is set: the preprocess job is billed on `topology.preprocess_cluster.nodes`
+(`cluster.nodes` without a preprocess cluster) for the median of `metrics.job_s["preprocess"]`, the predict
+job on `cluster.nodes` for the median of `job_s["predict"]`, and the two are summed.
 
 Not billed: cluster and Spark start-up, warm-up passes, data generation and weights preparation (one-off
 costs that a long batch amortises), idle time, storage and network.
@@ -95,10 +95,11 @@ def run_cost(result: dict[str, Any]) -> Cost:
     used = list(cluster_nodes)
     if (config.get("topology") or {}).get("kind") == "two_stage":
         job_s = metrics.get("job_s") or {}
-        preprocess_nodes = _nodes(config["topology"].get("preprocess_nodes") or []) or cluster_nodes
+        preprocess_cluster = config["topology"].get("preprocess_cluster")
+        preprocess_nodes = _nodes(preprocess_cluster["nodes"]) if preprocess_cluster else cluster_nodes
         used += preprocess_nodes
         usd = (
-            usd_per_hour(preprocess_nodes, prices, table, "topology.preprocess_nodes")
+            usd_per_hour(preprocess_nodes, prices, table, "topology.preprocess_cluster.nodes")
             * _median(job_s.get("preprocess"), 'metrics.job_s["preprocess"]')
             + usd_per_hour(cluster_nodes, prices, table) * _median(job_s.get("predict"), 'metrics.job_s["predict"]')
         ) / SECONDS_PER_HOUR

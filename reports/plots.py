@@ -165,7 +165,7 @@ def cost_bars(frame: pd.DataFrame) -> Chart:
     note = "".join(f" Not billed: {row['label']} ({row['cost_note']})." for row in unbilled.to_dict("records"))
     caption = (
         f"Cost per million images: every billed node of the run (cluster.nodes; two_stage's preprocess job on "
-        f"topology.preprocess_nodes) at its on-demand price for the run's median timed pass (see Prices). "
+        f"topology.preprocess_cluster.nodes) at its on-demand price for the run's median timed pass (see Prices). "
         f"One bar per variant ({len(billed)} runs); where several runs share a variant, bar: median, whiskers: "
         f"min–max over the runs.{note}"
     )

@@ -10,6 +10,9 @@ from pipeline.schema import ClusterMode, Config, DataSource, Engine, ImageFormat
 from pipeline.validate import ConfigError, validate
 from tests.conftest import compose_config
 
+PRE = "+cluster@topology.preprocess_cluster"  # any cluster option, as the preprocess job's cluster
+TWO_STAGE = ["topology=two_stage", "topology.intermediate_path=/tmp/crops"]
+
 
 def test_default_config_is_the_documented_run():
     config = compose_config()
@@ -42,6 +45,7 @@ def test_default_config_is_the_documented_run():
         ("dataset=imagenet", ConfigCompositionException, "original_10g"),
         ("preprocess.max_pixels=lots", ConfigCompositionException, "preprocess.max_pixels"),
         ("resume=maybe", ConfigCompositionException, "resume"),
+        ("+cluster@topology.preprocess_cluster=yarn", ConfigCompositionException, "standalone"),
     ],
 )
 def test_compose_rejects(override, error, named):
@@ -88,8 +92,51 @@ def test_compose_rejects(override, error, named):
         (["preprocess.max_pixels=178956971"], "between 1 and 178956970"),
         (["spark.task_max_failures=0"], "spark.task_max_failures=0"),
         (["+spark.conf={spark.task.maxFailures: '1'}"], "spark.task_max_failures=N"),
+        (["+cluster@topology.preprocess_cluster=local"], "topology.preprocess_cluster with topology=fused"),
+        ([*TWO_STAGE, f"{PRE}=remote"], "topology.preprocess_cluster.master"),
+        ([*TWO_STAGE, f"{PRE}=local", "topology.preprocess_cluster.cores=0"], "preprocess_cluster.cores=0"),
+        (
+            [*TWO_STAGE, f"{PRE}=standalone", "topology.preprocess_cluster.executor_memory=4g"],
+            "topology.preprocess_cluster.executor_memory=4g",
+        ),
+        (
+            [*TWO_STAGE, f"{PRE}=local_cluster", "topology.preprocess_cluster.driver_memory=3g"],
+            "topology.preprocess_cluster.driver_memory=3g != cluster.driver_memory=2g",
+        ),
+        (
+            [*TWO_STAGE, f"{PRE}=local", "topology.preprocess_cluster.nodes=[{instance: p5.48xlarge}]"],
+            "topology.preprocess_cluster.nodes: instance 'p5.48xlarge'",
+        ),
     ],
 )
 def test_validate_rejects(overrides, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         validate(compose_config(*overrides))
+
+
+def test_two_stage_runs_in_one_application_unless_given_a_preprocess_cluster():
+    assert compose_config(*TWO_STAGE).topology.preprocess_cluster is None
+
+
+def test_the_original_two_stage_preprocesses_on_a_cpu_cluster_and_predicts_on_a_gpu_cluster():
+    from pipeline.cluster import gpu_plan
+    from pipeline.spark_engine import preprocess_config
+
+    config = compose_config("+original=two_stage", "topology.intermediate_path=/tmp/crops")
+    validate(config)
+    first = preprocess_config(config)
+    assert (first.cluster.mode, config.cluster.mode) == (ClusterMode.local_cluster, ClusterMode.local_cluster)
+    assert (gpu_plan(first).kind, gpu_plan(config).kind) == ("none", "emulated")
+    assert first.cluster.worker_cores == 8 and first.topology == config.topology and first.udf == config.udf
+
+
+def test_a_preprocess_cluster_takes_any_cluster_option_and_its_keys():
+    config = compose_config(
+        *TWO_STAGE, f"{PRE}=standalone", "topology.preprocess_cluster.workers=3", "cluster=local_cluster"
+    )
+    validate(config)
+    assert (config.topology.preprocess_cluster.mode, config.topology.preprocess_cluster.workers) == (
+        ClusterMode.standalone,
+        3,
+    )
+    assert config.cluster.mode is ClusterMode.local_cluster

@@ -49,19 +49,17 @@ PRICES = {
 }
 
 
-def record(nodes, wall_s=(), num_images=1000, topology="fused", preprocess_nodes=(), job_s=None) -> dict:
+def record(nodes, wall_s=(), num_images=1000, topology="fused", preprocess_nodes=None, job_s=None) -> dict:
     """The parts of a result.json that cost.py reads."""
+    preprocess_cluster = None
+    if preprocess_nodes is not None:
+        preprocess_cluster = {"nodes": [{"role": r, "instance": i, "count": c} for r, i, c in preprocess_nodes]}
     return {
         "config": {
             "cluster": {
                 "nodes": [{"role": role, "instance": instance, "count": count} for role, instance, count in nodes]
             },
-            "topology": {
-                "kind": topology,
-                "preprocess_nodes": [
-                    {"role": role, "instance": instance, "count": count} for role, instance, count in preprocess_nodes
-                ],
-            },
+            "topology": {"kind": topology, "preprocess_cluster": preprocess_cluster},
             "cost": {"name": "aws_on_demand", "prices": PRICES},
         },
         "metrics": {"num_images": num_images, "wall_s": list(wall_s), "job_s": job_s or {}},
@@ -198,7 +196,7 @@ def test_two_stage_bills_each_job_on_its_own_nodes() -> None:
     assert cost.prices["m6gd.12xlarge"].source == "AWS list"
 
 
-def test_two_stage_without_preprocess_nodes_bills_the_cluster_nodes() -> None:
+def test_two_stage_without_a_preprocess_cluster_bills_the_cluster_nodes() -> None:
     cost = run_cost(
         record(
             [("worker", "g4dn.12xlarge", 1)],

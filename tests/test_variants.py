@@ -138,3 +138,43 @@ def test_every_pass_accounts_for_every_image_when_workers_are_reused(spark, tmp_
     run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
     for measured in run.warmups + run.timed:
         assert (measured.read, measured.predicted) == (tiny_dataset.num_images, tiny_dataset.num_images)
+
+
+@pytest.mark.slow
+def test_two_stage_with_a_preprocess_cluster_runs_each_job_in_its_own_application(tmp_path, cache_dir, weights_file):
+    from tests.test_cli import cli, processes_of
+
+    run_dir = tmp_path / "run"
+    done = cli(
+        tmp_path,
+        "topology=two_stage",
+        "+cluster@topology.preprocess_cluster=local",
+        "topology.preprocess_cluster.cores=1",
+        "cluster.cores=2",
+        "dataset.num_images=16",
+        "model.batch_size=4",
+        "warmup=0",
+        "repeats=1",
+        "verify=true",
+        f"hydra.run.dir={run_dir}",
+        f"cache_dir={cache_dir}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    predict, preprocess = result["cluster"], result["cluster"]["preprocess"]
+    assert (preprocess["master"], predict["master"]) == ("local[1]", "local[2]")
+    assert preprocess["app_id"] != predict["app_id"]
+    assert (run_dir / "preprocess" / "eventlog" / preprocess["app_id"]).is_file()
+    assert (run_dir / "eventlog" / predict["app_id"]).is_file()
+    metrics = result["metrics"]
+    assert metrics["wall_s"] == [pytest.approx(metrics["job_s"]["preprocess"][0] + metrics["job_s"]["predict"][0])]
+    assert metrics["intermediate_bytes"] >= 16 * 3 * 224 * 224 * 0.5
+    assert (metrics["num_predicted"], metrics["top1_agreement"]) == (16, 1.0)
+    steps = result["tasks"]["steps"]
+    assert steps["preprocess"]["rows_in"] == steps["predict"]["rows_out"] == 16
+    app_of = {stage["step"]: stage["app_id"] for stage in result["evidence"]["stages"] if stage["step"]}
+    assert app_of == {"preprocess": preprocess["app_id"], "predict": predict["app_id"]}
+    checks = result["evidence"]["checks"]
+    assert checks["preprocess_stage_max_concurrent"] == 1 and checks["preprocess_slots"] == 1
+    assert not Path(f"/proc/{predict['driver_pid']}").exists()  # the job process, and the JVM it ran, are gone
+    assert processes_of({"cluster": predict}) == processes_of({"cluster": preprocess}) == []

@@ -144,3 +144,14 @@ def summarize(records: list[TaskRecord]) -> dict:
         "model_builds": sum(record.model_builds for record in records),
         "records": [asdict(record) for record in records],
     }
+
+
+def merge(first: dict, second: dict) -> dict:
+    """One pass's `summarize` from two applications that ran different steps of it (two_stage on two clusters)."""
+    return {
+        "steps": {**first["steps"], **second["steps"]},
+        "worker_pids": sorted({*first["worker_pids"], *second["worker_pids"]}),
+        "max_model_loads_per_worker": max(first["max_model_loads_per_worker"], second["max_model_loads_per_worker"]),
+        "model_builds": first["model_builds"] + second["model_builds"],
+        "records": first["records"] + second["records"],
+    }

@@ -4,7 +4,8 @@
 - split: preprocess → repartition → predict (the original "local"): two stages, the predict stage with
   `topology.predict_partitions` tasks (default: the GPU slots, else the task slots);
 - two_stage: job 1 preprocesses and writes the crops as Parquet to `topology.intermediate_path`; job 2 reads
-  them and predicts (the original CPU cluster + GPU cluster);
+  them and predicts (the original CPU cluster + GPU cluster; with `topology.preprocess_cluster`, each job runs
+  in an application of its own, see `pipeline.spark_engine`);
 - stage_level: like split, but the predict stage runs under a task ResourceProfile asking
   `gpu.predict_task_amount` GPUs per task, while preprocessing runs at the application's fractional amount.
 """
