@@ -43,11 +43,15 @@ class SweepProgress(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from reports import peers
         from reports.build import build
 
         sweep_dir = Path(config.hydra.sweep.dir)
         csv, html = build([sweep_dir], sweep_dir)
-        print(
-            f"[sweep] {self.total} jobs in {time.monotonic() - self.started:.0f} s\n[sweep] {csv}\n[sweep] {html}",
-            flush=True,
-        )
+        lines = [
+            f"{self.total} jobs in {time.monotonic() - self.started:.0f} s",
+            *peers.summary([sweep_dir]),
+            csv,
+            html,
+        ]
+        print("\n".join(f"[sweep] {line}" for line in lines), flush=True)

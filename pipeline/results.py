@@ -83,6 +83,7 @@ def variant_of(config: Config) -> dict[str, Any]:
         "cluster": config.cluster.mode.value if spark else None,
         "prefetch": config.udf.prefetch or None,
         "rebuild_model_per_batch": config.udf.rebuild_model_per_batch or None,
+        "loader_workers": config.engine.loader_workers if config.engine.name.value == "torch" else None,
         "batch_size": config.model.batch_size,
         "max_records_per_batch": config.spark.max_records_per_batch if spark else None,
         "partitions": config.spark.partitions if spark else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from reports import peers
 from reports.build import build
 
 USAGE = (
@@ -41,6 +42,8 @@ def main(argv: list[str]) -> int:
             print(f"error: {directory} is not a directory\n{USAGE}", file=sys.stderr)
             return 2
     csv_path, html_path = build(directories, directories[0], microbenchmark)
+    for line in peers.summary(directories):
+        print(line)
     print(csv_path)
     print(html_path)
     return 0

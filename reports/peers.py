@@ -9,8 +9,11 @@ engine is its best successful run; a group without a torch or a ray run says so 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
+
+from reports.aggregate import find_jobs, job_frame
 
 WORK = ("model", "dataset_source", "image_format", "num_images", "hostname")
 BASELINES = ("torch", "ray")
@@ -58,3 +61,13 @@ def compare(frame: pd.DataFrame) -> tuple[list[PeerRow], list[Headline]]:
             ratios = {e: (top["throughput_images_per_s"] / b if b else None) for e, b in baselines.items()}
             headlines.append(Headline(work, top["label"], ratios))
     return rows, headlines
+
+
+def summary(directories: list[Path]) -> list[str]:
+    """One line per work that more than one engine did: the best Spark run against each peer's best."""
+    _, headlines = compare(job_frame(find_jobs(directories)))
+    return [
+        f"{h.work}: best Spark ({h.best_spark}) "
+        + ", ".join(f"{ratio:.2f}x {engine}" if ratio else f"no {engine} run" for engine, ratio in h.ratios.items())
+        for h in headlines
+    ]

@@ -4,6 +4,7 @@ cleans up after itself), and the report compares only runs that did the same wor
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -139,3 +140,12 @@ def test_the_report_has_a_versus_peers_section_with_the_ratios(peer_frame, tmp_p
     html = render(jobs, frame, tmp_path, [tmp_path])
     section = html.split('<section id="peers">', 1)[1].split("</section>", 1)[0]
     assert "Versus peers" in section and "0.90x" in section and "1.80x" in section and "0.75x" in section
+
+
+def test_the_summary_a_sweep_prints_gives_each_work_its_ratios(tmp_path):
+    for number, record in enumerate([result("torch", 10.0), result("spark", 9.5, label_udf="map_in_arrow")]):
+        (tmp_path / str(number)).mkdir()
+        (tmp_path / str(number) / "result.json").write_text(json.dumps(record))
+    (line,) = peers.summary([tmp_path])
+    assert line.startswith("resnet50 · 64 jpeg images") and "map_in_arrow" in line
+    assert "0.95x torch" in line and "no ray run" in line
