@@ -203,9 +203,12 @@ def variant_label(variant: dict[str, Any], fields: Iterable[str], headline: Iter
 
 
 def varying_fields(frame: pd.DataFrame, fields: Iterable[str] = VARIANT_FIELDS) -> list[str]:
-    """The variant fields, of `fields`, that take more than one value among the jobs that have a variant."""
+    """The variant fields, of `fields`, that take more than one value among the jobs that have a variant.
+
+    A field that only some engines have (Spark's Arrow batch size) varies only if it takes two values; the
+    engine is never an extra: a label names it first when it is not Spark."""
     known = frame[frame["engine"].notna()]
-    return [field for field in fields if known[field].astype(str).nunique() > 1]
+    return [field for field in fields if field != "engine" and known[field].dropna().astype(str).nunique() > 1]
 
 
 def _median(values: list[float] | None) -> float | None:

@@ -178,3 +178,12 @@ def test_two_stage_with_a_preprocess_cluster_runs_each_job_in_its_own_applicatio
     assert checks["preprocess_stage_max_concurrent"] == 1 and checks["preprocess_slots"] == 1
     assert not Path(f"/proc/{predict['driver_pid']}").exists()  # the job process, and the JVM it ran, are gone
     assert processes_of({"cluster": predict}) == processes_of({"cluster": preprocess}) == []
+
+
+def test_prefetch_changes_when_batches_are_prepared_not_the_predictions(
+    spark, tmp_path, tiny_dataset, inference, cache_dir
+):
+    config = compose_config("udf=iterator_pandas_udf", "udf.prefetch=2", "warmup=0", "repeats=1", "verify=true")
+    run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)  # 12 images, batches of 4
+    agreement = compare(run.predictions, reference_predictions(tiny_dataset, inference, cache_dir))
+    assert agreement["top1_agreement"] == 1.0 and agreement["compared"] == tiny_dataset.num_images
