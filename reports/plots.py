@@ -79,6 +79,7 @@ def _rotate(ax: Any) -> None:
 def throughput_bars(frame: pd.DataFrame) -> Chart:
     """Images/s per variant over its timed passes, faceted by cluster mode · topology, coloured by batch size."""
     runs = successful(frame)
+    log_scale = runs["model"].nunique() > 1  # ResNet50 and the null model differ by orders of magnitude
     passes = pd.DataFrame(
         [
             {
@@ -120,6 +121,8 @@ def throughput_bars(frame: pd.DataFrame) -> Chart:
             ax.bar_label(bars, fmt="%.1f", label_type="center", fontsize=8, color="white")
         ax.set_title(facet, fontsize=10)
         ax.set_xlabel("")
+        if log_scale:
+            ax.set_yscale("log")
         _rotate(ax)
     figure.legend(
         handles=[Patch(color=palette[size], label=size) for size in sizes],
@@ -130,7 +133,8 @@ def throughput_bars(frame: pd.DataFrame) -> Chart:
     caption = (
         f"Throughput of each successful variant (images in the data set / seconds of a timed pass). "
         f"Bars: median over the timed passes; whiskers: min–max over them; n = {_n(counts)} timed passes per "
-        f"bar ({len(runs)} runs). Panels: cluster mode · topology; colour: batch size."
+        f"bar ({len(runs)} runs). Panels: cluster mode · topology; colour: batch size"
+        + ("; logarithmic scale: the runs include more than one model." if log_scale else ".")
     )
     return Chart(figure, caption)
 

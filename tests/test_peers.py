@@ -17,6 +17,7 @@ from pipeline.validate import validate
 from reports import peers
 from reports.aggregate import Job, job_frame
 from reports.html import render
+from reports.plots import throughput_bars
 from tests.conftest import compose_config, corrupt_images
 
 PRESETS = ["torch", "ray", "spark_map_in_pandas", "spark_map_in_arrow", "spark_iterator_prefetch"]
@@ -149,3 +150,12 @@ def test_the_summary_a_sweep_prints_gives_each_work_its_ratios(tmp_path):
     (line,) = peers.summary([tmp_path])
     assert line.startswith("resnet50 · 64 jpeg images") and "map_in_arrow" in line
     assert "0.95x torch" in line and "no ray run" in line
+
+
+def test_throughput_bars_of_more_than_one_model_use_a_log_scale_and_say_so(peer_frame):
+    _, frame = peer_frame
+    chart = throughput_bars(frame)
+    assert {ax.get_yscale() for ax in chart.figure.axes} == {"log"}
+    assert "logarithmic" in chart.caption
+    single = throughput_bars(frame[frame["model"] == "resnet50"])
+    assert {ax.get_yscale() for ax in single.figure.axes} == {"linear"}
