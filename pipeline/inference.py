@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,8 +94,7 @@ class Inference:
         With `decode_on="model_device"` the images stay encoded until `predictions`."""
         images = list(columns["image"])
         if self.preprocessing.decode_on == "model_device":
-            rows = list(range(len(images)))
-            return Prepared([str(i) for i in columns["id"]], list(columns["label"]), None, rows, [], images)
+            return replace(self._prepared(columns, None, list(range(len(images))), []), encoded=images)
         crops, positions, failures = self.preprocessing.crops(images)
         return self._prepared(columns, crops, positions, failures)
 
@@ -122,7 +121,7 @@ class Inference:
         return Output(columns, prepared.positions, prepared.bad)
 
     def _prepared(
-        self, columns: Columns, crops: torch.Tensor, positions: list[int], failures: list[tuple[int, str]]
+        self, columns: Columns, crops: torch.Tensor | None, positions: list[int], failures: list[tuple[int, str]]
     ) -> Prepared:
         ids = [str(value) for value in columns["id"]]
         bad = [BadImageRecord(ids[position], reason) for position, reason in failures]

@@ -113,6 +113,16 @@ def _encoded(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
+def decode_jpeg_on(data: bytes, device: str) -> torch.Tensor:
+    """One JPEG to an RGB uint8 CHW tensor on `device` with torchvision.io; raises BadImage."""
+    if not data:
+        raise BadImage("empty image bytes")
+    try:
+        return decode_jpeg(_encoded(data), mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as error:
+        raise BadImage(f"cannot decode: {str(error).strip().splitlines()[-1]}") from error
+
+
 def decode_jpegs(images: Sequence[bytes], device: str) -> list[torch.Tensor | BadImage]:
     """JPEGs to RGB uint8 CHW tensors on `device` with torchvision.io, one call for the whole batch (nvjpeg
     batches on CUDA); when the batch call fails, image by image, so each bad one gets its own reason."""
@@ -123,13 +133,10 @@ def decode_jpegs(images: Sequence[bytes], device: str) -> list[torch.Tensor | Ba
     except (RuntimeError, ValueError, TypeError):
         decoded: list[torch.Tensor | BadImage] = []
         for data in images:
-            if not data:
-                decoded.append(BadImage("empty image bytes"))
-                continue
             try:
-                decoded.append(decode_jpeg(_encoded(data), mode=ImageReadMode.RGB, device=device))
-            except RuntimeError as error:
-                decoded.append(BadImage(f"cannot decode: {str(error).strip().splitlines()[-1]}"))
+                decoded.append(decode_jpeg_on(data, device))
+            except BadImage as error:
+                decoded.append(error)
         return decoded
 
 
@@ -152,10 +159,7 @@ class Preprocessing:
             return raw_to_tensor(data)
         if self.decoder == "torchvision" and is_jpeg(data):
             check_pixels(data, self.max_pixels)
-            decoded = decode_jpegs([data], "cpu")[0]
-            if isinstance(decoded, BadImage):
-                raise decoded
-            return decoded
+            return decode_jpeg_on(data, "cpu")
         return pil_to_tensor(decode_rgb(data, self.max_pixels))
 
     def resize_crop(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from pipeline.inference import (
     to_arrow,
 )
 from pipeline.model import load_model, model_builds, pick_device, use_threads
-from pipeline.schema import Config
+from pipeline.schema import Config, Sink
 
 REASON = pa.field("bad_reason", pa.string())
 PIDS = pa.field("worker_pid", pa.int64())
@@ -63,23 +63,28 @@ def preprocess_batch(batch: pa.Table, step: Step) -> pa.Table:
     return _with_bad_rows(step(columns, "cpu"), CROP_SCHEMA)
 
 
+def _split(table: pa.Table) -> tuple[pa.Table, list[BadImageRecord]]:
+    """The good rows of a table that carries bad images as rows with a reason, and those bad images."""
+    reasons = table.column(REASON.name)
+    bad = table.filter(reasons.is_valid())
+    records = [BadImageRecord(i, r) for i, r in zip(bad["id"].to_pylist(), bad[REASON.name].to_pylist())]
+    return table.filter(reasons.is_null()), records
+
+
 class Predict:
     """A Ray Data actor: builds the model once, predicts the crops, passes bad rows through."""
 
     def __init__(self, step: Step, threads: int) -> None:
         import ray
 
-        self.step, self.threads = step, threads
+        self.step = step
         self.device = pick_device([str(gpu) for gpu in ray.get_gpu_ids()])
-        use_threads(threads)
+        use_threads(threads)  # the actor's process keeps it for every batch
         load_model(step.inference.model, self.device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        use_threads(self.threads)
-        bad_rows = batch.filter(batch.column(REASON.name).is_valid())
-        good = batch.filter(batch.column(REASON.name).is_null())
+        good, bad = _split(batch)
         output = self.step({name: good.column(name).to_pylist() for name in CROP_SCHEMA.names}, self.device)
-        bad = [BadImageRecord(i, r) for i, r in zip(bad_rows["id"].to_pylist(), bad_rows[REASON.name].to_pylist())]
         output = Output(output.columns, output.positions, output.bad + bad)
         return _with_bad_rows(output, PREDICTION_SCHEMA, {PIDS: os.getpid(), LOADS: model_builds()})
 
@@ -140,21 +145,20 @@ def run_ray(config: Config, dataset: Dataset, inference: Inference, run_dir: Pat
 
         def observe(times: dict[str, float]) -> Pass:
             table = outcome["table"]
-            bad_rows = table.filter(table.column(REASON.name).is_valid())
-            good = table.filter(table.column(REASON.name).is_null())
-            bad = [BadImageRecord(i, r) for i, r in zip(bad_rows["id"].to_pylist(), bad_rows[REASON.name].to_pylist())]
+            good, bad = _split(table)
             loads = good.group_by(PIDS.name).aggregate([(LOADS.name, "max")])
+            per_actor = loads[f"{LOADS.name}_max"].to_pylist()
             tasks = {
                 "worker_pids": sorted(loads[PIDS.name].to_pylist()),
-                "max_model_loads_per_worker": max(loads[f"{LOADS.name}_max"].to_pylist(), default=0),
-                "model_builds": len(loads),
+                "max_model_loads_per_worker": max(per_actor, default=0),
+                "model_builds": sum(per_actor),  # each execution's actors are new: all their loads are this pass's
             }
             outcome["predictions"] = good.select(PREDICTION_SCHEMA.names)
             return Pass(times, len(table), len(good), bad, tasks)
 
         warmups, timed_passes = run_passes(config.warmup, config.repeats, [("predict", action)], observe, outcome.clear)
         predictions = outcome["predictions"]
-        if config.sink.value == "parquet":
+        if config.sink is Sink.parquet:
             (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
             pq.write_table(predictions, run_dir / "predictions" / "part-00000.parquet")
         measurement = Measurement(warmups, timed_passes, startup_s=startup_s, predictions=predictions.to_pandas())

@@ -49,7 +49,7 @@ def test_torchvision_decoder_leaves_other_formats_to_pillow():
 
 @pytest.mark.parametrize("preprocessing", [TORCHVISION_PATH, PIL_PATH], ids=["torchvision", "pil"])
 def test_every_corrupt_image_is_a_bad_image_with_a_reason(preprocessing):
-    for image_id, data in corrupt_images().items():
+    for data in corrupt_images().values():
         with pytest.raises(BadImage, match="empty|cannot decode"):
             preprocessing.crop(data)
 
