@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pipeline.schema import Config, DecodeOn, ModelName
-from pipeline.weights import weights_kind
+from pipeline.inference.weights import weights_kind
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"

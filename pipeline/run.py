@@ -9,17 +9,17 @@ import time
 import traceback
 from pathlib import Path
 
-from pipeline import weights
-from pipeline.data import Dataset, dataset_summary, prepare
-from pipeline.engine import Measurement
-from pipeline.evidence import enforce
-from pipeline.inference import Inference
-from pipeline.model import ModelSpec, model_builds
-from pipeline.preprocess import Preprocessing
-from pipeline.reference import compare, reference_predictions, run_torch
+from pipeline.inference import weights
+from pipeline.data.datasets import Dataset, dataset_summary, prepare
+from pipeline.engines.base import Measurement
+from pipeline.spark.evidence import enforce
+from pipeline.inference.steps import Inference
+from pipeline.inference.model import ModelSpec, model_builds
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.engines.torch import compare, reference_predictions, run_torch
 from pipeline.results import Result, new_result, now, write_result
 from pipeline.schema import Config, Engine, ModelName, OnBadImage, Sink
-from pipeline.session import java_version
+from pipeline.spark.session import java_version
 from pipeline.validate import validate
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,11 @@ def build_inference(config: Config, weights_file: Path | None) -> Inference:
 
 def _measure(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
     if config.engine.name is Engine.spark:
-        from pipeline.spark_engine import run_spark
+        from pipeline.engines.spark import run_spark
 
         return run_spark(config, dataset, inference, run_dir)
     if config.engine.name is Engine.ray:
-        from pipeline.ray_engine import run_ray
+        from pipeline.engines.ray import run_ray
 
         return run_ray(config, dataset, inference, run_dir)
     return run_torch(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from pipeline.cluster import check_executors, gpu_plan
-from pipeline.preprocess import PILLOW_PIXEL_LIMIT
+from pipeline.spark.cluster import check_executors, gpu_plan
+from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.schema import (
     ClusterConfig,
     ClusterMode,

@@ -11,11 +11,13 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from pipeline import synthetic, weights
-from pipeline.data import IMAGE_SCHEMA, Dataset, describe, prepare
-from pipeline.inference import Inference
-from pipeline.model import ModelSpec
-from pipeline.preprocess import Preprocessing
+from pipeline.data import synthetic
+
+from pipeline.inference import weights
+from pipeline.data.datasets import IMAGE_SCHEMA, Dataset, describe, prepare
+from pipeline.inference.steps import Inference
+from pipeline.inference.model import ModelSpec
+from pipeline.inference.preprocess import Preprocessing
 from pipeline.schema import Config, register
 
 register()
@@ -95,8 +97,8 @@ def inference(weights_file: Path) -> Inference:
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
     """The test session's one SparkSession (local[2]), built from the same conf builder as a run."""
-    from pipeline.cluster import cluster
-    from pipeline.session import spark_conf, spark_session
+    from pipeline.spark.cluster import cluster
+    from pipeline.spark.session import spark_conf, spark_session
 
     run_dir, config = tmp_path_factory.mktemp("spark"), compose_config()
     with cluster(config, run_dir) as local, spark_session(spark_conf(config, run_dir, 2**20, local)) as session:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cluster as cluster_module
-from pipeline.cluster import (
+from pipeline.spark import cluster as cluster_module
+from pipeline.spark.cluster import (
     ClusterError,
     GpuPlan,
     app_conf,
@@ -36,7 +36,7 @@ from pipeline.validate import ConfigError
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "pipeline" / "discover_gpus.sh"
+SCRIPT = REPO / "pipeline" / "spark" / "discover_gpus.sh"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -343,7 +343,7 @@ SCENARIO = textwrap.dedent(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    from pipeline.cluster import cluster
+    from pipeline.spark.cluster import cluster
     config_file, scenario, out = sys.argv[1:4]
     config = pickle.loads(Path(config_file).read_bytes())
     run_dir = Path(out).parent / "run"

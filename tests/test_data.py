@@ -1,4 +1,4 @@
-"""Specification of data sets on disk (pipeline.data): generated, imported from a folder, or given as Parquet."""
+"""Specification of data sets on disk (pipeline.data.datasets): generated, imported from a folder, or given as Parquet."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import data, synthetic
-from pipeline.data import IMAGE_SCHEMA, META_FILE, Dataset, DatasetError, prepare
-from pipeline.preprocess import RAW_BYTES
+from pipeline.data import datasets as data
+
+from pipeline.data import synthetic
+from pipeline.data.datasets import IMAGE_SCHEMA, META_FILE, Dataset, DatasetError, prepare
+from pipeline.inference.preprocess import RAW_BYTES
 from tests.conftest import compose_config, write_images
 
 JPEG_MAGIC = b"\xff\xd8\xff"

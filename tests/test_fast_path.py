@@ -14,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import synthetic
-from pipeline.model import ModelSpec, load_model, predict
-from pipeline.preprocess import BadImage, Preprocessing, decode_jpegs
-from pipeline.reference import compare, reference_predictions
+from pipeline.data import synthetic
+from pipeline.inference.model import ModelSpec, load_model, predict
+from pipeline.inference.preprocess import BadImage, Preprocessing, decode_jpegs
+from pipeline.engines.torch import compare, reference_predictions
 from pipeline.run import build_inference, run
 from pipeline.schema import ConfigError
-from pipeline.spark_engine import measure
+from pipeline.engines.spark import measure
 from pipeline.validate import validate
 from tests.conftest import compose_config, corrupt_images
 

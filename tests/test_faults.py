@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_cli import cli, processes_of
-from variants import faults
+from pipeline.spark import faults
 
 
 def test_the_kill_hook_is_off_unless_asked_for(monkeypatch):

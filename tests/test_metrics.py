@@ -1,4 +1,4 @@
-"""pipeline.metrics: stage, task and executor facts read back from Spark event logs.
+"""pipeline.spark.eventlog: stage, task and executor facts read back from Spark event logs.
 
 Most tests read one real event log, written once per module by a small Spark application (local[2]) run in a
 subprocess; the rest use hand-made logs in Spark's own JSON format to pin down one behaviour each.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import metrics
+from pipeline.spark import eventlog as metrics
 
 SLEEP_S = 0.5
 PARTITIONS = 4

@@ -1,4 +1,4 @@
-"""Specification of the shared preprocessing (pipeline.preprocess): bytes -> uint8 crop -> normalized batch."""
+"""Specification of the shared preprocessing (pipeline.inference.preprocess): bytes -> uint8 crop -> normalized batch."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from torchvision import transforms as v1
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pipeline import preprocess as preprocess_module
-from pipeline import synthetic
-from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD, RAW_BYTES, BadImage, Preprocessing, pil_to_tensor
+from pipeline.inference import preprocess as preprocess_module
+from pipeline.data import synthetic
+from pipeline.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, RAW_BYTES, BadImage, Preprocessing, pil_to_tensor
 from tests.conftest import corrupt_images
 
 CROP = 224

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.results import RESULT_FILE, Result, read_result, summary, write_result
 from pipeline.run import describe_error, run
-from pipeline.session import JavaMissing, java_version, split_bytes
+from pipeline.spark.session import JavaMissing, java_version, split_bytes
 from tests.conftest import compose_config, corrupt_images
 
 METRICS = {"num_images", "num_bad_images", "wall_s", "throughput_images_per_s", "startup_s", "data_prepare_s"}
@@ -85,7 +85,7 @@ def test_a_spark_worker_error_is_reported_as_the_workers_own():
     worker_text = (
         "An exception was thrown from the Python worker.\nTraceback (most recent call last):\n"
         '  File "inference.py", line 70, in prepare\n'
-        "pipeline.inference.BadImageError: bad image id=7: cannot decode (on_bad_image=fail)\n"
+        "pipeline.inference.steps.BadImageError: bad image id=7: cannot decode (on_bad_image=fail)\n"
     )
     error = describe_error(RuntimeError(worker_text))
     assert error["type"] == "BadImageError"

@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from pipeline.reference import compare, reference_predictions
+from pipeline.engines.torch import compare, reference_predictions
 from pipeline.run import describe_error
-from pipeline.spark_engine import measure
+from pipeline.engines.spark import measure
 from tests.conftest import compose_config, corrupt_images
 
 
@@ -75,8 +75,8 @@ def test_parquet_sink_writes_every_prediction(spark, tmp_path, tiny_dataset, inf
 
 
 def test_a_second_application_in_the_same_process_is_refused(spark, tmp_path):
-    from pipeline.cluster import cluster
-    from pipeline.session import spark_conf, spark_session
+    from pipeline.spark.cluster import cluster
+    from pipeline.spark.session import spark_conf, spark_session
 
     config = compose_config()
     with pytest.raises(RuntimeError, match="already active"), cluster(config, tmp_path) as local:

@@ -1,4 +1,4 @@
-"""Specification of the synthetic ImageNet stand-in (pipeline.synthetic)."""
+"""Specification of the synthetic ImageNet stand-in (pipeline.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from pipeline.synthetic import encode_jpeg, synth_image, synth_jpeg, synth_label
+from pipeline.data.synthetic import encode_jpeg, synth_image, synth_jpeg, synth_label
 
 SEED = 0
 SAMPLE = range(60)  # indices used for the statistical checks
@@ -54,7 +54,7 @@ def test_generation_is_independent_of_order():
 
 def test_generation_is_independent_of_process():
     code = (
-        "import hashlib; from pipeline.synthetic import synth_jpeg; "
+        "import hashlib; from pipeline.data.synthetic import synth_jpeg; "
         "print(hashlib.sha256(synth_jpeg(5, 11)).hexdigest())"
     )
     out = subprocess.run(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.reference import compare, reference_predictions
+from pipeline.engines.torch import compare, reference_predictions
 from pipeline.schema import Topology, UdfStyle
-from pipeline.spark_engine import measure
+from pipeline.engines.spark import measure
 from tests.conftest import compose_config
 
 STYLES = [style.value for style in UdfStyle]

@@ -1,4 +1,4 @@
-"""Specification of where weights come from (pipeline.weights) and of the model built from them (pipeline.model)."""
+"""Specification of where weights come from (pipeline.inference.weights) and of the model built from them (pipeline.inference.model)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import pytest
 import torch
 from torchvision.models import ResNet50_Weights
 
-from pipeline import synthetic, weights
-from pipeline.model import ModelSpec, load_model, model_builds, predict
-from pipeline.preprocess import Preprocessing
-from pipeline.weights import WeightsNotFound
+from pipeline.data import synthetic
+
+from pipeline.inference import weights
+from pipeline.inference.model import ModelSpec, load_model, model_builds, predict
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.inference.weights import WeightsNotFound
 
 NUM_IMAGES = 16
 

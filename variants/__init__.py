@@ -1,7 +1,7 @@
 """What differs between Spark variants, behind one small interface.
 
 A UDF style is `apply(frame, step, ledger, options, profile=None) -> DataFrame`: it runs one
-`pipeline.inference.Step` over `frame`'s `step.inputs` columns with its own Spark mechanism, reports each
+`pipeline.inference.steps.Step` over `frame`'s `step.inputs` columns with its own Spark mechanism, reports each
 task through the ledger, and returns a DataFrame of `step.schema`. A topology (`variants.topology`) cuts the
 work into steps, stages and jobs. Preprocessing and model code are shared by all of them.
 """
@@ -13,7 +13,7 @@ from typing import Protocol
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 
-from pipeline.inference import Step
+from pipeline.inference.steps import Step
 from pipeline.schema import UdfConfig, UdfStyle
 from variants import (
     iterator_pandas_udf,
@@ -23,7 +23,7 @@ from variants import (
     rdd_map_partitions,
     scalar_pandas_udf,
 )
-from variants.tasks import TaskLedger
+from pipeline.spark.ledger import TaskLedger
 
 
 class Style(Protocol):

@@ -13,9 +13,9 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.inference import Step, aligned, prefetched, rebatch
+from pipeline.inference.steps import Step, aligned, prefetched, rebatch
 from pipeline.schema import UdfConfig
-from variants.tasks import TaskLedger
+from pipeline.spark.ledger import TaskLedger
 
 
 def apply(

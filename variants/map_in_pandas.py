@@ -8,9 +8,9 @@ import pandas as pd
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 
-from pipeline.inference import Step, rebatch, to_pandas
+from pipeline.inference.steps import Step, rebatch, to_pandas
 from pipeline.schema import UdfConfig
-from variants.tasks import TaskLedger
+from pipeline.spark.ledger import TaskLedger
 
 
 def apply(

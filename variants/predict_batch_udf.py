@@ -19,10 +19,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType, _parse_datatype_string
 
-from pipeline.inference import Output, Step
+from pipeline.inference.steps import Output, Step
 from pipeline.schema import UdfConfig
 from variants import iterator_pandas_udf
-from variants.tasks import TaskLedger
+from pipeline.spark.ledger import TaskLedger
 
 
 def _full_rows(output: Output, rows: int) -> dict[str, np.ndarray]:

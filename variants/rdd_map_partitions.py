@@ -8,9 +8,9 @@ from itertools import islice
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame, Row
 
-from pipeline.inference import Columns, Step
+from pipeline.inference.steps import Columns, Step
 from pipeline.schema import UdfConfig
-from variants.tasks import TaskLedger
+from pipeline.spark.ledger import TaskLedger
 
 
 def _batches(rows: Iterator[Row], names: tuple[str, ...], size: int) -> Iterator[Columns]:

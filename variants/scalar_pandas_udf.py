@@ -11,10 +11,10 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.inference import Step, aligned, num_rows
-from pipeline.model import load_model
+from pipeline.inference.steps import Step, aligned, num_rows
+from pipeline.inference.model import load_model
 from pipeline.schema import UdfConfig
-from variants.tasks import TaskLedger
+from pipeline.spark.ledger import TaskLedger
 
 
 def apply(

@@ -5,7 +5,7 @@
   `topology.predict_partitions` tasks (default: the GPU slots, else the task slots);
 - two_stage: job 1 preprocesses and writes the crops as Parquet to `topology.intermediate_path`; job 2 reads
   them and predicts (the original CPU cluster + GPU cluster; with `topology.preprocess_cluster`, each job runs
-  in an application of its own, see `pipeline.spark_engine`);
+  in an application of its own, see `pipeline.engines.spark`);
 - stage_level: like split, but the predict stage runs under a task ResourceProfile asking
   `gpu.predict_task_amount` GPUs per task, while preprocessing runs at the application's fractional amount.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 from pyspark.resource import ResourceProfile, ResourceProfileBuilder, TaskResourceRequests
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline.inference import Inference, fused, predict_crops, preprocess
+from pipeline.inference.steps import Inference, fused, predict_crops, preprocess
 from pipeline.schema import Config, Topology
 from variants import UDF_STYLES
-from variants.tasks import TaskLedger
+from pipeline.spark.ledger import TaskLedger
 
 Sink = Callable[[DataFrame], None]
 

@@ -17,9 +17,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.data import Dataset, prepare
-from pipeline.preprocess import Preprocessing
-from pipeline.session import split_bytes
+from pipeline.data.datasets import Dataset, prepare
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.spark.session import split_bytes
 from tests.bench.harness import sql_conf
 from tests.conftest import benchmarks_timed, compose_config
 

@@ -22,13 +22,13 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline.cluster import Cluster, cluster
-from pipeline.data import Dataset
-from pipeline.engine import Measurement, Pass, run_passes
-from pipeline.evidence import check, collect, faults, join, join_faults
-from pipeline.inference import Inference
+from pipeline.spark.cluster import Cluster, cluster
+from pipeline.data.datasets import Dataset
+from pipeline.engines.base import Measurement, Pass, run_passes
+from pipeline.spark.evidence import check, collect, faults, join, join_faults
+from pipeline.inference.steps import Inference
 from pipeline.schema import Config, GpuConfig, Sink, Topology
-from pipeline.session import spark_conf, spark_session
+from pipeline.spark.session import spark_conf, spark_session
 
 PREPROCESS_DIR = "preprocess"
 
@@ -143,7 +143,7 @@ def _two_applications(config: Config, dataset: Dataset, inference: Inference, ru
 
 def _joined(preprocessed: Pass, predicted: Pass) -> Pass:
     """One pass of two_stage from its two applications' halves: images read and bad in job 1, predicted in 2."""
-    from variants.tasks import merge
+    from pipeline.spark.ledger import merge
 
     return Pass(
         {**preprocessed.jobs, **predicted.jobs},
@@ -174,7 +174,7 @@ def measure(
 ) -> Measurement:
     """Warm-up and timed passes of the configured variant in a running application; `only` names the one
     job of each pass this application runs (two_stage on two clusters), None runs them all."""
-    from variants.tasks import TaskLedger, summarize
+    from pipeline.spark.ledger import TaskLedger, summarize
     from variants.topology import intermediate_bytes, jobs
 
     context = spark.sparkContext

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.data import Dataset
-from pipeline.engine import Measurement, Pass, run_passes
-from pipeline.inference import (
+from pipeline.data.datasets import Dataset
+from pipeline.engines.base import Measurement, Pass, run_passes
+from pipeline.inference.steps import (
     IMAGE_COLUMNS,
     PREDICTION_SCHEMA,
     BadImageRecord,
@@ -34,8 +34,8 @@ from pipeline.inference import (
     rebatch,
     to_pandas,
 )
-from pipeline.model import ModelSpec, pick_device, use_threads
-from pipeline.preprocess import Preprocessing
+from pipeline.inference.model import ModelSpec, pick_device, use_threads
+from pipeline.inference.preprocess import Preprocessing
 
 
 class ParquetBatches(IterableDataset):

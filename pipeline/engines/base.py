@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.inference import BadImageRecord
+from pipeline.inference.steps import BadImageRecord
 from pipeline.timing import timed
 
 

@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from pipeline.model import ModelSpec, load_model, predict
-from pipeline.preprocess import Preprocessing, to_device
+from pipeline.inference.model import ModelSpec, load_model, predict
+from pipeline.inference.preprocess import Preprocessing, to_device
 
 Columns = dict[str, Any]  # column name → a sequence of values, one per row
 

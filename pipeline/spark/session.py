@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.cluster import Cluster
+from pipeline.spark.cluster import Cluster
 from pipeline.schema import Config
 
 MIN_JAVA = 17

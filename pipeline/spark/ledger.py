@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pyspark import SparkContext, TaskContext
 from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegistry
 
-from pipeline.inference import BadImageRecord, Output
-from pipeline.model import model_builds, pick_device, use_threads
-from variants import faults
+from pipeline.inference.steps import BadImageRecord, Output
+from pipeline.inference.model import model_builds, pick_device, use_threads
+from pipeline.spark import faults
 
 
 class _Merge(AccumulatorParam):

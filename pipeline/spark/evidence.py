@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster import Cluster
-from pipeline.engine import Pass
-from pipeline.metrics import event_log_file, executors, jobs, stages, tasks
+from pipeline.spark.cluster import Cluster
+from pipeline.engines.base import Pass
+from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
 from pipeline.schema import Topology
 
 MODEL_STEPS = ("fused", "predict")

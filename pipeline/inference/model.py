@@ -19,7 +19,7 @@ NUM_CLASSES = 1000
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """The model a task loads: ResNet50 from a local state_dict (see `pipeline.weights.resolve`), or null.
+    """The model a task loads: ResNet50 from a local state_dict (see `pipeline.inference.weights.resolve`), or null.
 
     `precision="bf16"` runs it under autocast; `channels_last` converts weights and inputs to NHWC, which
     oneDNN and cuDNN convolve faster; `compile` wraps it in torch.compile (once per process and device).

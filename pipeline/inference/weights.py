@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
-from pipeline import synthetic
-from pipeline.preprocess import Preprocessing
+from pipeline.data import synthetic
+from pipeline.inference.preprocess import Preprocessing
 
 CALIBRATION_VERSION = 1
 CALIBRATION_IMAGES = 32

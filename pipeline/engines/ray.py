@@ -21,9 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data import Dataset
-from pipeline.engine import Measurement, Pass, run_passes
-from pipeline.inference import (
+from pipeline.data.datasets import Dataset
+from pipeline.engines.base import Measurement, Pass, run_passes
+from pipeline.inference.steps import (
     CROP_SCHEMA,
     IMAGE_COLUMNS,
     PREDICTION_SCHEMA,
@@ -35,7 +35,7 @@ from pipeline.inference import (
     preprocess,
     to_arrow,
 )
-from pipeline.model import load_model, model_builds, pick_device, use_threads
+from pipeline.inference.model import load_model, model_builds, pick_device, use_threads
 from pipeline.schema import Config, Sink
 
 REASON = pa.field("bad_reason", pa.string())

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline import synthetic
-from pipeline.preprocess import RAW_SIDE, BadImage, decode_rgb
+from pipeline.data import synthetic
+from pipeline.inference.preprocess import RAW_SIDE, BadImage, decode_rgb
 from pipeline.schema import DatasetConfig, DataSource
 
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
