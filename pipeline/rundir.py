@@ -1,0 +1,73 @@
+"""The files of one run directory, named in one place, and the one way a file is written there: atomically.
+
+A run directory is where a job writes everything it leaves: the resolved config the parent hands it, its log,
+its result, the Spark event log, the predictions, a standalone cluster's logs, and for two_stage on a cluster
+of its own the preprocess application's directory (a run directory of the same shape). The reports find
+jobs by these names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULT_FILE = "result.json"
+JOB_FILE = "job.yaml"
+LOG_FILE = "pipeline.log"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def result(self) -> Path:
+        return self.path / RESULT_FILE
+
+    @property
+    def job(self) -> Path:
+        """The resolved config `python -m pipeline` writes for `python -m pipeline.job`."""
+        return self.path / JOB_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def eventlog(self) -> Path:
+        """Where the Spark application writes its event log."""
+        return self.path / "eventlog"
+
+    @property
+    def predictions(self) -> Path:
+        """The Parquet sink (`sink=parquet`)."""
+        return self.path / "predictions"
+
+    @property
+    def cluster(self) -> Path:
+        """A standalone cluster's logs and record, and discovery scripts of emulated GPUs."""
+        return self.path / "cluster"
+
+    @property
+    def ray_logs(self) -> Path:
+        return self.path / "ray-logs"
+
+    @property
+    def preprocess(self) -> RunDir:
+        """two_stage's preprocess application, on a cluster of its own."""
+        return RunDir(self.path / "preprocess")
+
+
+def atomic_write(path: Path, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same directory and a rename, so a reader sees
+    the old file or the whole new one, never a part (the temporary name is hidden: `.NAME.PID.tmp`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(data, bytes):
+        staging.write_bytes(data)
+    else:
+        staging.write_text(data)
+    os.replace(staging, path)
+    return path
