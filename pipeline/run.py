@@ -11,14 +11,15 @@ from pathlib import Path
 
 from pipeline.inference import weights
 from pipeline.data.datasets import Dataset, dataset_summary, prepare
+from pipeline.engines import engine
 from pipeline.engines.base import Measurement
 from pipeline.spark.evidence import enforce
 from pipeline.inference.steps import Inference
-from pipeline.inference.model import ModelSpec, model_builds
+from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
-from pipeline.engines.torch import compare, reference_predictions, run_torch
+from pipeline.verify import compare, reference_predictions
 from pipeline.results import Result, new_result, now, write_result
-from pipeline.schema import Config, Engine, ModelName, OnBadImage, Sink
+from pipeline.schema import Config, Engine, ModelName, OnBadImage
 from pipeline.spark.session import java_version
 from pipeline.validate import validate
 
@@ -63,25 +64,6 @@ def build_inference(config: Config, weights_file: Path | None) -> Inference:
     )
 
 
-def _measure(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
-    if config.engine.name is Engine.spark:
-        from pipeline.engines.spark import run_spark
-
-        return run_spark(config, dataset, inference, run_dir)
-    if config.engine.name is Engine.ray:
-        from pipeline.engines.ray import run_ray
-
-        return run_ray(config, dataset, inference, run_dir)
-    return run_torch(
-        dataset,
-        inference,
-        workers=config.engine.loader_workers,
-        warmup=config.warmup,
-        repeats=config.repeats,
-        sink_dir=run_dir / "predictions" if config.sink is Sink.parquet else None,
-    )
-
-
 def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     for number, passed in enumerate(measurement.warmups + measurement.timed, start=1):
         if not passed.read == passed.predicted + len(passed.bad) == num_images:
@@ -101,15 +83,15 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     metrics.num_bad_images = len(bad)
     result.bad_images = [{"id": image_id, "reason": reason} for image_id, reason in sorted(bad.items())]
     result.tasks = dict(last.tasks)
-    metrics.max_model_loads_per_worker = last.tasks.get("max_model_loads_per_worker", model_builds())
+    metrics.max_model_loads_per_worker = last.tasks.get("max_model_loads_per_worker")
     metrics.job_s = {name: [p.jobs[name] for p in measurement.timed] for name in last.jobs}
     result.spark_conf = measurement.spark_conf
-    metrics.intermediate_bytes = measurement.extra.get("intermediate_bytes")
-    metrics.cluster_start_s = measurement.extra.get("cluster_start_s")
-    result.cluster = measurement.extra.get("cluster", {})
-    result.evidence = {**measurement.extra.get("evidence", {}), "checks": measurement.extra.get("checks", {})}
-    if "faults" in measurement.extra:
-        found = result.evidence["faults"] = measurement.extra["faults"]
+    metrics.intermediate_bytes = measurement.intermediate_bytes
+    metrics.cluster_start_s = measurement.cluster_start_s
+    result.cluster = measurement.cluster
+    result.evidence = {**measurement.evidence, "checks": measurement.checks}
+    if measurement.faults is not None:
+        found = result.evidence["faults"] = measurement.faults
         metrics.failed_tasks, metrics.task_retries = len(found["failed_tasks"]), found["task_retries"]
         metrics.executors_lost = len(found["executors_lost"])
     if result.cluster:
@@ -143,7 +125,7 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
         started = time.perf_counter()
         reference = reference_predictions(dataset, inference, cache)
         result.metrics.reference_s = time.perf_counter() - started
-    measurement = _measure(config, dataset, inference, run_dir)
+    measurement = engine(config.engine.name)(config, dataset, inference, run_dir)
     _record(result, measurement, dataset.num_images)
     if reference is not None:
         agreement = compare(measurement.predictions, reference)

@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline.data import synthetic
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import BadImage, Preprocessing, decode_jpegs
-from pipeline.engines.torch import compare, reference_predictions
+from pipeline.verify import compare, reference_predictions
 from pipeline.run import build_inference, run
 from pipeline.schema import ConfigError
 from pipeline.engines.spark import measure

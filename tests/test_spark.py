@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.engines.torch import compare, reference_predictions
+from pipeline.verify import compare, reference_predictions
 from pipeline.run import describe_error
 from pipeline.engines.spark import measure
 from tests.conftest import compose_config, corrupt_images

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines.torch import compare, reference_predictions
+from pipeline.verify import compare, reference_predictions
 from pipeline.schema import Topology, UdfStyle
 from pipeline.engines.spark import measure
 from tests.conftest import compose_config
+from variants.topology import intermediate_bytes
 
 STYLES = [style.value for style in UdfStyle]
 LOCAL_TOPOLOGIES = [kind.value for kind in Topology if kind is not Topology.stage_level]
@@ -47,9 +48,9 @@ def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset,
     config = compose_config(
         "topology=two_stage", f"topology.intermediate_path={tmp_path / 'crops'}", "warmup=0", "repeats=1"
     )
-    run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
+    measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
     crop_bytes = tiny_dataset.num_images * 3 * 224 * 224
-    assert run.extra["intermediate_bytes"] >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
+    assert intermediate_bytes(config) >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
 
 
 @pytest.fixture

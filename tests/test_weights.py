@@ -118,19 +118,26 @@ def test_load_model_builds_each_spec_once_per_process(weights_file, tmp_path):
     link = tmp_path / "once.pt"  # a path no other test loads, so the first load is certainly a miss
     link.symlink_to(weights_file)
     spec = ModelSpec(weights_file=str(link))
-    before = model_builds()
+    assert model_builds(spec) == 0
     first = load_model(spec, "cpu")
     second = load_model(ModelSpec(weights_file=str(link)), "cpu")
     assert second is first
-    assert model_builds() == before + 1
+    assert model_builds(spec) == 1
 
 
 def test_rebuild_builds_a_new_model_every_time(weights_file):
     spec = ModelSpec(weights_file=str(weights_file))
-    before = model_builds()
+    before = model_builds(spec)
     first = load_model(spec, "cpu", rebuild=True)
     assert load_model(spec, "cpu", rebuild=True) is not first
-    assert model_builds() == before + 2
+    assert model_builds(spec) == before + 2
+
+
+def test_builds_of_another_model_are_not_counted(weights_file):
+    spec = ModelSpec(weights_file=str(weights_file))
+    before = model_builds(spec)
+    load_model(ModelSpec(name="null_model"), "cpu", rebuild=True)
+    assert model_builds(spec) == before
 
 
 def test_the_loaded_model_is_in_eval_mode(model):

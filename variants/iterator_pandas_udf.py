@@ -15,15 +15,16 @@ from pyspark.sql import functions as F
 
 from pipeline.inference.steps import Step, aligned, prefetched, rebatch
 from pipeline.schema import UdfConfig
+from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
 
 
 def apply(
     frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
 ) -> DataFrame:
-    @F.pandas_udf(step.ddl)
+    @F.pandas_udf(spark_schema(step))
     def run(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
-        with ledger.task(step.name) as task:
+        with ledger.task(step) as task:
             inputs = ({name: series.tolist() for name, series in zip(step.inputs, batch)} for batch in batches)
             for prepared in prefetched(step, rebatch(inputs, step.batch_size), options.prefetch):
                 output = step.finish(prepared, task.device)

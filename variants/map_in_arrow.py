@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame
 
 from pipeline.inference.steps import Step, rebatch, to_arrow
 from pipeline.schema import UdfConfig
+from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
 
 
@@ -17,11 +18,11 @@ def apply(
     frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
 ) -> DataFrame:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        with ledger.task(step.name) as task:
+        with ledger.task(step) as task:
             inputs = ({name: batch.column(name).to_pylist() for name in step.inputs} for batch in batches)
             for columns in rebatch(inputs, step.batch_size):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)
                 yield to_arrow(output.columns, step.schema)
 
-    return frame.mapInArrow(run, step.ddl, profile=profile)
+    return frame.mapInArrow(run, spark_schema(step), profile=profile)

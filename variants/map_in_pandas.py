@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame
 
 from pipeline.inference.steps import Step, rebatch, to_pandas
 from pipeline.schema import UdfConfig
+from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
 
 
@@ -17,11 +18,11 @@ def apply(
     frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
 ) -> DataFrame:
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        with ledger.task(step.name) as task:
+        with ledger.task(step) as task:
             batches = ({name: rows[name].tolist() for name in step.inputs} for rows in frames)
             for columns in rebatch(batches, step.batch_size):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)
                 yield to_pandas(output.columns)
 
-    return frame.mapInPandas(run, step.ddl, profile=profile)
+    return frame.mapInPandas(run, spark_schema(step), profile=profile)

@@ -17,10 +17,10 @@ from pyspark.ml.functions import predict_batch_udf
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType, _parse_datatype_string
 
 from pipeline.inference.steps import Output, Step
 from pipeline.schema import UdfConfig
+from variants.spark_schema import spark_schema
 from variants import iterator_pandas_udf
 from pipeline.spark.ledger import TaskLedger
 
@@ -44,21 +44,20 @@ def _full_rows(output: Output, rows: int) -> dict[str, np.ndarray]:
 def apply(
     frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
 ) -> DataFrame:
-    if step.name == "preprocess":
+    if not step.runs_model:
         return iterator_pandas_udf.apply(frame, step, ledger, options, profile)
 
     def make_predict_fn() -> Callable[..., dict[str, np.ndarray]]:
         # one named parameter per input column: predict_batch_udf counts them to pass columns apart
         def predict(ids: np.ndarray, labels: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
             columns = {name: list(array) for name, array in zip(step.inputs, (ids, labels, values))}
-            with ledger.task(step.name, part=str(ids[0]) if len(ids) else "") as task:
+            with ledger.task(step, part=str(ids[0]) if len(ids) else "") as task:
                 output = step(columns, task.device)
                 task.add(output)
             return _full_rows(output, len(ids))
 
         return predict
 
-    return_type: StructType = _parse_datatype_string(step.ddl)
-    run = predict_batch_udf(make_predict_fn, return_type=return_type, batch_size=step.batch_size).asNondeterministic()
+    run = predict_batch_udf(make_predict_fn, return_type=spark_schema(step), batch_size=step.batch_size).asNondeterministic()
     result = frame.select(run(*step.inputs).alias("out"))
     return result.where(F.col("out.top1") >= 0).select("out.*")

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, Row
 
 from pipeline.inference.steps import Columns, Step
 from pipeline.schema import UdfConfig
+from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
 
 
@@ -24,7 +25,7 @@ def apply(
     names = step.schema.names
 
     def run(rows: Iterator[Row]) -> Iterator[tuple]:
-        with ledger.task(step.name) as task:
+        with ledger.task(step) as task:
             for columns in _batches(rows, step.inputs, step.batch_size):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)
@@ -34,4 +35,4 @@ def apply(
     rdd = frame.select(*step.inputs).rdd.mapPartitions(run)
     if profile is not None:
         rdd = rdd.withResources(profile)
-    return frame.sparkSession.createDataFrame(rdd, step.ddl)
+    return frame.sparkSession.createDataFrame(rdd, spark_schema(step))

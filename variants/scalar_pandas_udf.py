@@ -14,19 +14,20 @@ from pyspark.sql import functions as F
 from pipeline.inference.steps import Step, aligned, num_rows
 from pipeline.inference.model import load_model
 from pipeline.schema import UdfConfig
+from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
 
 
 def apply(
     frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
 ) -> DataFrame:
-    rebuild = options.rebuild_model_per_batch and step.name != "preprocess"
+    rebuild = options.rebuild_model_per_batch and step.runs_model
 
-    @F.pandas_udf(step.ddl)
+    @F.pandas_udf(spark_schema(step))
     def run(*series: pd.Series) -> pd.DataFrame:
         columns = {name: values.tolist() for name, values in zip(step.inputs, series)}
         first = str(columns["id"][0]) if num_rows(columns) else ""
-        with ledger.task(step.name, part=first) as task:
+        with ledger.task(step, part=first) as task:
             if rebuild:
                 load_model(step.inference.model, task.device, rebuild=True)
             output = step(columns, task.device)

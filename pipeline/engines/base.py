@@ -1,14 +1,22 @@
-"""What an engine hands back: timed passes over the whole data set, and the predictions of one of them."""
+"""The one interface every engine implements, and what it hands back: timed passes over the whole data set.
+
+An engine is a module with `run(config, dataset, inference, run_dir) -> Measurement` (see
+`pipeline.engines.ENGINES`). It times passes with `run_passes`, so the timer wraps each job's action and
+nothing else, and reports what it ran on in the typed fields of `Measurement`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import pandas as pd
 
-from pipeline.inference.steps import BadImageRecord
+from pipeline.data.datasets import Dataset
+from pipeline.inference.steps import BadImageRecord, Inference
+from pipeline.schema import Config
 from pipeline.timing import timed
 
 
@@ -27,12 +35,23 @@ class Pass:
 
 @dataclass
 class Measurement:
+    """An engine's passes and what it ran them on. The Spark-only fields stay empty for other engines."""
+
     warmups: list[Pass]
     timed: list[Pass]
-    startup_s: float = 0.0
-    predictions: pd.DataFrame | None = None
+    startup_s: float = 0.0  # engine start (SparkSession, ray.init), never inside a pass
+    predictions: pd.DataFrame | None = None  # id, top1, prob of the last pass, when verification needs them
+    cluster: dict[str, Any] = field(default_factory=dict)  # where it ran: master, slots, GPUs, app ids
+    cluster_start_s: float | None = None  # a standalone cluster's start, apart from the application's
     spark_conf: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    intermediate_bytes: int | None = None  # two_stage's crops between its jobs
+    evidence: dict[str, Any] = field(default_factory=dict)  # stages, timeline, GPUs of the last timed pass
+    checks: dict[str, Any] = field(default_factory=dict)  # the claims of the variant, each with what was measured
+    faults: dict[str, Any] | None = None  # failed attempts, retries and lost executors over the application
+
+
+class Engine(Protocol):
+    def __call__(self, config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement: ...
 
 
 def run_passes(

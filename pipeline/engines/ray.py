@@ -36,6 +36,7 @@ from pipeline.inference.steps import (
     to_arrow,
 )
 from pipeline.inference.model import load_model, model_builds, pick_device, use_threads
+from pipeline.rundir import RunDir
 from pipeline.schema import Config, Sink
 
 REASON = pa.field("bad_reason", pa.string())
@@ -86,7 +87,8 @@ class Predict:
         good, bad = _split(batch)
         output = self.step({name: good.column(name).to_pylist() for name in CROP_SCHEMA.names}, self.device)
         output = Output(output.columns, output.positions, output.bad + bad)
-        return _with_bad_rows(output, PREDICTION_SCHEMA, {PIDS: os.getpid(), LOADS: model_builds()})
+        loads = model_builds(self.step.inference.model)
+        return _with_bad_rows(output, PREDICTION_SCHEMA, {PIDS: os.getpid(), LOADS: loads})
 
 
 def gpus_of(config: Config) -> tuple[int, str]:
@@ -98,7 +100,7 @@ def gpus_of(config: Config) -> tuple[int, str]:
     return config.gpu.emulate, "emulated" if config.gpu.emulate else "none"
 
 
-def run_ray(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
     import ray
     import ray.data
 
@@ -159,18 +161,20 @@ def run_ray(config: Config, dataset: Dataset, inference: Inference, run_dir: Pat
         warmups, timed_passes = run_passes(config.warmup, config.repeats, [("predict", action)], observe, outcome.clear)
         predictions = outcome["predictions"]
         if config.sink is Sink.parquet:
-            (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
-            pq.write_table(predictions, run_dir / "predictions" / "part-00000.parquet")
-        measurement = Measurement(warmups, timed_passes, startup_s=startup_s, predictions=predictions.to_pandas())
-        measurement.extra["cluster"] = {
+            sink_dir = RunDir(run_dir).predictions
+            sink_dir.mkdir(parents=True, exist_ok=True)
+            pq.write_table(predictions, sink_dir / "part-00000.parquet")
+        cluster = {
             "master": f"ray (local, {cpus} CPUs, {gpus} GPUs)",
             "ray": ray.__version__,
             "predict_actors": max(gpus, 1),
             "gpus": {"kind": kind, "count": gpus},
         }
-        return measurement
+        return Measurement(
+            warmups, timed_passes, startup_s=startup_s, predictions=predictions.to_pandas(), cluster=cluster
+        )
     finally:
         ray.shutdown()
         for logs in session_dir.glob("session_*/logs"):
-            shutil.copytree(logs, run_dir / "ray-logs", dirs_exist_ok=True)
+            shutil.copytree(logs, RunDir(run_dir).ray_logs, dirs_exist_ok=True)
         shutil.rmtree(session_dir, ignore_errors=True)

@@ -22,15 +22,16 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline.spark.cluster import Cluster, cluster
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
-from pipeline.spark.evidence import check, collect, faults, join, join_faults
-from pipeline.inference.steps import Inference
+from pipeline.inference.steps import STEPS, Inference
+from pipeline.rundir import RunDir
 from pipeline.schema import Config, GpuConfig, Sink, Topology
+from pipeline.spark.cluster import Cluster, cluster
+from pipeline.spark.evidence import check, collect, faults, join, join_faults
+from pipeline.spark.ledger import TaskLedger, merge, summarize
 from pipeline.spark.session import spark_conf, spark_session
-
-PREPROCESS_DIR = "preprocess"
+from variants.topology import intermediate_bytes, jobs
 
 
 @dataclass
@@ -72,25 +73,26 @@ def application(config: Config, run_dir: Path, input_bytes: int) -> Iterator[App
             yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
 
 
-def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
-    """The run's passes in one application, or two_stage's jobs in one application each; see the module doc."""
-    if config.topology.preprocess_cluster is not None:
-        return _two_applications(config, dataset, inference, run_dir)
-    stage_level = config.topology.kind is Topology.stage_level
-    with application(config, run_dir, dataset.size_bytes) as app:
-        model_slots = app.running.model_slots(stage_level)
-        measurement = measure(app.spark, config, dataset, inference, run_dir, model_slots)
-        record = app.record(model_slots)
-    found = collect(run_dir / "eventlog", measurement.timed[-1], last_pass(config))
-    measurement.startup_s, measurement.spark_conf = app.startup_s, app.conf
-    measurement.extra.update(
-        cluster_start_s=app.cluster_s,
-        cluster=record,
-        evidence=found,
-        faults=faults(run_dir / "eventlog"),
-        checks=check(found, app.running, config.topology.kind),
-    )
-    return measurement
+@dataclass(frozen=True)
+class ApplicationPlan:
+    """One Spark application of a run: the config it starts with, where its event log and cluster logs go,
+    and the one job of each pass it runs (None: all of them)."""
+
+    config: Config
+    run_dir: RunDir
+    job: str | None = None
+
+
+@dataclass
+class ApplicationRun:
+    """What one application measured and proved, read after it stopped."""
+
+    plan: ApplicationPlan
+    app: Application
+    measurement: Measurement
+    record: dict[str, Any]
+    evidence: dict[str, Any]
+    faults: dict[str, Any]
 
 
 def preprocess_config(config: Config) -> Config:
@@ -99,52 +101,73 @@ def preprocess_config(config: Config) -> Config:
     return dataclasses.replace(config, cluster=config.topology.preprocess_cluster, gpu=GpuConfig())
 
 
-def _two_applications(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
-    first_config = preprocess_config(config)
-    first_dir = run_dir / PREPROCESS_DIR
-    with application(first_config, first_dir, dataset.size_bytes) as first_app:
-        slots = first_app.running.slots
-        first = measure(first_app.spark, first_config, dataset, inference, run_dir, slots, only="preprocess")
-        first_record = first_app.record(slots)
-    with application(config, run_dir, dataset.size_bytes) as app:
-        model_slots = app.running.model_slots(stage_level=False)
-        second = measure(app.spark, config, dataset, inference, run_dir, model_slots, only="predict")
-        record = app.record(model_slots)
-    found = join(
-        collect(first_dir / "eventlog", first.timed[-1], last_pass(config)),
-        collect(run_dir / "eventlog", second.timed[-1], last_pass(config)),
-        (first_record["app_id"], record["app_id"]),
-    )
-    checks = check(found, app.running, config.topology.kind)
-    checks["preprocess_slots"] = first_app.running.slots
-    record[PREPROCESS_DIR] = {
-        **first_record,
-        "cluster_start_s": first_app.cluster_s,
-        "startup_s": first_app.startup_s,
-        "spark_conf": first_app.conf,
-    }
-    record.update(cluster_start_s=app.cluster_s, startup_s=app.startup_s)
+def applications(config: Config, run_dir: RunDir) -> list[ApplicationPlan]:
+    """The applications a run needs, in order: one, or two_stage's two on clusters of their own."""
+    if config.topology.preprocess_cluster is None:
+        return [ApplicationPlan(config, run_dir)]
+    return [
+        ApplicationPlan(preprocess_config(config), run_dir.preprocess, "preprocess"),
+        ApplicationPlan(config, run_dir, "predict"),
+    ]
+
+
+def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+    """Each application's passes, joined into the run's; see the module docstring."""
+    runs = [_run_application(plan, dataset, inference, Path(run_dir)) for plan in applications(config, RunDir(run_dir))]
+    return _joined_runs(config, runs)
+
+
+def _run_application(plan: ApplicationPlan, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:
+    config = plan.config
+    with application(config, plan.run_dir.path, dataset.size_bytes) as app:
+        if plan.job == "preprocess":
+            slots = app.running.slots
+        else:
+            slots = app.running.model_slots(config.topology.kind is Topology.stage_level)
+        measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=plan.job)
+        record = app.record(slots)
+    evidence = collect(plan.run_dir.eventlog, measured.timed[-1], last_pass(config))
+    return ApplicationRun(plan, app, measured, record, evidence, faults(plan.run_dir.eventlog))
+
+
+def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
+    """The run's measurement from its applications' (the last one predicts): pass i is every application's
+    pass i, startup and cluster start times add up, and the evidence of two applications is joined."""
+    first, last = runs[0], runs[-1]
+    record = {**last.record, "cluster_start_s": last.app.cluster_s, "startup_s": last.app.startup_s}
+    evidence, found_faults = last.evidence, last.faults
+    if len(runs) == 2:
+        record[first.plan.job] = {
+            **first.record,
+            "cluster_start_s": first.app.cluster_s,
+            "startup_s": first.app.startup_s,
+            "spark_conf": first.app.conf,
+        }
+        evidence = join(first.evidence, last.evidence, (first.record["app_id"], last.record["app_id"]))
+        found_faults = join_faults(first.faults, last.faults)
+    checks = check(evidence, last.app.running, config.topology.kind)
+    if len(runs) == 2:
+        checks["preprocess_slots"] = first.app.running.slots
     return Measurement(
-        warmups=[_joined(a, b) for a, b in zip(first.warmups, second.warmups)],
-        timed=[_joined(a, b) for a, b in zip(first.timed, second.timed)],
-        startup_s=first_app.startup_s + app.startup_s,
-        predictions=second.predictions,
-        spark_conf=app.conf,
-        extra={
-            **second.extra,
-            "cluster_start_s": first_app.cluster_s + app.cluster_s,
-            "cluster": record,
-            "evidence": found,
-            "faults": join_faults(faults(first_dir / "eventlog"), faults(run_dir / "eventlog")),
-            "checks": checks,
-        },
+        warmups=[_joined(halves) for halves in zip(*(run.measurement.warmups for run in runs))],
+        timed=[_joined(halves) for halves in zip(*(run.measurement.timed for run in runs))],
+        startup_s=sum(run.app.startup_s for run in runs),
+        predictions=last.measurement.predictions,
+        cluster=record,
+        cluster_start_s=sum(run.app.cluster_s for run in runs),
+        spark_conf=last.app.conf,
+        intermediate_bytes=intermediate_bytes(config),
+        evidence=evidence,
+        checks=checks,
+        faults=found_faults,
     )
 
 
-def _joined(preprocessed: Pass, predicted: Pass) -> Pass:
-    """One pass of two_stage from its two applications' halves: images read and bad in job 1, predicted in 2."""
-    from pipeline.spark.ledger import merge
-
+def _joined(halves: tuple[Pass, ...]) -> Pass:
+    """One pass from the applications that ran its jobs: images read and bad in the first, predicted in the last."""
+    if len(halves) == 1:
+        return halves[0]
+    preprocessed, predicted = halves
     return Pass(
         {**preprocessed.jobs, **predicted.jobs},
         preprocessed.read,
@@ -174,9 +197,6 @@ def measure(
 ) -> Measurement:
     """Warm-up and timed passes of the configured variant in a running application; `only` names the one
     job of each pass this application runs (two_stage on two clusters), None runs them all."""
-    from pipeline.spark.ledger import TaskLedger, summarize
-    from variants.topology import intermediate_bytes, jobs
-
     context = spark.sparkContext
     ledger = TaskLedger(context)
     images = spark.read.parquet(str(dataset.path))
@@ -188,7 +208,7 @@ def measure(
         collected["predictions"] = predictions
         writer = predictions.write.mode("overwrite")
         if config.sink is Sink.parquet:
-            writer.parquet(str((run_dir / "predictions").resolve()))
+            writer.parquet(str(RunDir(run_dir).predictions.resolve()))
         else:
             writer.format("noop").save()
 
@@ -203,8 +223,8 @@ def measure(
 
     def observe(times: dict[str, float]) -> Pass:
         records = ledger.records()
-        first = [r for r in records if r.step in ("fused", "preprocess")]
-        last = [r for r in records if r.step in ("fused", "predict")]
+        first = [r for r in records if STEPS[r.step].reads_images]
+        last = [r for r in records if STEPS[r.step].runs_model]
         bad = [image for record in first for image in record.bad]
         read, predicted = sum(r.rows_in for r in first), sum(r.rows_out for r in last)
         return Pass(times, read, predicted, bad, summarize(records))
@@ -212,7 +232,7 @@ def measure(
     warmups, timed_passes = run_passes(
         config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
     )
-    measurement = Measurement(warmups, timed_passes, extra={"intermediate_bytes": intermediate_bytes(config)})
+    measurement = Measurement(warmups, timed_passes)
     if config.verify and "predictions" in collected:
         context.setJobDescription("verify: collect predictions")
         measurement.predictions = collected["predictions"].select("id", "top1", "prob").toPandas()

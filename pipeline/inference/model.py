@@ -8,6 +8,7 @@ run with it measures everything but the model.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,17 +60,17 @@ def _build(spec: ModelSpec, device: str) -> torch.nn.Module:
 
 
 class _Models:
-    """This process's models by (spec, device); `builds` counts constructions."""
+    """This process's models by (spec, device); `builds` counts constructions per spec."""
 
     def __init__(self) -> None:
         self._models: dict[tuple[ModelSpec, str], torch.nn.Module] = {}
-        self.builds = 0
+        self.builds: Counter[ModelSpec] = Counter()
 
     def get(self, spec: ModelSpec, device: str, rebuild: bool) -> torch.nn.Module:
         key = (spec, device)
         if rebuild or key not in self._models:
             self._models[key] = _build(spec, device)
-            self.builds += 1
+            self.builds[spec] += 1
         return self._models[key]
 
 
@@ -82,9 +83,10 @@ def load_model(spec: ModelSpec, device: str, rebuild: bool = False) -> torch.nn.
     return _MODELS.get(spec, device, rebuild)
 
 
-def model_builds() -> int:
-    """How many times this process has built a model."""
-    return _MODELS.builds
+def model_builds(spec: ModelSpec) -> int:
+    """How many times this process has built `spec`'s model. A reused Spark Python worker may hold other
+    runs' models too (a test session's, or a sweep's in one application): they are not this run's builds."""
+    return _MODELS.builds[spec]
 
 
 def pick_device(gpu_addresses: list[str] | None = None) -> str:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -73,11 +73,6 @@ class Prepared:
     positions: list[int]
     bad: list[BadImageRecord]
     encoded: list[bytes] | None = None
-
-
-def ddl(schema: pa.Schema) -> str:
-    names = {pa.string(): "string", pa.int32(): "int", pa.float32(): "float", pa.binary(): "binary"}
-    return ", ".join(f"{f.name} {'array<int>' if pa.types.is_list(f.type) else names[f.type]}" for f in schema)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,32 +145,30 @@ class Inference:
 
 @dataclass(frozen=True)
 class Step:
-    """One unit of work a Spark stage runs: input columns, output schema, and the two phases."""
+    """One unit of work a Spark stage runs: input columns, output schema, and the two phases.
 
-    name: str
+    The kinds differ in what they read and whether they run the model; code that must tell them apart asks
+    `reads_images` and `runs_model`, never the name, which only labels task records and stages.
+    """
+
     inference: Inference
-    inputs: tuple[str, ...]
-    schema: pa.Schema
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+    schema: ClassVar[pa.Schema]
+    reads_images: ClassVar[bool]  # reads the data set's encoded images: its rows in are the images read
+    runs_model: ClassVar[bool]  # its rows out are predictions
 
     @property
     def batch_size(self) -> int:
         return self.inference.batch_size
 
-    @property
-    def ddl(self) -> str:
-        return ddl(self.schema)
-
     def prepare(self, columns: Columns) -> Prepared:
         """The CPU phase of one model batch."""
-        return self.inference.read_crops(columns) if self.name == "predict" else self.inference.crop_batch(columns)
+        return self.inference.crop_batch(columns)
 
     def finish(self, prepared: Prepared, device: str) -> Output:
-        """The model phase, or for the preprocess step the crops as bytes for the next stage."""
-        return (
-            self.inference.crop_bytes(prepared)
-            if self.name == "preprocess"
-            else self.inference.predictions(prepared, device)
-        )
+        """The model phase: predictions on `device`."""
+        return self.inference.predictions(prepared, device)
 
     def __call__(self, columns: Columns, device: str) -> Output:
         """Both phases over any number of rows, in model batches of `batch_size`."""
@@ -183,16 +176,59 @@ class Step:
         return concat_outputs(outputs, self.schema)
 
 
+@dataclass(frozen=True)
+class Fused(Step):
+    """Image → prediction, in one stage."""
+
+    name = "fused"
+    inputs = IMAGE_COLUMNS
+    schema = PREDICTION_SCHEMA
+    reads_images = True
+    runs_model = True
+
+
+@dataclass(frozen=True)
+class Preprocess(Step):
+    """Image → uint8 crop bytes, for a stage (or a job) of its own."""
+
+    name = "preprocess"
+    inputs = IMAGE_COLUMNS
+    schema = CROP_SCHEMA
+    reads_images = True
+    runs_model = False
+
+    def finish(self, prepared: Prepared, device: str) -> Output:
+        """No model: the crops as bytes for the next stage."""
+        return self.inference.crop_bytes(prepared)
+
+
+@dataclass(frozen=True)
+class Predict(Step):
+    """Crop bytes written by `Preprocess` → prediction."""
+
+    name = "predict"
+    inputs = CROP_COLUMNS
+    schema = PREDICTION_SCHEMA
+    reads_images = False
+    runs_model = True
+
+    def prepare(self, columns: Columns) -> Prepared:
+        return self.inference.read_crops(columns)
+
+
+STEPS: dict[str, type[Step]] = {kind.name: kind for kind in (Fused, Preprocess, Predict)}
+
+
 def fused(inference: Inference) -> Step:
-    return Step("fused", inference, IMAGE_COLUMNS, PREDICTION_SCHEMA)
+    return Fused(inference)
 
 
 def preprocess(inference: Inference) -> Step:
-    return Step("preprocess", inference, IMAGE_COLUMNS, CROP_SCHEMA)
+    return Preprocess(inference)
 
 
 def predict_crops(inference: Inference) -> Step:
-    return Step("predict", inference, CROP_COLUMNS, PREDICTION_SCHEMA)
+    return Predict(inference)
 
 
 def num_rows(columns: Columns) -> int:

@@ -16,9 +16,10 @@ from typing import Any
 from pipeline.spark.cluster import Cluster
 from pipeline.engines.base import Pass
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
+from pipeline.inference.steps import STEPS, Preprocess
 from pipeline.schema import Topology
 
-MODEL_STEPS = ("fused", "predict")
+MODEL_STEPS = tuple(name for name, kind in STEPS.items() if kind.runs_model)
 STAGE_KEYS = (
     "stage_id",
     "num_tasks",
@@ -130,7 +131,7 @@ def check(found: dict[str, Any], cluster: Cluster, topology: Topology) -> dict[s
         "violation": None,
     }
     if topology in (Topology.split, Topology.stage_level, Topology.two_stage):
-        checks["preprocess_stage_max_concurrent"] = _widest(rows, ("preprocess",))
+        checks["preprocess_stage_max_concurrent"] = _widest(rows, (Preprocess.name,))
     if cluster.gpu_slots is None:
         return checks
     checks["model_stages_within_gpu_slots"] = model_width <= model_slots

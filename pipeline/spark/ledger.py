@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pyspark import SparkContext, TaskContext
 from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegistry
 
-from pipeline.inference.steps import BadImageRecord, Output
+from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.spark import faults
 
@@ -47,7 +47,7 @@ class TaskRecord:
     end: float = 0.0
     rows_in: int = 0
     rows_out: int = 0
-    model_loads: int = 0  # models this worker process has built so far
+    model_loads: int = 0  # times this worker process has built the step's model so far
     model_builds: int = 0  # models built while this task ran
     bad: list[BadImageRecord] = field(default_factory=list)
 
@@ -90,16 +90,17 @@ class TaskLedger:
         return list(merged.values())
 
     @contextmanager
-    def task(self, step: str, part: str = "task") -> Iterator[TaskRecord]:
-        """Executor side: set this task's torch threads and device, and report its record when it ends."""
+    def task(self, step: Step, part: str = "task") -> Iterator[TaskRecord]:
+        """Executor side: set this task's torch threads and device, and report its record when it ends; the
+        model builds it counts are those of the step's own model."""
         context = TaskContext.get()
         gpus = context.resources().get("gpu")
         addresses = list(gpus.addresses) if gpus else []
         cpus = context.cpus()
         use_threads(cpus)
-        builds = model_builds()
+        builds = model_builds(step.inference.model)
         record = TaskRecord(
-            step=step,
+            step=step.name,
             stage=context.stageId(),
             partition=context.partitionId(),
             attempt=context.attemptNumber(),
@@ -111,9 +112,9 @@ class TaskLedger:
         )
         yield record
         record.end = time.time()
-        record.model_loads = model_builds()
+        record.model_loads = model_builds(step.inference.model)
         record.model_builds = record.model_loads - builds
-        self._live().add({(step, record.stage, record.partition, part): record})
+        self._live().add({(step.name, record.stage, record.partition, part): record})
 
     def _live(self) -> Accumulator:
         """The instance of the accumulator that this task's updates are sent from.

@@ -1,0 +1,78 @@
+"""The oracle of `verify=true`: the in-process reference run of a data set, and the agreement of a run with it.
+
+The reference is the canonical path (Pillow decoding on the CPU, fp32, not compiled) whatever options the
+run chose, through the torch engine's loader in one process, and cached per data set, weights and
+preprocessing, so every variant of a sweep is checked against the very same predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.data.datasets import Dataset
+from pipeline.engines.torch import loader, predict_all
+from pipeline.inference.model import ModelSpec, use_threads
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.inference.steps import PREDICTION_SCHEMA, Inference, fused
+from pipeline.rundir import atomic_write
+
+
+def canonical(inference: Inference) -> Inference:
+    """The same data format, model and weights in the plain path every option is checked against: Pillow
+    decoding on the CPU, fp32, not compiled."""
+    return replace(
+        inference,
+        preprocessing=Preprocessing(image_format=inference.preprocessing.image_format),
+        model=ModelSpec(name=inference.model.name, weights_file=inference.model.weights_file),
+    )
+
+
+def reference_predictions(dataset: Dataset, inference: Inference, cache_dir: str | Path) -> pd.DataFrame:
+    """Predictions of the in-process reference (the canonical path of this data set, model and weights);
+    cached on disk."""
+    inference = canonical(inference)
+    weights = inference.model.weights_file
+    key_source = {
+        "dataset": dataset.spec,
+        "weights": [weights, Path(weights).stat().st_size, Path(weights).stat().st_mtime_ns] if weights else None,
+        "model": repr(inference.model),
+        "preprocessing": repr(inference.preprocessing),
+        "torch": torch.__version__,
+    }
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir).expanduser() / "reference" / f"{key}.parquet"
+    if path.is_file():
+        return pd.read_parquet(path)
+    use_threads(os.cpu_count() or 1)
+    step = fused(inference)
+    predictions, _ = predict_all(loader(dataset, step, 0, "cpu"), step, "cpu")
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(predictions, schema=PREDICTION_SCHEMA, preserve_index=False), sink)
+    atomic_write(path, sink.getvalue().to_pybytes())
+    return predictions
+
+
+def compare(predicted: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """Agreement of a run's predictions with the reference's, joined by image id."""
+    merged = reference.merge(predicted, on="id", how="left", suffixes=("_ref", "_run"))
+    found = merged["top1_run"].notna()
+    agree = (merged["top1_ref"] == merged["top1_run"]) & found
+    prob_diff = (merged.loc[found, "prob_ref"] - merged.loc[found, "prob_run"]).abs()
+    return {
+        "reference_images": len(reference),
+        "compared": int(found.sum()),
+        "missing_ids": merged.loc[~found, "id"].head(20).tolist(),
+        "unexpected_ids": sorted(set(predicted["id"]) - set(reference["id"]))[:20],
+        "duplicate_ids": int(predicted["id"].duplicated().sum()),
+        "top1_agreement": float(agree.mean()) if len(reference) else 1.0,
+        "max_abs_prob_diff": float(prob_diff.max()) if len(prob_diff) else 0.0,
+    }
