@@ -62,17 +62,25 @@ def reference_predictions(dataset: Dataset, inference: Inference, cache_dir: str
 
 
 def compare(predicted: pd.DataFrame, reference: pd.DataFrame) -> dict:
-    """Agreement of a run's predictions with the reference's, joined by image id."""
+    """Agreement of a run's predictions with the reference's, joined by image id, counted per reference image:
+    an image agrees when it was predicted and every prediction of it has the reference's top-1 class (a
+    repeated prediction is counted in `duplicate_ids`, never as a second image)."""
     merged = reference.merge(predicted, on="id", how="left", suffixes=("_ref", "_run"))
-    found = merged["top1_run"].notna()
-    agree = (merged["top1_ref"] == merged["top1_run"]) & found
-    prob_diff = (merged.loc[found, "prob_ref"] - merged.loc[found, "prob_run"]).abs()
+    merged["agrees"] = merged["top1_ref"] == merged["top1_run"]
+    merged["prob_diff"] = (merged["prob_ref"] - merged["prob_run"]).abs()
+    per_image = merged.groupby("id", sort=False).agg(
+        found=("top1_run", lambda values: bool(values.notna().all())),
+        agrees=("agrees", "all"),
+        prob_diff=("prob_diff", "max"),
+    )
+    found = per_image["found"]
+    prob_diff = per_image.loc[found, "prob_diff"]
     return {
         "reference_images": len(reference),
         "compared": int(found.sum()),
-        "missing_ids": merged.loc[~found, "id"].head(20).tolist(),
+        "missing_ids": per_image.index[~found].tolist()[:20],
         "unexpected_ids": sorted(set(predicted["id"]) - set(reference["id"]))[:20],
         "duplicate_ids": int(predicted["id"].duplicated().sum()),
-        "top1_agreement": float(agree.mean()) if len(reference) else 1.0,
+        "top1_agreement": float((per_image["agrees"] & found).mean()) if len(reference) else 1.0,
         "max_abs_prob_diff": float(prob_diff.max()) if len(prob_diff) else 0.0,
     }

@@ -1,0 +1,63 @@
+"""The inference steps' plumbing that every variant relies on: step kinds, re-batching, and prefetching."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from pipeline.inference.steps import STEPS, Fused, Predict, Preprocess, prefetched, rebatch
+
+
+def test_step_kinds_say_what_they_read_and_whether_they_run_the_model():
+    assert {name: (kind.reads_images, kind.runs_model) for name, kind in STEPS.items()} == {
+        "fused": (True, True),
+        "preprocess": (True, False),
+        "predict": (False, True),
+    }
+    assert Fused.schema == Predict.schema and Preprocess.inputs == Fused.inputs
+
+
+def test_rebatch_fills_every_batch_but_the_last():
+    batches = [{"id": ["a", "b", "c"]}, {"id": ["d"]}, {"id": ["e", "f", "g", "h", "i"]}]
+    assert [batch["id"] for batch in rebatch(batches, 4)] == [["a", "b", "c", "d"], ["e", "f", "g", "h"], ["i"]]
+
+
+@dataclass
+class _Recorder:
+    """A step stand-in whose prepare records, per batch, the thread that prepared it."""
+
+    prepared: dict[int, str]
+    wanted: threading.Event
+    count: int
+
+    def prepare(self, batch: int) -> int:
+        self.prepared[batch] = threading.current_thread().name
+        if len(self.prepared) == self.count:
+            self.wanted.set()
+        return batch
+
+
+def _consume_first(depth: int, batches: int = 3) -> tuple[dict[int, str], bool]:
+    """Take the first prepared batch, then wait (as the model would) to see what gets prepared meanwhile."""
+    recorder = _Recorder({}, threading.Event(), batches)
+    stream = prefetched(recorder, range(batches), depth)
+    assert next(stream) == 0
+    ahead = recorder.wanted.wait(timeout=2 if depth else 0.2)
+    seen = dict(recorder.prepared)
+    assert list(stream) == list(range(1, batches))
+    return seen, ahead
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_prefetch_prepares_the_next_batches_while_the_current_one_is_in_the_model(depth):
+    seen, ahead = _consume_first(depth, batches=depth + 1)
+    assert ahead and sorted(seen) == list(range(depth + 1))
+    assert all(name.startswith("prefetch") for name in seen.values())
+
+
+def test_without_prefetch_a_batch_is_prepared_only_when_asked_for():
+    seen, ahead = _consume_first(0)
+    assert not ahead and list(seen) == [0]
+    assert seen[0] == threading.current_thread().name
