@@ -17,7 +17,8 @@ from pipeline.inference.steps import Inference
 from pipeline.inference.model import ModelSpec, model_builds
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.engines.torch import compare, reference_predictions, run_torch
-from pipeline.results import Result, new_result, now, write_result
+from pipeline.provenance import new_result
+from pipeline.results import Result, now, write_result
 from pipeline.schema import Config, Engine, ModelName, OnBadImage, Sink
 from pipeline.spark.session import java_version
 from pipeline.validate import validate
