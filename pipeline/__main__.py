@@ -18,8 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.job import JOB_FILE, typed
-from pipeline.results import RESULT_FILE, Result, as_result, config_record, now, read_result, summary, write_result
+from pipeline.job import typed
+from pipeline.provenance import config_record
+from pipeline.results import Result, as_result, now, read_result, summary, write_result
+from pipeline.rundir import RunDir
 from pipeline.schema import register
 
 register()
@@ -29,7 +31,7 @@ def _lost(run_dir: Path, code: int) -> Result:
     """The record of a job whose process died without writing its result (killed, out of memory)."""
     result = Result(
         status="failed",
-        variant={},
+        variant=None,
         config={},
         env={},
         run_dir=str(run_dir),
@@ -63,7 +65,7 @@ def run_child(run_dir: Path) -> tuple[Result, int | None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     stopped_by = received[0] if received else None
-    path = run_dir / RESULT_FILE
+    path = RunDir(run_dir).result
     if not path.is_file():
         return _lost(run_dir, code), stopped_by
     return as_result(read_result(path)), stopped_by
@@ -75,7 +77,7 @@ def done_before(run_dir: Path, cfg: DictConfig) -> Result | None:
     Comparing the whole composed config, not the job number, matters: a sweep re-run with other overrides
     numbers its jobs differently, and directory N then holds another variant's result.
     """
-    path = run_dir / RESULT_FILE
+    path = RunDir(run_dir).result
     if not path.is_file():
         return None
     try:
@@ -98,7 +100,7 @@ def main(cfg: DictConfig) -> None:
         print(f"resume: {run_dir} already holds an ok result of this config; not run again", flush=True)
         result, stopped_by = earlier, None
     else:
-        (run_dir / JOB_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        RunDir(run_dir).job.write_text(OmegaConf.to_yaml(cfg, resolve=True))
         result, stopped_by = run_child(run_dir)
     print(summary(result), flush=True)
     if stopped_by == signal.SIGINT:  # stop here, and the rest of a sweep with it

@@ -16,10 +16,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pipeline.run import run
+from pipeline.rundir import RunDir
 from pipeline.schema import Config
-
-JOB_FILE = "job.yaml"
-LOG_FILE = "pipeline.log"
 
 
 def typed(container: Any) -> Config:
@@ -29,14 +27,14 @@ def typed(container: Any) -> Config:
 
 def load(run_dir: Path) -> Config:
     """The resolved config the parent wrote."""
-    return typed(OmegaConf.load(run_dir / JOB_FILE))
+    return typed(OmegaConf.load(RunDir(run_dir).job))
 
 
 def main(run_dir: Path) -> int:
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / LOG_FILE)],
+        handlers=[logging.StreamHandler(), logging.FileHandler(RunDir(run_dir).log)],
     )
     return 0 if run(load(run_dir), run_dir).status == "ok" else 1
 

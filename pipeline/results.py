@@ -1,25 +1,22 @@
-"""The one result schema: what a run measured, on what, with which settings; written atomically by the job."""
+"""The result contract: what a result.json holds, how it is written and how any record on disk is read back.
+
+The job writes results through it and the reports read them through it, so the two cannot disagree on a
+field. It imports nothing heavy (no torch, torchvision or pyspark): a report can be built on a machine that
+only has the result files. What fills a result (the variant of a config, the environment, the git sha) is
+`pipeline.provenance`.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from pipeline.schema import Config, DecodeOn, ModelName
-from pipeline.inference.weights import weights_kind
+from pipeline.rundir import RunDir, atomic_write
 
 SCHEMA_VERSION = 1
-RESULT_FILE = "result.json"
-PACKAGES = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pillow", "hydra-core")
 
 
 @dataclass
@@ -49,9 +46,48 @@ class Metrics:
 
 
 @dataclass
+class Variant:
+    """The choices and knobs that make a run a variant; the report groups and labels by these, in this order.
+
+    None where a knob does not apply (Spark's knobs for engine=torch) or is at its default and left out of
+    labels (prefetch 0, channels_last on, decode_on=task). No field has a default, so whoever builds a
+    Variant (`pipeline.provenance.variant_of`) names every one; older records that lack a field read as None.
+    """
+
+    engine: str | None
+    udf: str | None
+    topology: str | None
+    cluster: str | None
+    batch_size: int | None
+    max_records_per_batch: int | None
+    partitions: int | None
+    python_worker_reuse: bool | None
+    gpu_task_amount: float | None
+    prefetch: int | None
+    rebuild_model_per_batch: bool | None
+    loader_workers: int | None
+    sink: str | None
+    dataset_source: str | None
+    image_format: str | None
+    weights: str | None
+    model: str | None
+    precision: str | None
+    channels_last: bool | None
+    compile: bool | None
+    decoder: str | None
+    decode_on: str | None
+
+
+VARIANT_FIELDS = tuple(variant_field.name for variant_field in fields(Variant))
+
+
+@dataclass
 class Result:
+    """One run's result.json. `variant` is None for a job that died before it could say what it was (on
+    disk: `{}`); the dict fields are free-form records of their producers."""
+
     status: str
-    variant: dict[str, Any]
+    variant: Variant | None
     config: dict[str, Any]
     env: dict[str, Any]
     run_dir: str
@@ -70,130 +106,64 @@ class Result:
 
 
 def now() -> str:
+    """A result's timestamps: UTC, ISO 8601, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def variant_of(config: Config) -> dict[str, Any]:
-    """The choices and knobs that make this run a variant; the report groups and labels by these."""
-    spark = config.engine.name.value == "spark"
-    return {
-        "engine": config.engine.name.value,
-        "udf": config.udf.style.value if spark else None,
-        "topology": config.topology.kind.value if spark else None,
-        "cluster": config.cluster.mode.value if spark else None,
-        "prefetch": config.udf.prefetch or None,
-        "rebuild_model_per_batch": config.udf.rebuild_model_per_batch or None,
-        "loader_workers": config.engine.loader_workers if config.engine.name.value == "torch" else None,
-        "batch_size": config.model.batch_size,
-        "max_records_per_batch": config.spark.max_records_per_batch if spark else None,
-        "partitions": config.spark.partitions if spark else None,
-        "python_worker_reuse": config.spark.python_worker_reuse if spark else None,
-        "gpu_task_amount": config.gpu.task_amount if spark else None,
-        "sink": config.sink.value,
-        "dataset_source": config.dataset.source.value,
-        "image_format": config.dataset.format.value,
-        "weights": _weights(config),
-        "model": config.model.name.value,
-        "precision": config.model.precision.value,
-        "channels_last": None if config.model.channels_last else False,
-        "compile": config.model.compile or None,
-        "decoder": config.preprocess.decoder.value,
-        "decode_on": None if config.preprocess.decode_on is DecodeOn.task else config.preprocess.decode_on.value,
-    }
-
-
-def _weights(config: Config) -> str:
-    return "none" if config.model.name is ModelName.null_model else weights_kind(config.model.weights)
-
-
-def _git_sha() -> str | None:
-    source = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=source, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if sha.returncode != 0:
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(config: Config) -> dict[str, Any]:
-    """What the run ran on. Imported lazily: torch's CUDA probe is only worth paying once per run."""
-    import torch
-
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    weights = _weights(config)
-    return {
-        "python": platform.python_version(),
-        "versions": versions,
-        "platform": platform.platform(),
-        "hostname": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "gpus": "none",
-        "weights": weights,
-        "weights_note": "random weights: predictions are deterministic but accuracy is meaningless"
-        if weights == "random"
-        else None,
-        "git_sha": _git_sha(),
-    }
-
-
-def config_record(config: Config) -> dict[str, Any]:
-    """The config as a result records it."""
-    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
-
-
-def new_result(config: Config, run_dir: Path) -> Result:
-    return Result(
-        status="running",
-        variant=variant_of(config),
-        config=config_record(config),
-        env=environment(config),
-        run_dir=str(run_dir),
-        started_at=now(),
-    )
+def as_record(result: Result) -> dict[str, Any]:
+    """The result as result.json holds it."""
+    record = asdict(result)
+    if record["variant"] is None:
+        record["variant"] = {}
+    return record
 
 
 def write_result(run_dir: Path, result: Result) -> Path:
-    """Write result.json atomically: a temp file in the same directory, then a rename."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / RESULT_FILE
-    staging = run_dir / f".{RESULT_FILE}.{os.getpid()}.tmp"
-    staging.write_text(json.dumps(asdict(result), indent=2, default=str))
-    os.replace(staging, target)
-    return target
+    """Write RUN_DIR/result.json atomically (`pipeline.rundir.atomic_write`): whole or absent."""
+    return atomic_write(RunDir(Path(run_dir)).result, json.dumps(as_record(result), indent=2, default=str))
 
 
 def read_result(path: Path) -> dict[str, Any]:
+    """The record in a result.json, as JSON reads it (`as_result` decodes it)."""
     return json.loads(Path(path).read_text())
 
 
+def _decode(cls: type, record: dict[str, Any], **nested: Any) -> Any:
+    """An instance of the dataclass `cls` from the record's fields it knows; unknown keys are dropped, and a
+    field the record lacks (or holds null for, where the field has a non-null default) takes its default, or
+    None where it has none."""
+    values = {}
+    for known in fields(cls):
+        if known.default is not MISSING:
+            default = known.default
+        elif known.default_factory is not MISSING:
+            default = known.default_factory()
+        else:
+            default = None
+        value = nested[known.name] if known.name in nested else record.get(known.name)
+        values[known.name] = default if value is None else value
+    return cls(**values)
+
+
 def as_result(record: dict[str, Any]) -> Result:
-    """A result.json record as a Result."""
-    return Result(**{**record, "metrics": Metrics(**record["metrics"])})
+    """Any result record on disk as a Result: a whole one, an older one without some fields, a lost job's
+    (variant {}), or the `unreadable` stand-in a report makes for a file that is not JSON. Nothing is
+    checked or invented: what the record lacks is empty (see `_decode`)."""
+    variant = record.get("variant")
+    return _decode(
+        Result,
+        record,
+        variant=_decode(Variant, variant) if variant else None,
+        metrics=_decode(Metrics, record.get("metrics") or {}),
+        config=record.get("config") or {},
+        env=record.get("env") or {},
+    )
 
 
 def summary(result: Result) -> str:
     """The one screen a run ends with."""
-    metrics, variant = result.metrics, result.variant
+    metrics = result.metrics
+    variant = asdict(result.variant) if result.variant else {}
     name = " ".join(f"{key}={value}" for key, value in variant.items() if value is not None)
     lines = [f"status: {result.status}    {name}"]
     if result.error:
@@ -224,5 +194,5 @@ def summary(result: Result) -> str:
         )
     if result.env.get("weights_note"):
         lines.append(f"note: {result.env['weights_note']}")
-    lines.append(f"result: {Path(result.run_dir) / RESULT_FILE}")
+    lines.append(f"result: {RunDir(Path(result.run_dir)).result}")
     return "\n".join(lines)

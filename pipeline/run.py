@@ -17,9 +17,10 @@ from pipeline.spark.evidence import enforce
 from pipeline.inference.steps import Inference
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
-from pipeline.verify import compare, reference_predictions
-from pipeline.results import Result, new_result, now, write_result
+from pipeline.provenance import new_result
+from pipeline.results import Result, now, write_result
 from pipeline.schema import Config, Engine, ModelName, OnBadImage
+from pipeline.verify import compare, reference_predictions
 from pipeline.spark.session import java_version
 from pipeline.validate import validate
 

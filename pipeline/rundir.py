@@ -61,13 +61,11 @@ class RunDir:
 
 def atomic_write(path: Path, data: str | bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same directory and a rename, so a reader sees
-    the old file or the whole new one, never a part (the temporary name is hidden: `.NAME.PID.tmp`)."""
+    the old file or the whole new one, never a part (the temporary name is hidden: `.NAME.PID.tmp`). Text is
+    written as UTF-8, whatever the locale."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, bytes):
-        staging.write_bytes(data)
-    else:
-        staging.write_text(data)
+    staging.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
     os.replace(staging, path)
     return path

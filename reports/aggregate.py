@@ -6,6 +6,9 @@ A job dir is a directory holding `result.json` (written atomically by the job, a
 `multirun.yaml`). A job dir without `result.json` is a row with status `missing`, one whose result.json is
 not JSON a row with status `unreadable`. Hidden files and
 directories (`.hydra/`, the `.result.json.PID.tmp` a job is still writing) are never read as results.
+
+The file names are `pipeline.rundir`'s, and each record is read through the result contract
+(`pipeline.results.as_result`): a row holds the fields the job wrote, by the names it wrote them under.
 """
 
 from __future__ import annotations
@@ -15,45 +18,22 @@ import os
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
+from pipeline.results import VARIANT_FIELDS, Result, as_result, read_result
+from pipeline.rundir import JOB_FILE, RESULT_FILE, RunDir, atomic_write
 from reports.cost import CostUnavailable, run_cost
 
-RESULT_FILE = "result.json"
-JOB_FILE = "job.yaml"
 SWEEP_FILE = "multirun.yaml"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 MISSING_REASON = "no result.json: the job has not finished (interrupted sweep, or still running)"
 
-VARIANT_FIELDS = (
-    "engine",
-    "udf",
-    "topology",
-    "cluster",
-    "batch_size",
-    "max_records_per_batch",
-    "partitions",
-    "python_worker_reuse",
-    "gpu_task_amount",
-    "prefetch",
-    "rebuild_model_per_batch",
-    "loader_workers",
-    "sink",
-    "dataset_source",
-    "image_format",
-    "weights",
-    "model",
-    "precision",
-    "channels_last",
-    "compile",
-    "decoder",
-    "decode_on",
-)
 # Always in a label (values only), in this order; the other fields join a label as key=value when they vary.
 HEADLINE_FIELDS = ("udf", "topology", "cluster", "batch_size")
 SHORT_NAMES = {
@@ -136,6 +116,11 @@ class Job:
     result: dict[str, Any] | None
     overrides: tuple[str, ...]
 
+    @cached_property
+    def decoded(self) -> Result | None:
+        """The record decoded by the result contract (`pipeline.results.as_result`); None when there is none."""
+        return None if self.result is None else as_result(self.result)
+
 
 def _natural_key(path: Path) -> list[Any]:
     """Order 2 before 10, as Hydra numbers a sweep's jobs."""
@@ -172,7 +157,7 @@ def find_jobs(directories: Iterable[Path]) -> list[Job]:
     seen: dict[Path, None] = {}
     for directory in directories:
         seen.update(dict.fromkeys(job_dirs(directory)))
-    return [Job(job_dir, _read(job_dir / RESULT_FILE), _overrides(job_dir)) for job_dir in seen]
+    return [Job(job_dir, _read(RunDir(job_dir).result), _overrides(job_dir)) for job_dir in seen]
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -180,7 +165,7 @@ def _read(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return read_result(path)
     except json.JSONDecodeError as error:
         return {"status": "unreadable", "error": {"type": "JSONDecodeError", "message": f"{path} is not JSON: {error}"}}
 
@@ -224,11 +209,10 @@ def _reason(status: str, error: dict[str, Any] | None) -> str:
 
 
 def _row(job: Job) -> dict[str, Any]:
-    result = job.result or {}
-    variant, metrics, env = result.get("variant") or {}, result.get("metrics") or {}, result.get("env") or {}
-    error, cluster, tasks = result.get("error"), result.get("cluster") or {}, result.get("tasks") or {}
-    status = result.get("status", "missing")
-    repeats = metrics.get("throughput_per_repeat") or []
+    result = job.decoded or as_result({})  # no record: every field empty
+    status = result.status or "missing"
+    metrics, env, error = result.metrics, result.env, result.error
+    repeats = metrics.throughput_per_repeat
     row: dict[str, Any] = {
         "job_dir": str(job.dir),
         "status": status,
@@ -236,34 +220,34 @@ def _row(job: Job) -> dict[str, Any]:
         "error_type": (error or {}).get("type"),
         "error_message": (error or {}).get("message"),
         "overrides": " ".join(job.overrides),
-        **{field: variant.get(field) for field in VARIANT_FIELDS},
-        "num_images": metrics.get("num_images"),
-        "num_bad_images": metrics.get("num_bad_images"),
-        "throughput_images_per_s": metrics.get("throughput_images_per_s"),
+        **(asdict(result.variant) if result.variant else dict.fromkeys(VARIANT_FIELDS)),
+        "num_images": metrics.num_images,
+        "num_bad_images": metrics.num_bad_images,
+        "throughput_images_per_s": metrics.throughput_images_per_s,
         "throughput_per_repeat": list(repeats),
         "repeats": len(repeats),
         "throughput_min": min(repeats, default=None),
         "throughput_max": max(repeats, default=None),
-        "wall_s": _median(metrics.get("wall_s")),
-        "startup_s": metrics.get("startup_s"),
-        "cluster_start_s": metrics.get("cluster_start_s"),
-        "data_prepare_s": metrics.get("data_prepare_s"),
-        "intermediate_bytes": metrics.get("intermediate_bytes"),
-        "model_builds": tasks.get("model_builds"),
-        "max_model_loads_per_worker": metrics.get("max_model_loads_per_worker"),
-        "model_slots": cluster.get("model_slots"),
-        "violation": ((result.get("evidence") or {}).get("checks") or {}).get("violation"),
+        "wall_s": _median(metrics.wall_s),
+        "startup_s": metrics.startup_s,
+        "cluster_start_s": metrics.cluster_start_s,
+        "data_prepare_s": metrics.data_prepare_s,
+        "intermediate_bytes": metrics.intermediate_bytes,
+        "model_builds": result.tasks.get("model_builds"),
+        "max_model_loads_per_worker": metrics.max_model_loads_per_worker,
+        "model_slots": result.cluster.get("model_slots"),
+        "violation": (result.evidence.get("checks") or {}).get("violation"),
         "gpus": env.get("gpus"),
         "gpu_name": env.get("gpu_name"),
         "hostname": env.get("hostname"),
         "git_sha": env.get("git_sha"),
-        "started_at": result.get("started_at"),
+        "started_at": result.started_at,
         "usd_per_pass": None,
         "usd_per_million_images": None,
         "cost_note": None,
     }
     row["weights"] = row["weights"] or env.get("weights")
-    if variant and not row["model"]:
+    if result.variant and not row["model"]:
         row["model"] = "resnet50"  # results from before the null model was an option
     if job.result is not None:
         try:
@@ -306,7 +290,4 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     table["throughput_per_repeat"] = [
         ";".join(repr(value) for value in values) for values in table["throughput_per_repeat"]
     ]
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_csv(staging, index=False)
-    os.replace(staging, path)
-    return path
+    return atomic_write(path, table.to_csv(index=False))

@@ -8,9 +8,9 @@ an interrupted sweep gives `missing` rows, a later rebuild fills them in.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from pipeline.rundir import atomic_write
 from reports.aggregate import find_jobs, job_frame, write_csv
 from reports.html import render
 
@@ -30,8 +30,5 @@ def build(directories: list[Path], out_dir: Path, microbenchmark: Path | None = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(frame, out_dir / CSV_FILE)
-    html_path = out_dir / HTML_FILE
-    staging = out_dir / f".{HTML_FILE}.{os.getpid()}.tmp"
-    staging.write_text(render(jobs, frame, out_dir, directories, microbenchmark), encoding="utf-8")
-    os.replace(staging, html_path)
+    html_path = atomic_write(out_dir / HTML_FILE, render(jobs, frame, out_dir, directories, microbenchmark))
     return csv_path, html_path

@@ -138,7 +138,7 @@ def _timeline_runs(jobs: list[Job], frame: pd.DataFrame) -> list[tuple[Job, str]
     """The fastest successful run of each topology that has a task timeline, at most TIMELINES of them."""
     chosen: dict[Any, tuple[float, Job, str]] = {}
     for job, row in zip(jobs, frame.to_dict("records")):
-        timeline = ((job.result or {}).get("evidence") or {}).get("timeline")
+        timeline = job.decoded.evidence.get("timeline") if job.decoded else None
         if row["status"] != "ok" or not timeline or pd.isna(row["throughput_images_per_s"]):
             continue
         key = (row["engine"], row["topology"])
@@ -191,7 +191,7 @@ def _failed_rows(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> list[di
             "status": row["status"],
             "reason": row["reason"],
             "job_dir": _relative(row["job_dir"], out_dir),
-            "detail": ((job.result or {}).get("error") or {}).get("detail", ""),
+            "detail": ((job.decoded and job.decoded.error) or {}).get("detail", ""),
         }
         for job, row in zip(jobs, frame.to_dict("records"))
         if row["status"] != "ok"
@@ -204,7 +204,7 @@ def _bad_image_rows(jobs: list[Job], frame: pd.DataFrame) -> list[dict[str, Any]
     for job, row in zip(jobs, frame.to_dict("records")):
         if pd.isna(row["num_bad_images"]):
             continue
-        listed = (job.result or {}).get("bad_images") or []
+        listed = job.decoded.bad_images if job.decoded else []
         rows.append(
             {
                 "label": row["run_label"],
@@ -238,7 +238,7 @@ def _tally(values: list[Any]) -> list[tuple[Any, int]]:
 
 def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
     """Where the numbers came from: code, software, machines, GPUs, weights and each run's Spark confs."""
-    envs = [(job.result or {}).get("env") or {} for job in jobs if job.result]
+    envs = [job.decoded.env for job in jobs if job.result]
     versions = {
         package: _tally([env.get("versions", {}).get(package) for env in envs if env.get("versions")])
         for package in PACKAGES_SHOWN
@@ -267,7 +267,7 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             {
                 "label": row["run_label"],
                 "job_dir": _relative(row["job_dir"], out_dir),
-                "conf": sorted(((job.result or {}).get("spark_conf") or {}).items()),
+                "conf": sorted(job.decoded.spark_conf.items()),
             }
             for job, row in zip(jobs, frame.to_dict("records"))
             if job.result

@@ -161,7 +161,7 @@ def test_a_null_model_run_needs_no_weights_and_says_so(tmp_path, cache_dir):
     )
     result = run(config, tmp_path)
     assert result.status == "ok", result.error
-    assert result.env["weights"] == "none" and result.variant["model"] == "null_model"
+    assert result.env["weights"] == "none" and result.variant.model == "null_model"
     assert not (tmp_path / "empty-cache" / "weights").exists()
 
 

@@ -8,7 +8,8 @@ import statistics
 
 import pytest
 
-from pipeline.results import RESULT_FILE, Result, read_result, summary, write_result
+from pipeline.results import Result, read_result, summary, write_result
+from pipeline.rundir import RESULT_FILE
 from pipeline.run import describe_error, run
 from pipeline.spark.session import JavaMissing, java_version, split_bytes
 from tests.conftest import compose_config, corrupt_images

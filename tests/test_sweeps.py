@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 from pipeline.__main__ import done_before
 from pipeline.callbacks import count_jobs
-from pipeline.results import new_result, write_result
+from pipeline.provenance import new_result
+from pipeline.results import write_result
 from pipeline.schema import Config, register
 from pipeline.validate import validate
 from tests.conftest import compose_config

@@ -10,6 +10,7 @@ top-1 class depends on the image. Accuracy stays meaningless and results say so.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torchvision.models import ResNet50_Weights, resnet50
 
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import Preprocessing
+from pipeline.rundir import atomic_write
 
 CALIBRATION_VERSION = 1
 CALIBRATION_IMAGES = 32
@@ -72,10 +74,9 @@ def resolve(weights: str, seed: int, cache_dir: str | Path) -> Path:
     if kind == "random":
         path = Path(cache_dir).expanduser() / "weights" / f"resnet50-random-seed{seed}-v{CALIBRATION_VERSION}.pt"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save(calibrated_random(seed), staging)
-            os.replace(staging, path)
+            buffer = io.BytesIO()
+            torch.save(calibrated_random(seed), buffer)
+            atomic_write(path, buffer.getvalue())
         return path
     if kind == "file":
         path = Path(weights).expanduser()

@@ -1,0 +1,126 @@
+"""What a result says about where it came from: the variant a config is, the config as recorded, and what
+the run ran on (versions, machine, GPU, weights, git sha). Fills a `pipeline.results.Result`.
+
+torch and torchvision are imported only when asked for (the GPU probe, the weights kind), so importing this
+costs no more than the schema.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from pipeline.results import Result, Variant, now
+from pipeline.schema import Config, DecodeOn, ModelName
+
+PACKAGES = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pillow", "hydra-core")
+
+
+def variant_of(config: Config) -> Variant:
+    """The choices and knobs that make this run a variant; the report groups and labels by these."""
+    spark = config.engine.name.value == "spark"
+    return Variant(
+        engine=config.engine.name.value,
+        udf=config.udf.style.value if spark else None,
+        topology=config.topology.kind.value if spark else None,
+        cluster=config.cluster.mode.value if spark else None,
+        prefetch=config.udf.prefetch or None,
+        rebuild_model_per_batch=config.udf.rebuild_model_per_batch or None,
+        loader_workers=config.engine.loader_workers if config.engine.name.value == "torch" else None,
+        batch_size=config.model.batch_size,
+        max_records_per_batch=config.spark.max_records_per_batch if spark else None,
+        partitions=config.spark.partitions if spark else None,
+        python_worker_reuse=config.spark.python_worker_reuse if spark else None,
+        gpu_task_amount=config.gpu.task_amount if spark else None,
+        sink=config.sink.value,
+        dataset_source=config.dataset.source.value,
+        image_format=config.dataset.format.value,
+        weights=_weights(config),
+        model=config.model.name.value,
+        precision=config.model.precision.value,
+        channels_last=None if config.model.channels_last else False,
+        compile=config.model.compile or None,
+        decoder=config.preprocess.decoder.value,
+        decode_on=None if config.preprocess.decode_on is DecodeOn.task else config.preprocess.decode_on.value,
+    )
+
+
+def _weights(config: Config) -> str:
+    if config.model.name is ModelName.null_model:
+        return "none"
+    from pipeline.inference.weights import weights_kind  # torchvision: its weights names
+
+    return weights_kind(config.model.weights)
+
+
+def _git_sha() -> str | None:
+    source = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=source, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if sha.returncode != 0:
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(config: Config) -> dict[str, Any]:
+    """What the run ran on. Imported lazily: torch's CUDA probe is only worth paying once per run."""
+    import torch
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    weights = _weights(config)
+    return {
+        "python": platform.python_version(),
+        "versions": versions,
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpus": "none",
+        "weights": weights,
+        "weights_note": "random weights: predictions are deterministic but accuracy is meaningless"
+        if weights == "random"
+        else None,
+        "git_sha": _git_sha(),
+    }
+
+
+def config_record(config: Config) -> dict[str, Any]:
+    """The config as a result records it."""
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+
+
+def new_result(config: Config, run_dir: Path) -> Result:
+    """A `running` result of this config, before anything is measured."""
+    return Result(
+        status="running",
+        variant=variant_of(config),
+        config=config_record(config),
+        env=environment(config),
+        run_dir=str(run_dir),
+        started_at=now(),
+    )
