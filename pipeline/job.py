@@ -11,20 +11,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
 from pipeline.run import run
-from pipeline.schema import Config
+from pipeline.schema import Config, typed
+
+__all__ = ["JOB_FILE", "LOG_FILE", "load", "main", "typed"]
 
 JOB_FILE = "job.yaml"
 LOG_FILE = "pipeline.log"
-
-
-def typed(container: Any) -> Config:
-    """A resolved config, typed by the schema again."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), container))
 
 
 def load(run_dir: Path) -> Config:

@@ -74,7 +74,7 @@ def application(config: Config, run_dir: Path, input_bytes: int) -> Iterator[App
 
 def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
     """The run's passes in one application, or two_stage's jobs in one application each; see the module doc."""
-    if config.topology.preprocess_cluster is not None:
+    if getattr(config.topology, "preprocess_cluster", None) is not None:  # two_stage only
         return _two_applications(config, dataset, inference, run_dir)
     stage_level = config.topology.kind is Topology.stage_level
     with application(config, run_dir, dataset.size_bytes) as app:
