@@ -2,6 +2,8 @@
 
 Every axis of the matrix is a Hydra config group whose YAML options are merged into these dataclasses, so a
 misspelt key, a wrong type or an unknown enum value fails at compose time with the key and the choices.
+The groups whose options take different knobs (engine, udf, cluster, topology) have a dataclass per option,
+so a key of another option fails there too; `typed` rebuilds them from a resolved config.
 What a type cannot say (ranges, combinations) is checked by `pipeline.validate` before anything starts.
 """
 

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType, _parse_datatype_string
 
 from pipeline.inference.steps import Output, Step
-from pipeline.schema import UdfConfig
+from pipeline.schema import IteratorPandasUdfConfig, UdfConfig
 from variants import iterator_pandas_udf
 from pipeline.spark.ledger import TaskLedger
 
@@ -45,7 +45,7 @@ def apply(
     frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
 ) -> DataFrame:
     if step.name == "preprocess":
-        return iterator_pandas_udf.apply(frame, step, ledger, options, profile)
+        return iterator_pandas_udf.apply(frame, step, ledger, IteratorPandasUdfConfig(), profile)  # no prefetch
 
     def make_predict_fn() -> Callable[..., dict[str, np.ndarray]]:
         # one named parameter per input column: predict_batch_udf counts them to pass columns apart
