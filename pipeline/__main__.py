@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.job import typed
+from pipeline.schema import typed
 from pipeline.provenance import config_record
 from pipeline.results import Result, as_result, now, read_result, summary, write_result
 from pipeline.rundir import RunDir

@@ -11,18 +11,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
 from pipeline.run import run
 from pipeline.rundir import RunDir
-from pipeline.schema import Config
-
-
-def typed(container: Any) -> Config:
-    """A resolved config, typed by the schema again."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), container))
+from pipeline.schema import Config, typed
 
 
 def load(run_dir: Path) -> Config:

@@ -30,8 +30,8 @@ def variant_of(config: Config) -> Variant:
         udf=config.udf.style.value if spark else None,
         topology=config.topology.kind.value if spark else None,
         cluster=config.cluster.mode.value if spark else None,
-        prefetch=config.udf.prefetch or None,
-        rebuild_model_per_batch=config.udf.rebuild_model_per_batch or None,
+        prefetch=getattr(config.udf, "prefetch", 0) or None,  # iterator_pandas_udf only
+        rebuild_model_per_batch=getattr(config.udf, "rebuild_model_per_batch", False) or None,  # scalar only
         loader_workers=config.engine.loader_workers if config.engine.name.value == "torch" else None,
         batch_size=config.model.batch_size,
         max_records_per_batch=config.spark.max_records_per_batch if spark else None,

@@ -2,6 +2,8 @@
 
 Every axis of the matrix is a Hydra config group whose YAML options are merged into these dataclasses, so a
 misspelt key, a wrong type or an unknown enum value fails at compose time with the key and the choices.
+The groups whose options take different knobs (engine, udf, cluster, topology) have a dataclass per option,
+so a key of another option fails there too; `typed` rebuilds them from a resolved config.
 What a type cannot say (ranges, combinations) is checked by `pipeline.validate` before anything starts.
 """
 
@@ -10,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -119,17 +121,71 @@ class PreprocessConfig:
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb warning threshold
 
 
+# ------------------------------------------------------------------------------------ per-option schemas
+#
+# A group whose options take different knobs has one base dataclass, holding the discriminator (the field
+# that names the option) and the knobs every option shares, and one subclass per option with only its own
+# knobs. Each option's YAML names its schema first in its defaults list (`/schema/GROUP@_here_: OPTION`),
+# so Hydra merges the option into that subclass: `udf=map_in_pandas udf.prefetch=2` fails at compose time
+# with "Key 'prefetch' not in 'MapInPandasConfig'". `typed` picks the subclass again by the discriminator.
+
+
 @dataclass
 class EngineConfig:
     name: Engine = Engine.spark
-    loader_workers: int = 0
+
+
+@dataclass
+class SparkEngineConfig(EngineConfig):
+    name: Engine = Engine.spark
+
+
+@dataclass
+class TorchEngineConfig(EngineConfig):
+    name: Engine = Engine.torch
+    loader_workers: int = 0  # DataLoader processes preprocessing while the main process predicts
+
+
+@dataclass
+class RayEngineConfig(EngineConfig):
+    name: Engine = Engine.ray
 
 
 @dataclass
 class UdfConfig:
     style: UdfStyle = UdfStyle.map_in_pandas
-    rebuild_model_per_batch: bool = False
-    prefetch: int = 0
+
+
+@dataclass
+class ScalarPandasUdfConfig(UdfConfig):
+    style: UdfStyle = UdfStyle.scalar_pandas_udf
+    rebuild_model_per_batch: bool = False  # the original study's confound: a model built for every call
+
+
+@dataclass
+class IteratorPandasUdfConfig(UdfConfig):
+    style: UdfStyle = UdfStyle.iterator_pandas_udf
+    prefetch: int = 0  # batches prepared ahead in a background thread
+
+
+@dataclass
+class MapInPandasConfig(UdfConfig):
+    style: UdfStyle = UdfStyle.map_in_pandas
+
+
+@dataclass
+class MapInArrowConfig(UdfConfig):
+    style: UdfStyle = UdfStyle.map_in_arrow
+
+
+@dataclass
+class RddMapPartitionsConfig(UdfConfig):
+    style: UdfStyle = UdfStyle.rdd_map_partitions
+
+
+@dataclass
+class PredictBatchUdfConfig(UdfConfig):
+    style: UdfStyle = UdfStyle.predict_batch_udf
 
 
 @dataclass
@@ -143,25 +199,113 @@ class NodeConfig:
 
 @dataclass
 class ClusterConfig:
+    """What every cluster mode has: the driver's memory and the billed machines."""
+
     mode: ClusterMode = ClusterMode.local
-    cores: Optional[int] = None
-    workers: int = 1
-    worker_cores: int = 2
-    worker_memory: str = "2g"
-    executor_memory: str = "1g"
-    task_cpus: int = 1
-    master: Optional[str] = None
     driver_memory: str = "2g"
     nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
 
 
 @dataclass
+class LocalConfig(ClusterConfig):
+    """`local[N]`: tasks in the driver JVM."""
+
+    mode: ClusterMode = ClusterMode.local
+    cores: Optional[int] = None  # None: every CPU core
+
+
+@dataclass
+class ExecutorsConfig(ClusterConfig):
+    """The modes with executors: `workers` executors of `worker_cores` cores, `task_cpus` cores a task."""
+
+    workers: int = 1
+    worker_cores: int = 2
+    executor_memory: str = "1g"
+    task_cpus: int = 1
+
+
+@dataclass
+class LocalClusterConfig(ExecutorsConfig):
+    """`local-cluster[W,C,M]`: worker JVMs started by the driver."""
+
+    mode: ClusterMode = ClusterMode.local_cluster
+    worker_memory: str = "2g"
+
+
+@dataclass
+class StandaloneConfig(ExecutorsConfig):
+    """A standalone master and workers started by the harness on 127.0.0.1."""
+
+    mode: ClusterMode = ClusterMode.standalone
+    worker_memory: str = "2g"
+
+
+@dataclass
+class RemoteConfig(ExecutorsConfig):
+    """An existing cluster at `master`; `workers` is `spark.executor.instances`."""
+
+    mode: ClusterMode = ClusterMode.remote
+    master: Optional[str] = None
+
+
+@dataclass
 class TopologyConfig:
     kind: Topology = Topology.fused
-    predict_partitions: Optional[int] = None
+
+
+@dataclass
+class FusedConfig(TopologyConfig):
+    kind: Topology = Topology.fused
+
+
+@dataclass
+class SplitConfig(TopologyConfig):
+    kind: Topology = Topology.split
+    predict_partitions: Optional[int] = None  # None: the GPU slots, else the task slots
+
+
+@dataclass
+class TwoStageConfig(TopologyConfig):
+    kind: Topology = Topology.two_stage
     intermediate_path: Optional[str] = None
-    # two_stage only: job 1 runs as its own application on this cluster (None: both jobs in one application)
+    # job 1 runs as its own application on this cluster (None: both jobs in one application)
     preprocess_cluster: Optional[ClusterConfig] = None
+
+
+@dataclass
+class StageLevelConfig(TopologyConfig):
+    kind: Topology = Topology.stage_level
+    predict_partitions: Optional[int] = None  # None: the GPU slots
+
+
+# group -> (discriminator, {option: schema}); conf/GROUP/OPTION.yaml names /schema/GROUP/OPTION
+OPTION_SCHEMAS: dict[str, tuple[str, dict[str, type]]] = {
+    "engine": ("name", {"spark": SparkEngineConfig, "torch": TorchEngineConfig, "ray": RayEngineConfig}),
+    "udf": (
+        "style",
+        {
+            "scalar_pandas_udf": ScalarPandasUdfConfig,
+            "iterator_pandas_udf": IteratorPandasUdfConfig,
+            "map_in_pandas": MapInPandasConfig,
+            "map_in_arrow": MapInArrowConfig,
+            "rdd_map_partitions": RddMapPartitionsConfig,
+            "predict_batch_udf": PredictBatchUdfConfig,
+        },
+    ),
+    "cluster": (
+        "mode",
+        {
+            "local": LocalConfig,
+            "local_cluster": LocalClusterConfig,
+            "standalone": StandaloneConfig,
+            "remote": RemoteConfig,
+        },
+    ),
+    "topology": (
+        "kind",
+        {"fused": FusedConfig, "split": SplitConfig, "two_stage": TwoStageConfig, "stage_level": StageLevelConfig},
+    ),
+}
 
 
 @dataclass
@@ -216,14 +360,42 @@ class Config:
     cache_dir: str = "~/.cache/spark-inference-bench"
 
 
+def typed(container: Any) -> Config:
+    """A resolved config (as RUN_DIR/job.yaml holds it, or a result's config record), typed by the schema again.
+
+    Each group with per-option schemas is typed by the subclass its discriminator names (`udf.style`,
+    `cluster.mode`, `topology.kind`, `engine.name`; two_stage's `topology.preprocess_cluster.mode`), so an
+    option's own keys come back and another option's keys are refused, naming the key.
+    """
+    data = OmegaConf.create(container) if not isinstance(container, DictConfig) else container
+    schema = OmegaConf.structured(Config)
+    for group, (key, options) in OPTION_SCHEMAS.items():
+        option = _option(OmegaConf.select(data, f"{group}.{key}", default=None))
+        if option in options:
+            schema[group] = OmegaConf.structured(options[option])
+    if isinstance(OmegaConf.select(data, "topology.preprocess_cluster", default=None), DictConfig):
+        option = _option(OmegaConf.select(data, "topology.preprocess_cluster.mode", default=None))
+        if option in OPTION_SCHEMAS["cluster"][1] and "preprocess_cluster" in schema.topology:
+            schema.topology.preprocess_cluster = OmegaConf.structured(OPTION_SCHEMAS["cluster"][1][option])
+    return OmegaConf.to_object(OmegaConf.merge(schema, data))
+
+
+def _option(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
 def register() -> None:
-    """Register the schema (`config.yaml` names it first in its defaults list) and the named sweeps.
+    """Register the schema (`config.yaml` names it first in its defaults list), each option's schema (group
+    `schema/GROUP`, named first in conf/GROUP/OPTION.yaml) and the named sweeps.
 
     Named sweeps live in the top-level `sweeps` package; registering them as the `sweep` group makes
     `python -m pipeline sweep=NAME` work from any directory, and a misspelt name an error listing them.
     """
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
+    for group, (_, options) in OPTION_SCHEMAS.items():
+        for option, schema in options.items():
+            store.store(group=f"schema/{group}", name=option, node=schema)
     for resource in resources.files("sweeps").iterdir():
         if resource.name.endswith(".yaml"):
             sweep = OmegaConf.create(resource.read_text())

@@ -1,4 +1,8 @@
-"""Checks the schema's types cannot express, run before any data, model or Spark work starts."""
+"""Checks the schema's types cannot express, run before any data, model or Spark work starts.
+
+Which keys an option takes is the schema's: each option has a dataclass of its own (`pipeline.schema`), so
+`udf.prefetch` with `udf=map_in_pandas` or `cluster.master` with `cluster=local` fail at compose time.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,11 @@ from pipeline.schema import (
     DecodeOn,
     Decoder,
     Engine,
+    IteratorPandasUdfConfig,
+    LocalConfig,
+    RemoteConfig,
     Topology,
+    TorchEngineConfig,
     UdfStyle,
 )
 
@@ -33,8 +41,9 @@ def _at_least(key: str, value: int | None, minimum: int, optional: bool = False)
 
 
 def _cluster(cl: ClusterConfig, key: str) -> None:
-    _at_least(f"{key}.cores", cl.cores, 1, optional=True)
-    if cl.mode is ClusterMode.remote and not cl.master:
+    if isinstance(cl, LocalConfig):
+        _at_least(f"{key}.cores", cl.cores, 1, optional=True)
+    if isinstance(cl, RemoteConfig) and not cl.master:
         raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
     check_executors(cl, key)
 
@@ -42,14 +51,9 @@ def _cluster(cl: ClusterConfig, key: str) -> None:
 def _preprocess_cluster(config: Config) -> None:
     """two_stage's job 1 on a cluster of its own: a second application, started before the predict one in
     this process, so both share its driver JVM, whose heap is fixed when the first application starts."""
-    key, cl = "topology.preprocess_cluster", config.topology.preprocess_cluster
-    if cl is None:
+    key, cl = "topology.preprocess_cluster", getattr(config.topology, "preprocess_cluster", None)
+    if cl is None:  # topology=two_stage only: the other topologies' schemas have no such key
         return
-    if config.topology.kind is not Topology.two_stage:
-        raise ConfigError(
-            f"{key} with topology={config.topology.kind.value}: only topology=two_stage runs a job on a cluster of "
-            "its own"
-        )
     _cluster(cl, key)
     if cl.driver_memory != config.cluster.driver_memory:
         raise ConfigError(
@@ -84,10 +88,6 @@ def _spark(config: Config) -> None:
     _at_least("spark.task_max_failures", config.spark.task_max_failures, 1)
     if "spark.task.maxFailures" in config.spark.conf:
         raise ConfigError("spark.conf sets spark.task.maxFailures: set spark.task_max_failures=N instead")
-    if config.udf.prefetch and config.udf.style is not UdfStyle.iterator_pandas_udf:
-        raise ConfigError(f"udf.prefetch={config.udf.prefetch} applies to udf=iterator_pandas_udf only")
-    if config.udf.rebuild_model_per_batch and config.udf.style is not UdfStyle.scalar_pandas_udf:
-        raise ConfigError("udf.rebuild_model_per_batch applies to udf=scalar_pandas_udf only")
 
 
 def validate(config: Config) -> None:
@@ -98,9 +98,11 @@ def validate(config: Config) -> None:
     _at_least("dataset.images_per_file", config.dataset.images_per_file, 1)
     _at_least("spark.max_records_per_batch", config.spark.max_records_per_batch, 1)
     _at_least("spark.partitions", config.spark.partitions, 1, optional=True)
-    _at_least("topology.predict_partitions", config.topology.predict_partitions, 1, optional=True)
-    _at_least("engine.loader_workers", config.engine.loader_workers, 0)
-    _at_least("udf.prefetch", config.udf.prefetch, 0)
+    _at_least("topology.predict_partitions", getattr(config.topology, "predict_partitions", None), 1, optional=True)
+    if isinstance(config.engine, TorchEngineConfig):
+        _at_least("engine.loader_workers", config.engine.loader_workers, 0)
+    if isinstance(config.udf, IteratorPandasUdfConfig):
+        _at_least("udf.prefetch", config.udf.prefetch, 0)
     max_pixels = config.preprocess.max_pixels
     if not 1 <= max_pixels <= PILLOW_PIXEL_LIMIT:
         raise ConfigError(
@@ -114,8 +116,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"dataset.{key} is required with dataset.source={dataset.source.value}")
     _at_least("dataset.num_images", dataset.num_images, 1, optional=dataset.source is not DataSource.synthetic)
     nodes = [("cluster.nodes", node) for node in config.cluster.nodes]
-    if config.topology.preprocess_cluster is not None:
-        nodes += [("topology.preprocess_cluster.nodes", node) for node in config.topology.preprocess_cluster.nodes]
+    preprocess_cluster = getattr(config.topology, "preprocess_cluster", None)
+    if preprocess_cluster is not None:
+        nodes += [("topology.preprocess_cluster.nodes", node) for node in preprocess_cluster.nodes]
     for key, node in nodes:
         if node.instance not in config.cost.prices:
             raise ConfigError(

@@ -5,8 +5,25 @@ from __future__ import annotations
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
 
-from pipeline.schema import ClusterMode, Config, DataSource, Engine, ImageFormat, Sink, UdfStyle
+from pipeline.schema import typed
+from pipeline.results import config_record
+from pipeline.schema import (
+    ClusterMode,
+    Config,
+    DataSource,
+    Engine,
+    ImageFormat,
+    IteratorPandasUdfConfig,
+    MapInPandasConfig,
+    Sink,
+    StandaloneConfig,
+    TorchEngineConfig,
+    TwoStageConfig,
+    UdfStyle,
+)
 from pipeline.validate import ConfigError, validate
 from tests.conftest import compose_config
 
@@ -82,9 +99,7 @@ def test_compose_rejects(override, error, named):
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.executor_amount=3"], "gpu.executor_amount=3"),
         (["cluster=standalone", "cluster.executor_memory=4g"], "cluster.executor_memory=4g"),
         (["cluster=standalone", "cluster.task_cpus=8"], "cluster.task_cpus=8"),
-        (["udf.prefetch=2"], "udf.prefetch=2"),
-        (["udf.rebuild_model_per_batch=true"], "udf.rebuild_model_per_batch"),
-        (["topology.predict_partitions=0"], "topology.predict_partitions=0"),
+        (["topology=split", "topology.predict_partitions=0"], "topology.predict_partitions=0"),
         (["cluster.nodes=[{role: driver, instance: p5.48xlarge, count: 1}]"], "p5.48xlarge"),
         (["gpu.executor_amount=1"], "cluster=local"),
         (["gpu.emulate=2"], "cluster=local"),
@@ -92,7 +107,6 @@ def test_compose_rejects(override, error, named):
         (["preprocess.max_pixels=178956971"], "between 1 and 178956970"),
         (["spark.task_max_failures=0"], "spark.task_max_failures=0"),
         (["+spark.conf={spark.task.maxFailures: '1'}"], "spark.task_max_failures=N"),
-        (["+cluster@topology.preprocess_cluster=local"], "topology.preprocess_cluster with topology=fused"),
         ([*TWO_STAGE, f"{PRE}=remote"], "topology.preprocess_cluster.master"),
         ([*TWO_STAGE, f"{PRE}=local", "topology.preprocess_cluster.cores=0"], "preprocess_cluster.cores=0"),
         (
@@ -112,6 +126,75 @@ def test_compose_rejects(override, error, named):
 def test_validate_rejects(overrides, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         validate(compose_config(*overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "schema"),
+    [
+        (["udf=map_in_pandas", "udf.prefetch=2"], "udf.prefetch", "MapInPandasConfig"),
+        (["udf.prefetch=2"], "udf.prefetch", "MapInPandasConfig"),
+        (["udf=scalar_pandas_udf", "udf.prefetch=2"], "udf.prefetch", "ScalarPandasUdfConfig"),
+        (["udf.rebuild_model_per_batch=true"], "udf.rebuild_model_per_batch", "MapInPandasConfig"),
+        (["udf=iterator_pandas_udf", "udf.rebuild_model_per_batch=true"], "udf.rebuild_model_per_batch", "Iterator"),
+        (["cluster=local", "cluster.master=spark://x:7077"], "cluster.master", "LocalConfig"),
+        (["cluster=local", "cluster.workers=2"], "cluster.workers", "LocalConfig"),
+        (["cluster=local_cluster", "cluster.cores=2"], "cluster.cores", "LocalClusterConfig"),
+        (["cluster=local_cluster", "cluster.master=spark://x:7077"], "cluster.master", "LocalClusterConfig"),
+        (["cluster=remote", "cluster.worker_memory=2g"], "cluster.worker_memory", "RemoteConfig"),
+        (["engine=spark", "engine.loader_workers=2"], "engine.loader_workers", "SparkEngineConfig"),
+        (["engine=ray", "engine.loader_workers=2"], "engine.loader_workers", "RayEngineConfig"),
+        (["topology=fused", "topology.intermediate_path=/x"], "topology.intermediate_path", "FusedConfig"),
+        (["topology=fused", "topology.predict_partitions=2"], "topology.predict_partitions", "FusedConfig"),
+        (["topology=split", "topology.intermediate_path=/x"], "topology.intermediate_path", "SplitConfig"),
+        (["+cluster@topology.preprocess_cluster=local"], "topology.preprocess_cluster", "FusedConfig"),
+        ([*TWO_STAGE, f"{PRE}=local", "topology.preprocess_cluster.workers=2"], "preprocess_cluster.workers", "Local"),
+    ],
+)
+def test_an_option_takes_only_its_own_keys_at_compose_time(overrides, key, schema):
+    """Each option has a schema of its own: another option's key fails at compose time, naming the key."""
+    with pytest.raises(ConfigCompositionException) as failure:
+        compose_config(*overrides)
+    text = str(failure.value) + str(failure.value.__cause__)
+    assert key in text and schema in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "schema"),
+    [
+        ((), MapInPandasConfig),
+        (("udf=iterator_pandas_udf", "udf.prefetch=2", "cluster=remote", "cluster.master=spark://x:7077"), None),
+        (("engine=torch", "engine.loader_workers=2"), None),
+        (("+original=two_stage", "topology.intermediate_path=/tmp/crops"), None),
+        ((*TWO_STAGE, f"{PRE}=local_cluster", "topology.preprocess_cluster.workers=2"), None),
+        (("+original=local",), None),
+    ],
+)
+def test_a_resolved_config_is_typed_again_by_its_discriminators(overrides, schema):
+    """job.yaml holds the resolved config without its classes: `typed` rebuilds each option's dataclass from
+    `udf.style`, `cluster.mode`, `topology.kind`, `engine.name` (and the preprocess cluster's mode)."""
+    config = compose_config(*overrides)
+    again = typed(OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True))
+    assert again == config
+    for group in ("engine", "udf", "topology", "cluster"):
+        assert type(getattr(again, group)) is type(getattr(config, group))
+    assert schema is None or type(again.udf) is schema
+    assert config_record(again) == config_record(config)
+
+
+def test_typing_a_config_record_again_refuses_another_options_keys():
+    record = config_record(compose_config("udf=iterator_pandas_udf", "udf.prefetch=2"))
+    record["udf"]["style"] = "map_in_pandas"
+    with pytest.raises(ConfigKeyError, match="prefetch"):
+        typed(record)
+
+
+def test_option_schemas_keep_their_own_keys():
+    config = compose_config("udf=iterator_pandas_udf", "udf.prefetch=2", "engine=torch", "engine.loader_workers=3")
+    assert isinstance(config.udf, IteratorPandasUdfConfig) and config.udf.prefetch == 2
+    assert isinstance(config.engine, TorchEngineConfig) and config.engine.loader_workers == 3
+    assert isinstance(compose_config("cluster=standalone").cluster, StandaloneConfig)
+    assert isinstance(compose_config(*TWO_STAGE).topology, TwoStageConfig)
+    assert "prefetch" not in config_record(compose_config())["udf"]
 
 
 def test_two_stage_runs_in_one_application_unless_given_a_preprocess_cluster():

@@ -14,7 +14,7 @@ from tests.conftest import compose_config, corrupt_images
 
 
 def measured(spark, run_dir, dataset, inference, *overrides):
-    config = compose_config("warmup=0", "repeats=1", f"topology.intermediate_path={run_dir / 'crops'}", *overrides)
+    config = compose_config("warmup=0", "repeats=1", *overrides)
     return measure(spark, config, dataset, inference, run_dir, predict_slots=2)
 
 

@@ -28,7 +28,7 @@ def test_every_style_and_topology_agrees_with_the_reference(
     config = compose_config(
         f"udf={style}",
         f"topology={topology}",
-        f"topology.intermediate_path={tmp_path / 'crops'}",
+        *([f"topology.intermediate_path={tmp_path / 'crops'}"] if topology == "two_stage" else []),  # its key only
         "warmup=0",
         "repeats=1",
         "verify=true",

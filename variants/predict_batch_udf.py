@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.inference.steps import Output, Step
-from pipeline.schema import UdfConfig
+from pipeline.schema import IteratorPandasUdfConfig, UdfConfig
 from variants.spark_schema import spark_schema
 from variants import iterator_pandas_udf
 from pipeline.spark.ledger import TaskLedger
@@ -45,7 +45,7 @@ def apply(
     frame: DataFrame, step: Step, ledger: TaskLedger, options: UdfConfig, profile: ResourceProfile | None = None
 ) -> DataFrame:
     if not step.runs_model:
-        return iterator_pandas_udf.apply(frame, step, ledger, options, profile)
+        return iterator_pandas_udf.apply(frame, step, ledger, IteratorPandasUdfConfig(), profile)  # no prefetch
 
     def make_predict_fn() -> Callable[..., dict[str, np.ndarray]]:
         # one named parameter per input column: predict_batch_udf counts them to pass columns apart

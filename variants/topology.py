@@ -56,7 +56,6 @@ def jobs(
         predictions = style(images, fused(inference), ledger, options)
         return [Job("predict", lambda: sink(predictions))]
     crops = style(images, preprocess(inference), ledger, options)
-    partitions = config.topology.predict_partitions or predict_slots
     if kind is Topology.two_stage:
         path = Path(config.topology.intermediate_path).expanduser().resolve()
 
@@ -70,6 +69,7 @@ def jobs(
 
         return [Job("preprocess", write_crops), Job("predict", predict_written)]
     profile = predict_profile(config) if kind is Topology.stage_level else None
+    partitions = config.topology.predict_partitions or predict_slots
     predictions = style(crops.repartition(partitions), predict_crops(inference), ledger, options, profile)
     return [Job("predict", lambda: sink(predictions))]
 

@@ -104,7 +104,7 @@ def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -
     import ray
     import ray.data
 
-    cpus = config.cluster.cores or os.cpu_count() or 1
+    cpus = getattr(config.cluster, "cores", None) or os.cpu_count() or 1  # cluster=local only
     gpus, kind = gpus_of(config)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # Ray's session dir holds its sockets, whose paths must stay short: a fresh one under /tmp, its logs

@@ -103,7 +103,7 @@ def preprocess_config(config: Config) -> Config:
 
 def applications(config: Config, run_dir: RunDir) -> list[ApplicationPlan]:
     """The applications a run needs, in order: one, or two_stage's two on clusters of their own."""
-    if config.topology.preprocess_cluster is None:
+    if getattr(config.topology, "preprocess_cluster", None) is None:  # two_stage only
         return [ApplicationPlan(config, run_dir)]
     return [
         ApplicationPlan(preprocess_config(config), run_dir.preprocess, "preprocess"),
