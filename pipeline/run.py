@@ -19,6 +19,7 @@ from pipeline.inference.preprocess import Preprocessing
 from pipeline.engines.torch import compare, reference_predictions, run_torch
 from pipeline.results import Result, new_result, now, write_result
 from pipeline.schema import Config, Engine, ModelName, OnBadImage, Sink
+from pipeline.spark.plan import Plan
 from pipeline.spark.session import java_version
 from pipeline.validate import validate
 
@@ -63,11 +64,11 @@ def build_inference(config: Config, weights_file: Path | None) -> Inference:
     )
 
 
-def _measure(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+def _measure(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: Plan | None) -> Measurement:
     if config.engine.name is Engine.spark:
         from pipeline.engines.spark import run_spark
 
-        return run_spark(config, dataset, inference, run_dir)
+        return run_spark(config, dataset, inference, run_dir, plan)
     if config.engine.name is Engine.ray:
         from pipeline.engines.ray import run_ray
 
@@ -117,7 +118,7 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
 
 
 def execute(config: Config, run_dir: Path, result: Result) -> None:
-    validate(config)
+    plan = validate(config)
     if config.engine.name is Engine.spark:
         java_version()
     cache = config.cache_dir
@@ -143,7 +144,7 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
         started = time.perf_counter()
         reference = reference_predictions(dataset, inference, cache)
         result.metrics.reference_s = time.perf_counter() - started
-    measurement = _measure(config, dataset, inference, run_dir)
+    measurement = _measure(config, dataset, inference, run_dir, plan)
     _record(result, measurement, dataset.num_images)
     if reference is not None:
         agreement = compare(measurement.predictions, reference)
@@ -160,7 +161,7 @@ def run(config: Config, run_dir: Path) -> Result:
     try:
         execute(config, run_dir, result)
         result.status = "ok"
-    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cluster.Terminated)
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (processes.Terminated)
         result.status, result.error = "interrupted", {"type": type(stop).__name__, "message": "interrupted"}
         raise
     except Exception as error:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from pipeline.spark.cluster import check_executors, gpu_plan
 from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.schema import (
-    ClusterConfig,
     ClusterMode,
     Config,
     ConfigError,
@@ -18,6 +16,7 @@ from pipeline.schema import (
     Topology,
     UdfStyle,
 )
+from pipeline.spark.plan import Plan, plan
 
 __all__ = ["ConfigError", "validate", "PROFILE_STYLES"]
 
@@ -32,37 +31,10 @@ def _at_least(key: str, value: int | None, minimum: int, optional: bool = False)
         raise ConfigError(f"{key}={value}: must be an integer >= {minimum}")
 
 
-def _cluster(cl: ClusterConfig, key: str) -> None:
-    _at_least(f"{key}.cores", cl.cores, 1, optional=True)
-    if cl.mode is ClusterMode.remote and not cl.master:
-        raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
-    check_executors(cl, key)
-
-
-def _preprocess_cluster(config: Config) -> None:
-    """two_stage's job 1 on a cluster of its own: a second application, started before the predict one in
-    this process, so both share its driver JVM, whose heap is fixed when the first application starts."""
-    key, cl = "topology.preprocess_cluster", config.topology.preprocess_cluster
-    if cl is None:
-        return
-    if config.topology.kind is not Topology.two_stage:
-        raise ConfigError(
-            f"{key} with topology={config.topology.kind.value}: only topology=two_stage runs a job on a cluster of "
-            "its own"
-        )
-    _cluster(cl, key)
-    if cl.driver_memory != config.cluster.driver_memory:
-        raise ConfigError(
-            f"{key}.driver_memory={cl.driver_memory} != cluster.driver_memory={config.cluster.driver_memory}: both "
-            "applications run in one driver JVM, whose heap the first one fixes; set them equal"
-        )
-
-
-def _spark(config: Config) -> None:
+def _spark(config: Config) -> Plan:
     mode, kind = config.cluster.mode, config.topology.kind
-    _cluster(config.cluster, "cluster")
-    _preprocess_cluster(config)
-    gpus = gpu_plan(config)
+    planned = plan(config)  # the cluster, two_stage's preprocess cluster and the GPUs
+    gpus = planned.gpus
     if kind is Topology.two_stage and not config.topology.intermediate_path:
         raise ConfigError("topology=two_stage needs topology.intermediate_path, where job 1 writes the crops")
     if kind is Topology.stage_level:
@@ -88,10 +60,12 @@ def _spark(config: Config) -> None:
         raise ConfigError(f"udf.prefetch={config.udf.prefetch} applies to udf=iterator_pandas_udf only")
     if config.udf.rebuild_model_per_batch and config.udf.style is not UdfStyle.scalar_pandas_udf:
         raise ConfigError("udf.rebuild_model_per_batch applies to udf=scalar_pandas_udf only")
+    return planned
 
 
-def validate(config: Config) -> None:
-    """Raise ConfigError for the first invalid value or combination in `config`."""
+def validate(config: Config) -> Plan | None:
+    """Raise ConfigError for the first invalid value or combination in `config`; for engine=spark, return
+    the plan of its applications (`pipeline.spark.plan`), which the run then starts, else None."""
     _at_least("model.batch_size", config.model.batch_size, 1)
     _at_least("repeats", config.repeats, 1)
     _at_least("warmup", config.warmup, 0)
@@ -136,4 +110,5 @@ def validate(config: Config) -> None:
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
         raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:
-        _spark(config)
+        return _spark(config)
+    return None

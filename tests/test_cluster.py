@@ -19,19 +19,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.spark import cluster as cluster_module
-from pipeline.spark.cluster import (
-    ClusterError,
-    GpuPlan,
-    app_conf,
-    cluster,
-    discovery_script,
-    gpu_plan,
-    java_options,
-    memory_mb,
-    stop_processes,
-    tasks_per_executor,
-    worker_gpu_conf,
-)
+from pipeline.spark import standalone as standalone_module
+from pipeline.spark.cluster import cluster, discovery_script, worker_gpu_conf
+from pipeline.spark.plan import ClusterError, GpuPlan, gpu_plan, memory_mb, plan, tasks_per_executor
+from pipeline.spark.processes import stop_processes
+from pipeline.spark.standalone import java_options
 from pipeline.validate import ConfigError
 from tests.conftest import compose_config
 
@@ -227,12 +219,12 @@ def test_real_gpus_without_nvidia_smi_fail_with_the_way_out(tmp_path, monkeypatc
 
 def test_standalone_gives_worker_gpu_confs_to_the_workers_only(tmp_path):
     config = compose_config("cluster=standalone", "gpu.emulate=2", "gpu.task_amount=0.5")
-    plan = gpu_plan(config)
-    script = discovery_script(tmp_path, plan)
-    conf = app_conf(config, plan, script)
+    planned = plan(config)
+    script = discovery_script(tmp_path, planned.gpus)
+    conf = planned.conf
     assert not any(key.startswith("spark.worker.") for key in conf)
     assert (conf["spark.executor.resource.gpu.amount"], conf["spark.task.resource.gpu.amount"]) == ("2", "0.5")
-    assert worker_gpu_conf(plan, script) == {
+    assert worker_gpu_conf(planned.gpus, script) == {
         "spark.worker.resource.gpu.amount": "2",
         "spark.worker.resource.gpu.discoveryScript": str(script),
     }
@@ -520,7 +512,7 @@ def test_standalone_is_stopped_when_the_python_process_gets_sigterm(tmp_path):
 
 
 def test_standalone_start_timeout_names_the_logs_and_stops_the_master(tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster_module, "REGISTER_TIMEOUT", 0.5)
+    monkeypatch.setattr(standalone_module, "REGISTER_TIMEOUT", 0.5)
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(ClusterError, match="timed out") as failure:
         with cluster(compose_config("cluster=standalone", "cluster.worker_memory=1g"), tmp_path):
@@ -542,6 +534,6 @@ def test_standalone_worker_that_cannot_discover_its_gpus_fails_fast_with_its_log
         with cluster(config, tmp_path / "run"):
             pass
     assert "no GPUs here" in str(failure.value)
-    assert time.monotonic() - started < cluster_module.REGISTER_TIMEOUT
+    assert time.monotonic() - started < standalone_module.REGISTER_TIMEOUT
     pids = json.loads((tmp_path / "run" / "cluster" / "cluster.json").read_text())["pids"]
     assert all(proc_start(pid) is None for pid in pids.values())

@@ -27,7 +27,8 @@ from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.spark.evidence import check, collect, faults, join, join_faults
 from pipeline.inference.steps import Inference
-from pipeline.schema import Config, GpuConfig, Sink, Topology
+from pipeline.schema import Config, GpuConfig, Sink
+from pipeline.spark.plan import Plan
 from pipeline.spark.session import spark_conf, spark_session
 
 PREPROCESS_DIR = "preprocess"
@@ -61,10 +62,10 @@ class Application:
 
 
 @contextmanager
-def application(config: Config, run_dir: Path, input_bytes: int) -> Iterator[Application]:
+def application(config: Config, run_dir: Path, input_bytes: int, plan: Plan) -> Iterator[Application]:
     """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped."""
     started = time.perf_counter()
-    with cluster(config, run_dir) as running:
+    with cluster(config, run_dir, plan) as running:
         cluster_s = time.perf_counter() - started
         conf = spark_conf(config, run_dir, input_bytes, running)
         started = time.perf_counter()
@@ -72,13 +73,12 @@ def application(config: Config, run_dir: Path, input_bytes: int) -> Iterator[App
             yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
 
 
-def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: Plan) -> Measurement:
     """The run's passes in one application, or two_stage's jobs in one application each; see the module doc."""
     if config.topology.preprocess_cluster is not None:
-        return _two_applications(config, dataset, inference, run_dir)
-    stage_level = config.topology.kind is Topology.stage_level
-    with application(config, run_dir, dataset.size_bytes) as app:
-        model_slots = app.running.model_slots(stage_level)
+        return _two_applications(config, dataset, inference, run_dir, plan)
+    with application(config, run_dir, dataset.size_bytes, plan) as app:
+        model_slots = plan.model_slots
         measurement = measure(app.spark, config, dataset, inference, run_dir, model_slots)
         record = app.record(model_slots)
     found = collect(run_dir / "eventlog", measurement.timed[-1], last_pass(config))
@@ -88,7 +88,7 @@ def run_spark(config: Config, dataset: Dataset, inference: Inference, run_dir: P
         cluster=record,
         evidence=found,
         faults=faults(run_dir / "eventlog"),
-        checks=check(found, app.running, config.topology.kind),
+        checks=check(found, plan, config.topology.kind),
     )
     return measurement
 
@@ -99,15 +99,15 @@ def preprocess_config(config: Config) -> Config:
     return dataclasses.replace(config, cluster=config.topology.preprocess_cluster, gpu=GpuConfig())
 
 
-def _two_applications(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+def _two_applications(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: Plan) -> Measurement:
     first_config = preprocess_config(config)
     first_dir = run_dir / PREPROCESS_DIR
-    with application(first_config, first_dir, dataset.size_bytes) as first_app:
+    with application(first_config, first_dir, dataset.size_bytes, plan.preprocess) as first_app:
         slots = first_app.running.slots
         first = measure(first_app.spark, first_config, dataset, inference, run_dir, slots, only="preprocess")
         first_record = first_app.record(slots)
-    with application(config, run_dir, dataset.size_bytes) as app:
-        model_slots = app.running.model_slots(stage_level=False)
+    with application(config, run_dir, dataset.size_bytes, plan) as app:
+        model_slots = plan.model_slots
         second = measure(app.spark, config, dataset, inference, run_dir, model_slots, only="predict")
         record = app.record(model_slots)
     found = join(
@@ -115,7 +115,7 @@ def _two_applications(config: Config, dataset: Dataset, inference: Inference, ru
         collect(run_dir / "eventlog", second.timed[-1], last_pass(config)),
         (first_record["app_id"], record["app_id"]),
     )
-    checks = check(found, app.running, config.topology.kind)
+    checks = check(found, plan, config.topology.kind)
     checks["preprocess_slots"] = first_app.running.slots
     record[PREPROCESS_DIR] = {
         **first_record,
