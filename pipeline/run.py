@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from pipeline.inference import weights
-from pipeline.data.datasets import Dataset, dataset_summary, prepare
+from pipeline.data.datasets import dataset_summary, prepare
 from pipeline.engines import engine
 from pipeline.engines.base import Measurement
 from pipeline.spark.evidence import enforce
@@ -100,7 +100,7 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
 
 
 def execute(config: Config, run_dir: Path, result: Result) -> None:
-    validate(config)
+    plan = validate(config)
     if config.engine.name is Engine.spark:
         java_version()
     cache = config.cache_dir
@@ -126,7 +126,7 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
         started = time.perf_counter()
         reference = reference_predictions(dataset, inference, cache)
         result.metrics.reference_s = time.perf_counter() - started
-    measurement = engine(config.engine.name)(config, dataset, inference, run_dir)
+    measurement = engine(config.engine.name)(config, dataset, inference, run_dir, plan)
     _record(result, measurement, dataset.num_images)
     if reference is not None:
         agreement = compare(measurement.predictions, reference)
@@ -143,7 +143,7 @@ def run(config: Config, run_dir: Path) -> Result:
     try:
         execute(config, run_dir, result)
         result.status = "ok"
-    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cluster.Terminated)
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (processes.Terminated)
         result.status, result.error = "interrupted", {"type": type(stop).__name__, "message": "interrupted"}
         raise
     except Exception as error:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from pipeline.spark.cluster import check_executors, gpu_plan
 from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.schema import (
-    ClusterConfig,
     ClusterMode,
     Config,
     ConfigError,
@@ -20,12 +18,11 @@ from pipeline.schema import (
     Decoder,
     Engine,
     IteratorPandasUdfConfig,
-    LocalConfig,
-    RemoteConfig,
     Topology,
     TorchEngineConfig,
     UdfStyle,
 )
+from pipeline.spark.plan import Plan, plan
 
 __all__ = ["ConfigError", "validate", "PROFILE_STYLES"]
 
@@ -40,33 +37,10 @@ def _at_least(key: str, value: int | None, minimum: int, optional: bool = False)
         raise ConfigError(f"{key}={value}: must be an integer >= {minimum}")
 
 
-def _cluster(cl: ClusterConfig, key: str) -> None:
-    if isinstance(cl, LocalConfig):
-        _at_least(f"{key}.cores", cl.cores, 1, optional=True)
-    if isinstance(cl, RemoteConfig) and not cl.master:
-        raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
-    check_executors(cl, key)
-
-
-def _preprocess_cluster(config: Config) -> None:
-    """two_stage's job 1 on a cluster of its own: a second application, started before the predict one in
-    this process, so both share its driver JVM, whose heap is fixed when the first application starts."""
-    key, cl = "topology.preprocess_cluster", getattr(config.topology, "preprocess_cluster", None)
-    if cl is None:  # topology=two_stage only: the other topologies' schemas have no such key
-        return
-    _cluster(cl, key)
-    if cl.driver_memory != config.cluster.driver_memory:
-        raise ConfigError(
-            f"{key}.driver_memory={cl.driver_memory} != cluster.driver_memory={config.cluster.driver_memory}: both "
-            "applications run in one driver JVM, whose heap the first one fixes; set them equal"
-        )
-
-
-def _spark(config: Config) -> None:
+def _spark(config: Config) -> Plan:
     mode, kind = config.cluster.mode, config.topology.kind
-    _cluster(config.cluster, "cluster")
-    _preprocess_cluster(config)
-    gpus = gpu_plan(config)
+    planned = plan(config)  # the cluster, two_stage's preprocess cluster and the GPUs
+    gpus = planned.gpus
     if kind is Topology.two_stage and not config.topology.intermediate_path:
         raise ConfigError("topology=two_stage needs topology.intermediate_path, where job 1 writes the crops")
     if kind is Topology.stage_level:
@@ -88,10 +62,12 @@ def _spark(config: Config) -> None:
     _at_least("spark.task_max_failures", config.spark.task_max_failures, 1)
     if "spark.task.maxFailures" in config.spark.conf:
         raise ConfigError("spark.conf sets spark.task.maxFailures: set spark.task_max_failures=N instead")
+    return planned
 
 
-def validate(config: Config) -> None:
-    """Raise ConfigError for the first invalid value or combination in `config`."""
+def validate(config: Config) -> Plan | None:
+    """Raise ConfigError for the first invalid value or combination in `config`; for engine=spark, return
+    the plan of its applications (`pipeline.spark.plan`), which the run then starts, else None."""
     _at_least("model.batch_size", config.model.batch_size, 1)
     _at_least("repeats", config.repeats, 1)
     _at_least("warmup", config.warmup, 0)
@@ -139,4 +115,5 @@ def validate(config: Config) -> None:
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
         raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:
-        _spark(config)
+        return _spark(config)
+    return None

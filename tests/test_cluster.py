@@ -1,4 +1,4 @@
-"""The cluster of a run: the GPU plan and confs of every mode (pure), the discovery script, stopping process
+"""The cluster of a run: the plan, GPU plan and confs of every mode (pure), the discovery script, stopping process
 trees, and a real standalone master + worker (slow, each scenario in its own Python process, so it never
 meets the test session's local SparkSession)."""
 
@@ -16,23 +16,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from pipeline.schema import ClusterMode, Topology
 from pipeline.spark import cluster as cluster_module
-from pipeline.spark.cluster import (
-    ClusterError,
-    GpuPlan,
-    app_conf,
-    cluster,
-    discovery_script,
-    gpu_plan,
-    java_options,
-    memory_mb,
-    stop_processes,
-    tasks_per_executor,
-    worker_gpu_conf,
-)
-from pipeline.validate import ConfigError
+from pipeline.spark import plan as plan_module
+from pipeline.spark import standalone as standalone_module
+from pipeline.spark.cluster import cluster, discovery_script, worker_gpu_conf
+from pipeline.spark.evidence import check
+from pipeline.spark.plan import ClusterError, GpuPlan, gpu_plan, memory_mb, plan, tasks_per_executor
+from pipeline.spark.processes import stop_processes
+from pipeline.spark.standalone import java_options
+from pipeline.validate import ConfigError, validate
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,6 +194,97 @@ def test_fractional_task_amounts_count_per_address():
     assert tasks_per_executor(1, 1 / 3) == 3
 
 
+LOCAL_CLUSTER_2X4 = ("cluster=local_cluster", "cluster.workers=2", "cluster.worker_cores=4")
+STANDALONE_1X4 = ("cluster=standalone", "cluster.workers=1", "cluster.worker_cores=4")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "slots", "gpu_slots", "model_slots"),
+    [
+        # fused: the model runs at the task amount; 2 GPUs x floor(1/0.4) = 4 tasks per executor, 2 executors
+        ((*LOCAL_CLUSTER_2X4, "gpu.emulate=2", "gpu.task_amount=0.4"), 8, 8, 8),
+        ((*LOCAL_CLUSTER_2X4, "gpu.emulate=2", "gpu.task_amount=0.25"), 8, 16, 16),
+        ((*LOCAL_CLUSTER_2X4, "gpu.emulate=2", "topology=split"), 8, 4, 4),
+        # stage_level: preprocess at the application's amount (4 CPU slots over 2 GPUs: 0.5 each), the model
+        # at the predict profile's: 1 GPU -> 2 tasks per executor, 0.5 -> 4, 0.4 -> 2 x floor(2.5) = 4
+        ((*LOCAL_CLUSTER_2X4, "gpu.emulate=2", "topology=stage_level"), 8, 8, 4),
+        ((*LOCAL_CLUSTER_2X4, "gpu.emulate=2", "topology=stage_level", "gpu.predict_task_amount=0.5"), 8, 8, 8),
+        ((*LOCAL_CLUSTER_2X4, "gpu.emulate=2", "topology=stage_level", "gpu.predict_task_amount=0.4"), 8, 8, 8),
+        # 1 GPU, 4 CPU slots: preprocess at 0.25 (4 tasks), predict at 1/3 -> 3 tasks per executor
+        ((*STANDALONE_1X4, "gpu.emulate=1", "topology=stage_level", "gpu.predict_task_amount=0.3333"), 4, 4, 3),
+        # without GPUs the model runs on the CPU slots
+        ((*LOCAL_CLUSTER_2X4, "cluster.task_cpus=2"), 4, None, 4),
+        (("cluster.cores=3",), 3, None, 3),
+    ],
+)
+def test_plan_counts_slots_gpu_slots_and_model_slots_as_spark_does(overrides, slots, gpu_slots, model_slots):
+    planned = plan(compose_config(*overrides))
+    assert (planned.slots, planned.gpu_slots, planned.model_slots) == (slots, gpu_slots, model_slots)
+
+
+def test_plan_names_the_master_memory_and_confs_of_each_mode():
+    local = plan(compose_config("cluster.cores=3"))
+    assert (local.mode, local.master, local.conf, local.gpus.kind) == (ClusterMode.local, "local[3]", {}, "none")
+    assert (local.worker_memory_mb, local.executor_memory_mb) == (None, None)
+    pair = plan(compose_config(*LOCAL_CLUSTER_2X4, "cluster.worker_memory=1536m", "cluster.executor_memory=1g"))
+    assert (pair.master, pair.worker_memory_mb, pair.executor_memory_mb) == ("local-cluster[2,4,1536]", 1536, 1024)
+    standalone = plan(compose_config("cluster=standalone", "cluster.worker_memory=1g", "cluster.executor_memory=512m"))
+    assert (standalone.master, standalone.worker_memory_mb, standalone.starts_workers) == (None, 1024, True)
+    remote = plan(compose_config("cluster=remote", "cluster.master=spark://x:7077", "cluster.workers=3"))
+    assert (remote.master, remote.worker_memory_mb, remote.executor_memory_mb) == ("spark://x:7077", None, 4096)
+    assert remote.conf["spark.executor.instances"] == "3" and not remote.starts_workers
+
+
+def test_validation_returns_the_plan_the_cluster_then_uses_without_asking_nvidia_smi_again(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(plan_module, "nvidia_gpu_count", lambda: calls.append(1) or 2)
+    config = compose_config("cluster=local_cluster", "gpu.task_amount=1")
+    planned = validate(config)
+    assert planned == plan(config) and len(calls) == 2
+    with cluster(config, tmp_path, planned) as c:
+        assert c.plan is planned and (c.gpus, c.slots, c.gpu_slots) == (GpuPlan("real", 2, 2, 1.0, 1.0), 4, 2)
+        assert c.conf["spark.worker.resource.gpu.amount"] == "2"
+    assert len(calls) == 2  # the cluster took the plan as it was: nvidia-smi once per plan
+    assert validate(compose_config("engine=torch")) is None
+
+
+def test_a_preprocess_cluster_gets_a_plan_of_its_own_without_gpus():
+    planned = plan(
+        compose_config(
+            "topology=two_stage",
+            "topology.intermediate_path=/tmp/crops",
+            "+cluster@topology.preprocess_cluster=local_cluster",
+            "topology.preprocess_cluster.workers=3",
+            "cluster=local_cluster",
+            "gpu.emulate=2",
+        )
+    )
+    assert (planned.gpus.kind, planned.model_slots) == ("emulated", 2)
+    pre = planned.preprocess
+    assert (pre.master, pre.gpus.kind, pre.gpu_slots, pre.slots, pre.model_slots, pre.preprocess) == (
+        "local-cluster[3,4,2048]",
+        "none",
+        None,
+        12,
+        12,
+        None,
+    )
+    assert plan(compose_config("cluster=local_cluster")).preprocess is None
+
+
+def test_the_evidence_checks_the_model_stage_against_the_plans_model_slots():
+    planned = plan(compose_config(*LOCAL_CLUSTER_2X4, "gpu.emulate=2", "topology=stage_level"))
+    rows = [{"step": "preprocess", "max_concurrent": 8}, {"step": "predict", "max_concurrent": 4}]
+    found = {"stages": rows, "model_task_gpus": [{"gpu_addresses": ["0"]}]}
+    checks = check(found, planned, Topology.stage_level)
+    assert (checks["slots"], checks["gpu_slots"], checks["model_slots"], checks["violation"]) == (8, 8, 4, None)
+    assert checks["preprocess_ran_wider_than_predict"] and checks["model_stages_within_gpu_slots"]
+    rows[1]["max_concurrent"] = 5
+    assert check(found, planned, Topology.stage_level)["violation"] == (
+        "a model stage ran 5 tasks at once on 4 GPU slots (1.0 GPU per task)"
+    )
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
@@ -227,12 +314,12 @@ def test_real_gpus_without_nvidia_smi_fail_with_the_way_out(tmp_path, monkeypatc
 
 def test_standalone_gives_worker_gpu_confs_to_the_workers_only(tmp_path):
     config = compose_config("cluster=standalone", "gpu.emulate=2", "gpu.task_amount=0.5")
-    plan = gpu_plan(config)
-    script = discovery_script(tmp_path, plan)
-    conf = app_conf(config, plan, script)
+    planned = plan(config)
+    script = discovery_script(tmp_path, planned.gpus)
+    conf = planned.conf
     assert not any(key.startswith("spark.worker.") for key in conf)
     assert (conf["spark.executor.resource.gpu.amount"], conf["spark.task.resource.gpu.amount"]) == ("2", "0.5")
-    assert worker_gpu_conf(plan, script) == {
+    assert worker_gpu_conf(planned.gpus, script) == {
         "spark.worker.resource.gpu.amount": "2",
         "spark.worker.resource.gpu.discoveryScript": str(script),
     }
@@ -328,10 +415,70 @@ def test_stop_processes_kills_what_ignores_sigterm_orphans_included():
     assert time.monotonic() - started < 8
 
 
-def test_stop_processes_ignores_processes_already_gone():
+def signals_sent(monkeypatch) -> list[tuple[int, int]]:
+    """Every signal this process sends from now on (psutil sends through os.kill), signal 0 probes aside."""
+    sent, kill = [], os.kill
+
+    def recording(pid: int, sig: int) -> None:
+        if sig:
+            sent.append((pid, sig))
+        kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", recording)
+    return sent
+
+
+def test_stop_processes_ignores_processes_already_gone(monkeypatch):
     process = subprocess.Popen(["true"])
+    handle = psutil.Process(process.pid)  # taken while it runs or is a zombie, as the launcher takes its own
     process.wait()
-    stop_processes([process.pid], timeout=1)
+    sent = signals_sent(monkeypatch)
+    started = time.monotonic()
+    stop_processes([process.pid, handle], timeout=5)
+    assert sent == [] and time.monotonic() - started < 1
+
+
+def test_stop_processes_reaps_a_zombie_child_without_signalling_it(monkeypatch):
+    process = subprocess.Popen(["true"])
+    handle = psutil.Process(process.pid)
+    deadline = time.monotonic() + 10
+    while handle.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sent = signals_sent(monkeypatch)
+    stop_processes([handle], timeout=5)
+    assert sent == []
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
+        os.waitpid(process.pid, os.WNOHANG)
+
+
+def test_stop_processes_counts_a_zombie_nobody_reaps_as_gone():
+    # the shell's child exits and becomes a zombie: `exec sleep` replaced the shell, and sleep never reaps
+    process = subprocess.Popen(["sh", "-c", "true & exec sleep 300"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not any(child.status() == psutil.STATUS_ZOMBIE for child in psutil.Process(process.pid).children()):
+        assert time.monotonic() < deadline, "the zombie did not appear"
+        time.sleep(0.05)
+    started = time.monotonic()
+    stop_processes([process.pid], timeout=10)
+    assert process.poll() is not None and time.monotonic() - started < 5
+
+
+def test_stop_processes_never_signals_a_process_that_took_over_the_pid(monkeypatch):
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        stale = psutil.Process(bystander.pid)
+        # psutil knows a process by PID and creation time (its private `_ident`): a handle created 100 s
+        # before the process now holding its PID is what a handle looks like after its PID was reused
+        pid, created = stale._ident
+        stale._ident = (pid, created - 100.0)
+        sent = signals_sent(monkeypatch)
+        started = time.monotonic()
+        stop_processes([stale], timeout=5)
+        assert sent == [] and bystander.poll() is None and time.monotonic() - started < 1
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 # ------------------------------------------------------------------------------------------ standalone (slow)
@@ -520,7 +667,7 @@ def test_standalone_is_stopped_when_the_python_process_gets_sigterm(tmp_path):
 
 
 def test_standalone_start_timeout_names_the_logs_and_stops_the_master(tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster_module, "REGISTER_TIMEOUT", 0.5)
+    monkeypatch.setattr(standalone_module, "REGISTER_TIMEOUT", 0.5)
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(ClusterError, match="timed out") as failure:
         with cluster(compose_config("cluster=standalone", "cluster.worker_memory=1g"), tmp_path):
@@ -542,6 +689,6 @@ def test_standalone_worker_that_cannot_discover_its_gpus_fails_fast_with_its_log
         with cluster(config, tmp_path / "run"):
             pass
     assert "no GPUs here" in str(failure.value)
-    assert time.monotonic() - started < cluster_module.REGISTER_TIMEOUT
+    assert time.monotonic() - started < standalone_module.REGISTER_TIMEOUT
     pids = json.loads((tmp_path / "run" / "cluster" / "cluster.json").read_text())["pids"]
     assert all(proc_start(pid) is None for pid in pids.values())

@@ -202,8 +202,8 @@ def test_two_stage_runs_in_one_application_unless_given_a_preprocess_cluster():
 
 
 def test_the_original_two_stage_preprocesses_on_a_cpu_cluster_and_predicts_on_a_gpu_cluster():
-    from pipeline.spark.cluster import gpu_plan
     from pipeline.engines.spark import preprocess_config
+    from pipeline.spark.plan import gpu_plan
 
     config = compose_config("+original=two_stage", "topology.intermediate_path=/tmp/crops")
     validate(config)

@@ -19,7 +19,7 @@ from pipeline.callbacks import count_jobs
 from pipeline.schema import typed as retyped
 from pipeline.provenance import new_result
 from pipeline.results import write_result
-from pipeline.schema import Config, register
+from pipeline.schema import register
 from pipeline.validate import validate
 from tests.conftest import compose_config
 from tests.test_cli import cli

@@ -1,6 +1,6 @@
 """The one interface every engine implements, and what it hands back: timed passes over the whole data set.
 
-An engine is a module with `run(config, dataset, inference, run_dir) -> Measurement` (see
+An engine is a module with `run(config, dataset, inference, run_dir, plan) -> Measurement` (see
 `pipeline.engines.ENGINES`). It times passes with `run_passes`, so the timer wraps each job's action and
 nothing else, and reports what it ran on in the typed fields of `Measurement`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -18,6 +18,9 @@ from pipeline.data.datasets import Dataset
 from pipeline.inference.steps import BadImageRecord, Inference
 from pipeline.schema import Config
 from pipeline.timing import timed
+
+if TYPE_CHECKING:
+    from pipeline.spark.plan import Plan
 
 
 @dataclass
@@ -51,7 +54,12 @@ class Measurement:
 
 
 class Engine(Protocol):
-    def __call__(self, config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement: ...
+    """`plan` is what validation decided for a Spark run's applications (`pipeline.spark.plan`); None for the
+    engines that start no Spark application."""
+
+    def __call__(
+        self, config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: Plan | None
+    ) -> Measurement: ...
 
 
 def run_passes(

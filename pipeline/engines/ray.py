@@ -100,7 +100,7 @@ def gpus_of(config: Config) -> tuple[int, str]:
     return config.gpu.emulate, "emulated" if config.gpu.emulate else "none"
 
 
-def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: None) -> Measurement:
     import ray
     import ray.data
 

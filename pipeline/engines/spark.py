@@ -26,10 +26,11 @@ from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.steps import STEPS, Inference
 from pipeline.rundir import RunDir
-from pipeline.schema import Config, GpuConfig, Sink, Topology
+from pipeline.schema import Config, GpuConfig, Sink
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.evidence import check, collect, faults, join, join_faults
 from pipeline.spark.ledger import TaskLedger, merge, summarize
+from pipeline.spark.plan import Plan
 from pipeline.spark.session import spark_conf, spark_session
 from variants.topology import intermediate_bytes, jobs
 
@@ -62,10 +63,10 @@ class Application:
 
 
 @contextmanager
-def application(config: Config, run_dir: Path, input_bytes: int) -> Iterator[Application]:
+def application(config: Config, run_dir: Path, input_bytes: int, plan: Plan) -> Iterator[Application]:
     """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped."""
     started = time.perf_counter()
-    with cluster(config, run_dir) as running:
+    with cluster(config, run_dir, plan) as running:
         cluster_s = time.perf_counter() - started
         conf = spark_conf(config, run_dir, input_bytes, running)
         started = time.perf_counter()
@@ -74,11 +75,12 @@ def application(config: Config, run_dir: Path, input_bytes: int) -> Iterator[App
 
 
 @dataclass(frozen=True)
-class ApplicationPlan:
-    """One Spark application of a run: the config it starts with, where its event log and cluster logs go,
-    and the one job of each pass it runs (None: all of them)."""
+class ApplicationSpec:
+    """One Spark application of a run: the config it starts with, its plan (validated once), where its event
+    log and cluster logs go, and the one job of each pass it runs (None: all of them)."""
 
     config: Config
+    plan: Plan
     run_dir: RunDir
     job: str | None = None
 
@@ -87,7 +89,7 @@ class ApplicationPlan:
 class ApplicationRun:
     """What one application measured and proved, read after it stopped."""
 
-    plan: ApplicationPlan
+    spec: ApplicationSpec
     app: Application
     measurement: Measurement
     record: dict[str, Any]
@@ -101,33 +103,31 @@ def preprocess_config(config: Config) -> Config:
     return dataclasses.replace(config, cluster=config.topology.preprocess_cluster, gpu=GpuConfig())
 
 
-def applications(config: Config, run_dir: RunDir) -> list[ApplicationPlan]:
+def applications(config: Config, plan: Plan, run_dir: RunDir) -> list[ApplicationSpec]:
     """The applications a run needs, in order: one, or two_stage's two on clusters of their own."""
-    if getattr(config.topology, "preprocess_cluster", None) is None:  # two_stage only
-        return [ApplicationPlan(config, run_dir)]
+    if plan.preprocess is None:
+        return [ApplicationSpec(config, plan, run_dir)]
     return [
-        ApplicationPlan(preprocess_config(config), run_dir.preprocess, "preprocess"),
-        ApplicationPlan(config, run_dir, "predict"),
+        ApplicationSpec(preprocess_config(config), plan.preprocess, run_dir.preprocess, "preprocess"),
+        ApplicationSpec(config, plan, run_dir, "predict"),
     ]
 
 
-def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
-    """Each application's passes, joined into the run's; see the module docstring."""
-    runs = [_run_application(plan, dataset, inference, Path(run_dir)) for plan in applications(config, RunDir(run_dir))]
-    return _joined_runs(config, runs)
+def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: Plan | None) -> Measurement:
+    """Each application's passes, joined into the run's; see the module docstring. `plan` is validation's."""
+    assert plan is not None, "engine=spark runs the plan pipeline.validate made"
+    specs = applications(config, plan, RunDir(run_dir))
+    return _joined_runs(config, [_run_application(spec, dataset, inference, Path(run_dir)) for spec in specs])
 
 
-def _run_application(plan: ApplicationPlan, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:
-    config = plan.config
-    with application(config, plan.run_dir.path, dataset.size_bytes) as app:
-        if plan.job == "preprocess":
-            slots = app.running.slots
-        else:
-            slots = app.running.model_slots(config.topology.kind is Topology.stage_level)
-        measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=plan.job)
+def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:
+    config = spec.config
+    slots = spec.plan.slots if spec.job == "preprocess" else spec.plan.model_slots
+    with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
+        measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job)
         record = app.record(slots)
-    evidence = collect(plan.run_dir.eventlog, measured.timed[-1], last_pass(config))
-    return ApplicationRun(plan, app, measured, record, evidence, faults(plan.run_dir.eventlog))
+    evidence = collect(spec.run_dir.eventlog, measured.timed[-1], last_pass(config))
+    return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
 
 
 def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
@@ -137,7 +137,7 @@ def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
     record = {**last.record, "cluster_start_s": last.app.cluster_s, "startup_s": last.app.startup_s}
     evidence, found_faults = last.evidence, last.faults
     if len(runs) == 2:
-        record[first.plan.job] = {
+        record[first.spec.job] = {
             **first.record,
             "cluster_start_s": first.app.cluster_s,
             "startup_s": first.app.startup_s,
@@ -145,9 +145,9 @@ def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
         }
         evidence = join(first.evidence, last.evidence, (first.record["app_id"], last.record["app_id"]))
         found_faults = join_faults(first.faults, last.faults)
-    checks = check(evidence, last.app.running, config.topology.kind)
+    checks = check(evidence, last.spec.plan, config.topology.kind)
     if len(runs) == 2:
-        checks["preprocess_slots"] = first.app.running.slots
+        checks["preprocess_slots"] = first.spec.plan.slots
     return Measurement(
         warmups=[_joined(halves) for halves in zip(*(run.measurement.warmups for run in runs))],
         timed=[_joined(halves) for halves in zip(*(run.measurement.timed for run in runs))],

@@ -81,7 +81,7 @@ def predict_all(loader: DataLoader, step: Step, device: str) -> tuple[pd.DataFra
     return (pd.concat(frames, ignore_index=True) if frames else empty), bad
 
 
-def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path) -> Measurement:
+def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: None) -> Measurement:
     device = pick_device()
     use_threads(os.cpu_count() or 1)
     step = fused(inference)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.spark.cluster import Cluster
 from pipeline.engines.base import Pass
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
 from pipeline.inference.steps import STEPS, Preprocess
+from pipeline.spark.plan import Plan
 from pipeline.schema import Topology
 
 MODEL_STEPS = tuple(name for name, kind in STEPS.items() if kind.runs_model)
@@ -118,28 +118,29 @@ def _widest(rows: list[dict[str, Any]], steps: tuple[str, ...]) -> int:
     return max((row["max_concurrent"] or 0 for row in rows if row["step"] in steps), default=0)
 
 
-def check(found: dict[str, Any], cluster: Cluster, topology: Topology) -> dict[str, Any]:
-    """The claims this variant makes, each with what was measured; `violation` says which one broke."""
+def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, Any]:
+    """The claims this variant makes, each with what was measured against the run's `plan`; `violation` says
+    which one broke."""
     rows = found["stages"]
-    model_width, model_slots = _widest(rows, MODEL_STEPS), cluster.model_slots(topology is Topology.stage_level)
+    model_width, model_slots = _widest(rows, MODEL_STEPS), plan.model_slots
     checks: dict[str, Any] = {
-        "slots": cluster.slots,
-        "gpu_slots": cluster.gpu_slots,
-        "gpus": cluster.gpus.kind,
+        "slots": plan.slots,
+        "gpu_slots": plan.gpu_slots,
+        "gpus": plan.gpus.kind,
         "model_slots": model_slots,
         "model_stage_max_concurrent": model_width,
         "violation": None,
     }
     if topology in (Topology.split, Topology.stage_level, Topology.two_stage):
         checks["preprocess_stage_max_concurrent"] = _widest(rows, (Preprocess.name,))
-    if cluster.gpu_slots is None:
+    if plan.gpu_slots is None:
         return checks
     checks["model_stages_within_gpu_slots"] = model_width <= model_slots
     checks["every_model_task_had_a_gpu"] = all(task["gpu_addresses"] for task in found["model_task_gpus"])
     if topology is Topology.stage_level:
         checks["preprocess_ran_wider_than_predict"] = checks["preprocess_stage_max_concurrent"] > model_width
     if not checks["model_stages_within_gpu_slots"]:
-        amount = cluster.gpus.predict_task_amount if topology is Topology.stage_level else cluster.gpus.task_amount
+        amount = plan.gpus.predict_task_amount if topology is Topology.stage_level else plan.gpus.task_amount
         checks["violation"] = (
             f"a model stage ran {model_width} tasks at once on {model_slots} GPU slots ({amount} GPU per task)"
         )

@@ -19,8 +19,8 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
+import psutil
 from pyspark import TaskContext
 
 KILL_ENV = "SPARK_INFERENCE_BENCH_KILL_EXECUTOR"
@@ -36,41 +36,31 @@ def armed(step: str, partition: int) -> bool:
     return name == step and int(number) == partition and TaskContext.get().attemptNumber() == 0
 
 
-def _parent(pid: int) -> int:
-    data = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-    return int(data[data.rindex(")") + 2 :].split()[1])
-
-
-def _gone(pid: int) -> bool:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-    except OSError:
-        return True
-    return data[data.rindex(")") + 2 :].split()[0] in ("Z", "X")
-
-
-def executor_jvm(pid: int) -> int:
+def executor_jvm(pid: int) -> psutil.Process:
     """The nearest ancestor of `pid` that is an executor JVM; raises RuntimeError if there is none."""
-    ancestor = _parent(pid)
-    while ancestor > 1:
-        if EXECUTOR_CLASS in Path(f"/proc/{ancestor}/cmdline").read_bytes().decode(errors="replace"):
-            return ancestor
-        ancestor = _parent(ancestor)
+    for ancestor in psutil.Process(pid).parents():
+        try:
+            if any(EXECUTOR_CLASS in arg for arg in ancestor.cmdline()):
+                return ancestor
+        except psutil.Error:  # gone, a zombie, or not ours to read: not this task's executor
+            continue
     raise RuntimeError(f"{KILL_ENV}: no executor JVM above Python worker {pid}; use local_cluster or standalone")
 
 
 def kill_executor() -> None:
     """SIGKILL this task's executor JVM, wait until it is gone, and end this Python worker with it."""
+    from pipeline.spark.processes import running
+
     jvm = executor_jvm(os.getpid())
     context = TaskContext.get()
     print(
-        f"{KILL_ENV}: SIGKILL to executor JVM {jvm} in stage {context.stageId()} partition "
+        f"{KILL_ENV}: SIGKILL to executor JVM {jvm.pid} in stage {context.stageId()} partition "
         f"{context.partitionId()} attempt {context.attemptNumber()}",
         file=sys.stderr,
         flush=True,
     )
-    os.kill(jvm, signal.SIGKILL)
+    jvm.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while not _gone(jvm) and time.monotonic() < deadline:
+    while running(jvm) and time.monotonic() < deadline:
         time.sleep(0.05)
     os._exit(1)
