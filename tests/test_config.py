@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from pipeline.schema import typed
-from pipeline.results import config_record
+from pipeline.provenance import config_record
 from pipeline.schema import (
     ClusterMode,
     Config,
