@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
 from pipeline.data import synthetic
-
+from pipeline.data.datasets import Dataset, prepare
 from pipeline.inference import weights
-from pipeline.data.datasets import IMAGE_SCHEMA, Dataset, describe, prepare
-from pipeline.inference.steps import Inference
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
-from pipeline.schema import Config, register
+from pipeline.inference.steps import Inference
+from pipeline.schema import register
+from tests.helpers.benchmarks import benchmarks_timed
+from tests.helpers.config import compose_config
+from tests.helpers.data import corrupt_images, write_images
 
 register()
-
-TIMING_OPTIONS = ("benchmark_only", "benchmark_enable", "benchmark_json")
-
-
-def benchmarks_timed(config: pytest.Config) -> bool:
-    """Whether this session times the benchmarks in tests/bench, or runs each once as a test."""
-    return any(config.getoption(option, None) for option in TIMING_OPTIONS)
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """`python -m pytest` (and CI) runs the microbenchmarks once each, as tests, on a dozen images.
@@ -40,29 +29,6 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if not benchmarks_timed(config):
         config.option.benchmark_disable = True
-
-
-def compose_config(*overrides: str) -> Config:
-    """The real composed config, as `python -m pipeline OVERRIDES` would build it."""
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
-
-
-def corrupt_images() -> dict[str, bytes]:
-    """One of each undecodable image a real data set contains, keyed by the id they get."""
-    jpeg = synthetic.synth_jpeg(7, 0)
-    return {
-        "bad-empty": b"",
-        "bad-truncated": jpeg[: len(jpeg) // 3],
-        "bad-random": random.Random(0).randbytes(5000),
-    }
-
-
-def write_images(path: Path, rows: list[tuple[str, int, bytes]]) -> Dataset:
-    path.mkdir(parents=True, exist_ok=True)
-    ids, labels, images = zip(*rows)
-    pq.write_table(pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA), path / "part-0.parquet")
-    return describe(path, {"source": "parquet", "path": str(path)}, False, 0.0)
 
 
 @pytest.fixture(scope="session")

@@ -8,20 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-
-def cli(cwd: Path, *overrides: str, env: dict[str, str] | None = None, timeout: int = 600):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+from tests.helpers.cli import cli
+from tests.helpers.processes import cmdline, processes_of, survivors, tree
 
 
 @pytest.mark.slow
@@ -69,22 +60,6 @@ def test_missing_java_fails_at_start_with_the_fix(tmp_path):
     assert done.returncode == 1
     assert "JavaMissing" in done.stdout and "Java 17" in done.stdout
     assert not (tmp_path / "eventlog").exists()
-
-
-def processes_of(result: dict) -> list[str]:
-    """Live processes a run started: its standalone master and workers, and any executor of its application."""
-    app_id = result["cluster"].get("app_id") or "no-app"
-    alive = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(proc.name) in result["cluster"].get("pids", []) or app_id in cmdline:
-            alive.append(f"{proc.name}: {cmdline[:200]}")
-    return alive
 
 
 @pytest.mark.slow
@@ -151,7 +126,6 @@ def test_each_multirun_job_is_its_own_application_with_its_own_driver_settings(t
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_job_and_the_standalone_cluster_it_started(tmp_path, cache_dir, weights_file):
-    from tests.test_cluster import cmdline, survivors, tree
 
     run_dir, log = tmp_path / "run", tmp_path / "output.log"
     command = [

@@ -29,48 +29,14 @@ from pipeline.spark.plan import ClusterError, GpuPlan, gpu_plan, memory_mb, plan
 from pipeline.spark.processes import stop_processes
 from pipeline.spark.standalone import java_options
 from pipeline.validate import ConfigError, validate
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
+from tests.helpers.processes import cmdline, gone, survivors, tree
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "pipeline" / "spark" / "discover_gpus.sh"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def proc_start(pid: int) -> int | None:
-    """Start time of a live (non-zombie) process, None if gone: identifies it across PID reuse."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2 :].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def tree(pids) -> dict[int, int]:
-    """PID -> start time of `pids` and all their live descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                data = (entry / "stat").read_text(errors="replace")
-            except OSError:
-                continue
-            ppid = int(data[data.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = {}, list(pids)
-    while stack:
-        pid = stack.pop()
-        start = proc_start(pid)
-        if start is not None and pid not in found:
-            found[pid] = start
-            stack.extend(children.get(pid, []))
-    return found
-
-
-def survivors(processes: dict[int, int]) -> list[int]:
-    return [pid for pid, start in processes.items() if proc_start(pid) == start]
 
 
 def discover(env: dict[str, str] | None = None, script: Path = SCRIPT, path: str | None = None) -> dict:
@@ -563,13 +529,6 @@ def max_concurrency(intervals) -> int:
     return max(sum(1 for s, e in intervals if s <= start < e) for start, _ in intervals)
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 @pytest.fixture(scope="module")
 def emulated_standalone_run(tmp_path_factory) -> dict:
     """One standalone run: master + 1 worker of 4 cores with 2 emulated GPUs, a session, two jobs; the
@@ -640,7 +599,7 @@ def test_standalone_is_stopped_when_the_body_raises(tmp_path):
         assert result.returncode == 1 and "boom in the body" in result.stderr, result.stderr[-4000:]
         record = read(out)
         assert len(record["pids"]) == 2
-        assert all(proc_start(pid) is None for pid in record["pids"])
+        assert all(gone(pid) for pid in record["pids"])
         assert "stop" in json.loads(Path(record["log_dir"], "cluster.json").read_text())["timings_s"]
     finally:
         cleanup(out)
@@ -674,7 +633,7 @@ def test_standalone_start_timeout_names_the_logs_and_stops_the_master(tmp_path, 
             pass
     assert "master.log" in str(failure.value)
     record = json.loads((tmp_path / "cluster" / "cluster.json").read_text())
-    assert list(record["pids"]) == ["master"] and proc_start(record["pids"]["master"]) is None
+    assert list(record["pids"]) == ["master"] and gone(record["pids"]["master"])
     assert signal.getsignal(signal.SIGTERM) is handler  # the cluster's SIGTERM handler is gone again
 
 
@@ -691,4 +650,4 @@ def test_standalone_worker_that_cannot_discover_its_gpus_fails_fast_with_its_log
     assert "no GPUs here" in str(failure.value)
     assert time.monotonic() - started < standalone_module.REGISTER_TIMEOUT
     pids = json.loads((tmp_path / "run" / "cluster" / "cluster.json").read_text())["pids"]
-    assert all(proc_start(pid) is None for pid in pids.values())
+    assert all(gone(pid) for pid in pids.values())

@@ -8,7 +8,6 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
-from pipeline.schema import typed
 from pipeline.provenance import config_record
 from pipeline.schema import (
     ClusterMode,
@@ -23,9 +22,10 @@ from pipeline.schema import (
     TorchEngineConfig,
     TwoStageConfig,
     UdfStyle,
+    typed,
 )
 from pipeline.validate import ConfigError, validate
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 PRE = "+cluster@topology.preprocess_cluster"  # any cluster option, as the preprocess job's cluster
 TWO_STAGE = ["topology=two_stage", "topology.intermediate_path=/tmp/crops"]

@@ -1,4 +1,5 @@
-"""Specification of data sets on disk (pipeline.data.datasets): generated, imported from a folder, or given as Parquet."""
+"""Specification of data sets on disk (pipeline.data.datasets): generated, imported from a folder, or given as
+Parquet."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 from PIL import Image
 
 from pipeline.data import datasets as data
-
 from pipeline.data import synthetic
 from pipeline.data.datasets import IMAGE_SCHEMA, META_FILE, Dataset, DatasetError, prepare
 from pipeline.inference.preprocess import RAW_BYTES
-from tests.conftest import compose_config, write_images
+from tests.helpers.config import compose_config
+from tests.helpers.data import write_images
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 

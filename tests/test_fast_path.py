@@ -15,14 +15,15 @@ import torch
 from PIL import Image
 
 from pipeline.data import synthetic
+from pipeline.engines.spark import measure
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import BadImage, Preprocessing, decode_jpegs
-from pipeline.verify import compare, reference_predictions
 from pipeline.run import build_inference, run
 from pipeline.schema import ConfigError
-from pipeline.engines.spark import measure
 from pipeline.validate import validate
-from tests.conftest import compose_config, corrupt_images
+from pipeline.verify import compare, reference_predictions
+from tests.helpers.config import compose_config
+from tests.helpers.data import corrupt_images
 
 PIL_PATH = Preprocessing()
 TORCHVISION_PATH = Preprocessing(decoder="torchvision")

@@ -11,8 +11,9 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_cli import cli, processes_of
 from pipeline.spark import faults
+from tests.helpers.cli import cli
+from tests.helpers.processes import processes_of
 
 
 def test_the_kill_hook_is_off_unless_asked_for(monkeypatch):

@@ -18,7 +18,8 @@ from reports import peers
 from reports.aggregate import Job, job_frame
 from reports.html import render
 from reports.plots import throughput_bars
-from tests.conftest import compose_config, corrupt_images
+from tests.helpers.config import compose_config
+from tests.helpers.data import corrupt_images
 
 PRESETS = ["torch", "ray", "spark_map_in_pandas", "spark_map_in_arrow", "spark_iterator_prefetch"]
 needs_ray = pytest.mark.skipif(

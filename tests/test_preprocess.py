@@ -1,4 +1,5 @@
-"""Specification of the shared preprocessing (pipeline.inference.preprocess): bytes -> uint8 crop -> normalized batch."""
+"""Specification of the shared preprocessing (pipeline.inference.preprocess): bytes -> uint8 crop -> normalized
+batch."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from torchvision import transforms as v1
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.inference import preprocess as preprocess_module
 from pipeline.data import synthetic
+from pipeline.inference import preprocess as preprocess_module
 from pipeline.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, RAW_BYTES, BadImage, Preprocessing, pil_to_tensor
-from tests.conftest import corrupt_images
+from tests.helpers.data import corrupt_images
 
 CROP = 224
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)

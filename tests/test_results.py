@@ -15,7 +15,7 @@ from pipeline.provenance import variant_of
 from pipeline.results import VARIANT_FIELDS, Metrics, Result, Variant, as_record, as_result, read_result, write_result
 from pipeline.rundir import RunDir, atomic_write
 from reports.aggregate import HEADLINE_FIELDS, SHORT_NAMES
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results" / "sweep" / "0" / "result.json"
 

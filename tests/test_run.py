@@ -9,10 +9,11 @@ import statistics
 import pytest
 
 from pipeline.results import Result, read_result, summary, write_result
-from pipeline.rundir import RESULT_FILE
 from pipeline.run import describe_error, run
+from pipeline.rundir import RESULT_FILE
 from pipeline.spark.session import JavaMissing, java_version, split_bytes
-from tests.conftest import compose_config, corrupt_images
+from tests.helpers.config import compose_config
+from tests.helpers.data import corrupt_images
 
 METRICS = {"num_images", "num_bad_images", "wall_s", "throughput_images_per_s", "startup_s", "data_prepare_s"}
 

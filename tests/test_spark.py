@@ -7,10 +7,11 @@ import dataclasses
 
 import pytest
 
-from pipeline.verify import compare, reference_predictions
-from pipeline.run import describe_error
 from pipeline.engines.spark import measure
-from tests.conftest import compose_config, corrupt_images
+from pipeline.run import describe_error
+from pipeline.verify import compare, reference_predictions
+from tests.helpers.config import compose_config
+from tests.helpers.data import corrupt_images
 
 
 def measured(spark, run_dir, dataset, inference, *overrides):

@@ -16,13 +16,13 @@ from omegaconf import OmegaConf
 
 from pipeline.__main__ import done_before
 from pipeline.callbacks import count_jobs
-from pipeline.schema import typed as retyped
 from pipeline.provenance import new_result
 from pipeline.results import write_result
 from pipeline.schema import register
+from pipeline.schema import typed as retyped
 from pipeline.validate import validate
-from tests.conftest import compose_config
-from tests.test_cli import cli
+from tests.helpers.cli import cli
+from tests.helpers.config import compose_config
 
 ORIGINAL = ["local", "standard_1gpu", "standard_4gpu", "iterator", "iterator_prefetch", "two_stage", "stage_level"]
 NAMED = {

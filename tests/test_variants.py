@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.verify import compare, reference_predictions
-from pipeline.schema import Topology, UdfStyle
 from pipeline.engines.spark import measure
-from tests.conftest import compose_config
+from pipeline.schema import Topology, UdfStyle
+from pipeline.verify import compare, reference_predictions
+from tests.helpers.cli import cli
+from tests.helpers.config import compose_config
+from tests.helpers.processes import processes_of
 from variants.topology import intermediate_bytes
 
 STYLES = [style.value for style in UdfStyle]
@@ -90,7 +92,7 @@ def local_cluster_runs(tmp_path_factory, cache_dir, weights_file) -> dict[str, d
     script = (
         "import sys, json\n"
         "from pathlib import Path\n"
-        "from tests.conftest import compose_config\n"
+        "from tests.helpers.config import compose_config\n"
         "from pipeline.run import run\n"
         "cases = json.loads(sys.argv[1])\n"
         "for name, overrides in cases.items():\n"
@@ -143,8 +145,6 @@ def test_every_pass_accounts_for_every_image_when_workers_are_reused(spark, tmp_
 
 @pytest.mark.slow
 def test_two_stage_with_a_preprocess_cluster_runs_each_job_in_its_own_application(tmp_path, cache_dir, weights_file):
-    from tests.test_cli import cli, processes_of
-
     run_dir = tmp_path / "run"
     done = cli(
         tmp_path,

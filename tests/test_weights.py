@@ -1,4 +1,5 @@
-"""Specification of where weights come from (pipeline.inference.weights) and of the model built from them (pipeline.inference.model)."""
+"""Specification of where weights come from (pipeline.inference.weights) and of the model built from them
+(pipeline.inference.model)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 from torchvision.models import ResNet50_Weights
 
 from pipeline.data import synthetic
-
 from pipeline.inference import weights
 from pipeline.inference.model import ModelSpec, load_model, model_builds, predict
 from pipeline.inference.preprocess import Preprocessing

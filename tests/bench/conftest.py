@@ -9,40 +9,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.data.datasets import Dataset, prepare
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.spark.session import split_bytes
-from tests.bench.harness import sql_conf
-from tests.conftest import benchmarks_timed, compose_config
+from tests.bench.harness import BenchData, Cached
+from tests.helpers.benchmarks import benchmarks_timed
+from tests.helpers.config import compose_config
+from tests.helpers.spark import sql_conf
 
 BENCH_IMAGES = 256
 TEST_IMAGES = 12
-
-
-@dataclass(frozen=True)
-class Cached:
-    """A data set read into Spark's cache: what the cases scan, and how it is cut into tasks."""
-
-    dataset: Dataset
-    frame: DataFrame
-    partition_rows: list[int]
-
-
-@dataclass(frozen=True)
-class BenchData:
-    raw: Cached  # the original study's images: decoded 256x256x3 uint8 arrays, 192 KiB each
-    jpeg: Cached  # this project's images: ImageNet-sized JPEGs, ~120 KB each
-    images: int
-    slots: int
-    preprocess_ms_per_image: float  # the JPEGs through `Preprocessing` in one process, one thread, no Spark
 
 
 def _cache(spark: SparkSession, dataset: Dataset, slots: int) -> Cached:

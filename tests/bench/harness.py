@@ -22,12 +22,32 @@ from pyspark import SparkContext, TaskContext, cloudpickle
 from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline.data.datasets import Dataset
+
 # Python workers cannot import `tests`: functions and classes defined here travel to them by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 ROUNDS = 5
 WARMUP_ROUNDS = 1  # starts the Python workers and fills their imports before the first timed round
 SLEEP_S = 1.0
+
+
+@dataclass(frozen=True)
+class Cached:
+    """A data set read into Spark's cache: what the cases scan, and how it is cut into tasks."""
+
+    dataset: Dataset
+    frame: DataFrame
+    partition_rows: list[int]
+
+
+@dataclass(frozen=True)
+class BenchData:
+    raw: Cached  # the original study's images: decoded 256x256x3 uint8 arrays, 192 KiB each
+    jpeg: Cached  # this project's images: ImageNet-sized JPEGs, ~120 KB each
+    images: int
+    slots: int
+    preprocess_ms_per_image: float  # the JPEGs through `Preprocessing` in one process, one thread, no Spark
 
 
 @dataclass(frozen=True)
@@ -148,20 +168,6 @@ def record(
     info |= figures
     benchmark.extra_info.update(info)
     return info
-
-
-@contextmanager
-def sql_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """A runtime SQL conf for the block, restored after it."""
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
 
 
 @contextmanager

@@ -22,17 +22,17 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from tests.bench.conftest import BenchData
 from tests.bench.harness import (
     SLEEP_S,
+    BenchData,
     CallLog,
     expected_sleep_s,
     measure,
     noop,
     python_worker_reuse,
     record,
-    sql_conf,
 )
+from tests.helpers.spark import sql_conf
 
 BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.inference.steps import Inference, fused
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
+from pipeline.inference.steps import Inference, fused
 from pipeline.schema import UdfStyle
-from tests.bench.conftest import BenchData
-from tests.bench.harness import CallLog, measure, record
-from tests.bench.styles import IDENTITY
-from tests.conftest import compose_config
-from variants import UDF_STYLES
 from pipeline.spark.ledger import TaskLedger, summarize
+from tests.bench.harness import BenchData, CallLog, measure, record
+from tests.bench.styles import IDENTITY
+from tests.helpers.config import compose_config
+from variants import UDF_STYLES
 
 STYLES = [style.value for style in UdfStyle]
 MODEL_BATCH = 32  # the default model.batch_size

@@ -1,0 +1,14 @@
+"""The real composed config, as the CLI builds it."""
+
+from __future__ import annotations
+
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from pipeline.schema import Config
+
+
+def compose_config(*overrides: str) -> Config:
+    """The config `python -m pipeline OVERRIDES` would run (before validation)."""
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))

@@ -1,0 +1,73 @@
+"""Finding the processes a run or a test started, and which of them outlived it (psutil: PIDs get reused, so a
+process is known by its PID and its start time)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import psutil
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def tree(pids: Iterable[int]) -> dict[int, float]:
+    """PID -> start time of `pids` and all their live descendants."""
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in family:
+            if _alive(process):
+                try:
+                    found[process.pid] = process.create_time()
+                except psutil.Error:
+                    pass
+    return found
+
+
+def survivors(processes: dict[int, float]) -> list[int]:
+    """The processes of `processes` (PID -> start time) still running: same PID and start time, not a zombie."""
+    alive = []
+    for pid, start in processes.items():
+        try:
+            process = psutil.Process(pid)
+            if process.create_time() == start and _alive(process):
+                alive.append(pid)
+        except psutil.Error:
+            pass
+    return alive
+
+
+def processes_of(result: dict) -> list[str]:
+    """Live processes a run started: its standalone master and workers, and any executor of its application."""
+    app_id = result["cluster"].get("app_id") or "no-app"
+    pids = set(result["cluster"].get("pids", []))
+    alive = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if (process.info["pid"] in pids or app_id in line) and _alive(process):
+            alive.append(f"{process.info['pid']}: {line[:200]}")
+    return alive
+
+
+def gone(pid: int) -> bool:
+    """No live process has this PID (a zombie counts as gone)."""
+    try:
+        return not _alive(psutil.Process(pid))
+    except psutil.Error:
+        return True
