@@ -8,18 +8,23 @@ gives each variant its own Spark application and driver JVM.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.results import RESULT_FILE
 from pipeline.run import run
 from pipeline.schema import Config
 
 JOB_FILE = "job.yaml"
 LOG_FILE = "pipeline.log"
+PREVIOUS_RESULT_FILE = "result.previous.json"
+log = logging.getLogger(__name__)
 
 
 def typed(container: Any) -> Config:
@@ -32,12 +37,32 @@ def load(run_dir: Path) -> Config:
     return typed(OmegaConf.load(run_dir / JOB_FILE))
 
 
+def keep_earlier_result(run_dir: Path) -> Path | None:
+    """Before a run replaces RUN_DIR/result.json: an ok result there moves to RUN_DIR/result.previous.json.
+
+    A re-run into a used run dir that then fails (or is interrupted, or dies) never destroys the earlier ok
+    result; a failed or interrupted earlier result is simply replaced. Reports read `result.json` only.
+    """
+    path = run_dir / RESULT_FILE
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(earlier, dict) or earlier.get("status") != "ok":
+        return None
+    kept = run_dir / PREVIOUS_RESULT_FILE
+    os.replace(path, kept)
+    log.info("%s held an ok result of an earlier run: kept as %s", run_dir, kept.name)
+    return kept
+
+
 def main(run_dir: Path) -> int:
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / LOG_FILE)],
     )
+    keep_earlier_result(run_dir)
     return 0 if run(load(run_dir), run_dir).status == "ok" else 1
 
 

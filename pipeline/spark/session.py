@@ -57,10 +57,30 @@ def split_bytes(input_bytes: int, slots: int) -> int:
     return min(128 * 2**20, max(2**20, -(-input_bytes // slots)))
 
 
-def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster) -> dict[str, str]:
-    """Every conf the application is started with; results record exactly this. Creates the event log dir."""
-    event_log = run_dir.resolve() / "eventlog"
+EVENT_LOG_DIR = "eventlog"
+PREVIOUS_SUFFIX = ".previous"
+
+
+def fresh_event_log_dir(run_dir: Path) -> Path:
+    """RUN_DIR/eventlog, empty: the one application about to start is the only one its evidence is read from.
+
+    A run dir used before (a re-run, `resume=true` after an interrupted job) holds the earlier application's
+    log; those files move to RUN_DIR/eventlog.previous (replacing what an older run left there), so the
+    earlier run's evidence stays readable and the new one is never mixed with it.
+    """
+    event_log = run_dir.resolve() / EVENT_LOG_DIR
+    if event_log.is_dir() and any(event_log.iterdir()):
+        previous = event_log.with_name(EVENT_LOG_DIR + PREVIOUS_SUFFIX)
+        shutil.rmtree(previous, ignore_errors=True)
+        event_log.rename(previous)
     event_log.mkdir(parents=True, exist_ok=True)
+    return event_log
+
+
+def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster) -> dict[str, str]:
+    """Every conf the application is started with; results record exactly this. Creates the event log dir,
+    empty (`fresh_event_log_dir`)."""
+    event_log = fresh_event_log_dir(run_dir)
     conf = {
         "spark.master": cluster.master,
         "spark.app.name": f"spark-inference-bench:{run_dir.name}",

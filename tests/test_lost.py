@@ -1,0 +1,78 @@
+"""Nothing lost, every failure explained (issue 17): re-runs into a used run dir, damaged caches, repeated ids,
+Spark-side errors, killed processes, read-only run dirs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.job import PREVIOUS_RESULT_FILE, keep_earlier_result
+from pipeline.results import RESULT_FILE
+from pipeline.spark.eventlog import event_log_file
+from pipeline.spark.session import fresh_event_log_dir, spark_conf
+from tests.conftest import compose_config
+from tests.test_cli import cli
+
+
+# --- a run dir used before -------------------------------------------------------------------------------------
+def test_a_new_application_starts_with_an_empty_event_log_dir_and_the_old_logs_kept_aside(tmp_path):
+    from pipeline.spark.cluster import cluster
+
+    old = tmp_path / "eventlog" / "local-1700000000000"
+    old.parent.mkdir()
+    old.write_text('{"Event":"SparkListenerLogStart"}\n')
+    config = compose_config()
+    with cluster(config, tmp_path) as local:
+        conf = spark_conf(config, tmp_path, 2**20, local)
+    assert conf["spark.eventLog.dir"] == (tmp_path / "eventlog").resolve().as_uri()
+    assert list((tmp_path / "eventlog").iterdir()) == []
+    assert [p.name for p in (tmp_path / "eventlog.previous").iterdir()] == [old.name]
+    (tmp_path / "eventlog" / "local-1800000000000").write_text("{}\n")  # the new application's: the only one
+    assert event_log_file(tmp_path / "eventlog").name == "local-1800000000000"
+
+
+def test_an_empty_or_missing_event_log_dir_is_just_created(tmp_path):
+    assert fresh_event_log_dir(tmp_path / "run").is_dir()
+    assert fresh_event_log_dir(tmp_path / "run").is_dir()
+    assert not (tmp_path / "run" / "eventlog.previous").exists()
+
+
+def write(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_an_earlier_ok_result_is_kept_as_result_previous_json(tmp_path):
+    write(tmp_path / RESULT_FILE, {"status": "ok", "marker": 1})
+    assert keep_earlier_result(tmp_path) == tmp_path / PREVIOUS_RESULT_FILE
+    assert not (tmp_path / RESULT_FILE).exists()
+    assert json.loads((tmp_path / PREVIOUS_RESULT_FILE).read_text())["marker"] == 1
+
+
+@pytest.mark.parametrize("earlier", ['{"status": "failed"}', '{"status": "interrupted"}', "not json", None])
+def test_an_earlier_result_that_is_not_ok_is_simply_replaced(tmp_path, earlier):
+    write(tmp_path / PREVIOUS_RESULT_FILE, {"status": "ok", "marker": "older ok"})
+    if earlier is not None:
+        (tmp_path / RESULT_FILE).write_text(earlier)
+    assert keep_earlier_result(tmp_path) is None
+    assert json.loads((tmp_path / PREVIOUS_RESULT_FILE).read_text())["marker"] == "older ok"
+
+
+@pytest.mark.slow
+def test_a_re_run_into_the_same_run_dir_is_ok_and_a_failed_one_keeps_the_earlier_ok_result(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    command = ["model=null_model", "dataset.num_images=8", "warmup=0", "repeats=1", f"hydra.run.dir={run_dir}"]
+    for attempt in range(2):
+        done = cli(tmp_path, *command, f"cache_dir={cache_dir}")
+        result = json.loads((run_dir / RESULT_FILE).read_text())
+        assert done.returncode == 0 and result["status"] == "ok", (attempt, result["error"], done.stderr[-2000:])
+    first_app = json.loads((run_dir / PREVIOUS_RESULT_FILE).read_text())["cluster"]["app_id"]
+    assert result["cluster"]["app_id"] != first_app
+    assert [p.name for p in (run_dir / "eventlog").iterdir()] == [result["cluster"]["app_id"]]
+    assert [p.name for p in (run_dir / "eventlog.previous").iterdir()] == [first_app]
+    done = cli(tmp_path, *command, "model.batch_size=0", f"cache_dir={cache_dir}")
+    assert done.returncode == 1
+    assert json.loads((run_dir / RESULT_FILE).read_text())["status"] == "failed"
+    assert json.loads((run_dir / PREVIOUS_RESULT_FILE).read_text())["cluster"]["app_id"] == result["cluster"]["app_id"]
