@@ -76,3 +76,64 @@ def test_a_re_run_into_the_same_run_dir_is_ok_and_a_failed_one_keeps_the_earlier
     assert done.returncode == 1
     assert json.loads((run_dir / RESULT_FILE).read_text())["status"] == "failed"
     assert json.loads((run_dir / PREVIOUS_RESULT_FILE).read_text())["cluster"]["app_id"] == result["cluster"]["app_id"]
+
+
+# --- a damaged cache -------------------------------------------------------------------------------------------
+def synthetic(num_images: int, *overrides: str):
+    return compose_config(f"dataset.num_images={num_images}", "dataset.images_per_file=2", *overrides).dataset
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda path: (path / "part-00001.parquet").unlink(), "part-00001.parquet missing"),
+        (lambda path: (path / "part-00001.parquet").write_bytes(b"short"), "part-00001.parquet has 5 bytes"),
+        (
+            lambda path: (path / "part-00009.parquet").write_bytes((path / "part-00000.parquet").read_bytes()),
+            "part-00009.parquet not in _dataset.json",
+        ),
+        (lambda path: (path / "_dataset.json").write_text("{"), "_dataset.json unreadable"),
+        (lambda path: (path / "_dataset.json").unlink(), "no _dataset.json"),
+    ],
+)
+def test_a_damaged_cached_data_set_is_generated_again_saying_why(tmp_path, caplog, damage, why):
+    from pipeline.data.datasets import prepare
+
+    first = prepare(synthetic(6), tmp_path)
+    damage(first.path)
+    with caplog.at_level("WARNING", logger="pipeline.data.datasets"):
+        again = prepare(synthetic(6), tmp_path)
+    assert again.generated is True and again.path == first.path
+    assert (again.num_images, again.num_files) == (6, 3)
+    assert why in caplog.text and "generating it again" in caplog.text
+    assert prepare(synthetic(6), tmp_path).generated is False  # and now it proves itself
+
+
+def test_a_cached_data_set_records_every_file_with_its_rows_and_bytes(tmp_path):
+    from pipeline.data.datasets import META_FILE, prepare
+
+    dataset = prepare(synthetic(3), tmp_path)
+    meta = json.loads((dataset.path / META_FILE).read_text())
+    assert meta["spec"] == dataset.spec
+    assert meta["files"] == [
+        {"name": file.name, "rows": rows, "bytes": file.stat().st_size}
+        for file, rows in zip(sorted(dataset.path.glob("*.parquet")), [2, 1])
+    ]
+
+
+def given_parquet(path: Path, rows: int) -> Path:
+    from tests.conftest import write_images
+
+    return write_images(path, [(f"id-{i}", i, b"x") for i in range(rows)]).path
+
+
+@pytest.mark.parametrize("num_images", [3, 5])
+def test_given_parquet_with_another_row_count_than_dataset_num_images_says_so(tmp_path, num_images):
+    from pipeline.data.datasets import DatasetError, prepare
+
+    path = given_parquet(tmp_path / "given", 4)
+    config = compose_config("dataset=parquet", f"dataset.path={path}", f"dataset.num_images={num_images}").dataset
+    with pytest.raises(DatasetError, match=rf"dataset.num_images={num_images}, but .* holds 4 rows in 1 files"):
+        prepare(config, tmp_path / "cache")
+    exact = compose_config("dataset=parquet", f"dataset.path={path}", "dataset.num_images=4").dataset
+    assert prepare(exact, tmp_path / "cache").num_images == 4

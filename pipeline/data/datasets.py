@@ -2,7 +2,9 @@
 
 Every engine reads the same Parquet files (columns id, label, image; `images_per_file` rows a file). A
 generated or imported data set is cached under a directory keyed by its spec and reused, so generation
-time is paid once and reported apart from any benchmark. Writes go to a temporary directory that is
+time is paid once and reported apart from any benchmark. A cached data set proves itself before it is used:
+`_dataset.json` records its spec and every Parquet file's name, row count and size, and a cache that
+disagrees (a file missing, extra, resized or unreadable) is generated again, with a warning saying why. Writes go to a temporary directory that is
 renamed into place, so an interrupted generation never leaves a half data set that looks complete.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -32,6 +35,7 @@ ROW_GROUP_SIZE = 32  # small row groups let Spark split even a single file acros
 GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 META_FILE = "_dataset.json"
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -130,6 +134,46 @@ def _write(config: DatasetConfig, items: list, target: Path) -> None:
         pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
 
 
+def _manifest(path: Path) -> list[dict]:
+    """Each Parquet file of a data set directory: its name, row count (from its footer) and size in bytes."""
+    return [
+        {"name": file.name, "rows": pq.ParquetFile(file).metadata.num_rows, "bytes": file.stat().st_size}
+        for file in sorted(path.glob("*.parquet"))
+    ]
+
+
+def cache_damage(path: Path, spec: dict) -> str | None:
+    """Why the cached data set in `path` cannot be trusted, or None when it proves itself against META_FILE:
+    the same spec, the same Parquet files (none missing, none extra), each with its recorded rows and bytes."""
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except FileNotFoundError:
+        return f"no {META_FILE}"
+    except (OSError, ValueError) as error:
+        return f"{META_FILE} unreadable: {error}"
+    if not isinstance(meta, dict) or "files" not in meta:
+        return f"{META_FILE} lists no files (written by an older version)"
+    if meta.get("spec") != spec:
+        return f"{META_FILE} records another spec"
+    recorded = {entry["name"]: entry for entry in meta["files"]}
+    present = {file.name for file in path.glob("*.parquet")}
+    problems = [f"{name} missing" for name in sorted(recorded.keys() - present)]
+    problems += [f"{name} not in {META_FILE}" for name in sorted(present - recorded.keys())]
+    for name in sorted(recorded.keys() & present):
+        file, entry = path / name, recorded[name]
+        if file.stat().st_size != entry["bytes"]:
+            problems.append(f"{name} has {file.stat().st_size} bytes, {entry['bytes']} recorded")
+            continue
+        try:
+            rows = pq.ParquetFile(file).metadata.num_rows
+        except (OSError, pa.ArrowException) as error:
+            problems.append(f"{name} unreadable: {error}")
+            continue
+        if rows != entry["rows"]:
+            problems.append(f"{name} has {rows} rows, {entry['rows']} recorded")
+    return "; ".join(problems) or None
+
+
 def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Dataset:
     files = sorted(path.glob("*.parquet"))
     if not files:
@@ -160,7 +204,14 @@ def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
         path = Path(config.path).expanduser().resolve()
         if not path.is_dir():
             raise DatasetError(f"dataset.path={config.path!r} is not a directory")
-        return describe(path, {"source": "parquet", "path": str(path)}, False, time.perf_counter() - started)
+        dataset = describe(path, {"source": "parquet", "path": str(path)}, False, time.perf_counter() - started)
+        if config.num_images is not None and config.num_images != dataset.num_images:
+            raise DatasetError(
+                f"dataset.num_images={config.num_images}, but dataset.path={str(path)!r} holds {dataset.num_images} "
+                f"rows in {dataset.num_files} files (for dataset=parquet it is the expected row count, not a limit; "
+                "leave it unset to read every row)"
+            )
+        return dataset
     spec, items = _spec(config)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     path = (
@@ -168,13 +219,17 @@ def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
         / "datasets"
         / f"{config.source.value}-{config.format.value}-{spec['num_images']}-{key}"
     )
-    generated = not (path / META_FILE).is_file()
+    damage = cache_damage(path, spec) if path.exists() else "not cached yet"
+    generated = damage is not None
     if generated:
+        if path.exists():
+            log.warning("cached data set %s is damaged (%s): generating it again", path, damage)
         staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         try:
             _write(config, items, staging)
-            (staging / META_FILE).write_text(json.dumps(spec, indent=2))
+            meta = {"spec": spec, "files": _manifest(staging)}
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2))
             shutil.rmtree(path, ignore_errors=True)
             staging.rename(path)
         finally:
