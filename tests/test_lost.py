@@ -137,3 +137,73 @@ def test_given_parquet_with_another_row_count_than_dataset_num_images_says_so(tm
         prepare(config, tmp_path / "cache")
     exact = compose_config("dataset=parquet", f"dataset.path={path}", "dataset.num_images=4").dataset
     assert prepare(exact, tmp_path / "cache").num_images == 4
+
+
+# --- repeated ids ----------------------------------------------------------------------------------------------
+def jpeg_rows(ids: list[str]) -> list[tuple[str, int, bytes]]:
+    from pipeline.data import synthetic
+
+    return [(image_id, index, synthetic.synth_jpeg(3, index)) for index, image_id in enumerate(ids)]
+
+
+REPEATING = ["a", "b", "a", "c", "d", "c", "e", "f"]  # row 2 repeats row 0, row 5 row 3: at batch starts for 1 and 2
+
+
+def test_repeated_ids_are_refused_before_any_engine_work_naming_the_ids_and_rows(tmp_path):
+    from pipeline.data.datasets import DatasetError, prepare
+    from tests.conftest import write_images
+
+    path = tmp_path / "given"
+    with pytest.raises(DatasetError, match=r"2 ids repeat.*'a' \(part-0.parquet rows 0, 2\), 'c' \(part-0.parquet rows 3, 5\)"):
+        write_images(path, jpeg_rows(REPEATING))
+    config = compose_config("dataset=parquet", f"dataset.path={path}").dataset
+    with pytest.raises(DatasetError, match="ids repeat"):
+        prepare(config, tmp_path / "cache")
+
+
+def test_an_id_repeated_across_files_names_both_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.data.datasets import IMAGE_SCHEMA, DatasetError, describe
+
+    tmp_path.mkdir(exist_ok=True)
+    for number, ids in enumerate([["x", "y"], ["z", "x"]]):
+        table = pa.table([ids, [0, 0], [b"i", b"j"]], schema=IMAGE_SCHEMA)
+        pq.write_table(table, tmp_path / f"part-{number}.parquet")
+    with pytest.raises(DatasetError, match=r"1 ids repeat.*'x' \(part-0.parquet row 0; part-1.parquet row 1\)"):
+        describe(tmp_path, {}, False, 0.0)
+
+
+PER_BATCH = [(style, rows) for style in ("scalar_pandas_udf", "predict_batch_udf") for rows in (1, 2, 3)]
+WHOLE = [(style, 2) for style in ("map_in_pandas", "map_in_arrow", "iterator_pandas_udf", "rdd_map_partitions")]
+
+
+@pytest.mark.parametrize(("style", "rows"), PER_BATCH + WHOLE)
+def test_each_batch_is_its_own_record_even_when_batches_start_with_the_same_id(spark, tmp_path, style, rows):
+    """The engine never sees repeated ids (they are refused above); the ledger must not depend on it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.data.datasets import IMAGE_SCHEMA, Dataset
+    from pipeline.engines.spark import measure
+    from pipeline.inference.model import ModelSpec
+    from pipeline.inference.preprocess import Preprocessing
+    from pipeline.inference.steps import Inference
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ids, labels, images = zip(*jpeg_rows(REPEATING))
+    pq.write_table(pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA), data / "part-0.parquet")
+    dataset = Dataset(data, 8, 1, (data / "part-0.parquet").stat().st_size, {}, False, 0.0)  # describe bypassed
+    inference = Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=rows)
+    config = compose_config(f"udf={style}", "model=null_model", "warmup=0", "repeats=1")
+    keys = ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.parquet.columnarReaderBatchSize")
+    try:
+        for key in keys:
+            spark.conf.set(key, str(rows))
+        timed = measure(spark, config, dataset, inference, tmp_path, predict_slots=2).timed[0]
+    finally:
+        for key in keys:
+            spark.conf.set(key, "128")
+    assert (timed.read, timed.predicted, len(timed.bad)) == (8, 8, 0)

@@ -174,6 +174,33 @@ def cache_damage(path: Path, spec: dict) -> str | None:
     return "; ".join(problems) or None
 
 
+def _where(file: Path, rows: list[int]) -> str:
+    return f"{file.name} row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}"
+
+
+def _check_ids(path: Path, files: list[Path], shown: int = 5) -> None:
+    """Refuse a data set whose ids repeat, naming them and where they are: every image needs its own id,
+    since predictions, bad images and verification are all keyed by it (a repeated id would be counted once
+    by the accounting and joined twice by verification)."""
+    where: dict[str, dict[Path, list[int]]] = {}
+    for file in files:
+        for row, image_id in enumerate(pq.read_table(file, columns=["id"]).column("id").to_pylist()):
+            where.setdefault(image_id, {}).setdefault(file, []).append(row)
+    repeated = {
+        image_id: places for image_id, places in where.items() if sum(len(rows) for rows in places.values()) > 1
+    }
+    if repeated:
+        named = [
+            f"{image_id!r} ({'; '.join(_where(file, rows) for file, rows in places.items())})"
+            for image_id, places in list(repeated.items())[:shown]
+        ]
+        more = f" and {len(repeated) - shown} more" if len(repeated) > shown else ""
+        raise DatasetError(
+            f"{path}: {len(repeated)} ids repeat, and every image needs its own id (results, bad images and "
+            f"verification are keyed by it): {', '.join(named)}{more}"
+        )
+
+
 def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Dataset:
     files = sorted(path.glob("*.parquet"))
     if not files:
@@ -193,6 +220,7 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
             raise DatasetError(f"{file}: column 'image' is {image_type}, expected binary")
     if num_images == 0:
         raise DatasetError(f"{path}: the data set is empty")
+    _check_ids(path, files)
     size = sum(file.stat().st_size for file in files)
     return Dataset(path, num_images, len(files), size, spec, generated, prepare_s)
 
