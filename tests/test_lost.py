@@ -154,7 +154,9 @@ def test_repeated_ids_are_refused_before_any_engine_work_naming_the_ids_and_rows
     from tests.conftest import write_images
 
     path = tmp_path / "given"
-    with pytest.raises(DatasetError, match=r"2 ids repeat.*'a' \(part-0.parquet rows 0, 2\), 'c' \(part-0.parquet rows 3, 5\)"):
+    with pytest.raises(
+        DatasetError, match=r"2 ids repeat.*'a' \(part-0.parquet rows 0, 2\), 'c' \(part-0.parquet rows 3, 5\)"
+    ):
         write_images(path, jpeg_rows(REPEATING))
     config = compose_config("dataset=parquet", f"dataset.path={path}").dataset
     with pytest.raises(DatasetError, match="ids repeat"):
@@ -207,3 +209,175 @@ def test_each_batch_is_its_own_record_even_when_batches_start_with_the_same_id(s
         for key in keys:
             spark.conf.set(key, "128")
     assert (timed.read, timed.predicted, len(timed.bad)) == (8, 8, 0)
+
+
+# --- Spark-side failures and odd files, explained --------------------------------------------------------------
+class Py4JJavaError(Exception):
+    """Stands in for py4j's: its text is the Java exception's, after the py4j call."""
+
+
+KILLED_WORKER = (
+    "An error occurred while calling o106.save.\n"
+    ": org.apache.spark.SparkException: Job aborted due to stage failure: Task 0 in stage 6.0 failed 1 times, most "
+    "recent failure: Lost task 0.0 in stage 6.0 (TID 7) (localhost executor driver): org.apache.spark.SparkException: "
+    "Python worker exited unexpectedly (crashed). Consider setting 'spark.python.worker.faulthandler.enabled' "
+    "configuration to 'true' for the better Python traceback.\n"
+    "\tat org.apache.spark.api.python.BasePythonRunner$ReaderIterator$$anonfun$1.applyOrElse(PythonRunner.scala:1136)\n"
+    "Caused by: java.io.EOFException\n"
+    "\tat java.base/java.io.DataInputStream.readFully(DataInputStream.java:210)\n"
+)
+TYPES_DISAGREE = (
+    "An error occurred while calling o78.save.\n"
+    ": org.apache.spark.SparkException: [FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH] Encountered error while "
+    "reading file file:///data/part-1.parquet. Data type mismatches when reading Parquet column [label]. Expected "
+    "Spark type int, actual Parquet type BINARY. SQLSTATE: KD001\n"
+    "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.parquetColumnDataTypeMismatchError(QueryExecutionErrors.scala:898)\n"
+    "Caused by: org.apache.spark.sql.execution.datasources.SchemaColumnConvertNotSupportedException: column: [label], "
+    "physicalType: BINARY, logicalType: int\n"
+)
+PYTHON_IN_TASK = (
+    "An error occurred while calling o81.save.\n"
+    ": org.apache.spark.SparkException: Job aborted due to stage failure: Task 1 in stage 3.0 failed 1 times, most "
+    "recent failure: Lost task 1.0 in stage 3.0 (TID 5) (127.0.0.1 executor driver): "
+    "org.apache.spark.api.python.PythonException: Traceback (most recent call last):\n"
+    '  File "steps.py", line 70, in prepare\n'
+    "pipeline.inference.steps.BadImageError: bad image id=7: cannot decode (on_bad_image=fail)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "message"),
+    [
+        (
+            KILLED_WORKER,
+            "SparkException",
+            "task 0.0 in stage 6.0 (TID 7, localhost executor driver) failed: SparkException: "
+            "Python worker exited unexpectedly (crashed).",
+        ),
+        (
+            TYPES_DISAGREE,
+            "SparkException",
+            "[FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH] Encountered error while reading file "
+            "file:///data/part-1.parquet. Data type mismatches when reading Parquet column [label]. Expected Spark "
+            "type int, actual Parquet type BINARY. (caused by SchemaColumnConvertNotSupportedException: column: "
+            "[label], physicalType: BINARY, logicalType: int)",
+        ),
+        (
+            PYTHON_IN_TASK,
+            "BadImageError",
+            "bad image id=7: cannot decode (on_bad_image=fail) (task 1.0 in stage 3.0 (TID 5, 127.0.0.1 executor driver))",
+        ),
+    ],
+)
+def test_a_spark_side_failure_is_one_line_naming_its_cause_not_the_py4j_call(text, kind, message):
+    from pipeline.errors import describe_error
+
+    error = describe_error(Py4JJavaError(text))
+    assert (error["type"], error["message"]) == (kind, message)
+    assert "An error occurred while calling" in error["detail"]
+
+
+def test_a_non_parquet_file_read_by_spark_is_named_in_the_error(spark, tmp_path):
+    from pipeline.errors import describe_error
+    from tests.conftest import write_images
+
+    write_images(tmp_path / "data", [("x", 0, b"i")])
+    (tmp_path / "data" / "README.txt").write_text("a note")
+    with pytest.raises(Exception) as failure:
+        spark.read.parquet(str(tmp_path / "data")).write.format("noop").mode("overwrite").save()
+    error = describe_error(failure.value)
+    assert "An error occurred while calling" not in error["message"]
+    assert "README.txt" in error["message"] and "footer" in error["message"], error["message"]
+
+
+def test_a_killed_python_worker_names_the_task(spark, tmp_path):
+    from pipeline.errors import describe_error
+    from tests.conftest import write_images
+
+    write_images(tmp_path / "data", [("x", 0, b"i")])
+
+    def die(batches):
+        import os
+        import signal
+
+        for batch in batches:
+            os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+    frame = spark.read.parquet(str(tmp_path / "data")).mapInPandas(die, "id string, label int, image binary")
+    with pytest.raises(Exception) as failure:
+        frame.write.format("noop").mode("overwrite").save()
+    message = describe_error(failure.value)["message"]
+    assert message.startswith("task ") and "Python worker exited unexpectedly" in message, message
+
+
+def odd_dir(tmp_path: Path, tables: dict[str, object]) -> Path:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "odd"
+    path.mkdir()
+    for name, table in tables.items():
+        if isinstance(table, (str, bytes)):
+            (path / name).write_bytes(table.encode() if isinstance(table, str) else table)
+        else:
+            pq.write_table(table, path / name)
+    return path
+
+
+def image_table(ids, labels, label_type=None):
+    import pyarrow as pa
+
+    from pipeline.data.datasets import IMAGE_SCHEMA
+
+    schema = IMAGE_SCHEMA if label_type is None else IMAGE_SCHEMA.set(1, pa.field("label", label_type))
+    return pa.table([ids, labels, [b"i"] * len(ids)], schema=schema)
+
+
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        (
+            {"part-0.parquet": "good", "README.txt": "notes"},
+            r"not Parquet, which Spark would read as Parquet: README.txt",
+        ),
+        (
+            {"part-0.parquet": "good", "part-1.parquet": "typed"},
+            r"column types disagree with part-0.parquet \(id string, label int32, image binary\): "
+            r"part-1.parquet: label is int64",
+        ),
+        ({"part-0.parquet": "good", "part-1.parquet": "string label"}, r"part-1.parquet: column 'label' is string"),
+        ({"part-0.parquet": "good", "part-1.parquet": "float label"}, r"part-1.parquet: column 'label' is double"),
+        (
+            {"part-0.parquet": "null label"},
+            r"column 'label' is null in part-0.parquet row 1; every row needs an integer",
+        ),
+        ({"part-0.parquet": "null id"}, r"column 'id' is null in part-0.parquet row 0; every row needs its own id"),
+        (
+            {"part-0.parquet": b"junk" * 10, "part-1.parquet": "good", "part-2.parquet": b"more junk" * 10},
+            r"cannot read Parquet file\(s\) in .*: part-0.parquet: .*; part-2.parquet: ",
+        ),
+    ],
+)
+def test_every_file_of_a_given_data_set_is_checked_up_front_naming_the_odd_ones(tmp_path, files, named):
+    import pyarrow as pa
+
+    from pipeline.data.datasets import DatasetError, prepare
+
+    made = {
+        "good": image_table(["a", "b"], [0, 1]),
+        "typed": image_table(["c"], [2], pa.int64()),
+        "string label": image_table(["c"], ["cat"], pa.string()),
+        "float label": image_table(["c"], [2.0], pa.float64()),
+        "null label": image_table(["a", "b"], [0, None]),
+        "null id": image_table([None, "b"], [0, 1]),
+    }
+    path = odd_dir(tmp_path, {name: made.get(kind, kind) for name, kind in files.items()})
+    with pytest.raises(DatasetError, match=named):
+        prepare(compose_config("dataset=parquet", f"dataset.path={path}").dataset, tmp_path / "cache")
+
+
+def test_files_spark_skips_are_skipped_up_front_too(tmp_path):
+    from pipeline.data.datasets import prepare
+
+    path = odd_dir(tmp_path, {"part-0.parquet": image_table(["a"], [0]), "_SUCCESS": "", ".part-0.parquet.crc": "x"})
+    assert prepare(compose_config("dataset=parquet", f"dataset.path={path}").dataset, tmp_path / "cache").num_files == 1

@@ -4,8 +4,9 @@ Every engine reads the same Parquet files (columns id, label, image; `images_per
 generated or imported data set is cached under a directory keyed by its spec and reused, so generation
 time is paid once and reported apart from any benchmark. A cached data set proves itself before it is used:
 `_dataset.json` records its spec and every Parquet file's name, row count and size, and a cache that
-disagrees (a file missing, extra, resized or unreadable) is generated again, with a warning saying why. Writes go to a temporary directory that is
-renamed into place, so an interrupted generation never leaves a half data set that looks complete.
+disagrees (a file missing, extra, resized or unreadable) is generated again, with a warning saying why.
+Writes go to a temporary directory that is renamed into place, so an interrupted generation never leaves a
+half data set that looks complete.
 """
 
 from __future__ import annotations
@@ -178,13 +179,24 @@ def _where(file: Path, rows: list[int]) -> str:
     return f"{file.name} row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}"
 
 
-def _check_ids(path: Path, files: list[Path], shown: int = 5) -> None:
-    """Refuse a data set whose ids repeat, naming them and where they are: every image needs its own id,
-    since predictions, bad images and verification are all keyed by it (a repeated id would be counted once
-    by the accounting and joined twice by verification)."""
+def _check_rows(path: Path, files: list[Path], shown: int = 5) -> None:
+    """Refuse a null id, a null label, or ids that repeat, naming the file, row and column (and the ids).
+
+    Every image needs its own id: predictions, bad images and verification are all keyed by it (a repeated
+    id is counted once by the accounting and joined twice by verification). A label is part of every
+    prediction row: a null one is refused rather than guessed (drop the rows, or give them a label)."""
     where: dict[str, dict[Path, list[int]]] = {}
     for file in files:
-        for row, image_id in enumerate(pq.read_table(file, columns=["id"]).column("id").to_pylist()):
+        table = pq.read_table(file, columns=["id", "label"])
+        for column in ("id", "label"):
+            nulls = [row for row, value in enumerate(table.column(column).to_pylist()) if value is None]
+            if nulls:
+                raise DatasetError(
+                    f"{path}: column {column!r} is null in {_where(file, nulls[:shown])}"
+                    f"{f' and {len(nulls) - shown} more rows' if len(nulls) > shown else ''}; "
+                    f"every row needs {'its own id' if column == 'id' else 'an integer label'}"
+                )
+        for row, image_id in enumerate(table.column("id").to_pylist()):
             where.setdefault(image_id, {}).setdefault(file, []).append(row)
     repeated = {
         image_id: places for image_id, places in where.items() if sum(len(rows) for rows in places.values()) > 1
@@ -201,26 +213,64 @@ def _check_ids(path: Path, files: list[Path], shown: int = 5) -> None:
         )
 
 
+def _odd(files: list[Path], why: dict[Path, str]) -> str:
+    return "; ".join(f"{file.name}: {why[file]}" for file in files if file in why)
+
+
 def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Dataset:
-    files = sorted(path.glob("*.parquet"))
+    """The data set in `path`, every file checked before any engine reads it, as Spark will read them (every
+    file whose name starts with neither `_` nor `.`): each a readable Parquet file with columns id, label
+    (integers) and image (binary) of the same types as the others, and no null id or label or repeated id.
+    A DatasetError names the odd files (and rows)."""
+    entries = sorted(entry for entry in path.iterdir() if entry.is_file() and not entry.name.startswith(("_", ".")))
+    files = [entry for entry in entries if entry.suffix == ".parquet"]
     if not files:
         raise DatasetError(f"{path} holds no .parquet files")
+    others = [entry.name for entry in entries if entry.suffix != ".parquet"]
+    if others:
+        raise DatasetError(
+            f"{path} holds files that are not Parquet, which Spark would read as Parquet: {', '.join(others)} "
+            "(move them out, or start their names with '_' or '.')"
+        )
+    unreadable: dict[Path, str] = {}
+    schemas: dict[Path, pa.Schema] = {}
     num_images = 0
     for file in files:
         try:
             parquet = pq.ParquetFile(file)
         except (OSError, pa.ArrowException) as error:
-            raise DatasetError(f"cannot read Parquet file {file}: {error}") from error
-        schema, num_images = parquet.schema_arrow, num_images + parquet.metadata.num_rows
+            unreadable[file] = str(error)
+            continue
+        schemas[file], num_images = parquet.schema_arrow, num_images + parquet.metadata.num_rows
+    if unreadable:
+        raise DatasetError(f"cannot read Parquet file(s) in {path}: {_odd(files, unreadable)}")
+    for file, schema in schemas.items():
         missing = [name for name in IMAGE_SCHEMA.names if name not in schema.names]
         if missing:
             raise DatasetError(f"{file}: Parquet lacks column(s) {missing}; expected {IMAGE_SCHEMA.names}")
         image_type = schema.field("image").type
         if not (pa.types.is_binary(image_type) or pa.types.is_large_binary(image_type)):
             raise DatasetError(f"{file}: column 'image' is {image_type}, expected binary")
+        label_type = schema.field("label").type
+        if not pa.types.is_integer(label_type):
+            raise DatasetError(f"{file}: column 'label' is {label_type}, expected integers")
+    types = {
+        file: tuple(str(schema.field(name).type) for name in IMAGE_SCHEMA.names) for file, schema in schemas.items()
+    }
+    first = files[0]
+    differ = {
+        file: ", ".join(
+            f"{name} is {mine}" for name, mine, theirs in zip(IMAGE_SCHEMA.names, kinds, types[first]) if mine != theirs
+        )
+        for file, kinds in types.items()
+        if kinds != types[first]
+    }
+    if differ:
+        expected = ", ".join(f"{name} {kind}" for name, kind in zip(IMAGE_SCHEMA.names, types[first]))
+        raise DatasetError(f"{path}: column types disagree with {first.name} ({expected}): {_odd(files, differ)}")
     if num_images == 0:
         raise DatasetError(f"{path}: the data set is empty")
-    _check_ids(path, files)
+    _check_rows(path, files)
     size = sum(file.stat().st_size for file in files)
     return Dataset(path, num_images, len(files), size, spec, generated, prepare_s)
 
