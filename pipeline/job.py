@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.lifetime import die_with_parent, parent_from_env
 from pipeline.results import RESULT_FILE
 from pipeline.run import run
 from pipeline.schema import Config
@@ -57,6 +59,9 @@ def keep_earlier_result(run_dir: Path) -> Path | None:
 
 
 def main(run_dir: Path) -> int:
+    parent = parent_from_env()
+    if parent is not None:  # started by `python -m pipeline`: a SIGKILL of it reaches us as a Ctrl-C
+        die_with_parent(parent, signal.SIGINT)
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",

@@ -381,3 +381,105 @@ def test_files_spark_skips_are_skipped_up_front_too(tmp_path):
 
     path = odd_dir(tmp_path, {"part-0.parquet": image_table(["a"], [0]), "_SUCCESS": "", ".part-0.parquet.crc": "x"})
     assert prepare(compose_config("dataset=parquet", f"dataset.path={path}").dataset, tmp_path / "cache").num_files == 1
+
+
+# --- a killed parent -------------------------------------------------------------------------------------------
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+from pipeline.lifetime import die_with_parent
+die_with_parent(int(sys.argv[1]), signal.SIGINT, every_s=0.1)
+print("ready", flush=True)
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    Path(sys.argv[2]).write_text("stopped its own way")
+"""
+PARENT = """
+import subprocess, sys, os, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid()), sys.argv[2]], process_group=0)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def gone(pid: int, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"], ids=["pdeathsig", "watcher-thread"])
+def test_a_child_tied_to_its_parent_runs_its_interrupt_path_when_the_parent_is_killed(tmp_path, platform):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "stopped"
+    child_code = CHILD.replace("from pipeline", f"sys.platform = {platform!r}\nfrom pipeline")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, child_code, str(marker)], stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    try:
+        assert parent.stdout.readline().strip() == "ready"  # the child has armed itself
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        assert gone(child, 30), "the child outlived its killed parent"
+        assert marker.read_text() == "stopped its own way"
+    finally:
+        parent.stdout.close()
+        for pid in (parent.pid, child):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.slow
+def test_a_killed_pipeline_takes_its_job_and_spark_application_with_it(tmp_path, cache_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_cluster import cmdline, survivors, tree
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "pipeline", "model=null_model", "dataset.num_images=8", "warmup=0"]
+    command += ["repeats=500", f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}"]
+    with open(tmp_path / "output.log", "w") as output:
+        parent = subprocess.Popen(
+            command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    seen: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while parent.poll() is None and time.monotonic() < deadline:  # until the job's Python workers run tasks
+            seen.update(tree([parent.pid]))
+            if any("pyspark.daemon" in cmdline(pid) for pid in seen):
+                break
+            time.sleep(0.5)
+        assert parent.poll() is None, (tmp_path / "output.log").read_text()[-3000:]
+        seen.update(tree([parent.pid]))
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 120
+        while survivors(seen) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert survivors(seen) == [], [cmdline(pid) for pid in survivors(seen)]
+        assert json.loads((run_dir / RESULT_FILE).read_text())["status"] == "interrupted"
+    finally:
+        for pid in survivors(seen):  # same PID and start time: never a stranger's process
+            os.kill(pid, signal.SIGKILL)
