@@ -483,3 +483,67 @@ def test_a_killed_pipeline_takes_its_job_and_spark_application_with_it(tmp_path,
     finally:
         for pid in survivors(seen):  # same PID and start time: never a stranger's process
             os.kill(pid, signal.SIGKILL)
+
+
+# --- two runs generating the same data set, a killed generation ------------------------------------------------
+def _prepare_in_a_process(cache: str, barrier, results) -> None:
+    from pipeline.data.datasets import prepare
+
+    config = synthetic(24)
+    barrier.wait()
+    dataset = prepare(config, cache)
+    results.put((dataset.generated, dataset.num_images))
+
+
+def test_two_runs_needing_the_same_new_data_set_generate_it_once(tmp_path):
+    from multiprocessing import get_context
+
+    context = get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_prepare_in_a_process, args=(str(tmp_path), barrier, results)) for _ in "ab"]
+    for worker in workers:
+        worker.start()
+    try:
+        outcomes = sorted(results.get(timeout=300) for _ in workers)
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.kill()
+    assert outcomes == [(False, 24), (True, 24)]  # one generated it, the other waited and found it cached
+    assert [p.name for p in (tmp_path / "datasets").iterdir() if ".tmp-" in p.name] == []
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_a_staging_dir_left_by_a_killed_generation_is_removed_and_a_live_ones_kept(tmp_path, caplog):
+    import os
+
+    from pipeline.data.datasets import prepare
+
+    path = prepare(synthetic(2), tmp_path).path
+    stale, live = (path.with_name(f"{path.name}.tmp-{pid}") for pid in (dead_pid(), os.getppid()))
+    for staging in (stale, live):
+        (staging / "part-00000.parquet").parent.mkdir()
+        (staging / "part-00000.parquet").write_bytes(b"half")
+    with caplog.at_level("WARNING", logger="pipeline.data.datasets"):
+        assert prepare(synthetic(2), tmp_path).generated is False
+    assert not stale.exists() and live.exists()
+    assert f"removing {stale}" in caplog.text
+    import shutil
+
+    shutil.rmtree(live)
+
+
+def test_generation_workers_die_with_the_generating_process():
+    import inspect
+
+    from pipeline.data import datasets
+
+    assert "initializer=die_with_parent" in inspect.getsource(datasets._rows)

@@ -11,6 +11,7 @@ half data set that looks complete.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,6 +31,7 @@ from PIL import Image
 
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import RAW_SIDE, BadImage, decode_rgb
+from pipeline.lifetime import die_with_parent
 from pipeline.schema import DatasetConfig, DataSource
 
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
@@ -36,6 +39,7 @@ ROW_GROUP_SIZE = 32  # small row groups let Spark split even a single file acros
 GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 META_FILE = "_dataset.json"
+STAGING = ".tmp-"  # <data set>.tmp-<pid>: a generation in progress
 log = logging.getLogger(__name__)
 
 
@@ -121,7 +125,8 @@ def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]
         yield from map(build, items)
         return
     # spawn, not fork: a test process may already hold a JVM gateway and its threads
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # each worker dies with this process (a SIGKILLed job would otherwise leave them hung)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         yield from pool.map(build, items, chunksize=16)
 
 
@@ -275,8 +280,45 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
     return Dataset(path, num_images, len(files), size, spec, generated, prepare_s)
 
 
+@contextmanager
+def _generation_lock(lock_file: Path) -> Iterator[None]:
+    """One process at a time checks, generates and describes a cached data set: two runs that need the same
+    new data set generate it once (the second waits, then finds it cached), and none swaps the directory
+    under another that reads it. An exclusive flock, released by the kernel however the holder ends."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process generating %s", lock_file.stem)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Staging dirs of `path` left by a generation whose process is gone (killed with SIGKILL)."""
+    for staging in path.parent.glob(f"{path.name}{STAGING}*"):
+        pid = staging.name.rsplit(STAGING, 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.warning("removing %s, left by a generation whose process %s is gone", staging, pid)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
-    """The data set a run reads: found in the cache, or built into it now (and timed apart)."""
+    """The data set a run reads: found in the cache, or built into it now (and timed apart), under a lock."""
     started = time.perf_counter()
     if config.source is DataSource.parquet:
         path = Path(config.path).expanduser().resolve()
@@ -297,22 +339,24 @@ def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
         / "datasets"
         / f"{config.source.value}-{config.format.value}-{spec['num_images']}-{key}"
     )
-    damage = cache_damage(path, spec) if path.exists() else "not cached yet"
-    generated = damage is not None
-    if generated:
-        if path.exists():
-            log.warning("cached data set %s is damaged (%s): generating it again", path, damage)
-        staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            _write(config, items, staging)
-            meta = {"spec": spec, "files": _manifest(staging)}
-            (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-            shutil.rmtree(path, ignore_errors=True)
-            staging.rename(path)
-        finally:
+    with _generation_lock(Path(cache_dir).expanduser() / "locks" / f"{path.name}.lock"):
+        _remove_stale_staging(path)
+        damage = cache_damage(path, spec) if path.exists() else "not cached yet"
+        generated = damage is not None
+        if generated:
+            if path.exists():
+                log.warning("cached data set %s is damaged (%s): generating it again", path, damage)
+            staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
-    return describe(path, spec, generated, time.perf_counter() - started)
+            try:
+                _write(config, items, staging)
+                meta = {"spec": spec, "files": _manifest(staging)}
+                (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+                shutil.rmtree(path, ignore_errors=True)
+                staging.rename(path)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return describe(path, spec, generated, time.perf_counter() - started)
 
 
 def dataset_summary(dataset: Dataset) -> dict:
