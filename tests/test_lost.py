@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from pipeline.job import PREVIOUS_RESULT_FILE, keep_earlier_result
 from pipeline.results import RESULT_FILE
@@ -231,7 +232,7 @@ TYPES_DISAGREE = (
     ": org.apache.spark.SparkException: [FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH] Encountered error while "
     "reading file file:///data/part-1.parquet. Data type mismatches when reading Parquet column [label]. Expected "
     "Spark type int, actual Parquet type BINARY. SQLSTATE: KD001\n"
-    "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.parquetColumnDataTypeMismatchError(QueryExecutionErrors.scala:898)\n"
+    "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.parquetColumnDataTypeMismatchError(QueryExecutionErrors)\n"
     "Caused by: org.apache.spark.sql.execution.datasources.SchemaColumnConvertNotSupportedException: column: [label], "
     "physicalType: BINARY, logicalType: int\n"
 )
@@ -265,7 +266,8 @@ PYTHON_IN_TASK = (
         (
             PYTHON_IN_TASK,
             "BadImageError",
-            "bad image id=7: cannot decode (on_bad_image=fail) (task 1.0 in stage 3.0 (TID 5, 127.0.0.1 executor driver))",
+            "bad image id=7: cannot decode (on_bad_image=fail) "
+            "(task 1.0 in stage 3.0 (TID 5, 127.0.0.1 executor driver))",
         ),
     ],
 )
@@ -547,3 +549,57 @@ def test_generation_workers_die_with_the_generating_process():
     from pipeline.data import datasets
 
     assert "initializer=die_with_parent" in inspect.getsource(datasets._rows)
+
+
+# --- an unwritable run dir; a single run's callbacks -----------------------------------------------------------
+def test_a_run_dir_that_cannot_be_made_is_one_line_not_hydras_trace(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    done = cli(tmp_path, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}", timeout=120)
+    assert done.returncode == 1
+    assert f"error: cannot write the run directory {tmp_path / 'a-file' / 'run'} (hydra.run.dir): " in done.stderr
+    assert "is not a directory" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout and "Unable to configure handler" not in done.stderr
+
+
+def test_a_read_only_run_dir_stops_before_hydra_configures_its_log_file(tmp_path, monkeypatch, capsys):
+    """Tests here run as root, for whom chmod cannot make a directory read-only: the refusal is simulated."""
+    from pipeline import callbacks
+
+    def refuse(directory):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(callbacks, "_probe", refuse)
+    run_dir = tmp_path / "read-only" / "run"
+    run_dir.parent.mkdir()
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(run_dir)}}})
+    with pytest.raises(SystemExit) as stop:
+        callbacks.SweepProgress().on_run_start(config)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the run directory {run_dir} (hydra.run.dir): {run_dir.parent} is not writable" in err
+    assert not run_dir.exists()  # nothing created
+
+
+def test_a_writable_run_dir_passes_and_is_not_created(tmp_path):
+    from pipeline import callbacks
+
+    callbacks.SweepProgress().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "x" / "y")}}}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_single_run_logs_no_callback_warning(tmp_path):
+    done = cli(tmp_path, "model.batch_size=0", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert done.returncode == 1
+    assert "raised" not in done.stderr and "MissingMandatoryValue" not in done.stderr + done.stdout
+
+
+def test_a_sweeps_job_still_prints_its_progress(capsys):
+    from pipeline.callbacks import SweepProgress
+
+    progress = SweepProgress()
+    progress.total = 4
+    progress.on_job_start(OmegaConf.create({"hydra": {"job": {"num": 1, "override_dirname": "udf=map_in_arrow"}}}))
+    assert "[sweep] job 2 of 4" in capsys.readouterr().out
+    single = OmegaConf.create({"hydra": {"job": {"num": "???", "override_dirname": ""}}})
+    progress.on_job_start(single)
+    assert capsys.readouterr().out == ""
