@@ -390,9 +390,9 @@ CHILD = """
 import signal, sys, time
 from pathlib import Path
 from pipeline.lifetime import die_with_parent
-die_with_parent(int(sys.argv[1]), signal.SIGINT, every_s=0.1)
-print("ready", flush=True)
 try:
+    die_with_parent(int(sys.argv[1]), signal.SIGINT, every_s=0.1)
+    print("ready", flush=True)
     time.sleep(120)
 except KeyboardInterrupt:
     Path(sys.argv[2]).write_text("stopped its own way")
