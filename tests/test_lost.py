@@ -77,6 +77,14 @@ def test_a_re_run_into_the_same_run_dir_is_ok_and_a_failed_one_keeps_the_earlier
     assert done.returncode == 1
     assert json.loads((run_dir / RESULT_FILE).read_text())["status"] == "failed"
     assert json.loads((run_dir / PREVIOUS_RESULT_FILE).read_text())["cluster"]["app_id"] == result["cluster"]["app_id"]
+    # as a Ctrl-C leaves it: an interrupted result and the interrupted application's event log; resume runs it again
+    interrupted = {**result, "status": "interrupted", "error": {"type": "KeyboardInterrupt", "message": "interrupted"}}
+    write(run_dir / RESULT_FILE, interrupted)
+    (run_dir / "eventlog" / "local-1700000000000.inprogress").write_text("{}\n")
+    done = cli(tmp_path, *command, "resume=true", f"cache_dir={cache_dir}")
+    resumed = json.loads((run_dir / RESULT_FILE).read_text())
+    assert done.returncode == 0 and resumed["status"] == "ok", (resumed["error"], done.stderr[-2000:])
+    assert [p.name for p in (run_dir / "eventlog").iterdir()] == [resumed["cluster"]["app_id"]]
 
 
 # --- a damaged cache -------------------------------------------------------------------------------------------
