@@ -551,12 +551,51 @@ def test_a_staging_dir_left_by_a_killed_generation_is_removed_and_a_live_ones_ke
     shutil.rmtree(live)
 
 
-def test_generation_workers_die_with_the_generating_process():
-    import inspect
+GENERATE = """
+import sys
+from tests.conftest import compose_config
+from pipeline.data.datasets import prepare
+prepare(compose_config("dataset.num_images=1024").dataset, sys.argv[1])
+"""
 
-    from pipeline.data import datasets
 
-    assert "initializer=die_with_parent" in inspect.getsource(datasets._rows)
+def test_a_generation_killed_by_sigkill_leaves_no_worker_and_its_staging_dir_goes_next_time(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_cluster import cmdline, survivors, tree
+
+    job = subprocess.Popen([sys.executable, "-c", GENERATE, str(tmp_path)], cwd=Path(__file__).parents[1])
+    seen: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None:  # until both pool workers run
+            seen.update(tree([job.pid]))
+            if sum("spawn_main" in cmdline(pid) for pid in seen) >= 2:
+                break
+            time.sleep(0.2)
+        assert job.poll() is None and len(seen) >= 3, [cmdline(pid) for pid in seen]
+        time.sleep(1)
+        seen.update(tree([job.pid]))
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while survivors(seen) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert survivors(seen) == [], [cmdline(pid) for pid in survivors(seen)]
+        staging = [p for p in (tmp_path / "datasets").iterdir() if ".tmp-" in p.name]
+        assert [p.name.rsplit("-", 1)[1] for p in staging] == [str(job.pid)]
+        from pipeline.data import datasets
+
+        path = staging[0].with_name(staging[0].name.split(".tmp-")[0])
+        datasets._remove_stale_staging(path)  # what the next prepare of this data set does first, under the lock
+        assert not staging[0].exists()
+    finally:
+        for pid in survivors(seen):  # same PID and start time: never a stranger's process
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- an unwritable run dir; a single run's callbacks -----------------------------------------------------------
