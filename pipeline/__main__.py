@@ -8,6 +8,7 @@ re-running a sweep into its directory (`hydra.sweep.dir=DIR`) re-runs only what 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,10 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.schema import typed
+from pipeline.lifetime import PARENT_ENV
 from pipeline.provenance import config_record
 from pipeline.results import Result, as_result, now, read_result, summary, write_result
 from pipeline.rundir import RunDir
+from pipeline.schema import typed
 from pipeline.schema import register
 
 register()
@@ -48,9 +50,14 @@ def run_child(run_dir: Path) -> tuple[Result, int | None]:
 
     The child gets a process group of its own, so a Ctrl-C at the terminal reaches this process alone, which
     passes the first SIGINT or SIGTERM on, once: a second signal arriving while the child is still unwinding
-    could cut short the stopping of what it started (a standalone cluster).
+    could cut short the stopping of what it started (a standalone cluster). If this process dies (SIGKILL),
+    the child gets a SIGINT of its own and stops the same way (`pipeline.lifetime`).
     """
-    child = subprocess.Popen([sys.executable, "-m", "pipeline.job", str(run_dir)], process_group=0)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.job", str(run_dir)],
+        process_group=0,
+        env={**os.environ, PARENT_ENV: str(os.getpid())},  # the child dies with this process (pipeline.lifetime)
+    )
     received: list[int] = []
 
     def forward(signum: int, frame: object) -> None:

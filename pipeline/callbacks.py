@@ -7,13 +7,45 @@ Jobs never raise (each records its own failure), so Hydra reaches `on_multirun_e
 from __future__ import annotations
 
 import math
+import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+
+def _probe(directory: Path) -> None:
+    """Create and remove a file in `directory`; raises OSError where that is refused (read-only, not a dir)."""
+    handle, name = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
+    os.close(handle)
+    os.unlink(name)
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why the output directory `directory` cannot be written (without creating it), or None."""
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        _probe(existing)
+    except OSError as error:
+        return f"{existing} is not writable ({error.strerror or error})"
+    return None
+
+
+def require_writable(directory: str, key: str) -> None:
+    """Stop with one line, before Hydra configures its log file there (whose failure is a page of trace)."""
+    why = unwritable(Path(directory))
+    if why is not None:
+        print(f"error: cannot write the run directory {directory} ({key}): {why}", file=sys.stderr, flush=True)
+        raise SystemExit(1)  # not an Exception: Hydra's callback runner would only warn
 
 
 def count_jobs(config: DictConfig) -> int:
@@ -27,15 +59,23 @@ def count_jobs(config: DictConfig) -> int:
 
 
 class SweepProgress(Callback):
+    """Checks the output directory is writable before a run or sweep starts; prints `job k of n` in a sweep."""
+
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.total = 0
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        require_writable(config.hydra.run.dir, "hydra.run.dir")
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        require_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
         self.started, self.total = time.monotonic(), count_jobs(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         job = config.hydra.job
+        if OmegaConf.is_missing(job, "num"):  # a single run, not a sweep's job: nothing to count
+            return
         elapsed = time.monotonic() - self.started
         print(
             f"[sweep] job {job.num + 1} of {self.total or '?'} ({elapsed:.0f} s elapsed): {job.override_dirname}",

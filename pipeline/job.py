@@ -8,15 +8,21 @@ gives each variant its own Spark application and driver JVM.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from pipeline.lifetime import die_with_parent, parent_from_env
 from pipeline.run import run
 from pipeline.rundir import RunDir
 from pipeline.schema import Config, typed
+
+log = logging.getLogger(__name__)
 
 
 def load(run_dir: Path) -> Config:
@@ -24,12 +30,36 @@ def load(run_dir: Path) -> Config:
     return typed(OmegaConf.load(RunDir(run_dir).job))
 
 
+def keep_earlier_result(run_dir: Path) -> Path | None:
+    """Before a run replaces RUN_DIR/result.json: an ok result there moves to RUN_DIR/result.previous.json.
+
+    A re-run into a used run dir that then fails (or is interrupted, or dies) never destroys the earlier ok
+    result; a failed or interrupted earlier result is simply replaced. Reports read `result.json` only.
+    """
+    files = RunDir(run_dir)
+    path = files.result
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(earlier, dict) or earlier.get("status") != "ok":
+        return None
+    kept = files.previous_result
+    os.replace(path, kept)
+    log.info("%s held an ok result of an earlier run: kept as %s", run_dir, kept.name)
+    return kept
+
+
 def main(run_dir: Path) -> int:
+    parent = parent_from_env()
+    if parent is not None:  # started by `python -m pipeline`: a SIGKILL of it reaches us as a Ctrl-C
+        die_with_parent(parent, signal.SIGINT)
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
         handlers=[logging.StreamHandler(), logging.FileHandler(RunDir(run_dir).log)],
     )
+    keep_earlier_result(run_dir)
     return 0 if run(load(run_dir), run_dir).status == "ok" else 1
 
 

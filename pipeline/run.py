@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import statistics
 import time
-import traceback
 from pathlib import Path
 
+from pipeline.errors import describe_error  # noqa: F401 (also imported from here)
 from pipeline.inference import weights
 from pipeline.data.datasets import dataset_summary, prepare
 from pipeline.engines import engine
@@ -25,23 +24,10 @@ from pipeline.spark.session import java_version
 from pipeline.validate import validate
 
 log = logging.getLogger(__name__)
-WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit)): (.+)$", re.MULTILINE)
 
 
 class AccountingError(RuntimeError):
     """A pass did not account for every input image exactly once."""
-
-
-def describe_error(error: BaseException) -> dict[str, str]:
-    """Type and message of a failure; for an error raised in a Spark Python worker, the worker's own."""
-    text = str(error)
-    kind, message = type(error).__name__, text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    if "Traceback (most recent call last)" in text:
-        worker = WORKER_ERROR.findall(text.split("Traceback (most recent call last)")[-1])
-        if worker:
-            kind, message = worker[-1]
-    trace = "".join(traceback.format_exception(error))
-    return {"type": kind, "message": message, "detail": trace[-20000:]}
 
 
 def build_inference(config: Config, weights_file: Path | None) -> Inference:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RESULT_FILE = "result.json"
+PREVIOUS_RESULT_FILE = "result.previous.json"
 JOB_FILE = "job.yaml"
 LOG_FILE = "pipeline.log"
 
@@ -24,6 +25,11 @@ class RunDir:
     @property
     def result(self) -> Path:
         return self.path / RESULT_FILE
+
+    @property
+    def previous_result(self) -> Path:
+        """An earlier run's ok result, kept when a re-run into this directory starts (`pipeline.job`)."""
+        return self.path / PREVIOUS_RESULT_FILE
 
     @property
     def job(self) -> Path:
@@ -38,6 +44,11 @@ class RunDir:
     def eventlog(self) -> Path:
         """Where the Spark application writes its event log."""
         return self.path / "eventlog"
+
+    @property
+    def previous_eventlog(self) -> Path:
+        """The event log of the application an earlier run into this directory started."""
+        return self.path / "eventlog.previous"
 
     @property
     def predictions(self) -> Path:

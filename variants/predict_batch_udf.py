@@ -51,7 +51,7 @@ def apply(
         # one named parameter per input column: predict_batch_udf counts them to pass columns apart
         def predict(ids: np.ndarray, labels: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
             columns = {name: list(array) for name, array in zip(step.inputs, (ids, labels, values))}
-            with ledger.task(step, part=str(ids[0]) if len(ids) else "") as task:
+            with ledger.task(step) as task:
                 output = step(columns, task.device)
                 task.add(output)
             return _full_rows(output, len(ids))

@@ -26,8 +26,7 @@ def apply(
     @F.pandas_udf(spark_schema(step))
     def run(*series: pd.Series) -> pd.DataFrame:
         columns = {name: values.tolist() for name, values in zip(step.inputs, series)}
-        first = str(columns["id"][0]) if num_rows(columns) else ""
-        with ledger.task(step, part=first) as task:
+        with ledger.task(step) as task:
             if rebuild:
                 load_model(step.inference.model, task.device, rebuild=True)
             output = step(columns, task.device)

@@ -2,19 +2,25 @@
 
 Every engine reads the same Parquet files (columns id, label, image; `images_per_file` rows a file). A
 generated or imported data set is cached under a directory keyed by its spec and reused, so generation
-time is paid once and reported apart from any benchmark. Writes go to a temporary directory that is
-renamed into place, so an interrupted generation never leaves a half data set that looks complete.
+time is paid once and reported apart from any benchmark. A cached data set proves itself before it is used:
+`_dataset.json` records its spec and every Parquet file's name, row count and size, and a cache that
+disagrees (a file missing, extra, resized or unreadable) is generated again, with a warning saying why.
+Writes go to a temporary directory that is renamed into place, so an interrupted generation never leaves a
+half data set that looks complete.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,6 +31,7 @@ from PIL import Image
 
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import RAW_SIDE, BadImage, decode_rgb
+from pipeline.lifetime import die_with_parent
 from pipeline.schema import DatasetConfig, DataSource
 
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
@@ -32,6 +39,8 @@ ROW_GROUP_SIZE = 32  # small row groups let Spark split even a single file acros
 GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 META_FILE = "_dataset.json"
+STAGING = ".tmp-"  # <data set>.tmp-<pid>: a generation in progress
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -116,7 +125,8 @@ def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]
         yield from map(build, items)
         return
     # spawn, not fork: a test process may already hold a JVM gateway and its threads
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # each worker dies with this process (a SIGKILLed job would otherwise leave them hung)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         yield from pool.map(build, items, chunksize=16)
 
 
@@ -130,37 +140,198 @@ def _write(config: DatasetConfig, items: list, target: Path) -> None:
         pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
 
 
+def _manifest(path: Path) -> list[dict]:
+    """Each Parquet file of a data set directory: its name, row count (from its footer) and size in bytes."""
+    return [
+        {"name": file.name, "rows": pq.ParquetFile(file).metadata.num_rows, "bytes": file.stat().st_size}
+        for file in sorted(path.glob("*.parquet"))
+    ]
+
+
+def cache_damage(path: Path, spec: dict) -> str | None:
+    """Why the cached data set in `path` cannot be trusted, or None when it proves itself against META_FILE:
+    the same spec, the same Parquet files (none missing, none extra), each with its recorded rows and bytes."""
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except FileNotFoundError:
+        return f"no {META_FILE}"
+    except (OSError, ValueError) as error:
+        return f"{META_FILE} unreadable: {error}"
+    if not isinstance(meta, dict) or "files" not in meta:
+        return f"{META_FILE} lists no files (written by an older version)"
+    if meta.get("spec") != spec:
+        return f"{META_FILE} records another spec"
+    recorded = {entry["name"]: entry for entry in meta["files"]}
+    present = {file.name for file in path.glob("*.parquet")}
+    problems = [f"{name} missing" for name in sorted(recorded.keys() - present)]
+    problems += [f"{name} not in {META_FILE}" for name in sorted(present - recorded.keys())]
+    for name in sorted(recorded.keys() & present):
+        file, entry = path / name, recorded[name]
+        if file.stat().st_size != entry["bytes"]:
+            problems.append(f"{name} has {file.stat().st_size} bytes, {entry['bytes']} recorded")
+            continue
+        try:
+            rows = pq.ParquetFile(file).metadata.num_rows
+        except (OSError, pa.ArrowException) as error:
+            problems.append(f"{name} unreadable: {error}")
+            continue
+        if rows != entry["rows"]:
+            problems.append(f"{name} has {rows} rows, {entry['rows']} recorded")
+    return "; ".join(problems) or None
+
+
+def _where(file: Path, rows: list[int]) -> str:
+    return f"{file.name} row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}"
+
+
+def _check_rows(path: Path, files: list[Path], shown: int = 5) -> None:
+    """Refuse a null id, a null label, or ids that repeat, naming the file, row and column (and the ids).
+
+    Every image needs its own id: predictions, bad images and verification are all keyed by it (a repeated
+    id is counted once by the accounting and joined twice by verification). A label is part of every
+    prediction row: a null one is refused rather than guessed (drop the rows, or give them a label)."""
+    where: dict[str, dict[Path, list[int]]] = {}
+    for file in files:
+        table = pq.read_table(file, columns=["id", "label"])
+        for column in ("id", "label"):
+            nulls = [row for row, value in enumerate(table.column(column).to_pylist()) if value is None]
+            if nulls:
+                raise DatasetError(
+                    f"{path}: column {column!r} is null in {_where(file, nulls[:shown])}"
+                    f"{f' and {len(nulls) - shown} more rows' if len(nulls) > shown else ''}; "
+                    f"every row needs {'its own id' if column == 'id' else 'an integer label'}"
+                )
+        for row, image_id in enumerate(table.column("id").to_pylist()):
+            where.setdefault(image_id, {}).setdefault(file, []).append(row)
+    repeated = {
+        image_id: places for image_id, places in where.items() if sum(len(rows) for rows in places.values()) > 1
+    }
+    if repeated:
+        named = [
+            f"{image_id!r} ({'; '.join(_where(file, rows) for file, rows in places.items())})"
+            for image_id, places in list(repeated.items())[:shown]
+        ]
+        more = f" and {len(repeated) - shown} more" if len(repeated) > shown else ""
+        raise DatasetError(
+            f"{path}: {len(repeated)} ids repeat, and every image needs its own id (results, bad images and "
+            f"verification are keyed by it): {', '.join(named)}{more}"
+        )
+
+
+def _odd(files: list[Path], why: dict[Path, str]) -> str:
+    return "; ".join(f"{file.name}: {why[file]}" for file in files if file in why)
+
+
 def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Dataset:
-    files = sorted(path.glob("*.parquet"))
+    """The data set in `path`, every file checked before any engine reads it, as Spark will read them (every
+    file whose name starts with neither `_` nor `.`): each a readable Parquet file with columns id, label
+    (integers) and image (binary) of the same types as the others, and no null id or label or repeated id.
+    A DatasetError names the odd files (and rows)."""
+    entries = sorted(entry for entry in path.iterdir() if entry.is_file() and not entry.name.startswith(("_", ".")))
+    files = [entry for entry in entries if entry.suffix == ".parquet"]
     if not files:
         raise DatasetError(f"{path} holds no .parquet files")
+    others = [entry.name for entry in entries if entry.suffix != ".parquet"]
+    if others:
+        raise DatasetError(
+            f"{path} holds files that are not Parquet, which Spark would read as Parquet: {', '.join(others)} "
+            "(move them out, or start their names with '_' or '.')"
+        )
+    unreadable: dict[Path, str] = {}
+    schemas: dict[Path, pa.Schema] = {}
     num_images = 0
     for file in files:
         try:
             parquet = pq.ParquetFile(file)
         except (OSError, pa.ArrowException) as error:
-            raise DatasetError(f"cannot read Parquet file {file}: {error}") from error
-        schema, num_images = parquet.schema_arrow, num_images + parquet.metadata.num_rows
+            unreadable[file] = str(error)
+            continue
+        schemas[file], num_images = parquet.schema_arrow, num_images + parquet.metadata.num_rows
+    if unreadable:
+        raise DatasetError(f"cannot read Parquet file(s) in {path}: {_odd(files, unreadable)}")
+    for file, schema in schemas.items():
         missing = [name for name in IMAGE_SCHEMA.names if name not in schema.names]
         if missing:
             raise DatasetError(f"{file}: Parquet lacks column(s) {missing}; expected {IMAGE_SCHEMA.names}")
         image_type = schema.field("image").type
         if not (pa.types.is_binary(image_type) or pa.types.is_large_binary(image_type)):
             raise DatasetError(f"{file}: column 'image' is {image_type}, expected binary")
+        label_type = schema.field("label").type
+        if not pa.types.is_integer(label_type):
+            raise DatasetError(f"{file}: column 'label' is {label_type}, expected integers")
+    types = {
+        file: tuple(str(schema.field(name).type) for name in IMAGE_SCHEMA.names) for file, schema in schemas.items()
+    }
+    first = files[0]
+    differ = {
+        file: ", ".join(
+            f"{name} is {mine}" for name, mine, theirs in zip(IMAGE_SCHEMA.names, kinds, types[first]) if mine != theirs
+        )
+        for file, kinds in types.items()
+        if kinds != types[first]
+    }
+    if differ:
+        expected = ", ".join(f"{name} {kind}" for name, kind in zip(IMAGE_SCHEMA.names, types[first]))
+        raise DatasetError(f"{path}: column types disagree with {first.name} ({expected}): {_odd(files, differ)}")
     if num_images == 0:
         raise DatasetError(f"{path}: the data set is empty")
+    _check_rows(path, files)
     size = sum(file.stat().st_size for file in files)
     return Dataset(path, num_images, len(files), size, spec, generated, prepare_s)
 
 
+@contextmanager
+def _generation_lock(lock_file: Path) -> Iterator[None]:
+    """One process at a time checks, generates and describes a cached data set: two runs that need the same
+    new data set generate it once (the second waits, then finds it cached), and none swaps the directory
+    under another that reads it. An exclusive flock, released by the kernel however the holder ends."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process generating %s", lock_file.stem)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Staging dirs of `path` left by a generation whose process is gone (killed with SIGKILL)."""
+    for staging in path.parent.glob(f"{path.name}{STAGING}*"):
+        pid = staging.name.rsplit(STAGING, 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.warning("removing %s, left by a generation whose process %s is gone", staging, pid)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
-    """The data set a run reads: found in the cache, or built into it now (and timed apart)."""
+    """The data set a run reads: found in the cache, or built into it now (and timed apart), under a lock."""
     started = time.perf_counter()
     if config.source is DataSource.parquet:
         path = Path(config.path).expanduser().resolve()
         if not path.is_dir():
             raise DatasetError(f"dataset.path={config.path!r} is not a directory")
-        return describe(path, {"source": "parquet", "path": str(path)}, False, time.perf_counter() - started)
+        dataset = describe(path, {"source": "parquet", "path": str(path)}, False, time.perf_counter() - started)
+        if config.num_images is not None and config.num_images != dataset.num_images:
+            raise DatasetError(
+                f"dataset.num_images={config.num_images}, but dataset.path={str(path)!r} holds {dataset.num_images} "
+                f"rows in {dataset.num_files} files (for dataset=parquet it is the expected row count, not a limit; "
+                "leave it unset to read every row)"
+            )
+        return dataset
     spec, items = _spec(config)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     path = (
@@ -168,18 +339,24 @@ def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
         / "datasets"
         / f"{config.source.value}-{config.format.value}-{spec['num_images']}-{key}"
     )
-    generated = not (path / META_FILE).is_file()
-    if generated:
-        staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            _write(config, items, staging)
-            (staging / META_FILE).write_text(json.dumps(spec, indent=2))
-            shutil.rmtree(path, ignore_errors=True)
-            staging.rename(path)
-        finally:
+    with _generation_lock(Path(cache_dir).expanduser() / "locks" / f"{path.name}.lock"):
+        _remove_stale_staging(path)
+        damage = cache_damage(path, spec) if path.exists() else "not cached yet"
+        generated = damage is not None
+        if generated:
+            if path.exists():
+                log.warning("cached data set %s is damaged (%s): generating it again", path, damage)
+            staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
-    return describe(path, spec, generated, time.perf_counter() - started)
+            try:
+                _write(config, items, staging)
+                meta = {"spec": spec, "files": _manifest(staging)}
+                (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+                shutil.rmtree(path, ignore_errors=True)
+                staging.rename(path)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return describe(path, spec, generated, time.perf_counter() - started)
 
 
 def dataset_summary(dataset: Dataset) -> dict:

@@ -3,7 +3,9 @@
 Spark merges an accumulator update only from a task attempt that succeeded; keying each record by
 (step, stage, partition, part) makes a recomputed partition replace its earlier record instead of counting
 twice. Whole-partition variants report one part per task; per-batch variants (scalar UDFs,
-predict_batch_udf) one part per batch, keyed by the batch's first image id. The records are the run's
+predict_batch_udf) one part per batch, keyed by the batch's ordinal in its task attempt (0, 1, ...):
+something the data cannot repeat (a key taken from the batch's first image id let two batches that start
+with the same id overwrite each other). The records are the run's
 evidence: rows in and out and bad images per task, the worker process, how many times it built the model,
 the device and the GPU addresses the scheduler gave the task, and when it ran.
 """
@@ -71,6 +73,20 @@ class TaskRecord:
         )
 
 
+_parts: dict[tuple[int, str], int] = {}  # (task attempt id, step) -> parts this worker process has reported
+
+
+def _next_part(context: TaskContext, step: str) -> int:
+    """The ordinal of the next part `step` reports in this task attempt (a Python worker runs one task at a
+    time, so the counts of earlier attempts are dropped)."""
+    attempt = context.taskAttemptId()
+    if any(key[0] != attempt for key in _parts):
+        _parts.clear()
+    number = _parts.get((attempt, step), 0)
+    _parts[(attempt, step)] = number + 1
+    return number
+
+
 class TaskLedger:
     """Driver side: one accumulator per application, cleared before each pass; executor side: `task`."""
 
@@ -90,10 +106,11 @@ class TaskLedger:
         return list(merged.values())
 
     @contextmanager
-    def task(self, step: Step, part: str = "task") -> Iterator[TaskRecord]:
-        """Executor side: set this task's torch threads and device, and report its record when it ends; the
-        model builds it counts are those of the step's own model."""
+    def task(self, step: Step) -> Iterator[TaskRecord]:
+        """Executor side: set this task's torch threads and device, and report its record when it ends, as
+        the next part of this task attempt's step; the model builds it counts are those of the step's model."""
         context = TaskContext.get()
+        part = _next_part(context, step.name)
         gpus = context.resources().get("gpu")
         addresses = list(gpus.addresses) if gpus else []
         cpus = context.cpus()

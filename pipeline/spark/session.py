@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.spark.cluster import Cluster
+from pipeline.rundir import RunDir
 from pipeline.schema import Config
 
 MIN_JAVA = 17
@@ -57,10 +58,27 @@ def split_bytes(input_bytes: int, slots: int) -> int:
     return min(128 * 2**20, max(2**20, -(-input_bytes // slots)))
 
 
-def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster) -> dict[str, str]:
-    """Every conf the application is started with; results record exactly this. Creates the event log dir."""
-    event_log = run_dir.resolve() / "eventlog"
+def fresh_event_log_dir(run_dir: Path) -> Path:
+    """RUN_DIR/eventlog, empty: the one application about to start is the only one its evidence is read from.
+
+    A run dir used before (a re-run, `resume=true` after an interrupted job) holds the earlier application's
+    log; those files move to RUN_DIR/eventlog.previous (replacing what an older run left there), so the
+    earlier run's evidence stays readable and the new one is never mixed with it.
+    """
+    files = RunDir(run_dir.resolve())
+    event_log = files.eventlog
+    if event_log.is_dir() and any(event_log.iterdir()):
+        previous = files.previous_eventlog
+        shutil.rmtree(previous, ignore_errors=True)
+        event_log.rename(previous)
     event_log.mkdir(parents=True, exist_ok=True)
+    return event_log
+
+
+def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster) -> dict[str, str]:
+    """Every conf the application is started with; results record exactly this. Creates the event log dir,
+    empty (`fresh_event_log_dir`)."""
+    event_log = fresh_event_log_dir(run_dir)
     conf = {
         "spark.master": cluster.master,
         "spark.app.name": f"spark-inference-bench:{run_dir.name}",

@@ -1,0 +1,49 @@
+"""A child process that does not outlive its parent: when the parent dies, even by SIGKILL, the child gets a
+signal and runs its own way out (the job: SIGINT, its Ctrl-C path, which stops its Spark application and any
+cluster it started; a data generation worker: SIGTERM).
+
+Linux: `prctl(PR_SET_PDEATHSIG)`, delivered by the kernel the moment the parent exits. Elsewhere (or if prctl
+fails): a daemon thread that notices the parent is gone within a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+PARENT_ENV = "SPARK_INFERENCE_BENCH_PARENT_PID"
+PR_SET_PDEATHSIG = 1
+
+
+def _watch(parent: int, signum: int, every_s: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os.kill(os.getpid(), signum)
+
+
+def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM, every_s: float = 1.0) -> None:
+    """Send `signum` to this process when its parent (PID `parent`, by default the present one) dies.
+
+    Call it first thing in the child: a parent that died before the call is caught too (this process was
+    then re-parented, and gets the signal at once)."""
+    parent = os.getppid() if parent is None else parent
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        threading.Thread(target=_watch, args=(parent, signum, every_s), name="die-with-parent", daemon=True).start()
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
+
+
+def parent_from_env() -> int | None:
+    """The PID the parent put in PARENT_ENV for its child, if any."""
+    value = os.environ.get(PARENT_ENV, "")
+    return int(value) if value.isdigit() else None
