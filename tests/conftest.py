@@ -12,12 +12,10 @@ from pipeline.inference import weights
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
-from pipeline.schema import register
 from tests.helpers.benchmarks import benchmarks_timed
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images, write_images
 
-register()
 
 def pytest_configure(config: pytest.Config) -> None:
     """`python -m pytest` (and CI) runs the microbenchmarks once each, as tests, on a dozen images.

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from pipeline import callbacks
 from pipeline.callbacks import SweepProgress
-from pipeline.data.synthetic import synth_jpeg
 from pipeline.data.datasets import IMAGE_SCHEMA, META_FILE, Dataset, DatasetError, describe, prepare
+from pipeline.data.synthetic import synth_jpeg
 from pipeline.engines.spark import measure
 from pipeline.errors import describe_error
 from pipeline.inference.model import ModelSpec

@@ -1,11 +1,14 @@
-"""The real composed config, as the CLI builds it."""
+"""The real composed config, as the CLI builds it (the schema registered as `python -m pipeline` does, also in
+the subprocesses tests start)."""
 
 from __future__ import annotations
 
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from pipeline.schema import Config
+from pipeline.schema import Config, register
+
+register()
 
 
 def compose_config(*overrides: str) -> Config:
