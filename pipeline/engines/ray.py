@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
+from pipeline.inference.model import load_model, model_builds, pick_device, use_threads
 from pipeline.inference.steps import (
     CROP_SCHEMA,
     IMAGE_COLUMNS,
@@ -52,7 +53,6 @@ from pipeline.inference.steps import (
     preprocess,
     to_arrow,
 )
-from pipeline.inference.model import load_model, model_builds, pick_device, use_threads
 from pipeline.rundir import RunDir
 from pipeline.schema import Config, Sink
 
