@@ -6,11 +6,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import time
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from pipeline.engines import ray as ray_engine
 from pipeline.run import run
 from pipeline.schema import ConfigError, Engine
 from pipeline.validate import validate
@@ -48,12 +50,34 @@ def ray_processes() -> set[str]:
     return {line for line in running if "raylet" in line or "gcs_server" in line or "ray::" in line}
 
 
-def wait_until_gone(before: set[str], seconds: float = 30.0) -> set[str]:
-    """Ray's workers exit on their own once the raylet is gone; what is left after `seconds` survived."""
-    deadline = time.monotonic() + seconds
-    while (left := ray_processes() - before) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return left
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+
+
+def test_stop_ends_every_started_process_by_pid_sigterm_then_sigkill_and_spares_older_ones():
+    older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        before = ray_engine._children(set())
+        polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        stubborn = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE)
+        stubborn.stdout.readline()  # its SIGTERM handler is set
+        done = subprocess.Popen([sys.executable, "-c", "pass"])
+        done.wait()
+        started = ray_engine._children(before)
+        assert {p.pid for p in started} == {polite.pid, stubborn.pid}  # exited and older ones are not noted
+        counts = ray_engine.stop(started, grace_s=0.5)
+        assert counts == {"exited": 0, "terminated": 1, "killed": 1, "survived": 0}
+        assert not psutil.pid_exists(polite.pid) and not psutil.pid_exists(stubborn.pid)  # reaped: no zombie left
+        assert older.poll() is None  # running before: not ours to stop
+    finally:
+        older.kill()
+        older.wait()
+
+
+def test_stop_waits_for_processes_that_exit_by_themselves():
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    started = {psutil.Process(quick.pid)}
+    assert ray_engine.stop(started, grace_s=5.0) == {"exited": 1, "terminated": 0, "killed": 0, "survived": 0}
+    assert quick.poll() == 0
 
 
 @pytest.mark.slow
@@ -79,7 +103,8 @@ def test_ray_predicts_what_the_reference_does_lists_bad_images_and_leaves_nothin
     assert sorted(bad["id"] for bad in result.bad_images) == sorted(corrupt_images())
     assert result.cluster["gpus"] == {"kind": "emulated", "count": 2} and result.env["gpus"] == "emulated"
     assert result.tasks["max_model_loads_per_worker"] == 1
-    assert wait_until_gone(before) == set()
+    assert result.cluster["stopped_processes"]["survived"] == 0
+    assert ray_processes() - before == set()  # stopped by PID before run() returned, not left to exit later
     assert (tmp_path / "ray-logs").is_dir() and set(Path("/tmp").glob("sib-ray-*")) <= sessions
 
 
