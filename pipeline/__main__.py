@@ -23,8 +23,7 @@ from pipeline.lifetime import PARENT_ENV
 from pipeline.provenance import config_record
 from pipeline.results import Result, as_result, now, read_result, summary, write_result
 from pipeline.rundir import RunDir
-from pipeline.schema import typed
-from pipeline.schema import register
+from pipeline.schema import register, typed
 
 register()
 

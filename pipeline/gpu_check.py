@@ -1,8 +1,8 @@
 """How fast our own preprocessing and model code run on one device, without Spark, Java or Hydra.
 
 For a GPU machine that has PyTorch and nothing else of this project's stack: it imports only torch,
-torchvision, numpy and Pillow (through `pipeline.inference.preprocess`, `pipeline.inference.model` and `pipeline.data.synthetic`),
-generates its JPEGs, and prints images/s for
+torchvision, numpy and Pillow (through `pipeline.inference.preprocess`, `pipeline.inference.model` and
+`pipeline.data.synthetic`), generates its JPEGs, and prints images/s for
 - predict: normalized batches already on the device through `pipeline.inference.model.predict`, per precision mode
   (fp32, bf16 autocast, bf16 + torch.compile), channels_last;
 - decode + predict: JPEG bytes → crops → predict in one process, decoding with torchvision.io on the CPU,
@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torchvision.models import resnet50
 
+from pipeline.data.synthetic import synth_jpeg
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
-from pipeline.data.synthetic import synth_jpeg
 from pipeline.timing import timed
 
 MODES = ("fp32", "bf16", "bf16_compile")

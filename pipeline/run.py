@@ -7,21 +7,21 @@ import statistics
 import time
 from pathlib import Path
 
-from pipeline.errors import describe_error  # noqa: F401 (also imported from here)
-from pipeline.inference import weights
 from pipeline.data.datasets import dataset_summary, prepare
 from pipeline.engines import engine
 from pipeline.engines.base import Measurement
-from pipeline.spark.evidence import enforce
-from pipeline.inference.steps import Inference
+from pipeline.errors import describe_error  # noqa: F401 (also imported from here)
+from pipeline.inference import weights
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
+from pipeline.inference.steps import Inference
 from pipeline.provenance import new_result
 from pipeline.results import Result, now, write_result
 from pipeline.schema import Config, Engine, ModelName, OnBadImage
-from pipeline.verify import compare, reference_predictions
+from pipeline.spark.evidence import enforce
 from pipeline.spark.session import java_version
 from pipeline.validate import validate
+from pipeline.verify import compare, reference_predictions
 
 log = logging.getLogger(__name__)
 

@@ -284,9 +284,25 @@ def _peers(frame: pd.DataFrame) -> dict[str, Any]:
     rows, headlines = peers.compare(frame)
     return {
         "baselines": list(peers.BASELINES),
-        "headlines": [[Cell(h.work), Cell(h.best_spark), *map(_ratio, h.ratios.values())] for h in headlines],
+        "headlines": [
+            [
+                Cell(h.work),
+                Cell(h.best_spark),
+                *map(_ratio, h.ratios.values()),
+                *map(_ratio, (h.cold_ratios or {}).values()),
+            ]
+            for h in headlines
+        ],
         "rows": [
-            [Cell(r.work), Cell(r.label), Cell(r.engine), _number(r.throughput), *map(_ratio, r.vs.values())]
+            [
+                Cell(r.work),
+                Cell(r.label),
+                Cell(r.engine),
+                _number(r.throughput),
+                *map(_ratio, r.vs.values()),
+                _number(r.cold),
+                *map(_ratio, (r.cold_vs or {}).values()),
+            ]
             for r in rows
         ],
     }
@@ -335,6 +351,6 @@ def render(
             if row["status"] == "ok" and row["cost_note"]
         ],
         provenance=_provenance(jobs, frame, out_dir),
-        peers=_peers(frame),
+        peers=_peers(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
     )

@@ -4,6 +4,12 @@
 Only runs that did the same work are compared: the same model (ResNet50 or the null model), the same data
 set (source, format, image count) and the same machine (hostname). Within such a group the baseline of an
 engine is its best successful run; a group without a torch or a ray run says so instead of a ratio.
+
+Each comparison comes twice: warm, the median timed pass (the run's throughput), and cold, the run's first
+pass (its first warm-up pass, or its first timed pass without warm-up), which pays for starting workers or
+actors and loading the model, never for the engine's own start (SparkSession, ray.init). Engines differ
+most there: Spark's later passes reuse its Python workers, while every Ray Data pass is an execution of its
+own with a fresh actor pool, so Ray's warm passes are nearly as cold as its first.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.aggregate import find_jobs, job_frame
+from reports.aggregate import Job, find_jobs, job_frame
 
 WORK = ("model", "dataset_source", "image_format", "num_images", "hostname")
 BASELINES = ("torch", "ray")
+COLD = "cold_images_per_s"  # images / seconds of the run's first pass
 
 
 @dataclass(frozen=True)
@@ -26,48 +33,87 @@ class PeerRow:
     engine: str
     throughput: float
     vs: dict[str, float | None]  # engine → this run's throughput / that engine's best, None without one
+    cold: float | None = None  # images/s of this run's first pass
+    cold_vs: dict[str, float | None] | None = None  # engine → this run's first pass / that best run's first pass
 
 
 @dataclass(frozen=True)
 class Headline:
     work: str
     best_spark: str
-    ratios: dict[str, float | None]  # engine → best Spark / best of that engine
+    ratios: dict[str, float | None]  # engine → best Spark / best of that engine (warm: median timed pass)
+    cold_ratios: dict[str, float | None] | None = None  # the same two runs' first passes
 
 
 def _work(row: dict) -> str:
     return f"{row['model']} · {row['num_images']} {row['image_format']} images ({row['dataset_source']})"
 
 
+def first_pass(job: Job) -> float | None:
+    """Images/s of a run's first pass: its first warm-up pass, or its first timed pass without warm-up."""
+    metrics = job.decoded.metrics if job.decoded else None
+    if metrics is None or not metrics.num_images:
+        return None
+    first = (metrics.warmup_s or metrics.wall_s or [None])[0]
+    return metrics.num_images / first if first else None
+
+
+def with_cold(frame: pd.DataFrame, jobs: list[Job]) -> pd.DataFrame:
+    """`frame` with each run's first-pass throughput (COLD), found by job dir."""
+    cold = {str(job.dir): first_pass(job) for job in jobs}
+    return frame.assign(**{COLD: [cold.get(job_dir) for job_dir in frame["job_dir"]]})
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base and not pd.isna(value) and not pd.isna(base) else None
+
+
 def compare(frame: pd.DataFrame) -> tuple[list[PeerRow], list[Headline]]:
-    """Every successful run with its ratios to each baseline engine, and per work the best Spark run's ratios.
+    """Every successful run with its ratios to each baseline engine, and per work the best Spark run's ratios;
+    warm from the throughput, cold from the COLD column (see `with_cold`; ratios None without it).
     Groups where only one engine ran are left out: there is nothing to compare."""
     done = frame[(frame["status"] == "ok") & frame["throughput_images_per_s"].notna() & frame["engine"].notna()]
+    if COLD not in done:
+        done = done.assign(**{COLD: None})
     rows: list[PeerRow] = []
     headlines: list[Headline] = []
     for _, group in done.groupby(list(WORK), dropna=False, sort=True):
         if group["engine"].nunique() < 2:
             continue
-        best = group.groupby("engine")["throughput_images_per_s"].max()
-        baselines = {engine: best.get(engine) for engine in BASELINES}
+        best_runs = {
+            engine: runs.loc[runs["throughput_images_per_s"].idxmax()] for engine, runs in group.groupby("engine")
+        }
+        warm = {
+            engine: (best_runs[engine]["throughput_images_per_s"] if engine in best_runs else None)
+            for engine in BASELINES
+        }
+        cold = {engine: (best_runs[engine][COLD] if engine in best_runs else None) for engine in BASELINES}
         work = _work(group.iloc[0].to_dict())
         for row in group.sort_values("throughput_images_per_s", ascending=False).to_dict("records"):
-            throughput = row["throughput_images_per_s"]
-            vs = {engine: (throughput / base if base else None) for engine, base in baselines.items()}
-            rows.append(PeerRow(work, row["label"], row["engine"], throughput, vs))
-        spark = group[group["engine"] == "spark"]
-        if len(spark):
-            top = spark.loc[spark["throughput_images_per_s"].idxmax()]
-            ratios = {e: (top["throughput_images_per_s"] / b if b else None) for e, b in baselines.items()}
-            headlines.append(Headline(work, top["label"], ratios))
+            throughput, first = row["throughput_images_per_s"], row[COLD]
+            first = None if first is None or pd.isna(first) else first
+            vs = {engine: _ratio(throughput, base) for engine, base in warm.items()}
+            cold_vs = {engine: _ratio(first, base) for engine, base in cold.items()}
+            rows.append(PeerRow(work, row["label"], row["engine"], throughput, vs, first, cold_vs))
+        if "spark" in best_runs:
+            top = best_runs["spark"]
+            ratios = {engine: _ratio(top["throughput_images_per_s"], base) for engine, base in warm.items()}
+            cold_ratios = {engine: _ratio(top[COLD], base) for engine, base in cold.items()}
+            headlines.append(Headline(work, top["label"], ratios, cold_ratios))
     return rows, headlines
 
 
+def _ratios(ratios: dict[str, float | None], missing: str = "no {} run") -> str:
+    return ", ".join(f"{ratio:.2f}x {engine}" if ratio else missing.format(engine) for engine, ratio in ratios.items())
+
+
 def summary(directories: list[Path]) -> list[str]:
-    """One line per work that more than one engine did: the best Spark run against each peer's best."""
-    _, headlines = compare(job_frame(find_jobs(directories)))
-    return [
-        f"{h.work}: best Spark ({h.best_spark}) "
-        + ", ".join(f"{ratio:.2f}x {engine}" if ratio else f"no {engine} run" for engine, ratio in h.ratios.items())
-        for h in headlines
-    ]
+    """One line per work that more than one engine did: the best Spark run against each peer's best, warm
+    (median timed pass) and cold (first pass)."""
+    jobs = find_jobs(directories)
+    _, headlines = compare(with_cold(job_frame(jobs), jobs))
+    lines = []
+    for h in headlines:
+        cold = _ratios(h.cold_ratios or {}, "no {} first pass")
+        lines.append(f"{h.work}: best Spark ({h.best_spark}) warm {_ratios(h.ratios)}; cold {cold}")
+    return lines

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pipeline.processes import stop_processes
 from pipeline.schema import ClusterMode, Topology
 from pipeline.spark import cluster as cluster_module
 from pipeline.spark import plan as plan_module
@@ -26,7 +27,6 @@ from pipeline.spark import standalone as standalone_module
 from pipeline.spark.cluster import cluster, discovery_script, worker_gpu_conf
 from pipeline.spark.evidence import check
 from pipeline.spark.plan import ClusterError, GpuPlan, gpu_plan, memory_mb, plan, tasks_per_executor
-from pipeline.spark.processes import stop_processes
 from pipeline.spark.standalone import java_options
 from pipeline.validate import ConfigError, validate
 from tests.helpers.config import compose_config

@@ -547,6 +547,7 @@ def test_a_run_dir_that_cannot_be_made_is_one_line_not_hydras_trace(tmp_path):
 
 def test_a_read_only_run_dir_stops_before_hydra_configures_its_log_file(tmp_path, monkeypatch, capsys):
     """Tests here run as root, for whom chmod cannot make a directory read-only: the refusal is simulated."""
+
     def refuse(directory):
         raise PermissionError(13, "Permission denied")
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import time
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from pipeline.processes import descendants, stop_processes
 from pipeline.run import run
 from pipeline.schema import ConfigError, Engine
 from pipeline.validate import validate
@@ -49,12 +51,24 @@ def ray_processes() -> set[str]:
     return {line for line in running if "raylet" in line or "gcs_server" in line or "ray::" in line}
 
 
-def wait_until_gone(before: set[str], seconds: float = 30.0) -> set[str]:
-    """Ray's workers exit on their own once the raylet is gone; what is left after `seconds` survived."""
-    deadline = time.monotonic() + seconds
-    while (left := ray_processes() - before) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return left
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+
+
+def test_the_processes_an_engine_started_are_stopped_by_pid_and_older_ones_spared():
+    older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        before = descendants()
+        polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        stubborn = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE)
+        stubborn.stdout.readline()  # its SIGTERM handler is set
+        started = descendants() - before
+        assert {p.pid for p in started} == {polite.pid, stubborn.pid}  # older ones are not noted
+        stop_processes(started, timeout=0.5)
+        assert not psutil.pid_exists(polite.pid) and not psutil.pid_exists(stubborn.pid)  # reaped: no zombie left
+        assert older.poll() is None  # running before: not ours to stop
+    finally:
+        older.kill()
+        older.wait()
 
 
 @pytest.mark.slow
@@ -80,11 +94,14 @@ def test_ray_predicts_what_the_reference_does_lists_bad_images_and_leaves_nothin
     assert sorted(bad["id"] for bad in result.bad_images) == sorted(corrupt_images())
     assert result.cluster["gpus"] == {"kind": "emulated", "count": 2} and result.env["gpus"] == "emulated"
     assert result.tasks["max_model_loads_per_worker"] == 1
-    assert wait_until_gone(before) == set()
+    assert ray_processes() - before == set()  # stopped by PID before run() returned, not left to exit later
     assert (tmp_path / "ray-logs").is_dir() and set(Path("/tmp").glob("sib-ray-*")) <= sessions
 
 
-def result(engine: str, throughput: float, model: str = "resnet50", label_udf: str | None = None) -> dict:
+def result(
+    engine: str, throughput: float, model: str = "resnet50", label_udf: str | None = None, first: float | None = None
+) -> dict:
+    """A hand-made result of 64 images; `first` is its warm-up pass's images/s (none without)."""
     spark = engine == "spark"
     return {
         "status": "ok",
@@ -98,7 +115,13 @@ def result(engine: str, throughput: float, model: str = "resnet50", label_udf: s
             "image_format": "jpeg",
             "model": model,
         },
-        "metrics": {"num_images": 64, "throughput_images_per_s": throughput, "throughput_per_repeat": [throughput]},
+        "metrics": {
+            "num_images": 64,
+            "throughput_images_per_s": throughput,
+            "throughput_per_repeat": [throughput],
+            "wall_s": [64 / throughput],
+            "warmup_s": [64 / first] if first else [],
+        },
         "env": {"hostname": "here"},
     }
 
@@ -106,10 +129,10 @@ def result(engine: str, throughput: float, model: str = "resnet50", label_udf: s
 @pytest.fixture
 def peer_frame(tmp_path):
     records = [
-        result("torch", 10.0),
-        result("ray", 5.0),
-        result("spark", 9.0, label_udf="map_in_pandas"),
-        result("spark", 8.0, label_udf="map_in_arrow"),
+        result("torch", 10.0, first=4.0),
+        result("ray", 5.0, first=4.0),
+        result("spark", 9.0, label_udf="map_in_pandas", first=2.0),
+        result("spark", 8.0, label_udf="map_in_arrow", first=3.0),
         result("torch", 40.0, model="null_model"),
         result("spark", 30.0, model="null_model", label_udf="map_in_pandas"),
         result("spark", 99.0, model="null_model", label_udf="map_in_arrow") | {"status": "failed"},
@@ -142,15 +165,38 @@ def test_the_report_has_a_versus_peers_section_with_the_ratios(peer_frame, tmp_p
     html = render(jobs, frame, tmp_path, [tmp_path])
     section = html.split('<section id="peers">', 1)[1].split("</section>", 1)[0]
     assert "Versus peers" in section and "0.90x" in section and "1.80x" in section and "0.75x" in section
+    assert "cold vs ray" in section and "0.50x" in section  # the best Spark run's first pass vs torch's and ray's
+
+
+def test_cold_ratios_compare_the_same_best_runs_first_passes_and_warm_ratios_their_median_passes(peer_frame):
+    jobs, frame = peer_frame
+    rows, headlines = peers.compare(peers.with_cold(frame, jobs))
+    by_work = {headline.work.split(" ")[0]: headline for headline in headlines}
+    resnet = by_work["resnet50"]
+    assert resnet.ratios == {"torch": pytest.approx(0.9), "ray": pytest.approx(1.8)}
+    # the best Spark run by warm throughput (map_in_pandas, first pass 2 img/s), not the best first pass
+    assert resnet.cold_ratios == {"torch": pytest.approx(0.5), "ray": pytest.approx(0.5)}
+    ray_row = next(row for row in rows if row.engine == "ray")
+    assert ray_row.cold == pytest.approx(4.0) and ray_row.cold_vs == {"torch": pytest.approx(1.0), "ray": 1.0}
+    # a run without warm-up: its first timed pass is its cold pass; no baseline run: no ratio
+    null = by_work["null_model"]
+    assert null.cold_ratios == {"torch": pytest.approx(0.75), "ray": None}  # 30 vs 40 img/s, first timed passes
+
+
+def test_without_first_passes_the_cold_ratios_are_missing_not_made_up(peer_frame):
+    _, frame = peer_frame
+    _, headlines = peers.compare(frame)  # a frame without the cold column
+    assert all(set(h.cold_ratios.values()) == {None} for h in headlines)
 
 
 def test_the_summary_a_sweep_prints_gives_each_work_its_ratios(tmp_path):
-    for number, record in enumerate([result("torch", 10.0), result("spark", 9.5, label_udf="map_in_arrow")]):
+    records = [result("torch", 10.0, first=5.0), result("spark", 9.5, label_udf="map_in_arrow", first=2.0)]
+    for number, record in enumerate(records):
         (tmp_path / str(number)).mkdir()
         (tmp_path / str(number) / "result.json").write_text(json.dumps(record))
     (line,) = peers.summary([tmp_path])
     assert line.startswith("resnet50 · 64 jpeg images") and "map_in_arrow" in line
-    assert "0.95x torch" in line and "no ray run" in line
+    assert "warm 0.95x torch, no ray run" in line and "cold 0.40x torch, no ray first pass" in line
 
 
 def test_throughput_bars_of_more_than_one_model_use_a_log_scale_and_say_so(peer_frame):

@@ -181,9 +181,7 @@ def test_two_stage_with_a_preprocess_cluster_runs_each_job_in_its_own_applicatio
     assert processes_of({"cluster": predict}) == processes_of({"cluster": preprocess}) == []
 
 
-def test_prefetch_does_not_change_the_predictions(
-    spark, tmp_path, tiny_dataset, inference, cache_dir
-):
+def test_prefetch_does_not_change_the_predictions(spark, tmp_path, tiny_dataset, inference, cache_dir):
     config = compose_config("udf=iterator_pandas_udf", "udf.prefetch=2", "warmup=0", "repeats=1", "verify=true")
     run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)  # 12 images, batches of 4
     agreement = compare(run.predictions, reference_predictions(tiny_dataset, inference, cache_dir))

@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame
 
 from pipeline.inference.steps import Step
 from pipeline.schema import UdfConfig, UdfStyle
+from pipeline.spark.ledger import TaskLedger
 from variants import (
     iterator_pandas_udf,
     map_in_arrow,
@@ -23,7 +24,6 @@ from variants import (
     rdd_map_partitions,
     scalar_pandas_udf,
 )
-from pipeline.spark.ledger import TaskLedger
 
 
 class Style(Protocol):

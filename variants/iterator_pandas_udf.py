@@ -15,8 +15,8 @@ from pyspark.sql import functions as F
 
 from pipeline.inference.steps import Step, aligned, prefetched, rebatch
 from pipeline.schema import UdfConfig
-from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
+from variants.spark_schema import spark_schema
 
 
 def apply(

@@ -10,8 +10,8 @@ from pyspark.sql import DataFrame
 
 from pipeline.inference.steps import Step, rebatch, to_arrow
 from pipeline.schema import UdfConfig
-from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
+from variants.spark_schema import spark_schema
 
 
 def apply(

@@ -20,9 +20,9 @@ from pyspark.sql import functions as F
 
 from pipeline.inference.steps import Output, Step
 from pipeline.schema import IteratorPandasUdfConfig, UdfConfig
-from variants.spark_schema import spark_schema
-from variants import iterator_pandas_udf
 from pipeline.spark.ledger import TaskLedger
+from variants import iterator_pandas_udf
+from variants.spark_schema import spark_schema
 
 
 def _full_rows(output: Output, rows: int) -> dict[str, np.ndarray]:
@@ -58,6 +58,7 @@ def apply(
 
         return predict
 
-    run = predict_batch_udf(make_predict_fn, return_type=spark_schema(step), batch_size=step.batch_size).asNondeterministic()
+    run = predict_batch_udf(make_predict_fn, return_type=spark_schema(step), batch_size=step.batch_size)
+    run = run.asNondeterministic()
     result = frame.select(run(*step.inputs).alias("out"))
     return result.where(F.col("out.top1") >= 0).select("out.*")

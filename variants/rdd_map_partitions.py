@@ -10,8 +10,8 @@ from pyspark.sql import DataFrame, Row
 
 from pipeline.inference.steps import Columns, Step
 from pipeline.schema import UdfConfig
-from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
+from variants.spark_schema import spark_schema
 
 
 def _batches(rows: Iterator[Row], names: tuple[str, ...], size: int) -> Iterator[Columns]:

@@ -11,11 +11,11 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.inference.steps import Step, aligned, num_rows
 from pipeline.inference.model import load_model
+from pipeline.inference.steps import Step, aligned, num_rows
 from pipeline.schema import UdfConfig
-from variants.spark_schema import spark_schema
 from pipeline.spark.ledger import TaskLedger
+from variants.spark_schema import spark_schema
 
 
 def apply(

@@ -22,8 +22,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline.inference.steps import Inference, fused, predict_crops, preprocess
 from pipeline.schema import Config, Topology
-from variants import UDF_STYLES
 from pipeline.spark.ledger import TaskLedger
+from variants import UDF_STYLES
 
 Sink = Callable[[DataFrame], None]
 

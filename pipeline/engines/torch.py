@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
+from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.inference.steps import (
     IMAGE_COLUMNS,
     PREDICTION_SCHEMA,
@@ -30,7 +31,6 @@ from pipeline.inference.steps import (
     rebatch,
     to_pandas,
 )
-from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.rundir import RunDir
 from pipeline.schema import Config, Sink
 

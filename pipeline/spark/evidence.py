@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engines.base import Pass
-from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
 from pipeline.inference.steps import STEPS, Preprocess
-from pipeline.spark.plan import Plan
 from pipeline.schema import Topology
+from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
+from pipeline.spark.plan import Plan
 
 MODEL_STEPS = tuple(name for name, kind in STEPS.items() if kind.runs_model)
 STAGE_KEYS = (

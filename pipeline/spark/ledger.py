@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pyspark import SparkContext, TaskContext
 from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegistry
 
-from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.inference.model import model_builds, pick_device, use_threads
+from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.spark import faults
 
 

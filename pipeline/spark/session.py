@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.spark.cluster import Cluster
 from pipeline.rundir import RunDir
 from pipeline.schema import Config
+from pipeline.spark.cluster import Cluster
 
 MIN_JAVA = 17
 JAVA_HELP = (

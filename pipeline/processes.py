@@ -1,4 +1,5 @@
-"""Processes the harness started, stopped with everything they spawned, and the signals while they run.
+"""Processes the harness started (a standalone cluster, Ray, a job's driver JVM), stopped with everything they
+spawned, and the signals while they run.
 
 `stop_processes` stops process trees by PID through psutil, which identifies a process by its PID and
 creation time, so a PID that was reused by another process is never signalled. `SignalGuard` makes SIGTERM
@@ -17,9 +18,11 @@ from typing import Any
 
 import psutil
 
-from pipeline.spark.plan import ClusterError
-
 log = logging.getLogger(__name__)
+
+
+class ProcessesSurvived(RuntimeError):
+    """Processes the harness started were still running after SIGKILL."""
 
 
 class Terminated(SystemExit):
@@ -78,6 +81,14 @@ def running(process: psutil.Process) -> bool:
         return True
 
 
+def descendants() -> set[psutil.Process]:
+    """Every process under this one now (what an engine started is those not there before it started)."""
+    try:
+        return set(psutil.Process().children(recursive=True))
+    except psutil.Error:
+        return set()
+
+
 def _handle(target: int | psutil.Process) -> psutil.Process | None:
     if isinstance(target, psutil.Process):
         return target
@@ -129,7 +140,7 @@ def _describe(process: psutil.Process) -> str:
 
 
 def stop_processes(targets: Iterable[int | psutil.Process], timeout: float = 20.0) -> None:
-    """Stop processes and everything they spawned: SIGTERM, wait, SIGKILL; raise ClusterError if any survive.
+    """Stop processes and everything they spawned: SIGTERM, wait, SIGKILL; raise ProcessesSurvived if any do.
 
     `targets` are PIDs, or psutil.Process handles taken when the processes started (their identity then
     dates from the start, not from this call). Descendants (a standalone Worker's executor JVMs, their
@@ -168,4 +179,4 @@ def stop_processes(targets: Iterable[int | psutil.Process], timeout: float = 20.
         _send(process, signal.SIGKILL)
     alive = _wait(alive, 5.0)
     if alive:
-        raise ClusterError(f"processes still running after SIGKILL: {', '.join(map(_describe, alive))}")
+        raise ProcessesSurvived(f"processes still running after SIGKILL: {', '.join(map(_describe, alive))}")
