@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pipeline.lifetime import die_with_parent, parent_from_env
+from pipeline.processes import descendants, stop_processes
 from pipeline.run import run
 from pipeline.rundir import RunDir
 from pipeline.schema import Config, typed
@@ -60,7 +61,12 @@ def main(run_dir: Path) -> int:
         handlers=[logging.StreamHandler(), logging.FileHandler(RunDir(run_dir).log)],
     )
     keep_earlier_result(run_dir)
-    return 0 if run(load(run_dir), run_dir).status == "ok" else 1
+    try:
+        return 0 if run(load(run_dir), run_dir).status == "ok" else 1
+    finally:
+        # the driver JVM pyspark started (and a local-cluster's executors under it) outlives a stopped
+        # SparkSession until it notices this process is gone: stop it by PID, so the job leaves nothing
+        stop_processes(descendants())
 
 
 if __name__ == "__main__":

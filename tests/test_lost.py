@@ -287,6 +287,20 @@ def test_a_non_parquet_file_read_by_spark_is_named_in_the_error(spark, tmp_path)
     assert "README.txt" in error["message"] and "footer" in error["message"], error["message"]
 
 
+def test_a_file_damaged_mid_file_with_its_footer_intact_is_named_in_sparks_error(spark, tmp_path):
+    rows = [(f"id{i}", i, synth_jpeg(0, i)) for i in range(8)]
+    data = write_images(tmp_path / "data", rows)  # the up-front check reads footers only: it passes
+    file = data.path / "part-0.parquet"
+    chunk = pq.ParquetFile(file).metadata.row_group(0).column(2)  # the images' page header
+    damaged = bytearray(file.read_bytes())
+    damaged[chunk.data_page_offset : chunk.data_page_offset + 64] = b"\xab" * 64
+    file.write_bytes(bytes(damaged))
+    with pytest.raises(Exception) as failure:
+        spark.read.parquet(str(data.path)).write.format("noop").mode("overwrite").save()
+    error = describe_error(failure.value)
+    assert "Py4J" not in error["type"] and "part-0.parquet" in error["message"], error
+
+
 def test_a_killed_python_worker_names_the_task(spark, tmp_path):
     write_images(tmp_path / "data", [("x", 0, b"i")])
 
