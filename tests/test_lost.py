@@ -20,7 +20,15 @@ from omegaconf import OmegaConf
 
 from pipeline import callbacks
 from pipeline.callbacks import SweepProgress
-from pipeline.data.datasets import IMAGE_SCHEMA, META_FILE, Dataset, DatasetError, describe, prepare
+from pipeline.data.datasets import (
+    IMAGE_SCHEMA,
+    META_FILE,
+    Dataset,
+    DatasetError,
+    _remove_stale_staging,
+    describe,
+    prepare,
+)
 from pipeline.data.synthetic import synth_jpeg
 from pipeline.engines.spark import measure
 from pipeline.errors import describe_error
@@ -35,7 +43,7 @@ from pipeline.spark.session import fresh_event_log_dir, spark_conf
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
 from tests.helpers.data import write_images
-from tests.helpers.processes import cmdline, survivors, tree
+from tests.helpers.processes import cmdline, survivors, tree, wait_until_gone
 
 
 # --- a run dir used before -------------------------------------------------------------------------------------
@@ -456,10 +464,8 @@ def test_a_killed_pipeline_takes_its_job_and_spark_application_with_it(tmp_path,
         seen.update(tree([parent.pid]))
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=30)
-        deadline = time.monotonic() + 120
-        while survivors(seen) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert survivors(seen) == [], [cmdline(pid) for pid in survivors(seen)]
+        left = wait_until_gone(seen, 120)
+        assert left == [], [cmdline(pid) for pid in left]
         assert json.loads((run_dir / RESULT_FILE).read_text())["status"] == "interrupted"
     finally:
         for pid in survivors(seen):  # same PID and start time: never a stranger's process
@@ -533,16 +539,12 @@ def test_a_generation_killed_by_sigkill_leaves_no_worker_and_its_staging_dir_goe
         seen.update(tree([job.pid]))
         os.kill(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while survivors(seen) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert survivors(seen) == [], [cmdline(pid) for pid in survivors(seen)]
+        left = wait_until_gone(seen, 30)
+        assert left == [], [cmdline(pid) for pid in left]
         staging = [p for p in (tmp_path / "datasets").iterdir() if ".tmp-" in p.name]
         assert [p.name.rsplit("-", 1)[1] for p in staging] == [str(job.pid)]
-        from pipeline.data import datasets
-
         path = staging[0].with_name(staging[0].name.split(".tmp-")[0])
-        datasets._remove_stale_staging(path)  # what the next prepare of this data set does first, under the lock
+        _remove_stale_staging(path)  # what the next prepare of this data set does first, under the lock
         assert not staging[0].exists()
     finally:
         for pid in survivors(seen):  # same PID and start time: never a stranger's process

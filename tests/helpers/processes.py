@@ -3,6 +3,7 @@ process is known by its PID and its start time)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import psutil
@@ -51,6 +52,14 @@ def survivors(processes: dict[int, float]) -> list[int]:
         except psutil.Error:
             pass
     return alive
+
+
+def wait_until_gone(processes: dict[int, float], seconds: float) -> list[int]:
+    """Wait up to `seconds` for `processes` (PID -> start time) to exit; those still running then."""
+    deadline = time.monotonic() + seconds
+    while (left := survivors(processes)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def processes_of(result: dict) -> list[str]:
