@@ -4,6 +4,7 @@ accounted for, the model built once per Python worker."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 
@@ -35,6 +36,9 @@ def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, inf
 
 
 def test_model_is_built_once_per_python_worker(spark, tmp_path, tiny_dataset, inference):
+    link = tmp_path / "once.pt"  # weights no other test loads: this run's model is new to every worker
+    link.symlink_to(inference.model.weights_file)
+    inference = replace(inference, model=replace(inference.model, weights_file=str(link)))
     run = measured(spark, tmp_path, tiny_dataset, inference, "repeats=2")
     for timed in run.timed:
         assert timed.tasks["steps"]["fused"]["tasks"] >= 2

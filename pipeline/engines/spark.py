@@ -29,7 +29,7 @@ from pipeline.rundir import RunDir
 from pipeline.schema import Config, GpuConfig, Sink
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.evidence import check, collect, faults, join, join_faults
-from pipeline.spark.ledger import TaskLedger, merge, summarize
+from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
 from pipeline.spark.session import spark_conf, spark_session
 from variants.topology import intermediate_bytes, jobs
@@ -227,7 +227,7 @@ def measure(
         last = [r for r in records if STEPS[r.step].runs_model]
         bad = [image for record in first for image in record.bad]
         read, predicted = sum(r.rows_in for r in first), sum(r.rows_out for r in last)
-        return Pass(times, read, predicted, bad, summarize(records))
+        return Pass(times, read, predicted, bad, ledger.summary(records))
 
     warmups, timed_passes = run_passes(
         config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset

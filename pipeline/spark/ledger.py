@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -92,6 +93,15 @@ class TaskLedger:
 
     def __init__(self, context: SparkContext) -> None:
         self._records = context.accumulator({}, _Merge())
+        self._builds: Counter[int] = Counter()  # builds of the model per worker PID, over this ledger's passes
+
+    def summary(self, records: list[TaskRecord]) -> dict:
+        """`summarize` of one pass's records, with `max_model_loads_per_worker` counting the builds of the
+        model each worker made during this ledger's passes so far (one run's): a reused worker's earlier
+        builds of it (another run in the same application, a test session's) are not this run's."""
+        for record in records:
+            self._builds[record.pid] += record.model_builds
+        return {**summarize(records), "max_model_loads_per_worker": max(self._builds.values(), default=0)}
 
     def clear(self) -> None:
         self._records.value = {}
@@ -146,10 +156,8 @@ class TaskLedger:
 
 def summarize(records: list[TaskRecord]) -> dict:
     """The facts a result keeps about one pass's tasks."""
-    loads: dict[int, int] = {}
     steps: dict[str, dict[str, int]] = {}
     for record in records:
-        loads[record.pid] = max(loads.get(record.pid, 0), record.model_loads)
         totals = steps.setdefault(record.step, {"tasks": 0, "rows_in": 0, "rows_out": 0, "bad": 0})
         totals["tasks"] += 1
         totals["rows_in"] += record.rows_in
@@ -157,8 +165,7 @@ def summarize(records: list[TaskRecord]) -> dict:
         totals["bad"] += len(record.bad)
     return {
         "steps": steps,
-        "worker_pids": sorted(loads),
-        "max_model_loads_per_worker": max(loads.values(), default=0),
+        "worker_pids": sorted({record.pid for record in records}),
         "model_builds": sum(record.model_builds for record in records),
         "records": [asdict(record) for record in records],
     }
