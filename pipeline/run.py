@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.data.datasets import dataset_summary, prepare
 from pipeline.engines import engine
 from pipeline.engines.base import Measurement
-from pipeline.errors import describe_error  # noqa: F401 (also imported from here)
+from pipeline.errors import describe_error
 from pipeline.inference import weights
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing

@@ -8,8 +8,9 @@ import statistics
 
 import pytest
 
+from pipeline.errors import describe_error
 from pipeline.results import Result, read_result, summary, write_result
-from pipeline.run import describe_error, run
+from pipeline.run import run
 from pipeline.rundir import RESULT_FILE
 from pipeline.spark.session import JavaMissing, java_version, split_bytes
 from tests.helpers.config import compose_config

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from pipeline.engines.spark import measure
-from pipeline.run import describe_error
+from pipeline.errors import describe_error
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images
