@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
@@ -298,21 +299,11 @@ def _generation_lock(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_staging(path: Path) -> None:
     """Staging dirs of `path` left by a generation whose process is gone (killed with SIGKILL)."""
     for staging in path.parent.glob(f"{path.name}{STAGING}*"):
         pid = staging.name.rsplit(STAGING, 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
             log.warning("removing %s, left by a generation whose process %s is gone", staging, pid)
             shutil.rmtree(staging, ignore_errors=True)
 

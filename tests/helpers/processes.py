@@ -8,19 +8,14 @@ from collections.abc import Iterable
 
 import psutil
 
+from pipeline.processes import running
+
 
 def cmdline(pid: int) -> str:
     try:
         return " ".join(psutil.Process(pid).cmdline())
     except psutil.Error:
         return ""
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def tree(pids: Iterable[int]) -> dict[int, float]:
@@ -33,7 +28,7 @@ def tree(pids: Iterable[int]) -> dict[int, float]:
         except psutil.Error:
             continue
         for process in family:
-            if _alive(process):
+            if running(process):
                 try:
                     found[process.pid] = process.create_time()
                 except psutil.Error:
@@ -47,7 +42,7 @@ def survivors(processes: dict[int, float]) -> list[int]:
     for pid, start in processes.items():
         try:
             process = psutil.Process(pid)
-            if process.create_time() == start and _alive(process):
+            if process.create_time() == start and running(process):
                 alive.append(pid)
         except psutil.Error:
             pass
@@ -69,7 +64,7 @@ def processes_of(result: dict) -> list[str]:
     alive = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         line = " ".join(process.info["cmdline"] or [])
-        if (process.info["pid"] in pids or app_id in line) and _alive(process):
+        if (process.info["pid"] in pids or app_id in line) and running(process):
             alive.append(f"{process.info['pid']}: {line[:200]}")
     return alive
 
@@ -77,6 +72,6 @@ def processes_of(result: dict) -> list[str]:
 def gone(pid: int) -> bool:
     """No live process has this PID (a zombie counts as gone)."""
     try:
-        return not _alive(psutil.Process(pid))
+        return not running(psutil.Process(pid))
     except psutil.Error:
         return True
