@@ -43,6 +43,7 @@ GPU_SLOTS = "gpu task slots"  # concurrency capped by the GPU count while cores 
 CORES = "preprocess cores"
 TASK_OVERHEAD = "spark per-task overhead"
 JOB_OVERHEAD = "spark per-job overhead"
+PARTITIONS = "too few tasks"  # fewer tasks than cores: partitions, not slots, cap the concurrency
 IO = "intermediate write/read"
 
 CROP_BYTES = 224 * 224 * 3  # a preprocessed uint8 crop, what split's shuffle and two_stage's files carry
@@ -111,8 +112,10 @@ class Shape:
 @dataclass(frozen=True)
 class Workload:
     """What a run pushes through: images, the model batch, Arrow rows per batch, input tasks (None: one per
-    slot of the first stage), predict tasks (None: the predict slots), bytes a task reads per image, and the
-    original's confound (the model rebuilt for every Arrow batch of the predict step)."""
+        slot of the first stage), predict tasks (None: the predict slots), bytes a task reads per image, and the
+        original's confound (the model rebuilt for every Arrow batch of the predict step). `prefetch`: a task decodes
+    its next batch while the device runs the last (the iterator UDF's `udf.prefetch`), so a fused task's per-image
+    time is the larger of its CPU and device time, not their sum."""
 
     num_images: int
     batch_size: int = 32
@@ -122,6 +125,7 @@ class Workload:
     input_bytes_per_image: float = 120_000.0
     crop_bytes_per_image: float = float(CROP_BYTES)
     rebuild_model_per_batch: bool = False
+    prefetch: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ def _stage(
     device: Device | None,
     batch_size: int,
     rebuild_model: bool,
+    prefetch: bool = False,
 ) -> Stage:
     """A stage's time by the rules in the module docstring (its waves, its CPU work, its device work)."""
     if slots < 1:
@@ -196,7 +201,8 @@ def _stage(
     overhead_per_task = rates.task_s + batches_per_task * (rates.batch_s + build)
     cpu_per_task = per_task * cpu_per_image
     waves = math.ceil(tasks / slots)
-    slot_seconds = waves * (overhead_per_task + cpu_per_task + device_per_task)
+    work_per_task = max(cpu_per_task, device_per_task) if prefetch else cpu_per_task + device_per_task
+    slot_seconds = waves * (overhead_per_task + work_per_task)
     cpu_s = tasks * (cpu_per_task + batches_per_task * (rates.batch_s + build))
     device_s = tasks * device_per_task
     cpu_seconds = cpu_s / cpus
@@ -209,8 +215,8 @@ def _stage(
     else:
         parts = {TASK_OVERHEAD: overhead_per_task, CORES: cpu_per_task, GPU: device_per_task}
         bound = max(parts, key=parts.__getitem__)
-        if bound == CORES and slots < cpus and min(tasks, slots) < cpus:
-            bound = GPU_SLOTS
+        if bound == CORES and min(tasks, slots) < cpus:
+            bound = GPU_SLOTS if slots < cpus else PARTITIONS if tasks < cpus else CORES
     return Stage(name, tasks, min(tasks, slots), seconds, bound, cpu_s, device_s, slots, cpus)
 
 
@@ -248,6 +254,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
                 cpu_per_image=rates.preprocess_s + move_in + model_cpu,
                 device=device,
                 rebuild_model=workload.rebuild_model_per_batch,
+                prefetch=workload.prefetch,
                 **common,
             )
         ]
@@ -389,9 +396,27 @@ def shape_of(config: Mapping[str, Any], cpu_count: int | None = None) -> tuple[s
         predict_partitions=topology_config.get("predict_partitions"),
         input_bytes_per_image=RAW_BYTES if dataset.get("format") == "raw" else JPEG_BYTES,
         rebuild_model_per_batch=bool(udf.get("rebuild_model_per_batch", False)),
+        prefetch=bool(udf.get("prefetch")) and topology == "fused",
     )
     return topology, shape, workload
 
 
 RAW_BYTES = 256 * 256 * 3  # the original's decoded arrays
 JPEG_BYTES = 120_000.0  # the generator's mean JPEG (110-130 KB, README "Data")
+
+
+def device_of(config: Mapping[str, Any]) -> Device:
+    """The device a recorded config ran on: its `device` profile (model=accelerator), no device for
+    model=null_model; a real model on this machine's CPU or GPU has no profile to model it by (ValueError)."""
+    if (config.get("model") or {}).get("name") == "null_model":
+        return NULL_DEVICE
+    profile = config.get("device")
+    if not profile:
+        raise ValueError("the run has no device profile (model=accelerator device=...): its model cannot be modelled")
+    return Device(
+        str(profile["name"]),
+        float(profile["images_per_s"]),
+        int(profile["batch_size"]),
+        float(profile.get("latency_s") or 0.0),
+        float(profile.get("host_s_per_image") or 0.0),
+    )

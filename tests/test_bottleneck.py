@@ -10,10 +10,12 @@ from pipeline.bottleneck import (
     GPU_SLOTS,
     JOB_OVERHEAD,
     NULL_DEVICE,
+    PARTITIONS,
     Device,
     Rates,
     Shape,
     Workload,
+    device_of,
     gpu_slots,
     predict,
     predict_all,
@@ -158,3 +160,38 @@ def test_shape_of_a_recorded_config() -> None:
     assert workload.input_bytes_per_image == 256 * 256 * 3
     local = {"cluster": {"mode": "local", "cores": None}, "gpu": {"task_amount": 0.0}, "topology": {"kind": "fused"}}
     assert shape_of(local, cpu_count=2)[1] == Shape(1, 2, 0, 0.0, None, cpus_per_node=2.0)
+
+
+def test_prefetch_overlaps_decoding_with_the_device() -> None:
+    # 1 task of 100 images: 0.01 s decode and 0.008 s device per image; serial 1.8 s, overlapped max = 1.0 s
+    device = Device("d", images_per_s=125.0, batch_size=10)
+    shape = Shape(1, 1, 1, 1.0)
+    rates = Rates(preprocess_s=0.01)
+    serial = predict("fused", rates, device, shape, Workload(100, batch_size=10, records_per_batch=10))
+    overlapped = predict(
+        "fused", rates, device, shape, Workload(100, batch_size=10, records_per_batch=10, prefetch=True)
+    )
+    assert (serial.seconds, overlapped.seconds) == pytest.approx((1.8, 1.0))
+
+
+def test_too_few_tasks_bound_a_cpu_stage() -> None:
+    # 2 partitions on 8 cores: 2 tasks x 400 images x 0.01 s = 4.0 s while 6 cores idle
+    prediction = predict("fused", Rates(preprocess_s=0.01), NULL_DEVICE, Shape(1, 8), Workload(800, partitions=2))
+    assert prediction.seconds == pytest.approx(4.0)
+    assert prediction.bound == PARTITIONS
+
+
+def test_device_of_a_recorded_config() -> None:
+    profile = {
+        "name": "t4_fp16",
+        "images_per_s": 3000.0,
+        "batch_size": 256,
+        "latency_s": 0.001,
+        "host_s_per_image": 3e-5,
+    }
+    assert device_of({"model": {"name": "accelerator"}, "device": profile}) == Device(
+        "t4_fp16", 3000.0, 256, 0.001, 3e-5
+    )
+    assert device_of({"model": {"name": "null_model"}, "device": None}) is NULL_DEVICE
+    with pytest.raises(ValueError, match="no device profile"):
+        device_of({"model": {"name": "resnet50"}, "device": None})
