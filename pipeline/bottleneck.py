@@ -96,7 +96,8 @@ class Shape:
     """A cluster shape. cores_per_node: task slots at task.cpus=1; cpus_per_node: physical cores doing the CPU
     work (None: as many as slots); task_gpu_amount: the application's GPUs per task (0: no GPU scheduling);
     predict_gpu_amount: stage_level's predict profile (None: task_gpu_amount). preprocess_nodes /
-    preprocess_cores_per_node: two_stage's CPU cluster (None: job 1 runs on this cluster)."""
+    preprocess_cores_per_node: two_stage's CPU cluster (None: job 1 runs on this cluster), whose cores run
+    `preprocess_cpu_speed` times as fast as this cluster's (another instance type)."""
 
     nodes: int
     cores_per_node: int
@@ -107,6 +108,7 @@ class Shape:
     preprocess_nodes: int | None = None
     preprocess_cores_per_node: int | None = None
     preprocess_cpus_per_node: float | None = None
+    preprocess_cpu_speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,8 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             pre_slots,
             pre_cpus,
             0 if separate else all_gpus,
-            cpu_per_image=rates.preprocess_s + move_in + (rates.transfer_s_per_byte + rates.write_s_per_byte) * crop,
+            cpu_per_image=(rates.preprocess_s + move_in + (rates.transfer_s_per_byte + rates.write_s_per_byte) * crop)
+            / (shape.preprocess_cpu_speed if separate else 1.0),
             device=None,
             rebuild_model=False,
             **common,

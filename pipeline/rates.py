@@ -39,6 +39,10 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "preprocess_s/jpeg/pil": (4.83e-3, f"{MEASURED}: {HERE}"),
     "preprocess_s/jpeg/torchvision": (4.10e-3, f"{MEASURED}: {HERE}"),
     "preprocess_s/raw": (0.10e-3, f"{MEASURED}: {HERE}, resize 256 (a no-op at 256x256) and crop"),
+    "preprocess_s/raw/original": (
+        0.99e-3,
+        f"{MEASURED}: {HERE}: our reconstruction of the original's preprocessing (int16 list column, float transforms)",
+    ),
     "job_s": (0.28, "README microbenchmark tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), 2026-11"),
     "task_s": (0.01, f"{ASSUMED}: ~10 ms to schedule, ship and start a task on a warm Python worker"),
     "batch_s": (0.0012, "facts.md: ~1-1.3 ms per Arrow batch into a pandas UDF, this machine, 2026-12-01"),
@@ -55,7 +59,7 @@ ROUND_TRIP = "image_round_trip"
 
 
 def _defaults(image_format: str, decoder: str) -> tuple[dict[str, float], dict[str, str]]:
-    key = "preprocess_s/raw" if image_format == "raw" else f"preprocess_s/jpeg/{decoder}"
+    key = f"preprocess_s/{image_format}" if image_format != "jpeg" else f"preprocess_s/jpeg/{decoder}"
     values, sources = {}, {}
     for name, (value, source) in DEFAULTS.items():
         if name.startswith("preprocess_s/"):
@@ -171,6 +175,7 @@ def measure_here(dataset_dir: Path, images: int = 64) -> dict[str, float]:
         return (time.process_time() - started) / len(data)
 
     figures = {
+        "preprocess_s/raw/original": original_preprocess_s(len(jpegs)),
         "preprocess_s/jpeg/pil": per_image(Preprocessing(decoder="pil"), jpegs),
         "preprocess_s/jpeg/torchvision": per_image(Preprocessing(decoder="torchvision"), jpegs),
         "preprocess_s/raw": per_image(Preprocessing(image_format="raw"), raw),
@@ -180,6 +185,34 @@ def measure_here(dataset_dir: Path, images: int = 64) -> dict[str, float]:
     resnet50(weights=None).load_state_dict(state)
     figures["model_build_s"] = time.process_time() - started
     return figures
+
+
+def original_preprocess_s(images: int) -> float:
+    """CPU seconds per image of our reconstruction of the original's preprocessing: a row of its flattened
+    int16 array column out of Arrow into numpy, reshaped to HWC, to a float tensor, then Resize(256),
+    CenterCrop(224) and Normalize in float (its notebooks' transforms; the exact code is not in anchors.md)."""
+    import numpy as np
+    import pyarrow as pa
+    import torch
+    from torchvision import transforms
+
+    column = pa.array([np.zeros(RAW_BYTES, dtype=np.int16)] * images, type=pa.list_(pa.int16()))
+    transform = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+
+    def run() -> None:
+        for row in column.to_pandas():
+            transform(torch.from_numpy(np.array(row).reshape(256, 256, 3)).permute(2, 0, 1).float())
+
+    run()
+    started = time.process_time()
+    run()
+    return (time.process_time() - started) / images
 
 
 def main(argv: list[str] | None = None) -> int:
