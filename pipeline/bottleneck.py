@@ -43,6 +43,7 @@ GPU_SLOTS = "gpu task slots"  # concurrency capped by the GPU count while cores 
 CORES = "preprocess cores"
 TASK_OVERHEAD = "spark per-task overhead"
 JOB_OVERHEAD = "spark per-job overhead"
+TASK_SLOTS = "task slots"  # fewer task slots than physical cores, no GPU involved
 PARTITIONS = "too few tasks"  # fewer tasks than cores: partitions, not slots, cap the concurrency
 IO = "intermediate write/read"
 
@@ -218,7 +219,7 @@ def _stage(
         parts = {TASK_OVERHEAD: overhead_per_task, CORES: cpu_per_task, GPU: device_per_task}
         bound = max(parts, key=parts.__getitem__)
         if bound == CORES and min(tasks, slots) < cpus:
-            bound = GPU_SLOTS if slots < cpus else PARTITIONS if tasks < cpus else CORES
+            bound = PARTITIONS if tasks < min(slots, cpus) else GPU_SLOTS if gpus and slots < cpus else TASK_SLOTS
     return Stage(name, tasks, min(tasks, slots), seconds, bound, cpu_s, device_s, slots, cpus)
 
 

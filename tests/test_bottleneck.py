@@ -195,3 +195,10 @@ def test_device_of_a_recorded_config() -> None:
     assert device_of({"model": {"name": "null_model"}, "device": None}) is NULL_DEVICE
     with pytest.raises(ValueError, match="no device profile"):
         device_of({"model": {"name": "resnet50"}, "device": None})
+
+
+def test_a_preprocess_cluster_of_faster_cores() -> None:
+    # job 1 on 2 cores twice as fast: 100 images x 0.01 s / 2 over 2 slots = 0.25 s; job 2 on 1 GPU: 100 x 0.001
+    shape = Shape(1, 1, 1, 1.0, preprocess_nodes=1, preprocess_cores_per_node=2, preprocess_cpu_speed=2.0)
+    prediction = predict("two_stage", Rates(preprocess_s=0.01), FAST, shape, Workload(100, partitions=2))
+    assert [stage.seconds for stage in prediction.stages] == pytest.approx([0.25, 0.1])
