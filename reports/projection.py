@@ -70,13 +70,14 @@ def scaled(rates: Rates, vcpu_speed: float) -> Rates:
     return replace(rates, model_build_s=rates.model_build_s / vcpu_speed, **changes)
 
 
-def shape_on(instance: Instance, nodes: int, topology: str) -> Shape:
-    """`nodes` of the instance for `topology` (amounts in the module docstring)."""
+def shape_on(instance: Instance, nodes: int, topology: str, predict_amount: float = 1.0) -> Shape:
+    """`nodes` of the instance for `topology` (amounts in the module docstring; `predict_amount`: stage_level's
+    GPUs per predict task, below 1 for several predict tasks sharing a GPU)."""
     vcpus, gpus = instance.config.vcpus, instance.config.gpus
     if not gpus:
         return Shape(nodes, vcpus)
     amount = gpus / vcpus if topology == "stage_level" else 1.0
-    return Shape(nodes, vcpus, gpus, task_gpu_amount=amount, predict_gpu_amount=1.0)
+    return Shape(nodes, vcpus, gpus, task_gpu_amount=amount, predict_gpu_amount=predict_amount)
 
 
 def usd_per_million(instance: Instance, nodes: int, images_per_s: float) -> float:
@@ -85,11 +86,17 @@ def usd_per_million(instance: Instance, nodes: int, images_per_s: float) -> floa
 
 
 def predict_on(
-    rates: Rates, instance: Instance, nodes: int, workload: Workload, topology: str, device: Device | None = None
+    rates: Rates,
+    instance: Instance,
+    nodes: int,
+    workload: Workload,
+    topology: str,
+    device: Device | None = None,
+    predict_amount: float = 1.0,
 ) -> Prediction:
     """One topology on `nodes` of the instance, rates scaled to its vCPUs (`device`: replaces its profile)."""
     on = device or instance.device or NULL_DEVICE
-    shape = shape_on(instance, nodes, topology)
+    shape = shape_on(instance, nodes, topology, predict_amount)
     return predict(topology, scaled(rates, instance.config.vcpu_speed), on, shape, workload)
 
 
