@@ -178,10 +178,10 @@ def _runs(directories: Iterable[Path]):
                 continue
 
 
-def workload_of(directories: Iterable[Path], num_images: int = MILLION) -> tuple[Workload, str]:
+def workload_of(directories: Iterable[Path], num_images: int = MILLION) -> tuple[Workload, str, str]:
     """The workload to project: the knobs of the fastest ok result under `directories` (format, model batch,
     Arrow rows), scaled to `num_images` in files of IMAGES_PER_FILE; defaults when there is none. Returns it
-    with the image format it implies."""
+    with the image format and JPEG decoder it implies."""
     best = None
     for result in _runs(directories):
         if result.status == "ok" and result.variant and result.metrics.throughput_images_per_s:
@@ -196,7 +196,7 @@ def workload_of(directories: Iterable[Path], num_images: int = MILLION) -> tuple
         partitions=math.ceil(num_images / IMAGES_PER_FILE),
         input_bytes_per_image=196_608.0 if image_format == "raw" else 120_000.0,
     )
-    return workload, image_format
+    return workload, image_format, (variant.decoder if variant else None) or "pil"
 
 
 def project_dirs(
@@ -208,8 +208,8 @@ def project_dirs(
 ) -> Projection:
     """`python -m reports DIR --project instance=NAME [--nodes N]`: the rates and workload of the results under
     `directories`, projected onto `nodes` of the instance."""
-    workload, image_format = workload_of(directories)
-    rates = measured_rates(directories, microbenchmark, image_format=image_format)
+    workload, image_format, decoder = workload_of(directories)
+    rates = measured_rates(directories, microbenchmark, image_format=image_format, decoder=decoder)
     return project(rates, load(instance, device), nodes, workload)
 
 
