@@ -45,7 +45,6 @@ TASK_OVERHEAD = "spark per-task overhead"
 JOB_OVERHEAD = "spark per-job overhead"
 TASK_SLOTS = "task slots"  # fewer task slots than physical cores, no GPU involved
 PARTITIONS = "too few tasks"  # fewer tasks than cores: partitions, not slots, cap the concurrency
-IO = "intermediate write/read"
 
 CROP_BYTES = 224 * 224 * 3  # a preprocessed uint8 crop, what split's shuffle and two_stage's files carry
 
