@@ -112,6 +112,10 @@ def validate(config: Config) -> Plan | None:
                 f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "
                 "decodes in the model's task (the others make crops in a stage of their own)"
             )
+    if config.preprocess.decoder is Decoder.torchcodec and importlib.util.find_spec("torchcodec") is None:
+        raise ConfigError(
+            "preprocess.decoder=torchcodec needs TorchCodec, an optional dependency: pip install -e '.[torchcodec]'"
+        )
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
         raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:

@@ -7,12 +7,21 @@ that runs the model, which is both faster and what a GPU path needs. The origina
 
 Two decoders give identical pixels for baseline JPEGs (libjpeg-turbo in both): Pillow, and torchvision.io,
 which skips the PIL image object and is faster per core; with torchvision, JPEGs can also be decoded on the
-model's device (nvjpeg on CUDA) in batches. Non-JPEG images always go through Pillow.
+model's device (nvjpeg on CUDA) in batches. Non-JPEG images always go through Pillow. TorchCodec's
+`decode_jpeg` (optional: `pip install -e '.[torchcodec]'`), which torchvision 0.29 names as the successor of its
+deprecated `torchvision.io` decoders, is the third: measured here, the same pixels as Pillow on the generated
+JPEGs (RGB and grayscale), so the same crops (tests/test_fast_path.py).
+
+torchvision 0.29 warns (DeprecationWarning) on every `torchvision.io` decode. That warning, from that module
+only, is ignored from the moment this module is imported (also in every Spark Python worker, which imports
+it to unpickle the UDF): a user who chose `preprocess.decoder=torchvision` learns nothing from it on each
+image, and the README says which decoder replaces it. Any other warning is shown as before.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +31,11 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
+
+TORCHVISION_IO_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+warnings.filterwarnings(
+    "ignore", message=TORCHVISION_IO_DEPRECATION, category=DeprecationWarning, module=r"torchvision\.io\.image"
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -123,6 +137,19 @@ def decode_jpeg_on(data: bytes, device: str) -> torch.Tensor:
         raise BadImage(f"cannot decode: {str(error).strip().splitlines()[-1]}") from error
 
 
+def decode_jpeg_torchcodec(data: bytes) -> torch.Tensor:
+    """One JPEG to an RGB uint8 CHW tensor on the CPU with TorchCodec; raises BadImage. Imported here: an
+    optional dependency, needed only with `preprocess.decoder=torchcodec` (validate checks it is there)."""
+    from torchcodec.decoders import decode_jpeg as torchcodec_decode_jpeg
+
+    if not data:
+        raise BadImage("empty image bytes")
+    try:
+        return torchcodec_decode_jpeg(_encoded(data), mode="RGB")
+    except RuntimeError as error:
+        raise BadImage(f"cannot decode: {str(error).strip().splitlines()[-1]}") from error
+
+
 def decode_jpegs(images: Sequence[bytes], device: str) -> list[torch.Tensor | BadImage]:
     """JPEGs to RGB uint8 CHW tensors on `device` with torchvision.io, one call for the whole batch (nvjpeg
     batches on CUDA); when the batch call fails, image by image, so each bad one gets its own reason."""
@@ -145,7 +172,7 @@ class Preprocessing:
     """Resize the shorter side, center crop, scale and normalize, as torchvision's ImageNet eval preset."""
 
     image_format: str = "jpeg"
-    decoder: str = "pil"  # or "torchvision"
+    decoder: str = "pil"  # or "torchvision", "torchcodec"
     decode_on: str = "task"  # or "model_device": decode in the model phase, on the model's device
     resize_size: int = 256
     crop_size: int = 224
@@ -160,6 +187,9 @@ class Preprocessing:
         if self.decoder == "torchvision" and is_jpeg(data):
             check_pixels(data, self.max_pixels)
             return decode_jpeg_on(data, "cpu")
+        if self.decoder == "torchcodec" and is_jpeg(data):
+            check_pixels(data, self.max_pixels)
+            return decode_jpeg_torchcodec(data)
         return pil_to_tensor(decode_rgb(data, self.max_pixels))
 
     def resize_crop(self, pixels: torch.Tensor) -> torch.Tensor:
