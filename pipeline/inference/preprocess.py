@@ -42,6 +42,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RAW_SIDE = 256
 RAW_BYTES = RAW_SIDE * RAW_SIDE * 3
 JPEG_MAGIC = b"\xff\xd8\xff"
+BAD_RAW_PREFIX = b"bad image at import: "
 # Pillow's own decompression-bomb warning threshold (a 268 MB RGB array); Pillow refuses outright at twice it.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
@@ -98,8 +99,17 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise BadImage(f"cannot decode: {type(error).__name__}: {error}") from error
 
 
+def bad_raw(reason: str) -> bytes:
+    """What a raw data set stores for an image that could not be made raw when it was imported (undecodable,
+    over `preprocess.max_pixels`): the reason, so preprocessing reports that image as bad with it, as it would
+    report the JPEG, instead of the image vanishing at import. Never RAW_BYTES long, so never pixels."""
+    return (BAD_RAW_PREFIX + reason.encode())[: RAW_BYTES - 1]
+
+
 def raw_to_tensor(data: bytes) -> torch.Tensor:
     """A raw image (the original study's 256x256x3 uint8 array) as a CHW uint8 tensor."""
+    if data is not None and len(data) != RAW_BYTES and data.startswith(BAD_RAW_PREFIX):
+        raise BadImage(data[len(BAD_RAW_PREFIX) :].decode(errors="replace"))
     if data is None or len(data) != RAW_BYTES:
         size = 0 if data is None else len(data)
         raise BadImage(f"raw image has {size} bytes, expected {RAW_BYTES} (256x256x3 uint8)")
