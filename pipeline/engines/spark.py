@@ -126,7 +126,9 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
     with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
         measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job)
         record = app.record(slots)
-    evidence = collect(spec.run_dir.eventlog, measured.timed[-1], last_pass(config))
+    evidence = collect(
+        spec.run_dir.eventlog, measured.timed[-1], last_pass(config), spec.plan.slots, spec.plan.model_slots
+    )
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
 
 
