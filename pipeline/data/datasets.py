@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline import progress
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import DEFAULT_MAX_PIXELS, RAW_SIDE, BadImage, bad_raw, decode_rgb
 from pipeline.lifetime import die_with_parent
@@ -136,7 +137,7 @@ def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]
 
 def _write(config: DatasetConfig, items: list, target: Path) -> None:
     target.mkdir(parents=True)
-    rows = _rows(config, items)
+    rows = progress.iterate(_rows(config, items), f"data: {target.name.split(STAGING)[0]}", len(items))
     for number, start in enumerate(range(0, len(items), config.images_per_file)):
         chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
         ids, labels, images = zip(*chunk)
