@@ -59,11 +59,12 @@ def bar(description: str, total: int | None, unit: str = "image", stream: IO[str
 
 
 def iterate(items: Iterable[T], description: str, total: int | None, unit: str = "image") -> Iterator[T]:
-    """`items`, with a bar counting them."""
+    """`items`, with a bar counting each as it is handed out (so a consumer that takes exactly `total` items,
+    never exhausting the iterator, still sees the bar reach its total)."""
     with bar(description, total, unit) as shown:
         for item in items:
-            yield item
             shown.update(1)
+            yield item
 
 
 class PassProgress:

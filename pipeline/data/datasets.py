@@ -138,11 +138,14 @@ def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]
 def _write(config: DatasetConfig, items: list, target: Path) -> None:
     target.mkdir(parents=True)
     rows = progress.iterate(_rows(config, items), f"data: {target.name.split(STAGING)[0]}", len(items))
-    for number, start in enumerate(range(0, len(items), config.images_per_file)):
-        chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
-        ids, labels, images = zip(*chunk)
-        table = pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA)
-        pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
+    try:
+        for number, start in enumerate(range(0, len(items), config.images_per_file)):
+            chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
+            ids, labels, images = zip(*chunk)
+            table = pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA)
+            pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
+    finally:
+        rows.close()  # every row was taken, none past the end: close the bar (and the row source) now
 
 
 def _manifest(path: Path) -> list[dict]:
