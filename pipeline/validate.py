@@ -102,6 +102,10 @@ def validate(config: Config) -> Plan | None:
                 f"priced: {', '.join(sorted(config.cost.prices))}"
             )
         _at_least(f"{key}[{node.instance}].count", node.count, 1)
+    if config.preprocess.decoder is Decoder.torchcodec and importlib.util.find_spec("torchcodec") is None:
+        raise ConfigError(
+            "preprocess.decoder=torchcodec needs TorchCodec, an optional dependency: pip install -e '.[torchcodec]'"
+        )
     if config.preprocess.decode_on is DecodeOn.model_device:
         if config.preprocess.decoder is not Decoder.torchvision:
             raise ConfigError(
@@ -112,10 +116,6 @@ def validate(config: Config) -> Plan | None:
                 f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "
                 "decodes in the model's task (the others make crops in a stage of their own)"
             )
-    if config.preprocess.decoder is Decoder.torchcodec and importlib.util.find_spec("torchcodec") is None:
-        raise ConfigError(
-            "preprocess.decoder=torchcodec needs TorchCodec, an optional dependency: pip install -e '.[torchcodec]'"
-        )
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
         raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:
