@@ -42,6 +42,7 @@ class Precision(Enum):
 class Decoder(Enum):
     pil = "pil"
     torchvision = "torchvision"  # torchvision.io (libjpeg-turbo) for JPEGs, Pillow for other formats
+    torchcodec = "torchcodec"  # TorchCodec's decode_jpeg (torchvision.io's successor) for JPEGs, Pillow for others
 
 
 class DecodeOn(Enum):

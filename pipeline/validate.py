@@ -123,6 +123,10 @@ def validate(config: Config) -> Plan | None:
                 f"priced: {', '.join(sorted(config.cost.prices))}"
             )
         _at_least(f"{key}[{node.instance}].count", node.count, 1)
+    if config.preprocess.decoder is Decoder.torchcodec and importlib.util.find_spec("torchcodec") is None:
+        raise ConfigError(
+            "preprocess.decoder=torchcodec needs TorchCodec, an optional dependency: pip install -e '.[torchcodec]'"
+        )
     if config.preprocess.decode_on is DecodeOn.model_device:
         if config.preprocess.decoder is not Decoder.torchvision:
             raise ConfigError(
