@@ -104,6 +104,12 @@ def _banners(frame: pd.DataFrame) -> list[str]:
             f"Emulated GPUs in {emulated} of {len(frame)} jobs: GPU scheduling was emulated (Spark handed tasks "
             f"fake GPU addresses) and the model ran on the CPU. They test scheduling, not GPU speed or cost."
         )
+    capped = [row for row in frame.to_dict("records") if isinstance(row.get("batch_caps"), str) and row["batch_caps"]]
+    if capped:
+        said.append(
+            f"Batch axes that did not take effect in {len(capped)} of {len(frame)} jobs (evidence.checks.batch_caps): "
+            + " | ".join(f"{row['label']}: {row['batch_caps']}" for row in capped)
+        )
     return said
 
 
