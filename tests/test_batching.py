@@ -108,7 +108,9 @@ def row_groups_of(cache_dir):
 def run_batches(spark, tmp_path, dataset, inference, *overrides: str, max_bytes: int | None = None) -> dict:
     """One timed pass at 1,000 rows per Arrow batch (the session's confs, as a run would set them) and its
     batch checks."""
-    config = compose_config("warmup=0", "repeats=1", "spark.max_records_per_batch=1000", *overrides)
+    config = compose_config(
+        "warmup=0", "repeats=1", "spark.max_records_per_batch=1000", "model.batch_size=4", *overrides
+    )
     keys = {"spark.sql.execution.arrow.maxRecordsPerBatch": "1000", "spark.sql.parquet.columnarReaderBatchSize": "1000"}
     if max_bytes is not None:
         keys[MAX_BYTES_KEY] = str(max_bytes)
