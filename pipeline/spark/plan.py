@@ -115,11 +115,16 @@ _ONE_RESOURCE = 10**16  # Spark 4 keeps resource amounts as longs in units of 1e
 
 
 def _check_amount(key: str, amount: float) -> None:
-    """Spark's rule for task resource amounts: a whole number, or a fraction <= 0.5."""
+    """Spark 4.3's rule for task resource amounts (SPARK-45527): "must be either <= 1.0, or a whole number".
+
+    Spark 3's rule was a whole number or a fraction <= 0.5; 4.3 schedules any fraction up to 1.0, each
+    address shared by floor(1/amount) tasks (0.6 and 0.75: one task per GPU, measured by a slow test)."""
     if amount <= 0:
         raise ConfigError(f"{key}={amount}: must be > 0")
-    if amount > 0.5 and not float(amount).is_integer():
-        raise ConfigError(f"{key}={amount}: Spark accepts a whole number of GPUs per task or a fraction <= 0.5")
+    if amount > 1 and not float(amount).is_integer():
+        raise ConfigError(
+            f"{key}={amount}: Spark 4.3 accepts a task GPU amount that is either <= 1.0 or a whole number"
+        )
 
 
 def tasks_per_executor(executor_amount: int, task_amount: float) -> int:
@@ -159,7 +164,7 @@ def gpu_plan(config: Config) -> GpuPlan:
     give 0.5), and the predict stage asks `predict_task_amount` through its ResourceProfile.
 
     Raises ConfigError for combinations Spark would hang on or refuse (more GPUs per executor than a worker
-    has, a task amount above the executor's, 0.7 GPU per task), and ClusterError when real GPUs are asked
+    has, a task amount above the executor's, 1.5 GPUs per task), and ClusterError when real GPUs are asked
     for and nvidia-smi finds none. For `remote`, whose workers were started elsewhere: `gpu.emulate=N`
     plans for workers started with N emulated GPUs, and real GPUs are counted with `gpu.executor_amount`
     if set (nvidia-smi here says nothing about the remote nodes), else with nvidia-smi on this machine.
