@@ -33,6 +33,7 @@ from pipeline.spark.evidence import check, collect, faults, join, join_faults
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
 from pipeline.spark.session import spark_conf, spark_session
+from pipeline.spark.time_split import split
 from variants.topology import intermediate_bytes, jobs
 
 
@@ -129,6 +130,9 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
         measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job)
         record = app.record(slots)
     evidence = collect(spec.run_dir.eventlog, measured.timed[-1], last_pass(config))
+    records = measured.timed[-1].tasks.get("records", [])
+    widths = {True: spec.plan.model_slots, False: spec.plan.slots}
+    evidence["time"] = split(spec.run_dir.eventlog, evidence["stages"], records, widths)
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
 
 

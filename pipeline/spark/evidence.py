@@ -84,12 +84,18 @@ def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str
     stages = [
         {**row, "app_id": app_id} for found, app_id in zip((preprocess, predict), app_ids) for row in found["stages"]
     ]
-    batches = [
-        {**row, "app_id": app_id}
-        for found, app_id in zip((preprocess, predict), app_ids)
-        for row in found.get("batches", [])
-    ]
-    return {"stages": stages, "timeline": timeline, "model_task_gpus": predict["model_task_gpus"], "batches": batches}
+
+    def tagged(key: str) -> list[dict[str, Any]]:  # the rows of both applications, each naming its app_id
+        pairs = zip((preprocess, predict), app_ids)
+        return [{**row, "app_id": app_id} for found, app_id in pairs for row in found.get(key, [])]
+
+    return {
+        "stages": stages,
+        "timeline": timeline,
+        "model_task_gpus": predict["model_task_gpus"],
+        "batches": tagged("batches"),
+        "time": tagged("time"),
+    }
 
 
 def join_faults(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
