@@ -95,7 +95,7 @@ def test_compose_rejects(override, error, named):
         ),
         (["topology=two_stage", "topology.intermediate_path=null"], "topology.intermediate_path"),
         (["cluster=remote"], "cluster.master"),
-        (["cluster=local_cluster", "gpu.emulate=2", "gpu.task_amount=1.5"], "gpu.task_amount=1.5"),
+        (["cluster=local_cluster", "gpu.emulate=2", "gpu.task_amount=0.7"], "gpu.task_amount=0.7"),
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.executor_amount=3"], "gpu.executor_amount=3"),
         (["cluster=standalone", "cluster.executor_memory=4g"], "cluster.executor_memory=4g"),
         (["cluster=standalone", "cluster.task_cpus=8"], "cluster.task_cpus=8"),
