@@ -181,6 +181,10 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
                 "seconds per step",
             )
         )
+        records = zip(jobs, frame.to_dict("records"))
+        split = plots.time_split([(row["run_label"], job.result) for job, row in records if row["job_dir"] in shown])
+        if split is not None:
+            sections[4].charts.append(_chart(split, "where the slot time goes"))
     if not billed.empty:
         sections[1].charts.append(_chart(plots.cost_bars(frame), "cost per million images per variant"))
         sections[2].charts.append(_chart(plots.throughput_vs_cost(frame), "throughput against cost"))

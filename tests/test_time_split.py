@@ -11,6 +11,7 @@ import pytest
 from pipeline.engines.spark import measure
 from pipeline.spark.eventlog import event_log_file, stages
 from pipeline.spark.time_split import PARTS, split
+from reports import plots
 from tests.helpers.config import compose_config
 
 
@@ -34,3 +35,12 @@ def test_a_stage_slot_time_is_split_into_parts_that_add_up(spark, tmp_path, tiny
     # longer), plus what overlapped
     covered = max(row["slot_s"], row["task_run_s"]) + row["overlap_s"]
     assert sum(row[part] for part in PARTS) == pytest.approx(covered, rel=1e-6)
+
+
+def test_the_report_stacks_each_run_parts_and_skips_runs_without_them():
+    parts = {part: float(number) for number, part in enumerate(PARTS, 1)}
+    runs = [("a", {"evidence": {"time": [parts, parts]}}), ("torch", {"evidence": {}})]
+    chart = plots.time_split(runs)
+    [ax] = chart.figure.axes
+    assert [bar.get_width() for bar in ax.patches] == [2.0 * number for number in range(1, len(PARTS) + 1)]
+    assert plots.time_split(runs[1:]) is None
