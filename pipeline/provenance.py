@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pipeline.results import Result, Variant, now
-from pipeline.schema import Config, DecodeOn, ModelName
+from pipeline.schema import Config, DatasetConfig, DecodeOn, ModelName
 
 PACKAGES = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pillow", "hydra-core")
 
@@ -25,6 +25,7 @@ PACKAGES = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pi
 def variant_of(config: Config) -> Variant:
     """The choices and knobs that make this run a variant; the report groups and labels by these."""
     spark = config.engine.name.value == "spark"
+    row_group_size = config.dataset.row_group_size
     return Variant(
         engine=config.engine.name.value,
         udf=config.udf.style.value if spark else None,
@@ -48,6 +49,8 @@ def variant_of(config: Config) -> Variant:
         compile=config.model.compile or None,
         decoder=config.preprocess.decoder.value,
         decode_on=None if config.preprocess.decode_on is DecodeOn.task else config.preprocess.decode_on.value,
+        max_bytes_per_batch=config.spark.max_bytes_per_batch if spark else None,
+        row_group_size=None if row_group_size == DatasetConfig.row_group_size else row_group_size,
     )
 
 

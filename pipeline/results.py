@@ -76,6 +76,8 @@ class Variant:
     compile: bool | None
     decoder: str | None
     decode_on: str | None
+    max_bytes_per_batch: int | None  # None: Spark's default (64 MiB)
+    row_group_size: int | None  # None: the default 32 rows
 
 
 VARIANT_FIELDS = tuple(variant_field.name for variant_field in fields(Variant))

@@ -100,6 +100,7 @@ class DatasetConfig:
     format: ImageFormat = ImageFormat.jpeg
     num_images: Optional[int] = 64
     images_per_file: int = 1000
+    row_group_size: int = 32  # images per Parquet row group of a generated or imported data set
     seed: int = 0
     folder: Optional[str] = None
     path: Optional[str] = None
@@ -376,6 +377,7 @@ class GpuConfig:
 @dataclass
 class SparkConfig:
     max_records_per_batch: int = 128
+    max_bytes_per_batch: Optional[int] = None  # spark.sql.execution.arrow.maxBytesPerBatch; None: Spark's 64 MiB
     python_worker_reuse: bool = True
     partitions: Optional[int] = None
     task_max_failures: int = 4

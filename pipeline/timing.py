@@ -14,3 +14,8 @@ def timed(action: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     value = action()
     return value, time.perf_counter() - started
+
+
+def now() -> float:
+    """The clock `timed` reads, for the spans a callable cannot wrap (from a generator's yield to its resumption)."""
+    return time.perf_counter()

@@ -93,8 +93,10 @@ def validate(config: Config) -> Plan | None:
     _at_least("repeats", config.repeats, 1)
     _at_least("warmup", config.warmup, 0)
     _at_least("dataset.images_per_file", config.dataset.images_per_file, 1)
+    _at_least("dataset.row_group_size", config.dataset.row_group_size, 1)
     _at_least("spark.max_records_per_batch", config.spark.max_records_per_batch, 1)
     _at_least("spark.partitions", config.spark.partitions, 1, optional=True)
+    _at_least("spark.max_bytes_per_batch", config.spark.max_bytes_per_batch, 1, optional=True)
     _at_least("topology.predict_partitions", getattr(config.topology, "predict_partitions", None), 1, optional=True)
     if isinstance(config.engine, TorchEngineConfig):
         _at_least("engine.loader_workers", config.engine.loader_workers, 0)

@@ -56,6 +56,8 @@ SHORT_NAMES = {
     "compile": "compile",
     "decoder": "decoder",
     "decode_on": "decode_on",
+    "max_bytes_per_batch": "arrow_bytes",
+    "row_group_size": "row_group",
 }
 CSV_COLUMNS = (
     "label",
@@ -83,6 +85,7 @@ CSV_COLUMNS = (
     "slot_utilization",
     "idle_slot_stages",
     "violation",
+    "batch_caps",
     "gpus",
     "gpu_name",
     "hostname",
@@ -106,6 +109,8 @@ INTEGER_COLUMNS = (
     "model_builds",
     "max_model_loads_per_worker",
     "model_slots",
+    "max_bytes_per_batch",
+    "row_group_size",
 )
 FLAG_COLUMNS = ("python_worker_reuse", "rebuild_model_per_batch", "channels_last", "compile")
 
@@ -241,6 +246,8 @@ def _row(job: Job) -> dict[str, Any]:
         "slot_utilization": (result.evidence.get("checks") or {}).get("min_slot_utilization"),
         "idle_slot_stages": "; ".join((result.evidence.get("checks") or {}).get("idle_slot_stages") or []) or None,
         "violation": (result.evidence.get("checks") or {}).get("violation"),
+        # the batch axes that did not take effect and the caps that won (pipeline.spark.batching)
+        "batch_caps": "; ".join((result.evidence.get("checks") or {}).get("batch_caps") or []) or None,
         "gpus": env.get("gpus"),
         "gpu_name": env.get("gpu_name"),
         "hostname": env.get("hostname"),

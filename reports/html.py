@@ -124,6 +124,12 @@ def _banners(frame: pd.DataFrame) -> list[str]:
             f"or uneven tasks for the slots), so their throughput understates the machine; results.csv's "
             f"idle_slot_stages says which stage and the rows per task. First: {idle[0]}"
         )
+    capped = [row for row in frame.to_dict("records") if isinstance(row.get("batch_caps"), str) and row["batch_caps"]]
+    if capped:
+        said.append(
+            f"Batch axes that did not take effect in {len(capped)} of {len(frame)} jobs (evidence.checks.batch_caps): "
+            + " | ".join(f"{row['label']}: {row['batch_caps']}" for row in capped)
+        )
     return said
 
 
@@ -196,6 +202,10 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
                 "seconds per step",
             )
         )
+        records = zip(jobs, frame.to_dict("records"))
+        split = plots.time_split([(row["run_label"], job.result) for job, row in records if row["job_dir"] in shown])
+        if split is not None:
+            sections[4].charts.append(_chart(split, "where the slot time goes"))
     if not billed.empty:
         sections[1].charts.append(_chart(plots.cost_bars(frame), "cost per million images per variant"))
         sections[2].charts.append(_chart(plots.throughput_vs_cost(frame), "throughput against cost"))

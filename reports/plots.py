@@ -301,6 +301,48 @@ def stage_breakdown(runs: list[tuple[str, dict[str, Any]]]) -> Chart:
     return Chart(figure, caption)
 
 
+TIME_PARTS = {  # evidence.time's parts (pipeline.spark.time_split), in stacking order, with their colours
+    "jvm_scan_s": ("JVM scan", "#4C72B0"),
+    "rows_to_python_s": ("rows to Python", "#64B5CD"),
+    "prepare_s": ("decode + preprocess", "#55A868"),
+    "model_s": ("model", "#DD8452"),
+    "results_back_s": ("results back + sink", "#C44E52"),
+    "other_task_s": ("other task time", "#8172B3"),
+    "idle_slot_s": ("idle slots", "#CCCCCC"),
+}
+
+
+def time_split(runs: list[tuple[str, dict[str, Any]]]) -> Chart | None:
+    """Where a pass's slot time goes: a stacked bar of evidence.time's parts (summed over the stages of the
+    last timed pass) for each (label, result) run that has them; None when none has."""
+    table = pd.DataFrame(
+        {
+            label: {part: sum(row.get(part, 0.0) for row in result["evidence"]["time"]) for part in TIME_PARTS}
+            for label, result in runs
+            if (result.get("evidence") or {}).get("time")
+        }
+    ).T
+    if table.empty:
+        return None
+    figure = Figure(figsize=(9.5, 1.3 + 0.45 * len(table)), layout="constrained")
+    ax = figure.subplots()
+    left = pd.Series(0.0, index=table.index)
+    for part, (name, colour) in TIME_PARTS.items():
+        ax.barh(table.index, table[part], left=left, color=colour, label=name)
+        left += table[part]
+    ax.invert_yaxis()
+    ax.set_xlabel("slot-seconds (stage wall time x task slots)")
+    figure.legend(fontsize=8, loc="outside right upper")
+    caption = (
+        "Where the slot time of the last timed pass went, one bar per successful Spark run, stages summed: JVM "
+        "scan (Spark's scan time), rows to Python (the UDF's wait for its next batch, less the scan), decode + "
+        "preprocess and the model (the tasks' own timers), results back (until Spark asked for more: the sink "
+        "included), other executor run time (Python worker start, task setup, the UDF harness) and idle slots. "
+        "Parts that overlapped (prefetch) are counted in full and other time is then 0."
+    )
+    return Chart(figure, caption)
+
+
 def bad_images(frame: pd.DataFrame) -> Chart:
     """Undecodable images per variant: a variant that skips more images did less work for its throughput."""
     counted = frame[frame["num_bad_images"].notna()]

@@ -254,15 +254,39 @@ def test_the_evidence_checks_the_model_stage_against_the_plans_model_slots():
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ("gpu.task_amount=0.7", "gpu.task_amount"),
+        ("gpu.task_amount=0.6", "gpu.task_amount"),
+        ("gpu.task_amount=1.5", "gpu.task_amount"),
         ("gpu.executor_amount=3", "gpu.executor_amount"),
         ("gpu.task_amount=3", "gpu.task_amount"),
-        ("gpu.predict_task_amount=0.75", "gpu.predict_task_amount"),
+        ("gpu.predict_task_amount=1.25", "gpu.predict_task_amount"),
+        ("gpu.task_amount=-0.5", "gpu.task_amount"),
+        ("gpu.predict_task_amount=0", "gpu.predict_task_amount"),
     ],
 )
 def test_gpu_amounts_spark_would_hang_on_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):
         gpu_plan(compose_config("cluster=standalone", "gpu.emulate=2", override))
+
+
+@pytest.mark.parametrize("amount", [0.6, 0.7, 0.75, 1.0, 2.0])
+def test_a_profile_may_ask_any_fraction_up_to_one_or_a_whole_number(amount):
+    profile = ("topology=stage_level", f"gpu.predict_task_amount={amount}")
+    config = compose_config("cluster=standalone", "gpu.emulate=2", *profile)
+    assert gpu_plan(config).predict_task_amount == amount
+
+
+@pytest.mark.parametrize(
+    ("override", "rule"),
+    [("gpu.task_amount=0.6", "a fraction <= 0.5"), ("gpu.predict_task_amount=1.5", "a fraction <= 1.0")],
+)
+def test_a_refused_amount_names_the_key_and_the_rule_spark_4_3_applies(override, rule):
+    with pytest.raises(ConfigError, match=f"{override}: Spark 4.3 accepts a whole number of GPUs per task or {rule}"):
+        gpu_plan(compose_config("cluster=standalone", "gpu.emulate=2", "topology=stage_level", override))
+
+
+@pytest.mark.parametrize(("amount", "per_gpu"), [(0.6, 1), (0.75, 1), (0.7, 1), (0.5, 2), (0.3, 3)])
+def test_a_fraction_above_one_half_lets_one_task_use_each_gpu(amount, per_gpu):
+    assert tasks_per_executor(2, amount) == 2 * per_gpu
 
 
 def test_real_gpus_are_counted_with_nvidia_smi(tmp_path, monkeypatch):

@@ -90,7 +90,14 @@ def test_preparing_the_same_spec_again_reuses_the_cache(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change", ["dataset.seed=1", "dataset.format=raw", "dataset.images_per_file=1", "dataset.num_images=2"]
+    "change",
+    [
+        "dataset.seed=1",
+        "dataset.format=raw",
+        "dataset.images_per_file=1",
+        "dataset.num_images=2",
+        "dataset.row_group_size=2",
+    ],
 )
 def test_a_different_spec_is_cached_in_a_different_directory(tmp_path, change):
     base = prepare(synthetic_config(1), tmp_path)
@@ -121,6 +128,17 @@ def test_an_interrupted_generation_leaves_nothing_that_looks_cached(tmp_path, mo
     assert list((tmp_path / "datasets").iterdir()) == []
     monkeypatch.setattr(data, "_synthetic_row", real_row)
     assert prepare(synthetic_config(2, "dataset.images_per_file=1"), tmp_path).generated is True
+
+
+def test_row_groups_hold_row_group_size_images_and_the_data_set_records_it(tmp_path):
+    dataset = prepare(synthetic_config(5, "dataset.row_group_size=2"), tmp_path)
+    groups = [
+        metadata.row_group(number).num_rows
+        for metadata in (pq.ParquetFile(file).metadata for file in parquet_files(dataset))
+        for number in range(metadata.num_row_groups)
+    ]
+    assert groups == [2, 2, 1]
+    assert dataset.row_group_rows == 2 and dataset.spec["row_group_size"] == 2
 
 
 def test_a_cached_data_set_records_its_spec(tmp_path):

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from pipeline.inference.steps import Step, aligned, prefetched, rebatch
 from pipeline.schema import UdfConfig
-from pipeline.spark.ledger import TaskLedger
+from pipeline.spark.ledger import TaskLedger, arrow_bytes
 from variants.spark_schema import spark_schema
 
 
@@ -25,11 +25,13 @@ def apply(
     @F.pandas_udf(spark_schema(step))
     def run(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         with ledger.task(step) as task:
-            inputs = ({name: series.tolist() for name, series in zip(step.inputs, batch)} for batch in batches)
+            fed = task.fed(batches, lambda batch: (len(batch[0]), arrow_bytes(batch)))
+            inputs = ({name: series.tolist() for name, series in zip(step.inputs, batch)} for batch in fed)
             for prepared in prefetched(step, rebatch(inputs, step.batch_size), options.prefetch):
                 output = step.finish(prepared, task.device)
                 task.add(output)
-                yield pd.DataFrame(aligned(output, len(output) + len(output.bad), step.schema))
+                rows = len(output) + len(output.bad)
+                yield from task.handed_back(lambda: pd.DataFrame(aligned(output, rows, step.schema)))
 
     # non-deterministic: keeps the optimizer from evaluating the UDF once per field it reads (see predict_batch_udf)
     result = frame.select(run.asNondeterministic()(*step.inputs).alias("out"))

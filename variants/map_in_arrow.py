@@ -19,10 +19,11 @@ def apply(
 ) -> DataFrame:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         with ledger.task(step) as task:
-            inputs = ({name: batch.column(name).to_pylist() for name in step.inputs} for batch in batches)
+            fed = task.fed(batches, lambda batch: (batch.num_rows, batch.select(list(step.inputs)).nbytes))
+            inputs = ({name: batch.column(name).to_pylist() for name in step.inputs} for batch in fed)
             for columns in rebatch(inputs, step.batch_size):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)
-                yield to_arrow(output.columns, step.schema)
+                yield from task.handed_back(lambda: to_arrow(output.columns, step.schema))
 
     return frame.mapInArrow(run, spark_schema(step), profile=profile)

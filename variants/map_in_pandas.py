@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame
 
 from pipeline.inference.steps import Step, rebatch, to_pandas
 from pipeline.schema import UdfConfig
-from pipeline.spark.ledger import TaskLedger
+from pipeline.spark.ledger import TaskLedger, arrow_bytes
 from variants.spark_schema import spark_schema
 
 
@@ -19,10 +19,11 @@ def apply(
 ) -> DataFrame:
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         with ledger.task(step) as task:
-            batches = ({name: rows[name].tolist() for name in step.inputs} for rows in frames)
+            fed = task.fed(frames, lambda rows: (len(rows), arrow_bytes(rows[name] for name in step.inputs)))
+            batches = ({name: rows[name].tolist() for name in step.inputs} for rows in fed)
             for columns in rebatch(batches, step.batch_size):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)
-                yield to_pandas(output.columns)
+                yield from task.handed_back(lambda: to_pandas(output.columns))
 
     return frame.mapInPandas(run, spark_schema(step), profile=profile)

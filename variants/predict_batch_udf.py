@@ -20,7 +20,8 @@ from pyspark.sql import functions as F
 
 from pipeline.inference.steps import Output, Step
 from pipeline.schema import IteratorPandasUdfConfig, UdfConfig
-from pipeline.spark.ledger import TaskLedger
+from pipeline.spark.ledger import TaskLedger, arrow_bytes
+from pipeline.timing import timed
 from variants import iterator_pandas_udf
 from variants.spark_schema import spark_schema
 
@@ -52,9 +53,12 @@ def apply(
         def predict(ids: np.ndarray, labels: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
             columns = {name: list(array) for name, array in zip(step.inputs, (ids, labels, values))}
             with ledger.task(step) as task:
+                # predict_batch_udf hides the Arrow batch: it calls this with its slices of batch_size rows
+                task.called(len(ids), arrow_bytes((ids, labels, values)))
                 output = step(columns, task.device)
                 task.add(output)
-            return _full_rows(output, len(ids))
+                rows, task.results_s = timed(lambda: _full_rows(output, len(ids)))
+            return rows
 
         return predict
 

@@ -26,7 +26,8 @@ def apply(
 
     def run(rows: Iterator[Row]) -> Iterator[tuple]:
         with ledger.task(step) as task:
-            for columns in _batches(rows, step.inputs, step.batch_size):
+            # rows come pickled one by one, not in Arrow batches: no UDF calls to count, the wait is timed
+            for columns in task.fed(_batches(rows, step.inputs, step.batch_size), None):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)
                 values = [output.columns[name] for name in names]

@@ -14,7 +14,8 @@ from pyspark.sql import functions as F
 from pipeline.inference.model import load_model
 from pipeline.inference.steps import Step, aligned, num_rows
 from pipeline.schema import UdfConfig
-from pipeline.spark.ledger import TaskLedger
+from pipeline.spark.ledger import TaskLedger, arrow_bytes
+from pipeline.timing import timed
 from variants.spark_schema import spark_schema
 
 
@@ -27,11 +28,13 @@ def apply(
     def run(*series: pd.Series) -> pd.DataFrame:
         columns = {name: values.tolist() for name, values in zip(step.inputs, series)}
         with ledger.task(step) as task:
+            task.called(num_rows(columns), arrow_bytes(series))
             if rebuild:
                 load_model(step.inference.model, task.device, rebuild=True)
             output = step(columns, task.device)
             task.add(output)
-        return pd.DataFrame(aligned(output, num_rows(columns), step.schema))
+            frame, task.results_s = timed(lambda: pd.DataFrame(aligned(output, num_rows(columns), step.schema)))
+        return frame
 
     # non-deterministic: keeps the optimizer from evaluating the UDF once per field it reads (see predict_batch_udf)
     result = frame.select(run.asNondeterministic()(*step.inputs).alias("out"))

@@ -37,7 +37,6 @@ from pipeline.lifetime import die_with_parent
 from pipeline.schema import DatasetConfig, DataSource
 
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
-ROW_GROUP_SIZE = 32  # small row groups let Spark split even a single file across all cores
 GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 META_FILE = "_dataset.json"
@@ -58,6 +57,7 @@ class Dataset:
     spec: dict
     generated: bool
     prepare_s: float
+    row_group_rows: int = 0  # the most rows of any row group in its files, from their footers
 
 
 def to_raw(image: Image.Image) -> bytes:
@@ -106,7 +106,12 @@ def _folder_listing(root: Path) -> list[tuple[str, str, int]]:
 def _spec(config: DatasetConfig, max_pixels: int) -> tuple[dict, list]:
     """The cache key of a data set and the work items that build it; a raw import decodes every file, so its
     key holds the pixel limit it decoded under."""
-    base = {"source": config.source.value, "format": config.format.value, "images_per_file": config.images_per_file}
+    base = {
+        "source": config.source.value,
+        "format": config.format.value,
+        "images_per_file": config.images_per_file,
+        "row_group_size": config.row_group_size,
+    }
     if config.source is DataSource.synthetic:
         spec = base | {"num_images": config.num_images, "seed": config.seed, "generator": GENERATOR_VERSION}
         items = [(config.seed, index, config.format.value) for index in range(config.num_images)]
@@ -143,7 +148,7 @@ def _write(config: DatasetConfig, items: list, target: Path) -> None:
             chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
             ids, labels, images = zip(*chunk)
             table = pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA)
-            pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
+            pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=config.row_group_size)
     finally:
         rows.close()  # every row was taken, none past the end: close the bar (and the row source) now
 
@@ -247,7 +252,7 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
         )
     unreadable: dict[Path, str] = {}
     schemas: dict[Path, pa.Schema] = {}
-    num_images = 0
+    num_images = row_group_rows = 0
     for file in files:
         try:
             parquet = pq.ParquetFile(file)
@@ -255,6 +260,8 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
             unreadable[file] = str(error)
             continue
         schemas[file], num_images = parquet.schema_arrow, num_images + parquet.metadata.num_rows
+        groups = (parquet.metadata.row_group(number).num_rows for number in range(parquet.metadata.num_row_groups))
+        row_group_rows = max(row_group_rows, *groups, 0)
     if unreadable:
         raise DatasetError(f"cannot read Parquet file(s) in {path}: {_odd(files, unreadable)}")
     for file, schema in schemas.items():
@@ -285,7 +292,7 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
         raise DatasetError(f"{path}: the data set is empty")
     _check_rows(path, files)
     size = sum(file.stat().st_size for file in files)
-    return Dataset(path, num_images, len(files), size, spec, generated, prepare_s)
+    return Dataset(path, num_images, len(files), size, spec, generated, prepare_s, row_group_rows)
 
 
 @contextmanager

@@ -28,11 +28,13 @@ from pipeline.inference.steps import STEPS, Inference
 from pipeline.progress import PassProgress
 from pipeline.rundir import RunDir
 from pipeline.schema import Config, GpuConfig, Sink
+from pipeline.spark.batching import check_batches
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.evidence import check, collect, faults, join, join_faults
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
 from pipeline.spark.session import spark_conf, spark_session
+from pipeline.spark.time_split import split
 from variants.topology import intermediate_bytes, jobs
 
 
@@ -118,7 +120,8 @@ def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, p
     """Each application's passes, joined into the run's; see the module docstring. `plan` is validation's."""
     assert plan is not None, "engine=spark runs the plan pipeline.validate made"
     specs = applications(config, plan, RunDir(run_dir))
-    return _joined_runs(config, [_run_application(spec, dataset, inference, Path(run_dir)) for spec in specs])
+    runs = [_run_application(spec, dataset, inference, Path(run_dir)) for spec in specs]
+    return _joined_runs(config, runs, dataset.row_group_rows)
 
 
 def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:
@@ -130,12 +133,16 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
     evidence = collect(
         spec.run_dir.eventlog, measured.timed[-1], last_pass(config), spec.plan.slots, spec.plan.model_slots
     )
+    records = measured.timed[-1].tasks.get("records", [])
+    widths = {True: spec.plan.model_slots, False: spec.plan.slots}
+    evidence["time"] = split(spec.run_dir.eventlog, evidence["stages"], records, widths)
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
 
 
-def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
+def _joined_runs(config: Config, runs: list[ApplicationRun], row_group_rows: int) -> Measurement:
     """The run's measurement from its applications' (the last one predicts): pass i is every application's
-    pass i, startup and cluster start times add up, and the evidence of two applications is joined."""
+    pass i, startup and cluster start times add up, and the evidence of two applications is joined. The
+    batch axes are checked on the last timed pass against the data set's `row_group_rows`."""
     first, last = runs[0], runs[-1]
     record = {**last.record, "cluster_start_s": last.app.cluster_s, "startup_s": last.app.startup_s}
     evidence, found_faults = last.evidence, last.faults
@@ -151,9 +158,11 @@ def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
     checks = check(evidence, last.spec.plan, config.topology.kind)
     if len(runs) == 2:
         checks["preprocess_slots"] = first.spec.plan.slots
+    timed = [_joined(halves) for halves in zip(*(run.measurement.timed for run in runs))]
+    checks.update(check_batches(timed[-1].tasks.get("records", []), config, last.app.conf, row_group_rows))
     return Measurement(
         warmups=[_joined(halves) for halves in zip(*(run.measurement.warmups for run in runs))],
-        timed=[_joined(halves) for halves in zip(*(run.measurement.timed for run in runs))],
+        timed=timed,
         startup_s=sum(run.app.startup_s for run in runs),
         predictions=last.measurement.predictions,
         cluster=record,

@@ -23,6 +23,7 @@ import torch
 
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
+from pipeline.timing import timed
 
 Columns = dict[str, Any]  # column name → a sequence of values, one per row
 
@@ -52,11 +53,22 @@ class BadImageRecord:
 
 @dataclass(frozen=True)
 class Output:
-    """A step's result for one batch: output columns for the good rows, where they came from, the bad ones."""
+    """A step's result for one batch: output columns for the good rows, where they came from, the bad ones.
+
+    It also says where its time went and how big its model calls were, so an engine can prove its batch
+    sizes and split a task's time without timing steps from outside: `prepare_s` is the CPU phase (decode
+    and preprocess, or reading crops back), `finish_s` the model phase (the model, or the crop bytes of a
+    preprocess step; decoding too under `decode_on=model_device`), `model_calls` the rows of each call of
+    the finish phase (the model batch the step was handed, its bad images included: a bad image dropped from
+    a batch does not make `model.batch_size` fail to take effect; the model itself gets the good rows).
+    """
 
     columns: Columns
     positions: list[int]
     bad: list[BadImageRecord] = field(default_factory=list)
+    prepare_s: float = 0.0
+    finish_s: float = 0.0
+    model_calls: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -73,6 +85,7 @@ class Prepared:
     positions: list[int]
     bad: list[BadImageRecord]
     encoded: list[bytes] | None = None
+    prepare_s: float = 0.0  # how long the CPU phase took (see Output)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +100,10 @@ class Inference:
     def crop_batch(self, columns: Columns) -> Prepared:
         """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised.
         With `decode_on="model_device"` the images stay encoded until `predictions`."""
+        prepared, seconds = timed(lambda: self._crop_batch(columns))
+        return replace(prepared, prepare_s=seconds)
+
+    def _crop_batch(self, columns: Columns) -> Prepared:
         images = list(columns["image"])
         if self.preprocessing.decode_on == "model_device":
             return replace(self._prepared(columns, None, list(range(len(images))), []), encoded=images)
@@ -99,6 +116,10 @@ class Inference:
 
     def read_crops(self, columns: Columns) -> Prepared:
         """A batch of (id, label, crop) rows written by the preprocess step, back to uint8 crops."""
+        prepared, seconds = timed(lambda: self._read_crops(columns))
+        return replace(prepared, prepare_s=seconds)
+
+    def _read_crops(self, columns: Columns) -> Prepared:
         size = self.preprocessing.crop_size
         crops = [torch.frombuffer(bytearray(crop), dtype=torch.uint8) for crop in columns["crop"]]
         stacked = (
@@ -108,12 +129,10 @@ class Inference:
 
     def crop_bytes(self, prepared: Prepared) -> Output:
         """Crops as uint8 CHW bytes, 4x smaller than the float32 tensors the model takes."""
-        columns = {
-            "id": prepared.ids,
-            "label": np.asarray(prepared.labels, dtype=np.int32),
-            "crop": [crop.numpy().tobytes() for crop in prepared.crops],
-        }
-        return Output(columns, prepared.positions, prepared.bad)
+        crops, seconds = timed(lambda: [crop.numpy().tobytes() for crop in prepared.crops])
+        columns = {"id": prepared.ids, "label": np.asarray(prepared.labels, dtype=np.int32), "crop": crops}
+        rows = len(prepared.positions) + len(prepared.bad)
+        return Output(columns, prepared.positions, prepared.bad, prepared.prepare_s, seconds, (rows,))
 
     def _prepared(
         self, columns: Columns, crops: torch.Tensor | None, positions: list[int], failures: list[tuple[int, str]]
@@ -127,6 +146,10 @@ class Inference:
 
     def predictions(self, prepared: Prepared, device: str) -> Output:
         """Normalize on `device` and predict; the model is built once per process."""
+        output, seconds = timed(lambda: self._predictions(prepared, device))
+        return replace(output, prepare_s=prepared.prepare_s, finish_s=seconds)
+
+    def _predictions(self, prepared: Prepared, device: str) -> Output:
         if prepared.encoded is not None:
             prepared = self._decoded(prepared, device)
         if not prepared.ids:
@@ -140,7 +163,9 @@ class Inference:
             "prob": predicted.prob.astype(np.float32),
             "top5": predicted.top5.astype(np.int32),
         }
-        return Output(columns, prepared.positions, prepared.bad)
+        return Output(
+            columns, prepared.positions, prepared.bad, model_calls=(len(prepared.positions) + len(prepared.bad),)
+        )
 
 
 @dataclass(frozen=True)
@@ -255,7 +280,14 @@ def concat_outputs(outputs: Sequence[Output], schema: pa.Schema) -> Output:
     for output in outputs:
         positions += [offset + position for position in output.positions]
         offset += len(output.positions) + len(output.bad)  # rows in = good + bad
-    return Output(columns, positions, [record for output in outputs for record in output.bad])
+    return Output(
+        columns,
+        positions,
+        [record for output in outputs for record in output.bad],
+        sum(output.prepare_s for output in outputs),
+        sum(output.finish_s for output in outputs),
+        tuple(rows for output in outputs for rows in output.model_calls),
+    )
 
 
 def rebatch(batches: Iterable[Columns], size: int) -> Iterator[Columns]:

@@ -2,7 +2,8 @@
 
 From the application's event log (parsed after it stopped): per stage of the last timed pass, its step,
 task count, the most tasks that ran at once, the executors and the task timeline; from the tasks' own
-reports: the GPU addresses each model task received. Checked here: no stage that runs the model ever ran
+reports: the GPU addresses each model task received and the batches each stage's UDF and model calls were
+handed (`pipeline.spark.batching`). Checked here: no stage that runs the model ever ran
 more tasks at once than the GPU slots, and under stage_level the preprocess stage ran wider than the
 predict stage. A run that breaks a claim fails with the reason (the original study's stage-level run
 silently ran more predict tasks than GPUs and died of CUDA out-of-memory).
@@ -16,6 +17,7 @@ from typing import Any
 from pipeline.engines.base import Pass
 from pipeline.inference.steps import STEPS, Preprocess
 from pipeline.schema import Topology
+from pipeline.spark.batching import batch_sizes
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
 from pipeline.spark.plan import Plan
 from pipeline.spark.utilization import idle_slot_stages, slot_usage
@@ -89,7 +91,8 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
         }
         for stage in chosen
     ]
-    return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks}
+    batches = batch_sizes(last.tasks.get("records", []))
+    return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks, "batches": batches}
 
 
 def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
@@ -107,7 +110,18 @@ def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str
     stages = [
         {**row, "app_id": app_id} for found, app_id in zip((preprocess, predict), app_ids) for row in found["stages"]
     ]
-    return {"stages": stages, "timeline": timeline, "model_task_gpus": predict["model_task_gpus"]}
+
+    def tagged(key: str) -> list[dict[str, Any]]:  # the rows of both applications, each naming its app_id
+        pairs = zip((preprocess, predict), app_ids)
+        return [{**row, "app_id": app_id} for found, app_id in pairs for row in found.get(key, [])]
+
+    return {
+        "stages": stages,
+        "timeline": timeline,
+        "model_task_gpus": predict["model_task_gpus"],
+        "batches": tagged("batches"),
+        "time": tagged("time"),
+    }
 
 
 def join_faults(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:

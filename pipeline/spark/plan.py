@@ -114,12 +114,21 @@ def memory_mb(text: str, key: str = "cluster.worker_memory") -> int:
 _ONE_RESOURCE = 10**16  # Spark 4 keeps resource amounts as longs in units of 1e-16 (ResourceAmountUtils)
 
 
-def _check_amount(key: str, amount: float) -> None:
-    """Spark's rule for task resource amounts: a whole number, or a fraction <= 0.5."""
+APPLICATION_FRACTION_LIMIT = 0.5  # spark.task.resource.gpu.amount: SparkContext refuses 0.6 in 4.3.0 (measured)
+PROFILE_FRACTION_LIMIT = 1.0  # a TaskResourceRequests amount (stage-level profile): SPARK-45527's "<= 1.0"
+
+
+def _check_amount(key: str, amount: float, limit: float) -> None:
+    """Spark 4.3's rules for task resource amounts: a whole number, or a fraction <= `limit`.
+
+    Measured on pyspark 4.3.0: the application's `spark.task.resource.gpu.amount` still has the old rule,
+    SparkContext failing with "The task resource amount 0.6 must be either <= 0.5, or a whole number"; the
+    "<= 1.0" of SPARK-45527 is the rule of task resource requests in a ResourceProfile (the predict
+    profile of stage_level), where 0.6 and 0.75 schedule one task per GPU address (slow test)."""
     if amount <= 0:
         raise ConfigError(f"{key}={amount}: must be > 0")
-    if amount > 0.5 and not float(amount).is_integer():
-        raise ConfigError(f"{key}={amount}: Spark accepts a whole number of GPUs per task or a fraction <= 0.5")
+    if amount > limit and not float(amount).is_integer():
+        raise ConfigError(f"{key}={amount}: Spark 4.3 accepts a whole number of GPUs per task or a fraction <= {limit}")
 
 
 def tasks_per_executor(executor_amount: int, task_amount: float) -> int:
@@ -159,9 +168,9 @@ def gpu_plan(config: Config) -> GpuPlan:
     give 0.5), and the predict stage asks `predict_task_amount` through its ResourceProfile.
 
     Raises ConfigError for combinations Spark would hang on or refuse (more GPUs per executor than a worker
-    has, a task amount above the executor's, 0.7 GPU per task), and ClusterError when real GPUs are asked
-    for and nvidia-smi finds none. For `remote`, whose workers were started elsewhere: `gpu.emulate=N`
-    plans for workers started with N emulated GPUs, and real GPUs are counted with `gpu.executor_amount`
+    has, a task amount above the executor's, 0.7 GPU per task for the application), and ClusterError when
+    real GPUs are asked for and nvidia-smi finds none. For `remote`, whose workers were started elsewhere:
+    `gpu.emulate=N` plans for workers started with N emulated GPUs, and real GPUs are counted with `gpu.executor_amount`
     if set (nvidia-smi here says nothing about the remote nodes), else with nvidia-smi on this machine.
     """
     gpu, mode = config.gpu, config.cluster.mode
@@ -199,7 +208,7 @@ def gpu_plan(config: Config) -> GpuPlan:
         )
     if gpu.task_amount > 0:
         task_amount = float(gpu.task_amount)
-        _check_amount("gpu.task_amount", task_amount)
+        _check_amount("gpu.task_amount", task_amount, APPLICATION_FRACTION_LIMIT)
     elif config.topology.kind is Topology.stage_level:
         cpu_slots = max(1, config.cluster.worker_cores // max(1, config.cluster.task_cpus))
         shares = math.ceil(cpu_slots / executor_amount)
@@ -207,7 +216,7 @@ def gpu_plan(config: Config) -> GpuPlan:
     else:
         task_amount = 1.0
     predict_task_amount = float(gpu.predict_task_amount)
-    _check_amount("gpu.predict_task_amount", predict_task_amount)
+    _check_amount("gpu.predict_task_amount", predict_task_amount, PROFILE_FRACTION_LIMIT)
     for key, amount in (("gpu.task_amount", task_amount), ("gpu.predict_task_amount", predict_task_amount)):
         if amount > executor_amount:
             raise ConfigError(

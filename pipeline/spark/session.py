@@ -52,8 +52,8 @@ def split_bytes(input_bytes: int, slots: int) -> int:
     """Input split size that gives every task slot a share of the read.
 
     Spark's own choice adds a 4 MiB open cost per file and lumps a small data set into one split (measured:
-    64 images, 5 MB, two cores: one task read everything). Row groups of `data.ROW_GROUP_SIZE` images let
-    the splits cut files; large data keeps Spark's default maximum of 128 MiB.
+    64 images, 5 MB, two cores: one task read everything). Row groups of `dataset.row_group_size` images
+    (32 by default) let the splits cut files; large data keeps Spark's default maximum of 128 MiB.
     """
     return min(128 * 2**20, max(2**20, -(-input_bytes // slots)))
 
@@ -102,6 +102,8 @@ def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster
         "spark.eventLog.compress": "false",
         "spark.eventLog.rolling.enabled": "false",
     }
+    if config.spark.max_bytes_per_batch is not None:  # Arrow batches to Python end at this many bytes too
+        conf["spark.sql.execution.arrow.maxBytesPerBatch"] = str(config.spark.max_bytes_per_batch)
     conf.update(cluster.conf)
     conf.update({key: str(value) for key, value in config.spark.conf.items()})
     return conf
