@@ -48,7 +48,19 @@ def variant_of(config: Config) -> Variant:
         compile=config.model.compile or None,
         decoder=config.preprocess.decoder.value,
         decode_on=None if config.preprocess.decode_on is DecodeOn.task else config.preprocess.decode_on.value,
+        python_udf_pipelined=(spark and config.spark.python_udf_pipelined) or None,
+        python_udf_pipelined_queue_depth=(
+            config.spark.python_udf_pipelined_queue_depth if spark and config.spark.python_udf_pipelined else None
+        ),
+        arrow_compression_codec=_codec(config) if spark else None,
+        python_unix_domain_socket=(spark and config.spark.python_unix_domain_socket) or None,
+        python_udf_arrow=False if spark and not config.spark.python_udf_arrow else None,
     )
+
+
+def _codec(config: Config) -> str | None:
+    codec = config.spark.arrow_compression_codec.value
+    return None if codec == "none" else codec
 
 
 def _weights(config: Config) -> str:

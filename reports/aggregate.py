@@ -56,6 +56,11 @@ SHORT_NAMES = {
     "compile": "compile",
     "decoder": "decoder",
     "decode_on": "decode_on",
+    "python_udf_pipelined": "pipelined",
+    "python_udf_pipelined_queue_depth": "queue_depth",
+    "arrow_compression_codec": "arrow_codec",
+    "python_unix_domain_socket": "unix_socket",
+    "python_udf_arrow": "python_udf_arrow",
 }
 CSV_COLUMNS = (
     "label",
@@ -104,8 +109,17 @@ INTEGER_COLUMNS = (
     "model_builds",
     "max_model_loads_per_worker",
     "model_slots",
+    "python_udf_pipelined_queue_depth",
 )
-FLAG_COLUMNS = ("python_worker_reuse", "rebuild_model_per_batch", "channels_last", "compile")
+FLAG_COLUMNS = (
+    "python_worker_reuse",
+    "rebuild_model_per_batch",
+    "channels_last",
+    "compile",
+    "python_udf_pipelined",
+    "python_unix_domain_socket",
+    "python_udf_arrow",
+)
 
 
 @dataclass(frozen=True)

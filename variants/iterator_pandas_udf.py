@@ -25,7 +25,10 @@ def apply(
     @F.pandas_udf(spark_schema(step))
     def run(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         with ledger.task(step) as task:
-            inputs = ({name: series.tolist() for name, series in zip(step.inputs, batch)} for batch in batches)
+            inputs = (
+                {name: series.tolist() for name, series in zip(step.inputs, batch)}
+                for batch in task.timed_input(batches)
+            )
             for prepared in prefetched(step, rebatch(inputs, step.batch_size), options.prefetch):
                 output = step.finish(prepared, task.device)
                 task.add(output)

@@ -19,7 +19,9 @@ def apply(
 ) -> DataFrame:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         with ledger.task(step) as task:
-            inputs = ({name: batch.column(name).to_pylist() for name in step.inputs} for batch in batches)
+            inputs = (
+                {name: batch.column(name).to_pylist() for name in step.inputs} for batch in task.timed_input(batches)
+            )
             for columns in rebatch(inputs, step.batch_size):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)

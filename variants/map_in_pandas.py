@@ -19,7 +19,7 @@ def apply(
 ) -> DataFrame:
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         with ledger.task(step) as task:
-            batches = ({name: rows[name].tolist() for name in step.inputs} for rows in frames)
+            batches = ({name: rows[name].tolist() for name in step.inputs} for rows in task.timed_input(frames))
             for columns in rebatch(batches, step.batch_size):
                 output = step.finish(step.prepare(columns), task.device)
                 task.add(output)

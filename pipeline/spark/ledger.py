@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from typing import TypeVar
 
 from pyspark import SparkContext, TaskContext
 from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegistry
@@ -25,6 +26,9 @@ from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegi
 from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.spark import faults
+from pipeline.spark.fastpaths import worker_view
+
+T = TypeVar("T")
 
 
 class _Merge(AccumulatorParam):
@@ -53,6 +57,22 @@ class TaskRecord:
     model_loads: int = 0  # times this worker process has built the step's model so far
     model_builds: int = 0  # models built while this task ran
     bad: list[BadImageRecord] = field(default_factory=list)
+    # seconds the UDF waited for each input batch Spark handed it (iterator styles: `timed_input`); batch k+1
+    # fetched while batch k computed (pipelined reader, spark.python_udf_pipelined) shows as waits near 0
+    input_waits: list[float] = field(default_factory=list)
+    python_worker: dict = field(default_factory=dict)  # `fastpaths.worker_view` of the worker that ran it
+
+    def timed_input(self, batches: Iterable[T]) -> Iterator[T]:
+        """`batches`, timing how long each `next` blocks: the task's own record of waiting for input."""
+        iterator = iter(batches)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.input_waits.append(time.perf_counter() - start)
+            yield batch
 
     def add(self, output: Output) -> None:
         if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
@@ -71,6 +91,7 @@ class TaskRecord:
             model_loads=max(self.model_loads, other.model_loads),
             model_builds=self.model_builds + other.model_builds,
             bad=self.bad + other.bad,
+            input_waits=self.input_waits + other.input_waits,
         )
 
 
@@ -136,6 +157,7 @@ class TaskLedger:
             device=pick_device(addresses),
             gpu_addresses=addresses,
             start=time.time(),
+            python_worker=worker_view(),
         )
         yield record
         record.end = time.time()
