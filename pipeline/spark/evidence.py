@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.engines.base import Pass
 from pipeline.inference.steps import STEPS, Preprocess
 from pipeline.schema import Topology
+from pipeline.spark import fastpaths
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
 from pipeline.spark.plan import Plan
 
@@ -63,7 +64,8 @@ def collect(event_log_dir: Path, last: Pass, description: str) -> dict[str, Any]
         if record["step"] in MODEL_STEPS
     ]
     rows = [{"step": step_of.get(stage["stage_id"]), **{key: stage.get(key) for key in STAGE_KEYS}} for stage in chosen]
-    return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks}
+    fast_paths = fastpaths.evidence(last.tasks.get("records", []), log, ids)
+    return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks, "fast_paths": fast_paths}
 
 
 def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
@@ -81,7 +83,13 @@ def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str
     stages = [
         {**row, "app_id": app_id} for found, app_id in zip((preprocess, predict), app_ids) for row in found["stages"]
     ]
-    return {"stages": stages, "timeline": timeline, "model_task_gpus": predict["model_task_gpus"]}
+    fast_paths = fastpaths.join(preprocess.get("fast_paths"), predict.get("fast_paths"))
+    return {
+        "stages": stages,
+        "timeline": timeline,
+        "model_task_gpus": predict["model_task_gpus"],
+        "fast_paths": fast_paths,
+    }
 
 
 def join_faults(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
