@@ -51,7 +51,19 @@ def variant_of(config: Config) -> Variant:
         decode_on=None if config.preprocess.decode_on is DecodeOn.task else config.preprocess.decode_on.value,
         max_bytes_per_batch=config.spark.max_bytes_per_batch if spark else None,
         row_group_size=None if row_group_size == DatasetConfig.row_group_size else row_group_size,
+        python_udf_pipelined=(spark and config.spark.python_udf_pipelined) or None,
+        python_udf_pipelined_queue_depth=(
+            config.spark.python_udf_pipelined_queue_depth if spark and config.spark.python_udf_pipelined else None
+        ),
+        arrow_compression_codec=_codec(config) if spark else None,
+        python_unix_domain_socket=(spark and config.spark.python_unix_domain_socket) or None,
+        python_udf_arrow=False if spark and not config.spark.python_udf_arrow else None,
     )
+
+
+def _codec(config: Config) -> str | None:
+    codec = config.spark.arrow_compression_codec.value
+    return None if codec == "none" else codec
 
 
 def _weights(config: Config) -> str:

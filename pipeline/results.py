@@ -78,6 +78,11 @@ class Variant:
     decode_on: str | None
     max_bytes_per_batch: int | None  # None: Spark's default (64 MiB)
     row_group_size: int | None  # None: the default 32 rows
+    python_udf_pipelined: bool | None  # Spark 4.3's pipelined Python UDF reader (None: off)
+    python_udf_pipelined_queue_depth: int | None  # with python_udf_pipelined only
+    arrow_compression_codec: str | None  # JVM -> Python Arrow compression (None: none)
+    python_unix_domain_socket: bool | None  # None: TCP on 127.0.0.1
+    python_udf_arrow: bool | None  # spark.sql.execution.pythonUDF.arrow.enabled (None: on, 4.3's default)
 
 
 VARIANT_FIELDS = tuple(variant_field.name for variant_field in fields(Variant))

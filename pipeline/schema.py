@@ -68,6 +68,15 @@ class UdfStyle(Enum):
     map_in_arrow = "map_in_arrow"
     rdd_map_partitions = "rdd_map_partitions"
     predict_batch_udf = "predict_batch_udf"
+    arrow_udf = "arrow_udf"  # pyspark.sql.functions.arrow_udf, iterator form (Spark 4.1+)
+
+
+class ArrowCodec(Enum):
+    """`spark.sql.execution.arrow.compression.codec` (Spark 4.1+): Arrow IPC batches the JVM sends to Python."""
+
+    none = "none"
+    lz4 = "lz4"
+    zstd = "zstd"
 
 
 class Topology(Enum):
@@ -216,6 +225,11 @@ class PredictBatchUdfConfig(UdfConfig):
 
 
 @dataclass
+class ArrowUdfConfig(UdfConfig):
+    style: UdfStyle = UdfStyle.arrow_udf
+
+
+@dataclass
 class NodeConfig:
     """Machines billed for a run: `count` x `instance` (a key of `cost.prices`) in a `role`."""
 
@@ -317,6 +331,7 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, type]]] = {
             "map_in_arrow": MapInArrowConfig,
             "rdd_map_partitions": RddMapPartitionsConfig,
             "predict_batch_udf": PredictBatchUdfConfig,
+            "arrow_udf": ArrowUdfConfig,
         },
     ),
     "cluster": (
@@ -382,6 +397,12 @@ class SparkConfig:
     partitions: Optional[int] = None
     task_max_failures: int = 4
     conf: dict[str, str] = field(default_factory=dict)
+    # Spark 4.1-4.3's Python fast paths (pipeline/spark/session.py sets them, every one explicitly)
+    python_udf_pipelined: bool = False  # spark.python.udf.pipelined.enabled (4.3.0): a reader thread prefetches
+    python_udf_pipelined_queue_depth: int = 2  # spark.python.udf.pipelined.queueDepth: batches read ahead
+    arrow_compression_codec: ArrowCodec = ArrowCodec.none  # spark.sql.execution.arrow.compression.codec
+    python_unix_domain_socket: bool = False  # spark.python.unix.domain.socket.enabled: JVM <-> Python over AF_UNIX
+    python_udf_arrow: bool = True  # spark.sql.execution.pythonUDF.arrow.enabled (4.3.0's default, set explicitly)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pipeline.schema import (
     TorchEngineConfig,
     UdfStyle,
 )
+from pipeline.spark.fastpaths import FAST_PATH_KEYS
 from pipeline.spark.plan import Plan, plan
 
 __all__ = ["ConfigError", "validate", "PROFILE_STYLES"]
@@ -63,7 +64,22 @@ def _spark(config: Config) -> Plan:
     _at_least("spark.task_max_failures", config.spark.task_max_failures, 1)
     if "spark.task.maxFailures" in config.spark.conf:
         raise ConfigError("spark.conf sets spark.task.maxFailures: set spark.task_max_failures=N instead")
+    _fast_paths(config)
     return planned
+
+
+def _fast_paths(config: Config) -> None:
+    """The fast-path knobs: a queue depth Spark would refuse, one that would change nothing, and a Spark conf
+    of theirs set through `spark.conf` (the result would record a knob that did not run)."""
+    _at_least("spark.python_udf_pipelined_queue_depth", config.spark.python_udf_pipelined_queue_depth, 1)
+    if not config.spark.python_udf_pipelined and config.spark.python_udf_pipelined_queue_depth != 2:
+        raise ConfigError(
+            f"spark.python_udf_pipelined_queue_depth={config.spark.python_udf_pipelined_queue_depth} takes effect "
+            "only with spark.python_udf_pipelined=true"
+        )
+    for key, knob in FAST_PATH_KEYS.items():
+        if key in config.spark.conf:
+            raise ConfigError(f"spark.conf sets {key}: set {knob}=... instead")
 
 
 def _device(config: Config) -> None:

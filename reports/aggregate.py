@@ -58,6 +58,11 @@ SHORT_NAMES = {
     "decode_on": "decode_on",
     "max_bytes_per_batch": "arrow_bytes",
     "row_group_size": "row_group",
+    "python_udf_pipelined": "pipelined",
+    "python_udf_pipelined_queue_depth": "queue_depth",
+    "arrow_compression_codec": "arrow_codec",
+    "python_unix_domain_socket": "unix_socket",
+    "python_udf_arrow": "python_udf_arrow",
 }
 CSV_COLUMNS = (
     "label",
@@ -111,8 +116,17 @@ INTEGER_COLUMNS = (
     "model_slots",
     "max_bytes_per_batch",
     "row_group_size",
+    "python_udf_pipelined_queue_depth",
 )
-FLAG_COLUMNS = ("python_worker_reuse", "rebuild_model_per_batch", "channels_last", "compile")
+FLAG_COLUMNS = (
+    "python_worker_reuse",
+    "rebuild_model_per_batch",
+    "channels_last",
+    "compile",
+    "python_udf_pipelined",
+    "python_unix_domain_socket",
+    "python_udf_arrow",
+)
 
 
 @dataclass(frozen=True)

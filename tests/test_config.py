@@ -63,6 +63,11 @@ def test_default_config_is_the_documented_run():
         ("preprocess.max_pixels=lots", ConfigCompositionException, "preprocess.max_pixels"),
         ("resume=maybe", ConfigCompositionException, "resume"),
         ("+cluster@topology.preprocess_cluster=yarn", ConfigCompositionException, "standalone"),
+        ("spark.arrow_compression_codec=gzip", ConfigCompositionException, "none, lz4, zstd"),
+        ("spark.python_udf_pipelined=maybe", ConfigCompositionException, "spark.python_udf_pipelined"),
+        ("spark.python_unix_domain_socket=often", ConfigCompositionException, "spark.python_unix_domain_socket"),
+        ("spark.python_udf_arrow=yes_please", ConfigCompositionException, "spark.python_udf_arrow"),
+        ("spark.python_udf_pipelined_queue_depth=deep", ConfigCompositionException, "queue_depth"),
     ],
 )
 def test_compose_rejects(override, error, named):
@@ -107,6 +112,12 @@ def test_compose_rejects(override, error, named):
         (["preprocess.max_pixels=178956971"], "between 1 and 178956970"),
         (["spark.task_max_failures=0"], "spark.task_max_failures=0"),
         (["+spark.conf={spark.task.maxFailures: '1'}"], "spark.task_max_failures=N"),
+        (
+            ["spark.python_udf_pipelined=true", "spark.python_udf_pipelined_queue_depth=0"],
+            "spark.python_udf_pipelined_queue_depth=0",
+        ),
+        (["spark.python_udf_pipelined_queue_depth=4"], "only with spark.python_udf_pipelined=true"),
+        (["+spark.conf={spark.python.udf.pipelined.enabled: 'true'}"], "spark.python_udf_pipelined=..."),
         ([*TWO_STAGE, f"{PRE}=remote"], "topology.preprocess_cluster.master"),
         ([*TWO_STAGE, f"{PRE}=local", "topology.preprocess_cluster.cores=0"], "preprocess_cluster.cores=0"),
         (

@@ -196,7 +196,9 @@ def test_an_id_repeated_across_files_names_both_files(tmp_path):
 
 
 PER_BATCH = [(style, rows) for style in ("scalar_pandas_udf", "predict_batch_udf") for rows in (1, 2, 3)]
-WHOLE = [(style, 2) for style in ("map_in_pandas", "map_in_arrow", "iterator_pandas_udf", "rdd_map_partitions")]
+WHOLE = [
+    (style, 2) for style in ("map_in_pandas", "map_in_arrow", "iterator_pandas_udf", "rdd_map_partitions", "arrow_udf")
+]
 
 
 @pytest.mark.parametrize(("style", "rows"), PER_BATCH + WHOLE)

@@ -35,6 +35,7 @@ NAMED = {
     "original_10g",
     "original_300g",
     "peers",
+    "spark_fast_paths",
 }
 
 
@@ -60,6 +61,7 @@ def test_job_count_is_the_product_of_the_sweeps():
     assert count_jobs(hydra_config("sweep=smoke")) == 4
     assert count_jobs(hydra_config("sweep=original_10g")) == 7
     assert count_jobs(hydra_config("sweep=smoke", "udf=map_in_arrow")) == 2
+    assert count_jobs(hydra_config("sweep=spark_fast_paths")) == 7 * 5 * 2  # options x UDF styles x models
 
 
 # a key another option's schema lacks fails the whole sweep at compose time (udf.rebuild_model_per_batch with

@@ -17,6 +17,7 @@ from pipeline.inference.steps import Step
 from pipeline.schema import UdfConfig, UdfStyle
 from pipeline.spark.ledger import TaskLedger
 from variants import (
+    arrow_udf,
     iterator_pandas_udf,
     map_in_arrow,
     map_in_pandas,
@@ -44,4 +45,5 @@ UDF_STYLES: dict[UdfStyle, Style] = {
     UdfStyle.map_in_arrow: map_in_arrow.apply,
     UdfStyle.rdd_map_partitions: rdd_map_partitions.apply,
     UdfStyle.predict_batch_udf: predict_batch_udf.apply,
+    UdfStyle.arrow_udf: arrow_udf.apply,
 }

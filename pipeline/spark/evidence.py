@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.engines.base import Pass
 from pipeline.inference.steps import STEPS, Preprocess
 from pipeline.schema import Topology
+from pipeline.spark import fastpaths
 from pipeline.spark.batching import batch_sizes
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
 from pipeline.spark.plan import Plan
@@ -92,7 +93,14 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
         for stage in chosen
     ]
     batches = batch_sizes(last.tasks.get("records", []))
-    return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks, "batches": batches}
+    fast_paths = fastpaths.evidence(last.tasks.get("records", []), log, ids)
+    return {
+        "stages": rows,
+        "timeline": timeline,
+        "model_task_gpus": gpu_tasks,
+        "batches": batches,
+        "fast_paths": fast_paths,
+    }
 
 
 def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
@@ -115,12 +123,14 @@ def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str
         pairs = zip((preprocess, predict), app_ids)
         return [{**row, "app_id": app_id} for found, app_id in pairs for row in found.get(key, [])]
 
+    fast_paths = fastpaths.join(preprocess.get("fast_paths"), predict.get("fast_paths"))
     return {
         "stages": stages,
         "timeline": timeline,
         "model_task_gpus": predict["model_task_gpus"],
         "batches": tagged("batches"),
         "time": tagged("time"),
+        "fast_paths": fast_paths,
     }
 
 

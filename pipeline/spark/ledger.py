@@ -33,6 +33,7 @@ from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegi
 from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.spark import faults
+from pipeline.spark.fastpaths import worker_view
 from pipeline.timing import now
 
 T = TypeVar("T")
@@ -68,10 +69,13 @@ class TaskRecord:
     udf_call_rows: list[int] = field(default_factory=list)  # rows of each batch Spark handed the UDF
     udf_call_bytes: list[int] = field(default_factory=list)  # Arrow bytes of each such batch's input columns
     model_call_rows: list[int] = field(default_factory=list)  # rows of each model call (finish phase)
-    input_wait_s: float = 0.0  # waiting for Spark to hand the UDF its next batch
     prepare_s: float = 0.0  # decode + preprocess (with prefetch: in the background thread)
     finish_s: float = 0.0  # the model (a preprocess step: the crops as bytes)
     results_s: float = 0.0  # results converted and handed back, until Spark asked for more
+    # seconds the UDF waited for each batch Spark handed it (`fed`); batch k+1 fetched while batch k
+    # computed (pipelined reader, spark.python_udf_pipelined) shows as waits near 0
+    input_waits: list[float] = field(default_factory=list)
+    python_worker: dict = field(default_factory=dict)  # `fastpaths.worker_view` of the worker that ran it
 
     def add(self, output: Output) -> None:
         if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
@@ -91,9 +95,9 @@ class TaskRecord:
         while True:
             started = now()
             batch = next(iterator, _END)
-            self.input_wait_s += now() - started
             if batch is _END:
                 return
+            self.input_waits.append(now() - started)
             if size is not None:
                 self.called(*size(batch))
             yield batch
@@ -123,7 +127,7 @@ class TaskRecord:
             udf_call_rows=self.udf_call_rows + other.udf_call_rows,
             udf_call_bytes=self.udf_call_bytes + other.udf_call_bytes,
             model_call_rows=self.model_call_rows + other.model_call_rows,
-            input_wait_s=self.input_wait_s + other.input_wait_s,
+            input_waits=self.input_waits + other.input_waits,
             prepare_s=self.prepare_s + other.prepare_s,
             finish_s=self.finish_s + other.finish_s,
             results_s=self.results_s + other.results_s,
@@ -192,6 +196,7 @@ class TaskLedger:
             device=pick_device(addresses),
             gpu_addresses=addresses,
             start=time.time(),
+            python_worker=worker_view(),
         )
         yield record
         record.end = time.time()

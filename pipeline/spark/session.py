@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.rundir import RunDir
 from pipeline.schema import Config
 from pipeline.spark.cluster import Cluster
+from pipeline.spark.fastpaths import fast_path_conf
 
 MIN_JAVA = 17
 JAVA_HELP = (
@@ -104,6 +105,7 @@ def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster
     }
     if config.spark.max_bytes_per_batch is not None:  # Arrow batches to Python end at this many bytes too
         conf["spark.sql.execution.arrow.maxBytesPerBatch"] = str(config.spark.max_bytes_per_batch)
+    conf.update(fast_path_conf(config.spark))
     conf.update(cluster.conf)
     conf.update({key: str(value) for key, value in config.spark.conf.items()})
     return conf

@@ -98,7 +98,7 @@ def split(
         width = slots[STEPS[stage["step"]].runs_model]
         slot_s = wall * width
         run_s = spark.get("executor_run_s", 0.0) + spark.get("executor_deserialize_s", 0.0)
-        waited = sum(record.get("input_wait_s", 0.0) for record in mine)
+        waited = sum(sum(record.get("input_waits", [])) for record in mine)
         scan = spark.get("scan_s", 0.0)
         parts = {
             "jvm_scan_s": scan,

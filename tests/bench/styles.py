@@ -1,4 +1,4 @@
-"""The six UDF styles with nothing inside them.
+"""The seven UDF styles with nothing inside them.
 
 `IDENTITY[style](frame, log)` sends (id, image) through the style's Python function and back unchanged, so
 its time is the style's own cost of moving images between the JVM and Python. `predict_batch_udf` may only
@@ -91,6 +91,16 @@ def _predict_batch_udf(frame: DataFrame, log: CallLog) -> DataFrame:
     return frame.select("id", run("image").alias("nbytes"))
 
 
+def _arrow_udf(frame: DataFrame, log: CallLog) -> DataFrame:
+    @F.arrow_udf("binary")
+    def identity(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        for images in batches:
+            log.record(len(images))
+            yield images
+
+    return frame.select("id", identity("image").alias("image"))
+
+
 IDENTITY: dict[UdfStyle, Callable[[DataFrame, CallLog], DataFrame]] = {
     UdfStyle.scalar_pandas_udf: _scalar,
     UdfStyle.iterator_pandas_udf: _iterator,
@@ -98,4 +108,5 @@ IDENTITY: dict[UdfStyle, Callable[[DataFrame, CallLog], DataFrame]] = {
     UdfStyle.map_in_arrow: _map_in_arrow,
     UdfStyle.rdd_map_partitions: _rdd_map_partitions,
     UdfStyle.predict_batch_udf: _predict_batch_udf,
+    UdfStyle.arrow_udf: _arrow_udf,
 }

@@ -20,3 +20,21 @@ def sql_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
             spark.conf.unset(key)
         else:
             spark.conf.set(key, before)
+
+
+@contextmanager
+def context_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """A SparkContext conf (one `spark.conf.set` refuses) on the context's live conf for the tasks started in
+    the block, restored after it. Local mode only: the local executor shares that conf, and Spark's Python
+    runners read it as each task starts and keep one worker daemon per worker environment, so new tasks get a
+    daemon of the matching kind (see tests/bench/harness.py `python_worker_reuse`)."""
+    conf = spark.sparkContext._jsc.sc().conf()
+    before = conf.get(key, None)
+    conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            conf.remove(key)
+        else:
+            conf.set(key, before)

@@ -1,0 +1,116 @@
+"""Spark 4.3's Python fast paths: each knob reaches the Spark session and, where it acts, the Python worker;
+the task records carry the evidence (which worker mode ran, how long each input batch was waited for)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines.spark import measure
+from pipeline.spark.fastpaths import FAST_PATH_KEYS, fast_path_conf
+from tests.helpers.config import compose_config
+from tests.helpers.spark import context_conf, sql_conf
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_every_fast_path_conf_is_set_explicitly_and_reaches_the_session(spark):
+    expected = fast_path_conf(compose_config().spark)
+    assert set(expected) == set(FAST_PATH_KEYS)
+    assert expected == {
+        "spark.python.udf.pipelined.enabled": "false",
+        "spark.python.udf.pipelined.queueDepth": "2",
+        "spark.sql.execution.arrow.compression.codec": "none",
+        "spark.python.unix.domain.socket.enabled": "false",
+        "spark.sql.execution.pythonUDF.arrow.enabled": "true",
+    }
+    assert {key: spark.conf.get(key) for key in expected} == expected
+
+
+# A session of its own, started from a run's conf builder with every knob away from its default: the confs
+# read back from spark.conf, what a Python worker was started with, and Spark's count of the bytes it sent
+# to Python for 64 rows of 64 KiB of zeros under zstd.
+NON_DEFAULT = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "import pyarrow as pa\n"
+    "from tests.helpers.config import compose_config\n"
+    "from pipeline.spark.cluster import cluster\n"
+    "from pipeline.spark.fastpaths import FAST_PATH_KEYS, python_metrics, worker_view\n"
+    "from pipeline.spark.eventlog import event_log_file\n"
+    "from pipeline.spark.session import spark_conf, spark_session\n"
+    "run_dir = Path(sys.argv[1])\n"
+    "config = compose_config('cluster.cores=1', *sys.argv[2:])\n"
+    "def view(batches):\n"
+    "    for batch in batches:\n"
+    "        yield pa.RecordBatch.from_pylist([{'view': json.dumps(worker_view()), 'size': len(batch)}])\n"
+    "with cluster(config, run_dir) as local, spark_session(spark_conf(config, run_dir, 2**20, local)) as spark:\n"
+    "    confs = {key: spark.conf.get(key) for key in FAST_PATH_KEYS}\n"
+    "    frame = spark.range(64, numPartitions=1).selectExpr('unhex(repeat(\"00\", 65536)) AS blob')\n"
+    "    rows = frame.mapInArrow(view, 'view string, size long').collect()\n"
+    "log = event_log_file(run_dir / 'eventlog')\n"
+    "print(json.dumps({'confs': confs, 'view': json.loads(rows[0]['view']), 'rows': sum(r['size'] for r in rows),\n"
+    "                  'metrics': python_metrics(log, set(range(100)))}))\n"
+)
+
+
+def test_non_default_knobs_reach_the_session_and_the_python_worker(tmp_path):
+    overrides = [
+        "spark.python_udf_pipelined=true",
+        "spark.python_udf_pipelined_queue_depth=3",
+        "spark.arrow_compression_codec=zstd",
+        "spark.python_unix_domain_socket=true",
+        "spark.python_udf_arrow=false",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", NON_DEFAULT, str(tmp_path), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["confs"] == {
+        "spark.python.udf.pipelined.enabled": "true",
+        "spark.python.udf.pipelined.queueDepth": "3",
+        "spark.sql.execution.arrow.compression.codec": "zstd",
+        "spark.python.unix.domain.socket.enabled": "true",
+        "spark.sql.execution.pythonUDF.arrow.enabled": "false",
+    }
+    view = found["view"]
+    assert view["pipelined"] and view["queue_depth"] == 3  # the worker runs pipelined_process, 3 batches ahead
+    assert view["unix_domain"] and view["unix_sockets"] >= 1 and view["tcp_sockets"] == 0
+    assert found["rows"] == 64
+    sent = found["metrics"]["bytes_to_python"]
+    assert 0 < sent < 64 * 65536 / 10  # 4 MiB of zeros crossed to Python zstd-compressed
+
+
+def test_a_pipelined_run_records_its_worker_mode_and_every_input_wait(spark, tmp_path, tiny_dataset, inference):
+    config = compose_config("udf=map_in_pandas", "model=null_model", "warmup=0", "repeats=1")
+    with context_conf(spark, "spark.python.udf.pipelined.enabled", "true"):
+        pipelined = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0]
+    plain = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0]
+    for timed, expected in ((pipelined, True), (plain, False)):
+        records = timed.tasks["records"]
+        assert records and all(record["python_worker"]["pipelined"] is expected for record in records)
+        # one wait per Arrow batch Spark handed the UDF: 12 images in batches of at most 128 rows per task
+        assert all(len(record["input_waits"]) >= 1 for record in records)
+        assert all(wait >= 0 for record in records for wait in record["input_waits"])
+    assert sum(record["rows_in"] for record in pipelined.tasks["records"]) == tiny_dataset.num_images
+
+
+@pytest.mark.parametrize("style", ["map_in_arrow", "iterator_pandas_udf", "arrow_udf"])
+def test_every_iterator_style_times_its_input_batches(spark, tmp_path, tiny_dataset, inference, style):
+    config = compose_config(f"udf={style}", "model=null_model", "warmup=0", "repeats=1")
+    with (
+        sql_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "2"),
+        sql_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "2"),
+    ):
+        records = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
+    # 12 images in Arrow batches of at most 2 rows: at least 6 batches, each waited for once
+    assert sum(len(record["input_waits"]) for record in records) >= 6
