@@ -105,7 +105,7 @@ def test_compose_rejects(override, error, named):
         (["cluster=standalone", "cluster.executor_memory=4g"], "cluster.executor_memory=4g"),
         (["cluster=standalone", "cluster.task_cpus=8"], "cluster.task_cpus=8"),
         (["topology=split", "topology.predict_partitions=0"], "topology.predict_partitions=0"),
-        (["cluster.nodes=[{role: driver, instance: p5.48xlarge, count: 1}]"], "p5.48xlarge"),
+        (["cluster.nodes=[{role: driver, instance: x9.nonexistent, count: 1}]"], "x9.nonexistent"),
         (["gpu.executor_amount=1"], "cluster=local"),
         (["gpu.emulate=2"], "cluster=local"),
         (["preprocess.max_pixels=0"], "preprocess.max_pixels=0"),
@@ -129,8 +129,8 @@ def test_compose_rejects(override, error, named):
             "topology.preprocess_cluster.driver_memory=3g != cluster.driver_memory=2g",
         ),
         (
-            [*TWO_STAGE, f"{PRE}=local", "topology.preprocess_cluster.nodes=[{instance: p5.48xlarge}]"],
-            "topology.preprocess_cluster.nodes: instance 'p5.48xlarge'",
+            [*TWO_STAGE, f"{PRE}=local", "topology.preprocess_cluster.nodes=[{instance: x9.nonexistent}]"],
+            "topology.preprocess_cluster.nodes: instance 'x9.nonexistent'",
         ),
     ],
 )
