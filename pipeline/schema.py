@@ -247,6 +247,9 @@ class RemoteConfig(ExecutorsConfig):
 
     mode: ClusterMode = ClusterMode.remote
     master: Optional[str] = None
+    # an sc:// server's spark.eventLog.dir, when this machine can read it: the evidence is read from its
+    # application's log there (a spark:// master's driver is the job's own and logs to the run dir)
+    event_log_dir: Optional[str] = None
 
 
 @dataclass

@@ -24,7 +24,14 @@ from pipeline.schema import (
 )
 from pipeline.spark.plan import Plan, plan
 
-__all__ = ["ConfigError", "validate", "PROFILE_STYLES", "CONNECT_UNAVAILABLE", "connect_unavailable"]
+__all__ = [
+    "ConfigError",
+    "ConnectUnavailable",
+    "validate",
+    "PROFILE_STYLES",
+    "CONNECT_UNAVAILABLE",
+    "connect_unavailable",
+]
 
 # the styles whose Spark API takes a ResourceProfile: mapInPandas/mapInArrow(profile=), rdd.withResources
 PROFILE_STYLES = (UdfStyle.map_in_pandas, UdfStyle.map_in_arrow, UdfStyle.rdd_map_partitions)
@@ -35,6 +42,11 @@ CONNECT_UNAVAILABLE = {
     UdfStyle.rdd_map_partitions: "rdd_map_partitions: needs the RDD API, which Spark Connect does not offer",
 }
 CONNECT_UNAVAILABLE_PREFIX = "not available under Spark Connect: "
+
+
+class ConnectUnavailable(ConfigError):
+    """A variant Spark Connect cannot run: refused before any work, recorded with status `unavailable` (a
+    fact about Connect, not a failure of the run)."""
 
 
 def connect_unavailable(config: Config) -> str | None:
@@ -62,7 +74,7 @@ def _spark(config: Config) -> Plan:
     planned = plan(config)  # the cluster, two_stage's preprocess cluster and the GPUs
     gpus = planned.gpus
     if planned.connect and (reason := connect_unavailable(config)):
-        raise ConfigError(f"{CONNECT_UNAVAILABLE_PREFIX}{reason}")
+        raise ConnectUnavailable(f"{CONNECT_UNAVAILABLE_PREFIX}{reason}")
     if planned.connect:
         mode = planned.mode  # cluster=connect is checked as its backend (cluster=remote stays remote)
     if kind is Topology.two_stage and not config.topology.intermediate_path:

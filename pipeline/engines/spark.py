@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from pipeline.rundir import RunDir
 from pipeline.schema import Config, GpuConfig, Sink
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.connect import ConnectServer, ConnectServerDied, connect_server, connect_session, is_connect
-from pipeline.spark.evidence import check, collect, faults, join, join_faults
+from pipeline.spark.evidence import check, collect, collect_tasks, faults, join, join_faults
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
 from pipeline.spark.session import runtime_conf, spark_conf, spark_session
@@ -154,8 +155,29 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
                     raise died from error
             raise
         record = app.record(slots)
+    if spec.plan.connect and not spec.plan.connect_server:  # an sc:// server the tool did not start
+        unavailable = remote_event_log(config, record["app_id"], spec.run_dir.eventlog)
+        if unavailable:
+            evidence = {**collect_tasks(measured.timed[-1]), "unavailable": unavailable}
+            return ApplicationRun(spec, app, measured, record, evidence, None)
     evidence = collect(spec.run_dir.eventlog, measured.timed[-1], last_pass(config))
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
+
+
+def remote_event_log(config: Config, app_id: str, event_log: Path) -> str | None:
+    """Copy the event log of the sc:// server's application `app_id` from `cluster.event_log_dir` into the run
+    dir's (the server's application lives on: its log is `.inprogress`, flushed at every job end); or say
+    why there is none. A server's application serves every session, so its log may hold others' jobs: the
+    stages are chosen by this run's pass descriptions, and its faults are the whole application's."""
+    directory = getattr(config.cluster, "event_log_dir", None)
+    if not directory:
+        return "the event log of an sc:// server the tool did not start: set cluster.event_log_dir to read it"
+    found = [path for path in Path(directory).expanduser().glob(f"{app_id}*") if path.is_file()]
+    if not found:
+        return f"no event log of application {app_id} in cluster.event_log_dir={directory}"
+    for path in found:
+        shutil.copyfile(path, event_log / path.name)
+    return None
 
 
 def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
