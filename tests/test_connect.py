@@ -288,6 +288,7 @@ def test_a_connect_server_killed_mid_run_fails_the_run_with_the_reason(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # four applications and a Connect server; 15 min were not enough on 2 busy cores
 def test_a_users_cluster_by_spark_url_and_through_a_connect_server_in_front_of_it(tmp_path):
     """The tool runs on a cluster it did not start, by spark:// and by sc://, agrees with the reference both
     ways, reads the evidence, and leaves the cluster (and the user's Connect server) running."""
