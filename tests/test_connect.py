@@ -333,3 +333,17 @@ def test_a_users_cluster_by_spark_url_and_through_a_connect_server_in_front_of_i
             assert "unavailable" not in connect["evidence"]
             assert server.is_running()  # the tool never stops a server it did not start
         assert all(process.is_running() for process in cluster_processes)  # nor a cluster
+
+
+def test_the_report_shows_what_connect_cannot_run_apart_from_failures(tmp_path):
+    from reports.build import build
+
+    _result(tmp_path / "0", "local", "map_in_pandas", images_s=40.0)
+    _result(tmp_path / "1", "connect", "map_in_pandas", images_s=30.0)
+    _result(tmp_path / "2", "connect", "rdd_map_partitions", status="unavailable")
+    _, html = build([tmp_path], tmp_path)
+    text = html.read_text()
+    section = text[text.index('<section id="connect">') : text.index('<section id="connect">') + 4000]
+    assert f"not available under Connect: not available under Spark Connect: {RDD_REASON}" in section
+    assert 'data-value="0.75">0.75x' in section
+    assert "Every job finished and succeeded." in text  # the unavailable variant is not listed as failed
