@@ -52,19 +52,17 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 
 def compare(frame: pd.DataFrame) -> list[ConnectRow]:
-    """One row per (work, UDF style) that has a Connect run (ok or unavailable); see the module docstring."""
+    """One row per (work, UDF style) with an ok Connect run, then one per (model, topology, style) Connect
+    refused; see the module docstring. A refused run has no image count (it stopped before the data), so it is
+    matched by model, topology and style only."""
     spark = frame[(frame["engine"] == "spark") & frame["udf"].notna()]
     rows: list[ConnectRow] = []
     for key, group in spark.groupby(list(PAIR), dropna=False, sort=True):
-        connect = group[group["cluster"].isin(CONNECT_MODES)]
-        if connect.empty:
-            continue
-        classic = group[~group["cluster"].isin(CONNECT_MODES)]
+        best_connect = _best(group[group["cluster"].isin(CONNECT_MODES)])
+        if best_connect is None:
+            continue  # no ok Connect run: refused ones are below, failed ones in the failed jobs section
+        best_classic = _best(group[~group["cluster"].isin(CONNECT_MODES)])
         first = dict(zip(PAIR, key))
-        refused = connect[connect["status"] == "unavailable"]
-        best_connect, best_classic = _best(connect), _best(classic)
-        if best_connect is None and refused.empty:
-            continue  # Connect runs that failed: the failed jobs section lists them
         warm = lambda best: None if best is None else float(best["throughput_images_per_s"])  # noqa: E731
         cold = lambda best: None if best is None else best.get(COLD)  # noqa: E731
         rows.append(
@@ -75,9 +73,12 @@ def compare(frame: pd.DataFrame) -> list[ConnectRow]:
                 connect=warm(best_connect),
                 ratio=_ratio(warm(best_connect), warm(best_classic)),
                 cold_ratio=_ratio(cold(best_connect), cold(best_classic)),
-                unavailable=None if best_connect is not None else str(refused.iloc[0]["error_message"]),
             )
         )
+    refused = spark[spark["cluster"].isin(CONNECT_MODES) & (spark["status"] == "unavailable")]
+    for (model, topology, udf), group in refused.groupby(["model", "topology", "udf"], dropna=False, sort=True):
+        work = f"{model} · {topology}"
+        rows.append(ConnectRow(work, str(udf), None, None, None, None, str(group.iloc[0]["error_message"])))
     return rows
 
 

@@ -179,7 +179,8 @@ def _listening(log_path: Path, port: int) -> bool:
 
 
 def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
-    """A TCP connection to the URL's host and port within `timeout` s, or ClusterError naming the URL."""
+    """A TCP connection to the URL's host and port, and a gRPC channel ready there, each within `timeout` s; or
+    ClusterError naming the URL."""
     parsed = urlparse(url.replace("sc://", "http://", 1))
     host, port = parsed.hostname, parsed.port or 15002
     if not host:
@@ -189,6 +190,18 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
             pass
     except OSError as error:
         raise ClusterError(f"cannot reach the Spark Connect server at {url}: {error}") from error
+    import grpc
+
+    # a port that accepts TCP but never speaks HTTP/2 would hang the first call, which has no deadline
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError as error:
+        raise ClusterError(
+            f"the Spark Connect server at {url} accepted a connection but did not answer gRPC within {timeout:.0f} s"
+        ) from error
+    finally:
+        channel.close()
 
 
 @contextmanager
