@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.lifetime import PARENT_ENV
+from pipeline.overrides import require_composable
 from pipeline.provenance import config_record
 from pipeline.results import Result, as_result, now, read_result, summary, write_result
 from pipeline.rundir import RunDir
@@ -118,4 +119,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    require_composable(sys.argv[1:])
     main()

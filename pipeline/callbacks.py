@@ -18,6 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.progress import sweep_eta
+
 
 def _probe(directory: Path) -> None:
     """Create and remove a file in `directory`; raises OSError where that is refused (read-only, not a dir)."""
@@ -77,8 +79,9 @@ class SweepProgress(Callback):
         if OmegaConf.is_missing(job, "num"):  # a single run, not a sweep's job: nothing to count
             return
         elapsed = time.monotonic() - self.started
+        eta = sweep_eta(job.num, self.total, elapsed)  # from the mean time of the jobs done so far
         print(
-            f"[sweep] job {job.num + 1} of {self.total or '?'} ({elapsed:.0f} s elapsed): {job.override_dirname}",
+            f"[sweep] job {job.num + 1} of {self.total or '?'} ({elapsed:.0f} s elapsed{eta}): {job.override_dirname}",
             flush=True,
         )
 

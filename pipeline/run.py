@@ -90,7 +90,7 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
     if config.engine.name is Engine.spark:
         java_version()
     cache = config.cache_dir
-    dataset = prepare(config.dataset, cache)
+    dataset = prepare(config.dataset, cache, config.preprocess.max_pixels)
     result.dataset = dataset_summary(dataset)
     result.metrics.num_images = dataset.num_images
     result.metrics.data_prepare_s = dataset.prepare_s

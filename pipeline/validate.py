@@ -18,6 +18,7 @@ from pipeline.schema import (
     Decoder,
     Engine,
     IteratorPandasUdfConfig,
+    ModelName,
     Topology,
     TorchEngineConfig,
     UdfStyle,
@@ -101,6 +102,26 @@ def _spark(config: Config) -> Plan:
     return planned
 
 
+def _device(config: Config) -> None:
+    """A simulated device goes with model=accelerator and only with it, at a rate and costs it can hold."""
+    device, accelerator = config.device, config.model.name is ModelName.accelerator
+    if device is not None and not accelerator:
+        raise ConfigError(
+            f"device={device.name} simulates a device for model=accelerator only; model={config.model.name.value} "
+            "runs on the CPU or a real GPU"
+        )
+    if device is None:
+        if accelerator:
+            raise ConfigError("model=accelerator needs a device: device=t4_fp16|t4_fp32|a10g|l4|h100_fp32|h100_bf16")
+        return
+    if not device.images_per_s > 0:
+        raise ConfigError(f"device.images_per_s={device.images_per_s}: must be > 0")
+    for key in ("latency_s", "host_s_per_image"):
+        if getattr(device, key) < 0:
+            raise ConfigError(f"device.{key}={getattr(device, key)}: must be >= 0")
+    _at_least("device.batch_size", device.batch_size, 1)
+
+
 def validate(config: Config) -> Plan | None:
     """Raise ConfigError for the first invalid value or combination in `config`; for engine=spark, return
     the plan of its applications (`pipeline.spark.plan`), which the run then starts, else None."""
@@ -138,6 +159,10 @@ def validate(config: Config) -> Plan | None:
                 f"priced: {', '.join(sorted(config.cost.prices))}"
             )
         _at_least(f"{key}[{node.instance}].count", node.count, 1)
+    if config.preprocess.decoder is Decoder.torchcodec and importlib.util.find_spec("torchcodec") is None:
+        raise ConfigError(
+            "preprocess.decoder=torchcodec needs TorchCodec, an optional dependency: pip install -e '.[torchcodec]'"
+        )
     if config.preprocess.decode_on is DecodeOn.model_device:
         if config.preprocess.decoder is not Decoder.torchvision:
             raise ConfigError(
@@ -148,6 +173,7 @@ def validate(config: Config) -> Plan | None:
                 f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "
                 "decodes in the model's task (the others make crops in a stage of their own)"
             )
+    _device(config)
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
         raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from tqdm import tqdm
 
+from pipeline import progress
 from pipeline.data.datasets import Dataset
 from pipeline.engines.torch import loader, predict_all
 from pipeline.inference.model import ModelSpec, use_threads
 from pipeline.inference.preprocess import Preprocessing
-from pipeline.inference.steps import PREDICTION_SCHEMA, Inference, fused
+from pipeline.inference.steps import PREDICTION_SCHEMA, Inference, Prepared, fused
 from pipeline.rundir import atomic_write
 
 
@@ -34,6 +37,13 @@ def canonical(inference: Inference) -> Inference:
         preprocessing=Preprocessing(image_format=inference.preprocessing.image_format),
         model=ModelSpec(name=inference.model.name, weights_file=inference.model.weights_file),
     )
+
+
+def _counted(batches: Iterable[Prepared], shown: tqdm) -> Iterator[Prepared]:
+    """The reference's batches, each counted on its bar by its rows once the one before it was predicted."""
+    for prepared in batches:
+        yield prepared
+        shown.update(len(prepared.ids))
 
 
 def reference_predictions(dataset: Dataset, inference: Inference, cache_dir: str | Path) -> pd.DataFrame:
@@ -54,7 +64,8 @@ def reference_predictions(dataset: Dataset, inference: Inference, cache_dir: str
         return pd.read_parquet(path)
     use_threads(os.cpu_count() or 1)
     step = fused(inference)
-    predictions, _ = predict_all(loader(dataset, step, 0, "cpu"), step, "cpu")
+    with progress.bar("reference run (verify)", dataset.num_images) as shown:
+        predictions, _ = predict_all(_counted(loader(dataset, step, 0, "cpu"), shown), step, "cpu")
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pandas(predictions, schema=PREDICTION_SCHEMA, preserve_index=False), sink)
     atomic_write(path, sink.getvalue().to_pybytes())

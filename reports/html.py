@@ -22,6 +22,7 @@ import pandas as pd
 from reports import connect, microbench, peers, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
+from reports.projection import Projection
 
 TIMELINES = 4  # at most this many task timelines: the fastest run of each topology
 BAD_IMAGE_EXAMPLES = 5
@@ -65,6 +66,16 @@ def _usd(value: Any) -> Cell:
     return Cell(f"${value:,.2f}" if value >= 1 else f"${value:.3g}", repr(float(value)), "num")
 
 
+def _slot_use(row: dict[str, Any]) -> Cell:
+    """The least busy stage's slot utilization, marked when a stage left a slot idle most of its time."""
+    value = row.get("slot_utilization")
+    if value is None or pd.isna(value):
+        return Cell("–", css="num")
+    flagged = row.get("idle_slot_stages")
+    idle = isinstance(flagged, str) and bool(flagged)
+    return Cell(f"{value:.0%}" + (" (a slot idle)" if idle else ""), repr(float(value)), "num")
+
+
 def _relative(job_dir: str, out_dir: Path) -> str:
     return os.path.relpath(job_dir, out_dir.resolve())
 
@@ -85,6 +96,7 @@ SUMMARY_COLUMNS = (
     "cluster start (s)",
     "GPUs",
     "weights",
+    "slot use (least busy stage)",
     "job dir",
 )
 
@@ -103,6 +115,14 @@ def _banners(frame: pd.DataFrame) -> list[str]:
         said.append(
             f"Emulated GPUs in {emulated} of {len(frame)} jobs: GPU scheduling was emulated (Spark handed tasks "
             f"fake GPU addresses) and the model ran on the CPU. They test scheduling, not GPU speed or cost."
+        )
+    idle = frame["idle_slot_stages"].dropna() if "idle_slot_stages" in frame else []
+    idle = [text for text in idle if text]
+    if idle:
+        said.append(
+            f"A task slot sat idle most of a stage in {len(idle)} of {len(frame)} jobs (a skewed split: fewer "
+            f"or uneven tasks for the slots), so their throughput understates the machine; results.csv's "
+            f"idle_slot_stages says which stage and the rows per task. First: {idle[0]}"
         )
     return said
 
@@ -128,6 +148,7 @@ def _summary_rows(frame: pd.DataFrame, out_dir: Path) -> list[list[Cell]]:
                 _number(row["cluster_start_s"], 1),
                 Cell(str(row["gpus"] or "–")),
                 Cell(str(row["weights"] or "–")),
+                _slot_use(row),
                 Cell(_relative(row["job_dir"], out_dir)),
             ]
         )
@@ -331,7 +352,12 @@ def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
 
 
 def render(
-    jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Path], microbenchmark: Path | None = None
+    jobs: list[Job],
+    frame: pd.DataFrame,
+    out_dir: Path,
+    sources: list[Path],
+    microbenchmark: Path | None = None,
+    projection: Projection | None = None,
 ) -> str:
     """The report's HTML text; `out_dir` is where it will live (job dirs are shown relative to it)."""
     environment = jinja2.Environment(
@@ -366,4 +392,5 @@ def render(
         peers=_peers(peers.with_cold(frame, jobs)),
         connect=_connect(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
+        projection=projection,
     )

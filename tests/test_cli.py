@@ -43,6 +43,29 @@ def test_compose_errors_exit_non_zero_naming_the_key(tmp_path, override, named):
     assert named in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize("sweep", [[], ["-m", "model.batch_size=4,8"]])
+def test_a_preprocess_cluster_key_without_its_cluster_names_the_missing_override(tmp_path, sweep):
+    done = cli(tmp_path, *sweep, "topology=two_stage", "topology.preprocess_cluster.mode=local", timeout=120)
+    assert done.returncode == 2
+    assert "AssertionError" not in done.stderr
+    assert "+cluster@topology.preprocess_cluster=OPTION" in done.stderr
+    assert "local_cluster" in done.stderr and "topology.preprocess_cluster.mode=local" in done.stderr
+    assert not any(tmp_path.iterdir())  # nothing composed, nothing run
+
+
+def test_a_preprocess_cluster_key_after_its_cluster_composes(tmp_path):
+    done = cli(
+        tmp_path,
+        "+original=two_stage",
+        "topology.preprocess_cluster.workers=3",
+        "--cfg",
+        "job",
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "workers: 3" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [(["model.batch_size=0"], "model.batch_size=0"), (["gpu.task_amount=1"], "cluster=local")],

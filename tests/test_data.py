@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline.data import datasets as data
 from pipeline.data import synthetic
 from pipeline.data.datasets import IMAGE_SCHEMA, META_FILE, Dataset, DatasetError, prepare
-from pipeline.inference.preprocess import RAW_BYTES
+from pipeline.inference.preprocess import RAW_BYTES, Preprocessing
 from tests.helpers.config import compose_config
 from tests.helpers.data import write_images
 
@@ -165,13 +165,28 @@ def test_folder_import_as_jpeg_keeps_each_files_bytes(imagenet_folder, tmp_path)
         assert image == (imagenet_folder / image_id).read_bytes()
 
 
-def test_folder_import_as_raw_decodes_to_256x256x3_and_keeps_an_undecodable_file_as_empty_bytes(
+def test_folder_import_as_raw_decodes_to_256x256x3_and_keeps_an_undecodable_file_as_a_bad_image(
     imagenet_folder, tmp_path
 ):
     table = read(prepare(folder_config(imagenet_folder, "dataset.format=raw"), tmp_path / "cache")).to_pydict()
     images = dict(zip(table["id"], table["image"]))
-    assert images.pop("goldfish/broken.jpg") == b""
+    broken = images.pop("goldfish/broken.jpg")
     assert {image_id: len(image) for image_id, image in images.items()} == dict.fromkeys(images, RAW_BYTES)
+    _, positions, bad = Preprocessing(image_format="raw").crops([broken])
+    assert positions == [] and bad[0][1].startswith("cannot decode")
+
+
+def test_folder_import_as_raw_honours_max_pixels(imagenet_folder, tmp_path):
+    (imagenet_folder / "ant" / "small.png").write_bytes(encode(Image.new("RGB", (90, 100)), "PNG"))
+    limited = prepare(folder_config(imagenet_folder, "dataset.format=raw"), tmp_path / "cache", max_pixels=10_000)
+    table = read(limited).to_pydict()
+    _, positions, bad = Preprocessing(image_format="raw").crops(table["image"])
+    reasons = {table["id"][position]: reason for position, reason in bad}
+    assert [table["id"][position] for position in positions] == ["ant/small.png"]  # 9,000 pixels: under it
+    assert reasons["tench/a.jpg"] == ("image is 320x240 = 76800 pixels, over the limit preprocess.max_pixels=10000")
+    assert len(reasons) == 5
+    unlimited = prepare(folder_config(imagenet_folder, "dataset.format=raw"), tmp_path / "cache")
+    assert unlimited.path != limited.path  # another limit, another import
 
 
 def test_folder_import_of_num_images_takes_the_first_images(imagenet_folder, tmp_path):

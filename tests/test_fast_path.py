@@ -135,9 +135,10 @@ def test_the_reference_is_the_plain_path_whatever_the_options(tiny_dataset, infe
     [
         ["preprocess.decoder=torchvision"],
         ["preprocess.decoder=torchvision", "preprocess.decode_on=model_device"],
+        ["preprocess.decoder=torchcodec"],
         ["model=null_model"],
     ],
-    ids=["torchvision", "model_device", "null_model"],
+    ids=["torchvision", "model_device", "torchcodec", "null_model"],
 )
 def test_spark_runs_each_option_and_agrees_with_its_reference(
     spark, tmp_path, tiny_dataset, weights_file, cache_dir, overrides
@@ -210,3 +211,58 @@ def test_the_pixel_limit_holds_for_torchvision_and_device_decoding():
         limited.crop(data)
     _, positions, bad = limited.crops([data], device="meta")  # refused from the header: nothing decoded there
     assert positions == [] and "preprocess.max_pixels=10000" in bad[0][1]
+
+
+TORCHCODEC_PATH = Preprocessing(decoder="torchcodec")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_torchcodec_decoding_gives_the_same_crops_as_pillow(mode):
+    pytest.importorskip("torchcodec")
+    for index in range(4):  # the tolerance is none: both decode with libjpeg-turbo and convert alike
+        data = reencoded(synthetic.synth_jpeg(1, index), mode)
+        assert torch.equal(TORCHCODEC_PATH.crop(data), PIL_PATH.crop(data))
+
+
+def test_torchcodec_bad_images_and_the_pixel_limit():
+    pytest.importorskip("torchcodec")
+    for data in corrupt_images().values():
+        with pytest.raises(BadImage, match="empty|cannot decode"):
+            TORCHCODEC_PATH.crop(data)
+    with pytest.raises(BadImage, match="preprocess.max_pixels=10000"):
+        replace(TORCHCODEC_PATH, max_pixels=10_000).crop(synthetic.synth_jpeg(1, 0))
+
+
+def test_torchcodec_missing_fails_validation_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    config = compose_config("preprocess.decoder=torchcodec")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *rest: None if name == "torchcodec" else find_spec(name, *rest)
+    )
+    with pytest.raises(ConfigError, match=r"\.\[torchcodec\]"):
+        validate(config)
+
+
+DECODE_WITH = (
+    "import sys\n"
+    "from pipeline.data import synthetic\n"
+    "data = synthetic.synth_jpeg(1, 0)\n"
+    "if sys.argv[1] == 'pipeline':\n"
+    "    from pipeline.inference.preprocess import Preprocessing\n"
+    "    Preprocessing(decoder='torchvision').crop(data)\n"
+    "else:\n"
+    "    import torch, torchvision.io\n"
+    "    torchvision.io.decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))\n"
+)
+
+
+@pytest.mark.parametrize(("caller", "warned"), [("pipeline", False), ("torchvision", True)])
+def test_torchvision_decoding_prints_no_deprecation_warning_in_a_run(caller, warned):
+    # -W default shows every DeprecationWarning once: the torchvision caller proves the warning exists
+    finished = subprocess.run(
+        [sys.executable, "-W", "default", "-c", DECODE_WITH, caller], capture_output=True, text=True, timeout=300
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert ("DeprecationWarning" in finished.stderr) is warned

@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline import progress
 from pipeline.data import synthetic
-from pipeline.inference.preprocess import RAW_SIDE, BadImage, decode_rgb
+from pipeline.inference.preprocess import DEFAULT_MAX_PIXELS, RAW_SIDE, BadImage, bad_raw, decode_rgb
 from pipeline.lifetime import die_with_parent
 from pipeline.schema import DatasetConfig, DataSource
 
@@ -75,14 +76,14 @@ def _synthetic_row(args: tuple[int, int, str]) -> tuple[str, int, bytes]:
     return f"{index:09d}", synthetic.synth_label(seed, index), data
 
 
-def _folder_row(args: tuple[str, str, int, str]) -> tuple[str, int, bytes]:
-    path, image_id, label, image_format = args
+def _folder_row(args: tuple[str, str, int, str, int]) -> tuple[str, int, bytes]:
+    path, image_id, label, image_format, max_pixels = args
     data = Path(path).read_bytes()
-    if image_format == "raw":
+    if image_format == "raw":  # decoded here, so preprocess.max_pixels guards this decode as it would the task's
         try:
-            data = to_raw(decode_rgb(data))
-        except BadImage:
-            data = b""  # kept, so preprocessing reports it as a bad image instead of it vanishing here
+            data = to_raw(decode_rgb(data, max_pixels))
+        except BadImage as error:
+            data = bad_raw(str(error))  # kept with its reason: preprocessing reports it as a bad image
     return image_id, label, data
 
 
@@ -102,8 +103,9 @@ def _folder_listing(root: Path) -> list[tuple[str, str, int]]:
     return listing
 
 
-def _spec(config: DatasetConfig) -> tuple[dict, list]:
-    """The cache key of a data set and the work items that build it."""
+def _spec(config: DatasetConfig, max_pixels: int) -> tuple[dict, list]:
+    """The cache key of a data set and the work items that build it; a raw import decodes every file, so its
+    key holds the pixel limit it decoded under."""
     base = {"source": config.source.value, "format": config.format.value, "images_per_file": config.images_per_file}
     if config.source is DataSource.synthetic:
         spec = base | {"num_images": config.num_images, "seed": config.seed, "generator": GENERATOR_VERSION}
@@ -116,7 +118,9 @@ def _spec(config: DatasetConfig) -> tuple[dict, list]:
         stat = os.stat(path)
         fingerprint.update(f"{image_id}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     spec = base | {"folder": str(root), "num_images": len(listing), "fingerprint": fingerprint.hexdigest()[:16]}
-    return spec, [(path, image_id, label, config.format.value) for path, image_id, label in listing]
+    if config.format.value == "raw":
+        spec["max_pixels"] = max_pixels
+    return spec, [(path, image_id, label, config.format.value, max_pixels) for path, image_id, label in listing]
 
 
 def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]]:
@@ -133,12 +137,15 @@ def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]
 
 def _write(config: DatasetConfig, items: list, target: Path) -> None:
     target.mkdir(parents=True)
-    rows = _rows(config, items)
-    for number, start in enumerate(range(0, len(items), config.images_per_file)):
-        chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
-        ids, labels, images = zip(*chunk)
-        table = pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA)
-        pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
+    rows = progress.iterate(_rows(config, items), f"data: {target.name.split(STAGING)[0]}", len(items))
+    try:
+        for number, start in enumerate(range(0, len(items), config.images_per_file)):
+            chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
+            ids, labels, images = zip(*chunk)
+            table = pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA)
+            pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
+    finally:
+        rows.close()  # every row was taken, none past the end: close the bar (and the row source) now
 
 
 def _manifest(path: Path) -> list[dict]:
@@ -308,8 +315,9 @@ def _remove_stale_staging(path: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
-    """The data set a run reads: found in the cache, or built into it now (and timed apart), under a lock."""
+def prepare(config: DatasetConfig, cache_dir: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dataset:
+    """The data set a run reads: found in the cache, or built into it now (and timed apart), under a lock.
+    `max_pixels` (preprocess.max_pixels) limits the images a raw folder import decodes."""
     started = time.perf_counter()
     if config.source is DataSource.parquet:
         path = Path(config.path).expanduser().resolve()
@@ -323,7 +331,7 @@ def prepare(config: DatasetConfig, cache_dir: str | Path) -> Dataset:
                 "leave it unset to read every row)"
             )
         return dataset
-    spec, items = _spec(config)
+    spec, items = _spec(config, max_pixels)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     path = (
         Path(cache_dir).expanduser()

@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.steps import STEPS, Inference
+from pipeline.progress import PassProgress
 from pipeline.rundir import RunDir
 from pipeline.schema import Config, GpuConfig, Sink
 from pipeline.spark.cluster import Cluster, cluster
@@ -160,7 +161,9 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
         if unavailable:
             evidence = {**collect_tasks(measured.timed[-1]), "unavailable": unavailable}
             return ApplicationRun(spec, app, measured, record, evidence, None)
-    evidence = collect(spec.run_dir.eventlog, measured.timed[-1], last_pass(config))
+    evidence = collect(
+        spec.run_dir.eventlog, measured.timed[-1], last_pass(config), spec.plan.slots, spec.plan.model_slots
+    )
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
 
 
@@ -258,6 +261,8 @@ def measure(
     """Warm-up and timed passes of the configured variant in a running application; `only` names the one
     job of each pass this application runs (two_stage on two clusters), None runs them all."""
     ledger = TaskLedger(RunDir(run_dir).tasks / (only or "all"))
+    # the pass bars poll a SparkContext's status tracker; under Connect there is none (the bar shows no tasks)
+    context = None if is_connect(spark) else spark.sparkContext
     images = spark.read.parquet(str(dataset.path))
     if config.spark.partitions:
         images = images.repartition(config.spark.partitions)
@@ -275,12 +280,17 @@ def measure(
         job for job in jobs(spark, config, images, inference, ledger, predict_slots, sink) if only in (None, job.name)
     ]
     number = iter(range(1, 1 + config.warmup + config.repeats))
+    shown: list[PassProgress] = []  # the running pass's bar: its polling thread starts before the timer
 
     def reset() -> None:
         ledger.clear()
-        describe(spark, pass_description(next(number), config))
+        description = pass_description(next(number), config)
+        describe(spark, description)
+        shown.append(PassProgress(context, description + (f" {only}" if only else ""), dataset.num_images))
+        shown[-1].__enter__()
 
     def observe(times: dict[str, float]) -> Pass:
+        shown.pop().__exit__()  # after the timer stopped
         records = ledger.records()
         first = [r for r in records if STEPS[r.step].reads_images]
         last = [r for r in records if STEPS[r.step].runs_model]
@@ -288,9 +298,13 @@ def measure(
         read, predicted = sum(r.rows_in for r in first), sum(r.rows_out for r in last)
         return Pass(times, read, predicted, bad, ledger.summary(records))
 
-    warmups, timed_passes = run_passes(
-        config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
-    )
+    try:
+        warmups, timed_passes = run_passes(
+            config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
+        )
+    finally:
+        for failed in shown:  # a pass that raised: stop its thread, leave its bar where it stood
+            failed.__exit__(RuntimeError)
     measurement = Measurement(warmups, timed_passes)
     if config.verify and "predictions" in collected:
         describe(spark, "verify: collect predictions")

@@ -7,12 +7,21 @@ that runs the model, which is both faster and what a GPU path needs. The origina
 
 Two decoders give identical pixels for baseline JPEGs (libjpeg-turbo in both): Pillow, and torchvision.io,
 which skips the PIL image object and is faster per core; with torchvision, JPEGs can also be decoded on the
-model's device (nvjpeg on CUDA) in batches. Non-JPEG images always go through Pillow.
+model's device (nvjpeg on CUDA) in batches. Non-JPEG images always go through Pillow. TorchCodec's
+`decode_jpeg` (optional: `pip install -e '.[torchcodec]'`), which torchvision 0.29 names as the successor of its
+deprecated `torchvision.io` decoders, is the third: measured here, the same pixels as Pillow on the generated
+JPEGs (RGB and grayscale), so the same crops (tests/test_fast_path.py).
+
+torchvision 0.29 warns (DeprecationWarning) on every `torchvision.io` decode. That warning, from that module
+only, is ignored from the moment this module is imported (also in every Spark Python worker, which imports
+it to unpickle the UDF): a user who chose `preprocess.decoder=torchvision` learns nothing from it on each
+image, and the README says which decoder replaces it. Any other warning is shown as before.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,11 +32,17 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+TORCHVISION_IO_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+warnings.filterwarnings(
+    "ignore", message=TORCHVISION_IO_DEPRECATION, category=DeprecationWarning, module=r"torchvision\.io\.image"
+)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RAW_SIDE = 256
 RAW_BYTES = RAW_SIDE * RAW_SIDE * 3
 JPEG_MAGIC = b"\xff\xd8\xff"
+BAD_RAW_PREFIX = b"bad image at import: "
 # Pillow's own decompression-bomb warning threshold (a 268 MB RGB array); Pillow refuses outright at twice it.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
@@ -84,8 +99,17 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise BadImage(f"cannot decode: {type(error).__name__}: {error}") from error
 
 
+def bad_raw(reason: str) -> bytes:
+    """What a raw data set stores for an image that could not be made raw when it was imported (undecodable,
+    over `preprocess.max_pixels`): the reason, so preprocessing reports that image as bad with it, as it would
+    report the JPEG, instead of the image vanishing at import. Never RAW_BYTES long, so never pixels."""
+    return (BAD_RAW_PREFIX + reason.encode())[: RAW_BYTES - 1]
+
+
 def raw_to_tensor(data: bytes) -> torch.Tensor:
     """A raw image (the original study's 256x256x3 uint8 array) as a CHW uint8 tensor."""
+    if data is not None and len(data) != RAW_BYTES and data.startswith(BAD_RAW_PREFIX):
+        raise BadImage(data[len(BAD_RAW_PREFIX) :].decode(errors="replace"))
     if data is None or len(data) != RAW_BYTES:
         size = 0 if data is None else len(data)
         raise BadImage(f"raw image has {size} bytes, expected {RAW_BYTES} (256x256x3 uint8)")
@@ -123,6 +147,19 @@ def decode_jpeg_on(data: bytes, device: str) -> torch.Tensor:
         raise BadImage(f"cannot decode: {str(error).strip().splitlines()[-1]}") from error
 
 
+def decode_jpeg_torchcodec(data: bytes) -> torch.Tensor:
+    """One JPEG to an RGB uint8 CHW tensor on the CPU with TorchCodec; raises BadImage. Imported here: an
+    optional dependency, needed only with `preprocess.decoder=torchcodec` (validate checks it is there)."""
+    from torchcodec.decoders import decode_jpeg as torchcodec_decode_jpeg
+
+    if not data:
+        raise BadImage("empty image bytes")
+    try:
+        return torchcodec_decode_jpeg(_encoded(data), mode="RGB")
+    except RuntimeError as error:
+        raise BadImage(f"cannot decode: {str(error).strip().splitlines()[-1]}") from error
+
+
 def decode_jpegs(images: Sequence[bytes], device: str) -> list[torch.Tensor | BadImage]:
     """JPEGs to RGB uint8 CHW tensors on `device` with torchvision.io, one call for the whole batch (nvjpeg
     batches on CUDA); when the batch call fails, image by image, so each bad one gets its own reason."""
@@ -145,7 +182,7 @@ class Preprocessing:
     """Resize the shorter side, center crop, scale and normalize, as torchvision's ImageNet eval preset."""
 
     image_format: str = "jpeg"
-    decoder: str = "pil"  # or "torchvision"
+    decoder: str = "pil"  # or "torchvision", "torchcodec"
     decode_on: str = "task"  # or "model_device": decode in the model phase, on the model's device
     resize_size: int = 256
     crop_size: int = 224
@@ -160,6 +197,9 @@ class Preprocessing:
         if self.decoder == "torchvision" and is_jpeg(data):
             check_pixels(data, self.max_pixels)
             return decode_jpeg_on(data, "cpu")
+        if self.decoder == "torchcodec" and is_jpeg(data):
+            check_pixels(data, self.max_pixels)
+            return decode_jpeg_torchcodec(data)
         return pil_to_tensor(decode_rgb(data, self.max_pixels))
 
     def resize_crop(self, pixels: torch.Tensor) -> torch.Tensor:

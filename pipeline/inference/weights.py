@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
+from pipeline import progress
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.rundir import atomic_write
@@ -44,7 +45,10 @@ def calibrated_random(seed: int) -> dict[str, torch.Tensor]:
         model = resnet50(weights=None)
     preprocessing = Preprocessing()
     crops = torch.stack(
-        [preprocessing.crop(synthetic.synth_jpeg(seed + CALIBRATION_SEED_OFFSET, i)) for i in range(CALIBRATION_IMAGES)]
+        [
+            preprocessing.crop(synthetic.synth_jpeg(seed + CALIBRATION_SEED_OFFSET, i))
+            for i in progress.iterate(range(CALIBRATION_IMAGES), "weights: calibration images", CALIBRATION_IMAGES)
+        ]
     )
     images = preprocessing.normalize(crops)
     for layer in model.modules():

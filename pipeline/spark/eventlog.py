@@ -221,6 +221,17 @@ def _executor_time(metrics: Any) -> float | None:
     return sum(part for part in parts if isinstance(part, (int, float))) / 1000.0
 
 
+def _records_read(metrics: Any) -> int | None:
+    """Rows the task read: from its input (a file scan) plus from shuffles (Task Metrics); None without metrics."""
+    if not isinstance(metrics, dict):
+        return None
+    read = (metrics.get("Input Metrics") or {}).get("Records Read")
+    shuffled = (metrics.get("Shuffle Read Metrics") or {}).get("Total Records Read")
+    if read is None and shuffled is None:
+        return None
+    return (read or 0) + (shuffled or 0)
+
+
 def _requests(requests: Any) -> dict[str, float]:
     if not isinstance(requests, dict):
         return {}
@@ -275,6 +286,7 @@ def _parse(path: Path) -> _Log:
             if record["end_reason"] != "Success" or record["failed"] or record["killed"]:
                 record["failure"] = _failure_text(reason) if reason else record["end_reason"]
             record["executor_time_s"] = _executor_time(event.get("Task Metrics"))
+            record["records_read"] = _records_read(event.get("Task Metrics"))
         elif kind == EXECUTOR_ADDED:
             info = event.get("Executor Info") or {}
             resources = info.get("Resources") or {}
@@ -410,13 +422,15 @@ def tasks(event_log: Path) -> list[dict[str, Any]]:
     the busy interval, see `_busy`), scheduler_delay_s (as the Spark UI defines it), successful, end_reason
     ("Success", "ExceptionFailure", "TaskKilled", ...; None while running), failure (one line, e.g.
     "ExceptionFailure: ValueError: boom"; None unless it failed), failed, killed, speculative, locality,
-    task_type, slot (per executor, the lowest slot free at launch; draw [launch, run_end] in row `slot`: bars
+    task_type, records_read (rows read from files and shuffles; None without task metrics), slot (per
+    executor, the lowest slot free at launch; draw [launch, run_end] in row `slot`: bars
     in one row never overlap, and an executor never uses more slots than it ran tasks at once).
     """
     log = _load(event_log)
     records = [copy.deepcopy(log.tasks[task_id]) for task_id in sorted(log.tasks)]
     for record in records:
         record.setdefault("task_type", None)
+        record.setdefault("records_read", None)
         getting_result = record.pop("getting_result", None)
         launch, finish = record.get("launch"), record.get("finish")
         record["duration_s"] = finish - launch if launch is not None and finish is not None else None

@@ -18,6 +18,7 @@ from pipeline.inference.steps import STEPS, Preprocess
 from pipeline.schema import Topology
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
 from pipeline.spark.plan import Plan
+from pipeline.spark.utilization import idle_slot_stages, slot_usage
 
 MODEL_STEPS = tuple(name for name, kind in STEPS.items() if kind.runs_model)
 STAGE_KEYS = (
@@ -37,8 +38,21 @@ class ProfileNotRespected(RuntimeError):
     """A model stage ran more tasks at once than the GPU slots it asked for."""
 
 
-def collect(event_log_dir: Path, last: Pass, description: str) -> dict[str, Any]:
-    """Stages, timeline and GPU assignments of the pass whose jobs carry `description`."""
+def _usage(stage: dict[str, Any], attempts: list[dict[str, Any]], slots: int) -> dict[str, Any]:
+    """A stage's slots, how busy it kept them (`utilization.slot_usage`) and the rows each task read, by
+    partition (successful attempts; a task that read nothing is there with 0)."""
+    busy = [(t["launch"], t["run_end"]) for t in attempts if t["launch"] is not None and t["run_end"] is not None]
+    if stage["submitted"] is None or stage["completed"] is None:
+        usage = slot_usage([], 0.0, 0.0, slots)
+    else:
+        usage = slot_usage(busy, stage["submitted"], stage["completed"], slots)
+    done = sorted((t for t in attempts if t["successful"]), key=lambda t: t["partition_id"])
+    return {"slots": slots, **usage, "rows_per_task": [t["records_read"] for t in done]}
+
+
+def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model_slots: int) -> dict[str, Any]:
+    """Stages, timeline and GPU assignments of the pass whose jobs carry `description`; each stage with its
+    slot utilization over `slots` task slots (`model_slots` for a stage that runs the model)."""
     log = event_log_file(event_log_dir)
     step_of = {record["stage"]: record["step"] for record in last.tasks.get("records", [])}
     chosen = [stage for stage in stages(log) if stage["job_description"] == description]
@@ -62,7 +76,19 @@ def collect(event_log_dir: Path, last: Pass, description: str) -> dict[str, Any]
         for record in last.tasks.get("records", [])
         if record["step"] in MODEL_STEPS
     ]
-    rows = [{"step": step_of.get(stage["stage_id"]), **{key: stage.get(key) for key in STAGE_KEYS}} for stage in chosen]
+    attempts = tasks(log)
+    rows = [
+        {
+            "step": step_of.get(stage["stage_id"]),
+            **{key: stage.get(key) for key in STAGE_KEYS},
+            **_usage(
+                stage,
+                [t for t in attempts if (t["stage_id"], t["stage_attempt"]) == (stage["stage_id"], stage["attempt"])],
+                model_slots if step_of.get(stage["stage_id"]) in MODEL_STEPS else slots,
+            ),
+        }
+        for stage in chosen
+    ]
     return {"stages": rows, "timeline": timeline, "model_task_gpus": gpu_tasks}
 
 
@@ -144,6 +170,10 @@ def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, An
     }
     if topology in (Topology.split, Topology.stage_level, Topology.two_stage):
         checks["preprocess_stage_max_concurrent"] = _widest(rows, (Preprocess.name,))
+    utilizations = [row["slot_utilization"] for row in rows if row.get("slot_utilization") is not None]
+    checks["min_slot_utilization"] = min(utilizations, default=None)
+    checks["idle_slot_stages"] = idle_slot_stages(rows)  # flagged, not a violation: the split is what is wrong
+    checks["every_slot_busy"] = not checks["idle_slot_stages"]
     if plan.gpu_slots is None:
         return checks
     checks["model_stages_within_gpu_slots"] = model_width <= model_slots
