@@ -20,7 +20,7 @@ from pipeline.results import Result, now, write_result
 from pipeline.schema import Config, Engine, ModelName, OnBadImage
 from pipeline.spark.evidence import enforce
 from pipeline.spark.session import java_version
-from pipeline.validate import validate
+from pipeline.validate import ConnectUnavailable, validate
 from pipeline.verify import compare, reference_predictions
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ def run(config: Config, run_dir: Path) -> Result:
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (processes.Terminated)
         result.status, result.error = "interrupted", {"type": type(stop).__name__, "message": "interrupted"}
         raise
+    except ConnectUnavailable as error:  # refused at validation: what Connect cannot do, not a failure
+        result.status, result.error = "unavailable", describe_error(error)
     except Exception as error:
         result.status, result.error = "failed", describe_error(error)
     finally:

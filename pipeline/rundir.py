@@ -61,6 +61,11 @@ class RunDir:
         return self.path / "cluster"
 
     @property
+    def tasks(self) -> Path:
+        """The tasks' side files of the pass running now (`pipeline.spark.ledger`), a folder per application job."""
+        return self.path / "tasks"
+
+    @property
     def ray_logs(self) -> Path:
         return self.path / "ray-logs"
 

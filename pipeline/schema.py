@@ -91,6 +91,7 @@ class ClusterMode(Enum):
     local_cluster = "local_cluster"
     standalone = "standalone"
     remote = "remote"
+    connect = "connect"  # a Spark Connect server started by the harness in front of a backend
 
 
 class Sink(Enum):
@@ -287,6 +288,20 @@ class RemoteConfig(ExecutorsConfig):
 
     mode: ClusterMode = ClusterMode.remote
     master: Optional[str] = None
+    # an sc:// server's spark.eventLog.dir, when this machine can read it: the evidence is read from its
+    # application's log there (a spark:// master's driver is the job's own and logs to the run dir)
+    event_log_dir: Optional[str] = None
+
+
+@dataclass
+class ConnectConfig(ExecutorsConfig):
+    """A Spark Connect server started by the harness on 127.0.0.1 in front of `backend` (local: `local[C]` with
+    C = `worker_cores`; local_cluster and standalone as those modes, with these keys); the job's session is
+    `sc://`. Its own schema rather than a nested cluster: one level of keys, as every other mode has."""
+
+    mode: ClusterMode = ClusterMode.connect
+    backend: ClusterMode = ClusterMode.local
+    worker_memory: str = "2g"
 
 
 @dataclass
@@ -341,6 +356,7 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, type]]] = {
             "local_cluster": LocalClusterConfig,
             "standalone": StandaloneConfig,
             "remote": RemoteConfig,
+            "connect": ConnectConfig,
         },
     ),
     "topology": (

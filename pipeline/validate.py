@@ -26,10 +26,42 @@ from pipeline.schema import (
 from pipeline.spark.fastpaths import FAST_PATH_KEYS
 from pipeline.spark.plan import Plan, plan
 
-__all__ = ["ConfigError", "validate", "PROFILE_STYLES"]
+__all__ = [
+    "ConfigError",
+    "ConnectUnavailable",
+    "validate",
+    "PROFILE_STYLES",
+    "CONNECT_UNAVAILABLE",
+    "connect_unavailable",
+]
 
 # the styles whose Spark API takes a ResourceProfile: mapInPandas/mapInArrow(profile=), rdd.withResources
 PROFILE_STYLES = (UdfStyle.map_in_pandas, UdfStyle.map_in_arrow, UdfStyle.rdd_map_partitions)
+
+
+# what Spark Connect cannot run, and why: no SparkContext on the client, so no RDD API, broadcast or accumulators
+CONNECT_UNAVAILABLE = {
+    UdfStyle.rdd_map_partitions: "rdd_map_partitions: needs the RDD API, which Spark Connect does not offer",
+}
+CONNECT_UNAVAILABLE_PREFIX = "not available under Spark Connect: "
+
+
+class ConnectUnavailable(ConfigError):
+    """A variant Spark Connect cannot run: refused before any work, recorded with status `unavailable` (a
+    fact about Connect, not a failure of the run)."""
+
+
+def connect_unavailable(config: Config) -> str | None:
+    """Why `config` cannot run under Spark Connect (its style or topology), or None when it can. The reason is
+    what a sweep records as "not available under Connect", apart from failures."""
+    if config.udf.style in CONNECT_UNAVAILABLE:
+        return CONNECT_UNAVAILABLE[config.udf.style]
+    if getattr(config.topology, "preprocess_cluster", None) is not None:
+        return (
+            "topology.preprocess_cluster: two applications in one driver process, which a Spark Connect "
+            "client does not have (run two_stage in one application)"
+        )
+    return None
 
 
 def _at_least(key: str, value: int | None, minimum: int, optional: bool = False) -> None:
@@ -43,6 +75,10 @@ def _spark(config: Config) -> Plan:
     mode, kind = config.cluster.mode, config.topology.kind
     planned = plan(config)  # the cluster, two_stage's preprocess cluster and the GPUs
     gpus = planned.gpus
+    if planned.connect and (reason := connect_unavailable(config)):
+        raise ConnectUnavailable(f"{CONNECT_UNAVAILABLE_PREFIX}{reason}")
+    if planned.connect:
+        mode = planned.mode  # cluster=connect is checked as its backend (cluster=remote stays remote)
     if kind is Topology.two_stage and not config.topology.intermediate_path:
         raise ConfigError("topology=two_stage needs topology.intermediate_path, where job 1 writes the crops")
     if kind is Topology.stage_level:

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import microbench, peers, plots
+from reports import connect, microbench, peers, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -215,7 +215,8 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
 
 
 def _failed_rows(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> list[dict[str, str]]:
-    """Every job that is not ok: its variant, status, reason, job dir and traceback."""
+    """Every job that is not ok: its variant, status, reason, job dir and traceback. Variants Spark Connect
+    refused (status `unavailable`) are not failures: the Classic vs Connect section lists them."""
     return [
         {
             "label": row["label"],
@@ -225,7 +226,7 @@ def _failed_rows(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> list[di
             "detail": ((job.decoded and job.decoded.error) or {}).get("detail", ""),
         }
         for job, row in zip(jobs, frame.to_dict("records"))
-        if row["status"] != "ok"
+        if row["status"] not in ("ok", "unavailable")
     ]
 
 
@@ -339,6 +340,17 @@ def _peers(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _connect(frame: pd.DataFrame) -> list[list[Cell]]:
+    """The Classic vs Connect table: per work and UDF style, both throughputs and Connect's ratios, or why
+    Connect does not run the style."""
+    return [
+        [Cell(r.work), Cell(r.udf), Cell(f"not available under Connect: {r.unavailable}"), Cell(""), Cell(""), Cell("")]
+        if r.unavailable
+        else [Cell(r.work), Cell(r.udf), _number(r.classic), _number(r.connect), _ratio(r.ratio), _ratio(r.cold_ratio)]
+        for r in connect.compare(frame)
+    ]
+
+
 def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
     """The microbenchmark section's tables and figure, when a pytest-benchmark JSON was given."""
     if path is None:
@@ -388,6 +400,7 @@ def render(
         ],
         provenance=_provenance(jobs, frame, out_dir),
         peers=_peers(peers.with_cold(frame, jobs)),
+        connect=_connect(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
         projection=projection,
     )

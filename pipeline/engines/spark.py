@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,10 +31,11 @@ from pipeline.rundir import RunDir
 from pipeline.schema import Config, GpuConfig, Sink
 from pipeline.spark.batching import check_batches
 from pipeline.spark.cluster import Cluster, cluster
-from pipeline.spark.evidence import check, collect, faults, join, join_faults
+from pipeline.spark.connect import ConnectServer, ConnectServerDied, connect_server, connect_session, is_connect
+from pipeline.spark.evidence import check, collect, collect_tasks, faults, join, join_faults
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
-from pipeline.spark.session import spark_conf, spark_session
+from pipeline.spark.session import runtime_conf, spark_conf, spark_session
 from pipeline.spark.time_split import split
 from variants.topology import intermediate_bytes, jobs
 
@@ -47,22 +49,33 @@ class Application:
     conf: dict[str, str]
     cluster_s: float
     startup_s: float
+    server: ConnectServer | None = None  # the Spark Connect server the harness started (cluster=connect)
 
     def record(self, model_slots: int) -> dict[str, Any]:
-        """What the result keeps about the application; read while it runs (the app id is the JVM's)."""
-        context = self.spark.sparkContext
-        return {
+        """What the result keeps about the application; read while it runs (the app id is the JVM's). Under
+        Spark Connect the driver is the server: its PID (when the harness started it) and no JVM heap here."""
+        connect = is_connect(self.spark)
+        record = {
             "master": self.running.master,
             "slots": self.running.slots,
             "gpu_slots": self.running.gpu_slots,
             "model_slots": model_slots,
             "gpus": asdict(self.running.gpus),
-            "pids": list(self.running.pids),
+            "pids": list(self.running.pids) + ([self.server.pid] if self.server else []),
             "log_dir": str(self.running.log_dir) if self.running.log_dir else None,
-            "app_id": context.applicationId,
-            "driver_pid": os.getpid(),
-            "driver_jvm_max_memory_mb": context._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
+            "app_id": self.spark.conf.get("spark.app.id"),
+            "driver_pid": (self.server.pid if self.server else None) if connect else os.getpid(),
+            "driver_jvm_max_memory_mb": None
+            if connect
+            else self.spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
         }
+        if connect:
+            record["connect"] = {
+                "url": self.server.url if self.server else self.running.master,
+                "server_started_by_harness": self.server is not None,
+                "server_log": str(self.server.log) if self.server else None,
+            }
+        return record
 
 
 @contextmanager
@@ -73,8 +86,16 @@ def application(config: Config, run_dir: Path, input_bytes: int, plan: Plan) -> 
         cluster_s = time.perf_counter() - started
         conf = spark_conf(config, run_dir, input_bytes, running)
         started = time.perf_counter()
-        with spark_session(conf) as spark:
-            yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
+        if plan.connect_server:  # every conf on the server's command line; the server is the driver
+            with connect_server(conf, run_dir) as server, connect_session(server.url, {}) as spark:
+                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, server)
+        elif plan.connect:  # a server the tool did not start: only runtime SQL confs can be set from here
+            runtime = runtime_conf(conf)
+            with connect_session(running.master, runtime) as spark:
+                yield Application(spark, running, runtime, cluster_s, time.perf_counter() - started)
+        else:
+            with spark_session(conf) as spark:
+                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -128,8 +149,21 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
     config = spec.config
     slots = spec.plan.slots if spec.job == "preprocess" else spec.plan.model_slots
     with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
-        measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job)
+        try:
+            measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job)
+        except Exception as error:
+            if app.server is not None:  # a server that died mid-run is the reason, not the client's gRPC error
+                try:
+                    app.server.check_alive("during the run")
+                except ConnectServerDied as died:
+                    raise died from error
+            raise
         record = app.record(slots)
+    if spec.plan.connect and not spec.plan.connect_server:  # an sc:// server the tool did not start
+        unavailable = remote_event_log(config, record["app_id"], spec.run_dir.eventlog)
+        if unavailable:
+            evidence = {**collect_tasks(measured.timed[-1]), "unavailable": unavailable}
+            return ApplicationRun(spec, app, measured, record, evidence, None)
     evidence = collect(
         spec.run_dir.eventlog, measured.timed[-1], last_pass(config), spec.plan.slots, spec.plan.model_slots
     )
@@ -137,6 +171,22 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
     widths = {True: spec.plan.model_slots, False: spec.plan.slots}
     evidence["time"] = split(spec.run_dir.eventlog, evidence["stages"], records, widths)
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
+
+
+def remote_event_log(config: Config, app_id: str, event_log: Path) -> str | None:
+    """Copy the event log of the sc:// server's application `app_id` from `cluster.event_log_dir` into the run
+    dir's (the server's application lives on: its log is `.inprogress`, flushed at every job end); or say
+    why there is none. A server's application serves every session, so its log may hold others' jobs: the
+    stages are chosen by this run's pass descriptions, and its faults are the whole application's."""
+    directory = getattr(config.cluster, "event_log_dir", None)
+    if not directory:
+        return "the event log of an sc:// server the tool did not start: set cluster.event_log_dir to read it"
+    found = [path for path in Path(directory).expanduser().glob(f"{app_id}*") if path.is_file()]
+    if not found:
+        return f"no event log of application {app_id} in cluster.event_log_dir={directory}"
+    for path in found:
+        shutil.copyfile(path, event_log / path.name)
+    return None
 
 
 def _joined_runs(config: Config, runs: list[ApplicationRun], row_group_rows: int) -> Measurement:
@@ -194,6 +244,16 @@ def pass_description(number: int, config: Config) -> str:
     return f"pass {number} ({'warm-up' if number <= config.warmup else 'timed'})"
 
 
+def describe(spark: SparkSession, description: str) -> None:
+    """Name the next jobs (the event log maps stages to passes by it): a SparkContext's job description, or,
+    under Spark Connect, the session conf the server copies into each job's properties (measured: the same
+    `spark.job.description` in the event log)."""
+    if is_connect(spark):
+        spark.conf.set("spark.job.description", description)
+    else:
+        spark.sparkContext.setJobDescription(description)
+
+
 def last_pass(config: Config) -> str:
     return pass_description(config.warmup + config.repeats, config)
 
@@ -209,8 +269,9 @@ def measure(
 ) -> Measurement:
     """Warm-up and timed passes of the configured variant in a running application; `only` names the one
     job of each pass this application runs (two_stage on two clusters), None runs them all."""
-    context = spark.sparkContext
-    ledger = TaskLedger(context)
+    ledger = TaskLedger(RunDir(run_dir).tasks / (only or "all"))
+    # the pass bars poll a SparkContext's status tracker; under Connect there is none (the bar shows no tasks)
+    context = None if is_connect(spark) else spark.sparkContext
     images = spark.read.parquet(str(dataset.path))
     if config.spark.partitions:
         images = images.repartition(config.spark.partitions)
@@ -233,7 +294,7 @@ def measure(
     def reset() -> None:
         ledger.clear()
         description = pass_description(next(number), config)
-        context.setJobDescription(description)
+        describe(spark, description)
         shown.append(PassProgress(context, description + (f" {only}" if only else ""), dataset.num_images))
         shown[-1].__enter__()
 
@@ -255,6 +316,6 @@ def measure(
             failed.__exit__(RuntimeError)
     measurement = Measurement(warmups, timed_passes)
     if config.verify and "predictions" in collected:
-        context.setJobDescription("verify: collect predictions")
+        describe(spark, "verify: collect predictions")
         measurement.predictions = collected["predictions"].select("id", "top1", "prob").toPandas()
     return measurement

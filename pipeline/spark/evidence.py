@@ -103,6 +103,17 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
     }
 
 
+def collect_tasks(last: Pass) -> dict[str, Any]:
+    """What the tasks' own reports prove without an event log (an sc:// server's log out of reach): the GPU
+    addresses each model task received; no stages, no timeline."""
+    gpu_tasks = [
+        {"stage": record["stage"], "partition": record["partition"], "gpu_addresses": record["gpu_addresses"]}
+        for record in last.tasks.get("records", [])
+        if record["step"] in MODEL_STEPS
+    ]
+    return {"stages": [], "timeline": [], "model_task_gpus": gpu_tasks}
+
+
 def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
     """The evidence of one two_stage pass whose jobs ran in two applications, as if one had run both.
 

@@ -1,18 +1,24 @@
-"""What each Spark task reports about itself, gathered on the driver through one accumulator.
+"""What each Spark task reports about itself, gathered on the driver through one side file per task report.
 
-Spark merges an accumulator update only from a task attempt that succeeded; keying each record by
-(step, stage, partition, part) makes a recomputed partition replace its earlier record instead of counting
-twice. Whole-partition variants report one part per task; per-batch variants (scalar UDFs,
-predict_batch_udf) one part per batch, keyed by the batch's ordinal in its task attempt (0, 1, ...):
-something the data cannot repeat (a key taken from the batch's first image id let two batches that start
-with the same id overwrite each other). The records are the run's
-evidence: rows in and out and bad images per task, the worker process, how many times it built the model,
-the device and the GPU addresses the scheduler gave the task, and when it ran.
+Each task attempt writes its records into the ledger's directory in the run dir (one pickled file per
+report, written to a hidden temporary name and renamed, so the driver reads whole files only), named by
+step, stage, partition, task attempt and part. No accumulator: Spark Connect has no SparkContext to make one
+with, and one channel serves every mode (classic or Connect, local or a cluster whose executors see the run
+dir, as the Parquet sink and the data set path need already). The driver keeps, per (step, stage,
+partition), only the parts of its latest task attempt (the highest task attempt id, unique in an
+application): a retried or recomputed partition replaces its earlier attempt's parts instead of counting
+twice, and a failed attempt's partial parts never count, as Spark's accumulators would drop them.
+Whole-partition variants report one part per task; per-batch variants (scalar UDFs, predict_batch_udf) one
+part per batch, keyed by the batch's ordinal in its task attempt (0, 1, ...): something the data cannot
+repeat (a key taken from the batch's first image id let two batches that start with the same id overwrite
+each other). The records are the run's evidence: rows in and out and bad images per task, the worker
+process, how many times it built the model, the device and the GPU addresses the scheduler gave the task,
+and when it ran.
 
 They also prove the batch axes and split the task's time: the rows and Arrow bytes of every batch Spark
 handed the UDF (`udf_call_rows`, `udf_call_bytes`), the rows of every model call (`model_call_rows`), and
-the task's own timers: waiting for Spark's next batch (`input_wait_s`: the JVM's read and scan and the rows
-sent to Python), the CPU phase (`prepare_s`: decode + preprocess), the model phase (`finish_s`) and handing
+the task's own timers: waiting for Spark's next batch (`input_waits`, one per batch: the JVM's read and scan and
+the rows sent to Python), the CPU phase (`prepare_s`: decode + preprocess), the model phase (`finish_s`) and handing
 results back (`results_s`: converting them and waiting until Spark asked for more, the sink included).
 A `maxRecordsPerBatch` that never shows up in `udf_call_rows` did not take effect, whatever the conf says.
 """
@@ -20,18 +26,20 @@ A `maxRecordsPerBatch` that never shows up in `udf_call_rows` did not take effec
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
-from pyspark import SparkContext, TaskContext
-from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegistry
+from pyspark import TaskContext
 
 from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
+from pipeline.rundir import atomic_write
 from pipeline.spark import faults
 from pipeline.spark.fastpaths import worker_view
 from pipeline.timing import now
@@ -39,14 +47,7 @@ from pipeline.timing import now
 T = TypeVar("T")
 _END: Any = object()  # the end of an iterator, for next(iterator, _END)
 
-
-class _Merge(AccumulatorParam):
-    def zero(self, value: dict) -> dict:
-        return {}
-
-    def addInPlace(self, value1: dict, value2: dict) -> dict:
-        value1.update(value2)
-        return value1
+SUFFIX = ".task"
 
 
 @dataclass
@@ -149,11 +150,22 @@ def _next_part(context: TaskContext, step: str) -> int:
 
 
 class TaskLedger:
-    """Driver side: one accumulator per application, cleared before each pass; executor side: `task`."""
+    """Driver side: a directory of side files, cleared before each pass; executor side: `task`.
 
-    def __init__(self, context: SparkContext) -> None:
-        self._records = context.accumulator({}, _Merge())
+    The ledger is pickled into the UDFs' closures, so it carries nothing but the directory (the driver's
+    counts stay on the driver: `_builds` is not sent)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory).resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._builds: Counter[int] = Counter()  # builds of the model per worker PID, over this ledger's passes
+
+    def __getstate__(self) -> dict:
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict) -> None:
+        self.directory = state["directory"]
+        self._builds = Counter()
 
     def summary(self, records: list[TaskRecord]) -> dict:
         """`summarize` of one pass's records, with `max_model_loads_per_worker` counting the builds of the
@@ -164,20 +176,33 @@ class TaskLedger:
         return {**summarize(records), "max_model_loads_per_worker": max(self._builds.values(), default=0)}
 
     def clear(self) -> None:
-        self._records.value = {}
+        """Remove every report (and any temporary file a killed task left): the next pass starts empty."""
+        for path in self.directory.iterdir():
+            path.unlink(missing_ok=True)
 
     def records(self) -> list[TaskRecord]:
-        """One record per (step, stage, partition), parts merged."""
-        merged: dict[tuple, TaskRecord] = {}
-        for key in sorted(self._records.value, key=str):
-            record = self._records.value[key]
-            task = key[:3]
-            merged[task] = merged[task].merge(record) if task in merged else record
-        return list(merged.values())
+        """One record per (step, stage, partition): the parts of its latest task attempt, merged."""
+        latest: dict[tuple, int] = {}
+        parts: dict[tuple, list[tuple[int, TaskRecord]]] = {}
+        for path in self.directory.glob(f"*{SUFFIX}"):  # hidden temporary files do not match
+            (step, stage, partition, attempt_id, part), record = pickle.loads(path.read_bytes())
+            task = (step, stage, partition)
+            if attempt_id > latest.get(task, -1):
+                latest[task], parts[task] = attempt_id, []
+            if attempt_id == latest[task]:
+                parts[task].append((part, record))
+        merged = []
+        for task in sorted(parts, key=str):
+            ordered = [record for _, record in sorted(parts[task], key=lambda item: item[0])]
+            first = ordered[0]
+            for record in ordered[1:]:
+                first = first.merge(record)
+            merged.append(first)
+        return merged
 
     @contextmanager
     def task(self, step: Step) -> Iterator[TaskRecord]:
-        """Executor side: set this task's torch threads and device, and report its record when it ends, as
+        """Executor side: set this task's torch threads and device, and write its record when it ends, as
         the next part of this task attempt's step; the model builds it counts are those of the step's model."""
         context = TaskContext.get()
         part = _next_part(context, step.name)
@@ -202,17 +227,10 @@ class TaskLedger:
         record.end = time.time()
         record.model_loads = model_builds(step.inference.model)
         record.model_builds = record.model_loads - builds
-        self._live().add({(step.name, record.stage, record.partition, part): record})
-
-    def _live(self) -> Accumulator:
-        """The instance of the accumulator that this task's updates are sent from.
-
-        A worker registers the accumulators it deserializes for the task at hand and, when the task ends,
-        sends those instances' updates. A function kept across tasks (predict_batch_udf keeps its predict
-        function per worker) holds the instance of the task that built it, whose updates are never sent
-        again: measured, every record after the first pass was lost. The registry has this task's own.
-        """
-        return _accumulatorRegistry.get(self._records.aid, self._records)
+        attempt_id = context.taskAttemptId()
+        key = (step.name, record.stage, record.partition, attempt_id, part)
+        name = f"{step.name}-stage{record.stage}-part{record.partition}-attempt{record.attempt}-tid{attempt_id}-{part}"
+        atomic_write(self.directory / f"{name}{SUFFIX}", pickle.dumps((key, record)))
 
 
 def summarize(records: list[TaskRecord]) -> dict:

@@ -24,6 +24,7 @@ from pipeline.schema import (
     ClusterMode,
     Config,
     ConfigError,
+    ConnectConfig,
     ExecutorsConfig,
     GpuConfig,
     LocalClusterConfig,
@@ -80,6 +81,10 @@ class Plan:
     gpus: GpuPlan
     conf: dict[str, str]
     preprocess: Plan | None = None
+    # the job talks to Spark through Spark Connect: `connect_server` is True when the harness starts the server
+    # (cluster=connect, in front of the backend `mode`), False for a server at cluster.master=sc://...
+    connect: bool = False
+    connect_server: bool = False
 
     @property
     def starts_workers(self) -> bool:
@@ -332,11 +337,40 @@ def _preprocess(config: Config) -> Plan | None:
     return _application(dataclasses.replace(config, cluster=cl, gpu=GpuConfig()), memory, none, None)
 
 
+CONNECT_BACKENDS = (ClusterMode.local, ClusterMode.local_cluster, ClusterMode.standalone)
+
+
+def connect_backend(cl: ConnectConfig) -> ClusterConfig:
+    """The backend cluster behind cluster=connect's server, as the config of that mode: the plan, the cluster
+    context and the evidence treat it like that mode, and the server runs the application on it."""
+    if cl.backend not in CONNECT_BACKENDS:
+        names = ", ".join(mode.value for mode in CONNECT_BACKENDS)
+        raise ConfigError(f"cluster.backend={cl.backend.value}: cluster=connect runs in front of {names}")
+    shared = {"driver_memory": cl.driver_memory, "nodes": cl.nodes}
+    if cl.backend is ClusterMode.local:
+        if cl.workers != 1:
+            raise ConfigError(f"cluster.workers={cl.workers} with cluster.backend=local: local[N] has one 'worker'")
+        return LocalConfig(cores=cl.worker_cores, **shared)
+    keys = {name: getattr(cl, name) for name in ("workers", "worker_cores", "executor_memory", "task_cpus")}
+    schema = LocalClusterConfig if cl.backend is ClusterMode.local_cluster else StandaloneConfig
+    return schema(worker_memory=cl.worker_memory, **keys, **shared)
+
+
 def plan(config: Config) -> Plan:
     """The plan of `config`'s application (and of two_stage's preprocess application); see the module doc.
 
     Checked in this order, the first failure raised: `cluster`, `topology.preprocess_cluster`, `gpu`.
+    cluster=connect is planned as its backend, marked `connect`; cluster=remote with an sc:// master too.
     """
+    if isinstance(config.cluster, ConnectConfig):
+        backend = plan(dataclasses.replace(config, cluster=connect_backend(config.cluster)))
+        return dataclasses.replace(backend, connect=True, connect_server=True)
+    if isinstance(config.cluster, RemoteConfig) and str(config.cluster.master or "").startswith("sc://"):
+        return dataclasses.replace(_plan(config), connect=True)
+    return _plan(config)
+
+
+def _plan(config: Config) -> Plan:
     memory = _memory(config.cluster, "cluster")
     preprocess = _preprocess(config)
     return _application(config, memory, gpu_plan(config), preprocess)

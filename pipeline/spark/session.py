@@ -111,6 +111,12 @@ def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster
     return conf
 
 
+def runtime_conf(conf: dict[str, str]) -> dict[str, str]:
+    """The confs a Spark Connect client may set on a server it did not start: the SQL session confs. The
+    others (master, executors, event log, task retries, Python worker reuse) are the server's own."""
+    return {key: value for key, value in conf.items() if key.startswith("spark.sql.")}
+
+
 def loopback_env() -> None:
     """Keep Spark on 127.0.0.1 and its Python workers on this interpreter."""
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"

@@ -35,8 +35,8 @@ def test_identity(benchmark, spark, bench: BenchData, style: str) -> None:
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_null_model(benchmark, spark, bench: BenchData, style: str) -> None:
-    ledger = TaskLedger(spark.sparkContext)
+def test_null_model(benchmark, spark, bench: BenchData, style: str, tmp_path) -> None:
+    ledger = TaskLedger(tmp_path / "tasks")
     inference = Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=MODEL_BATCH)
     options = compose_config(f"udf={style}").udf
     case = f"null_model:{style}"
