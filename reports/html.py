@@ -104,6 +104,13 @@ def _banners(frame: pd.DataFrame) -> list[str]:
             f"Emulated GPUs in {emulated} of {len(frame)} jobs: GPU scheduling was emulated (Spark handed tasks "
             f"fake GPU addresses) and the model ran on the CPU. They test scheduling, not GPU speed or cost."
         )
+    simulated = int(frame["device"].notna().sum())
+    if simulated:
+        said.append(
+            f"Simulated devices in {simulated} of {len(frame)} jobs (model=accelerator): no GPU ran. Each model "
+            f"call slept as long as the named device would take at its stated rate; their throughputs are what "
+            f"this harness does around such a device, not GPU measurements."
+        )
     return said
 
 
@@ -263,6 +270,7 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             (f"{kind}: {WEIGHTS_MEANING.get(kind, kind)}", runs)
             for kind, runs in _tally(list(frame["weights"].dropna()))
         ],
+        "devices": _tally([_device_text(env["device"]) for env in envs if env.get("device")]),
         "spark_confs": [
             {
                 "label": row["run_label"],
@@ -273,6 +281,18 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             if job.result
         ],
     }
+
+
+def _device_text(device: dict[str, Any]) -> str:
+    """A simulated device as the provenance block names it: label, figure, kind, source, and overrides."""
+    overridden = ", ".join(
+        f"{key} {change['profile']} -> {change['run']}" for key, change in (device.get("overridden") or {}).items()
+    )
+    return (
+        f"{device['label']}: {device['kind']} figure {device['images_per_s']:g} img/s at batch "
+        f"{device['batch_size']} ({device['precision']}; {device['source']}; {device['date']})"
+        + (f"; overridden: {overridden}" if overridden else "")
+    )
 
 
 def _ratio(value: float | None) -> Cell:
