@@ -348,6 +348,23 @@ class CostConfig:
 
 
 @dataclass
+class InstanceConfig:
+    """A machine of the instance catalogue (conf/instance/, `pipeline.instances`), which reports project results
+    onto. `price` names its entry in the cost table (one place for a price); `device` a profile of conf/device/
+    (None: no GPU); `vcpu_speed` is one vCPU's preprocessing rate with all busy relative to one core here, and
+    `vcpu_speed_source` says whether it is measured or assumed."""
+
+    name: str = ""
+    price: str = ""
+    vcpus: int = 0
+    gpus: int = 0
+    device: Optional[str] = None
+    memory_gib: float = 0.0
+    vcpu_speed: float = 1.0
+    vcpu_speed_source: str = ""
+
+
+@dataclass
 class GpuConfig:
     executor_amount: int = 0
     task_amount: float = 0.0

@@ -22,6 +22,7 @@ import pandas as pd
 from reports import microbench, peers, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
+from reports.projection import Projection
 
 TIMELINES = 4  # at most this many task timelines: the fastest run of each topology
 BAD_IMAGE_EXAMPLES = 5
@@ -339,7 +340,12 @@ def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
 
 
 def render(
-    jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Path], microbenchmark: Path | None = None
+    jobs: list[Job],
+    frame: pd.DataFrame,
+    out_dir: Path,
+    sources: list[Path],
+    microbenchmark: Path | None = None,
+    projection: Projection | None = None,
 ) -> str:
     """The report's HTML text; `out_dir` is where it will live (job dirs are shown relative to it)."""
     environment = jinja2.Environment(
@@ -373,4 +379,5 @@ def render(
         provenance=_provenance(jobs, frame, out_dir),
         peers=_peers(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
+        projection=projection,
     )
