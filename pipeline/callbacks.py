@@ -83,7 +83,7 @@ class SweepProgress(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from reports import peers
+        from reports import bottleneck_check, peers
         from reports.build import build
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -91,6 +91,7 @@ class SweepProgress(Callback):
         lines = [
             f"{self.total} jobs in {time.monotonic() - self.started:.0f} s",
             *peers.summary([sweep_dir]),
+            *bottleneck_check.summary([sweep_dir]),
             csv,
             html,
         ]

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import microbench, peers, plots
+from reports import bottleneck_check, microbench, peers, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -329,6 +329,16 @@ def _peers(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _bottleneck_check(sources: list[Path]) -> dict[str, Any] | None:
+    """The predicted/measured table of the simulated-device runs under `sources`, and its spread; None when
+    there are none."""
+    found = bottleneck_check.checks(sources)
+    if not found:
+        return None
+    header, *rows = bottleneck_check.table(found)
+    return {"header": header, "rows": rows, "spread": bottleneck_check.spread(found), "target": bottleneck_check.TARGET}
+
+
 def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
     """The microbenchmark section's tables and figure, when a pytest-benchmark JSON was given."""
     if path is None:
@@ -380,4 +390,5 @@ def render(
         peers=_peers(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
         projection=projection,
+        bottleneck_check=_bottleneck_check(sources),
     )

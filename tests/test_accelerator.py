@@ -165,3 +165,45 @@ def test_a_run_and_its_report_say_simulated_everywhere(tmp_path, cache_dir):
     _, html = build([run_dir], tmp_path)
     text = Path(html).read_text()
     assert "Simulated devices in 1 of 1 jobs" in text and "simulated t4_fp32 380 img/s" in text
+
+
+def _simulated_result(run_dir: Path, throughput: float, *overrides_: str) -> None:
+    """A result.json of an ok simulated-device run as the job writes it, with a measured throughput."""
+    from pipeline.provenance import config_record, new_result
+    from pipeline.results import write_result
+
+    config = compose_config("model=accelerator", "cluster=local_cluster", "gpu.emulate=2", *overrides_)
+    result = new_result(config, run_dir)
+    result.status, result.metrics.throughput_images_per_s = "ok", throughput
+    result.config, result.env["cpu_count"] = config_record(config), 2
+    result.evidence["simulated_device"] = {"busy_fraction": 0.9}
+    run_dir.mkdir(parents=True)
+    write_result(run_dir, result)
+
+
+def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_prediction(tmp_path):
+    from pipeline.bottleneck import device_of, predict, shape_of
+    from pipeline.provenance import config_record
+    from pipeline.rates import measured_rates
+    from reports import bottleneck_check
+
+    _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")  # GPU-bound: 2 devices at 20 img/s
+    _simulated_result(tmp_path / "1", 1.0, "device.images_per_s=2000", "topology=split")
+    (tmp_path / "2").mkdir()  # a job without a result is no check
+    found = bottleneck_check.checks([tmp_path])
+    assert [(check.topology, check.images_per_s, check.gpus) for check in found] == [
+        ("fused", 20.0, 2),
+        ("split", 2000.0, 2),
+    ]
+    config = config_record(
+        compose_config("model=accelerator", "cluster=local_cluster", "gpu.emulate=2", "device.images_per_s=20")
+    )
+    topology, shape, workload = shape_of(config, 2)
+    expected = predict(topology, measured_rates([tmp_path]), device_of(config), shape, workload).images_per_s
+    assert found[0].predicted == pytest.approx(expected) and found[0].ratio == pytest.approx(expected / 10.0)
+    assert found[0].measured_busy == 0.9 and found[0].predicted_bound == "gpu"
+    lines = bottleneck_check.summary([tmp_path])
+    assert "simulated t4_fp16 20 img/s" in "\n".join(lines) and lines[-1].startswith(
+        f"{bottleneck_check.spread(found)['hits']} of 2 runs"
+    )
+    assert bottleneck_check.summary([tmp_path / "2"]) == []
