@@ -7,6 +7,7 @@ never a GPU measurement, so every place that names the model names it `simulated
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -95,4 +96,8 @@ def device_usage(config: Config, plan: Plan | None, last: Pass) -> dict[str, Any
         "wait_fraction_of_model_tasks": wait / task_s if task_s else None,
         "expected_busy_s": expected,
         "law_ratio": busy / expected if expected else None,
+        # the machine's 1-minute load average when the run ended: above its cores, other processes took CPU the
+        # bottleneck model assumes the run had
+        "load_average_1m": os.getloadavg()[0],
+        "cpu_count": os.cpu_count(),
     }

@@ -36,6 +36,7 @@ class Check:
     predicted_bound: str
     predicted_gpu_busy: float
     measured_busy: float | None  # the devices' busy share of the last pass, measured by the stand-in
+    load_average: float | None  # the machine's 1-minute load average when the run ended
 
     @property
     def ratio(self) -> float:
@@ -73,6 +74,7 @@ def _check(job: Job, rates_by_format: dict[tuple[str, str], Any], directories: l
         predicted_bound=prediction.bound,
         predicted_gpu_busy=prediction.utilization.get("gpus", 0.0),
         measured_busy=usage.get("busy_fraction"),
+        load_average=usage.get("load_average_1m"),
     )
 
 
@@ -113,6 +115,7 @@ def table(found: list[Check]) -> list[list[str]]:
             "predicted bound",
             "device busy (measured)",
             "device busy (predicted)",
+            "load average",
         ]
     ]
     for check in found:
@@ -127,6 +130,7 @@ def table(found: list[Check]) -> list[list[str]]:
                 check.predicted_bound,
                 _percent(check.measured_busy),
                 _percent(check.predicted_gpu_busy),
+                "–" if check.load_average is None else f"{check.load_average:.1f}",
             ]
         )
     return rows
