@@ -188,6 +188,12 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
         sections[2].charts.append(_chart(plots.throughput_vs_cost(frame), "throughput against cost"))
     for job, label in _timeline_runs(jobs, frame):
         sections[3].charts.append(_chart(plots.task_timeline(job.result, label), f"task timeline of {label}"))
+    if frame["device"].notna().any():  # every figure of a simulated run says so beside it
+        for chart in (chart for section in sections for chart in section.charts):
+            chart["caption"] += (
+                " Runs labelled 'simulated <device>' ran no GPU: their model calls slept as long as that device "
+                "would take at its stated rate; not GPU measurements."
+            )
     return sections
 
 
