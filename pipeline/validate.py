@@ -136,6 +136,10 @@ def _device(config: Config) -> None:
         if getattr(device, key) < 0:
             raise ConfigError(f"device.{key}={getattr(device, key)}: must be >= 0")
     _at_least("device.batch_size", device.batch_size, 1)
+    if config.preprocess.decode_on is DecodeOn.model_device:
+        raise ConfigError(
+            "preprocess.decode_on=model_device with model=accelerator: a simulated device decodes nothing"
+        )
 
 
 def validate(config: Config) -> Plan | None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline.schema import ConfigError
-from reports import original, peers
+from reports import bottleneck_check, original, peers
 from reports.build import build
 from reports.projection import lines, project_dirs
 
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
         for line in lines(projection):
             print(line)
     csv_path, html_path = build(directories, directories[0], microbenchmark, projection)
-    for line in peers.summary(directories):
+    for line in [*peers.summary(directories), *bottleneck_check.summary(directories)]:
         print(line)
     print(csv_path)
     print(html_path)

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import connect, microbench, peers, plots
+from reports import bottleneck_check, connect, microbench, peers, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -130,6 +130,13 @@ def _banners(frame: pd.DataFrame) -> list[str]:
             f"Batch axes that did not take effect in {len(capped)} of {len(frame)} jobs (evidence.checks.batch_caps): "
             + " | ".join(f"{row['label']}: {row['batch_caps']}" for row in capped)
         )
+    simulated = int(frame["device"].notna().sum())
+    if simulated:
+        said.append(
+            f"Simulated devices in {simulated} of {len(frame)} jobs (model=accelerator): no GPU ran. Each model "
+            f"call slept as long as the named device would take at its stated rate; their throughputs are what "
+            f"this harness does around such a device, not GPU measurements."
+        )
     return said
 
 
@@ -211,6 +218,12 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
         sections[2].charts.append(_chart(plots.throughput_vs_cost(frame), "throughput against cost"))
     for job, label in _timeline_runs(jobs, frame):
         sections[3].charts.append(_chart(plots.task_timeline(job.result, label), f"task timeline of {label}"))
+    if frame["device"].notna().any():  # every figure of a simulated run says so beside it
+        for chart in (chart for section in sections for chart in section.charts):
+            chart["caption"] += (
+                " Runs labelled 'simulated <device>' ran no GPU: their model calls slept as long as that device "
+                "would take at its stated rate; not GPU measurements."
+            )
     return sections
 
 
@@ -295,6 +308,7 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             (f"{kind}: {WEIGHTS_MEANING.get(kind, kind)}", runs)
             for kind, runs in _tally(list(frame["weights"].dropna()))
         ],
+        "devices": _tally([_device_text(env["device"]) for env in envs if env.get("device")]),
         "spark_confs": [
             {
                 "label": row["run_label"],
@@ -305,6 +319,18 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             if job.result
         ],
     }
+
+
+def _device_text(device: dict[str, Any]) -> str:
+    """A simulated device as the provenance block names it: label, figure, kind, source, and overrides."""
+    overridden = ", ".join(
+        f"{key} {change['profile']} -> {change['run']}" for key, change in (device.get("overridden") or {}).items()
+    )
+    return (
+        f"{device['label']}: {device['kind']} figure {device['images_per_s']:g} img/s at batch "
+        f"{device['batch_size']} ({device['precision']}; {device['source']}; {device['date']})"
+        + (f"; overridden: {overridden}" if overridden else "")
+    )
 
 
 def _ratio(value: float | None) -> Cell:
@@ -349,6 +375,16 @@ def _connect(frame: pd.DataFrame) -> list[list[Cell]]:
         else [Cell(r.work), Cell(r.udf), _number(r.classic), _number(r.connect), _ratio(r.ratio), _ratio(r.cold_ratio)]
         for r in connect.compare(frame)
     ]
+
+
+def _bottleneck_check(sources: list[Path]) -> dict[str, Any] | None:
+    """The predicted/measured table of the simulated-device runs under `sources`, and its spread; None when
+    there are none."""
+    found = bottleneck_check.checks(sources)
+    if not found:
+        return None
+    header, *rows = bottleneck_check.table(found)
+    return {"header": header, "rows": rows, "spread": bottleneck_check.spread(found), "target": bottleneck_check.TARGET}
 
 
 def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
@@ -403,4 +439,5 @@ def render(
         connect=_connect(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
         projection=projection,
+        bottleneck_check=_bottleneck_check(sources),
     )

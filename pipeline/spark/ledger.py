@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from pyspark import TaskContext
 
+from pipeline.inference import accelerator
 from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.rundir import atomic_write
@@ -77,6 +78,9 @@ class TaskRecord:
     # computed (pipelined reader, spark.python_udf_pipelined) shows as waits near 0
     input_waits: list[float] = field(default_factory=list)
     python_worker: dict = field(default_factory=dict)  # `fastpaths.worker_view` of the worker that ran it
+    device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
+    device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
+    device_calls: int = 0
 
     def add(self, output: Output) -> None:
         if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
@@ -132,6 +136,9 @@ class TaskRecord:
             prepare_s=self.prepare_s + other.prepare_s,
             finish_s=self.finish_s + other.finish_s,
             results_s=self.results_s + other.results_s,
+            device_busy_s=self.device_busy_s + other.device_busy_s,
+            device_wait_s=self.device_wait_s + other.device_wait_s,
+            device_calls=self.device_calls + other.device_calls,
         )
 
 
@@ -211,6 +218,7 @@ class TaskLedger:
         cpus = context.cpus()
         use_threads(cpus)
         builds = model_builds(step.inference.model)
+        used = accelerator.usage()
         record = TaskRecord(
             step=step.name,
             stage=context.stageId(),
@@ -218,7 +226,7 @@ class TaskLedger:
             attempt=context.attemptNumber(),
             pid=os.getpid(),
             cpus=cpus,
-            device=pick_device(addresses),
+            device=pick_device(addresses, simulated=step.inference.model.name == "accelerator"),
             gpu_addresses=addresses,
             start=time.time(),
             python_worker=worker_view(),
@@ -227,6 +235,9 @@ class TaskLedger:
         record.end = time.time()
         record.model_loads = model_builds(step.inference.model)
         record.model_builds = record.model_loads - builds
+        usage = accelerator.usage()
+        record.device_busy_s, record.device_wait_s = usage.busy_s - used.busy_s, usage.wait_s - used.wait_s
+        record.device_calls = usage.calls - used.calls
         attempt_id = context.taskAttemptId()
         key = (step.name, record.stage, record.partition, attempt_id, part)
         name = f"{step.name}-stage{record.stage}-part{record.partition}-attempt{record.attempt}-tid{attempt_id}-{part}"

@@ -1,0 +1,152 @@
+"""The bottleneck model checked against runs under a simulated device (`sweep=bottleneck_check`).
+
+Why: `pipeline.bottleneck` predicts a run's throughput from measured rates and a cluster shape; its projections
+to GPU instances are only worth what its agreement with real runs here is. Every ok `model=accelerator` run is
+a check: its recorded config gives the topology, the cluster shape and the device (`shape_of`, `device_of`),
+the rates come from `pipeline.rates` (the measurements under the same directories, or its defaults), and its
+measured throughput is set against the prediction. A run also carries the stand-in's evidence of its bound
+(`evidence.simulated_device.busy_fraction`), which says whether the run was device-bound as predicted.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.bottleneck import device_of, predict, shape_of
+from pipeline.rates import measured_rates
+from reports.aggregate import Job, find_jobs
+
+TARGET = (0.8, 1.25)  # predicted / measured within this band counts as a hit (issue 13's target)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One run: what it was, what it measured, what the model predicted, and what bound each."""
+
+    job_dir: str
+    topology: str
+    device: str
+    images_per_s: float  # the device's rate
+    gpus: int
+    measured: float
+    predicted: float
+    predicted_bound: str
+    predicted_gpu_busy: float
+    measured_busy: float | None  # the devices' busy share of the last pass, measured by the stand-in
+    load_average: float | None  # the machine's 1-minute load average when the run ended
+
+    @property
+    def ratio(self) -> float:
+        return self.predicted / self.measured
+
+    @property
+    def hit(self) -> bool:
+        return TARGET[0] <= self.ratio <= TARGET[1]
+
+
+def _check(job: Job, rates_by_format: dict[tuple[str, str], Any], directories: list[Path]) -> Check | None:
+    result = job.decoded
+    if result is None or result.status != "ok" or not result.env.get("device"):
+        return None
+    if result.metrics.throughput_images_per_s is None:
+        return None
+    config = result.config
+    image_format = (config.get("dataset") or {}).get("format", "jpeg")
+    decoder = (config.get("preprocess") or {}).get("decoder", "pil")
+    key = (image_format, decoder)
+    if key not in rates_by_format:
+        rates_by_format[key] = measured_rates(directories, image_format=image_format, decoder=decoder)
+    topology, shape, workload = shape_of(config, result.env.get("cpu_count"))
+    device = device_of(config)
+    prediction = predict(topology, rates_by_format[key], device, shape, workload)
+    usage = result.evidence.get("simulated_device") or {}
+    return Check(
+        job_dir=str(job.dir),
+        topology=topology,
+        device=result.env["device"]["label"],
+        images_per_s=device.images_per_s,
+        gpus=shape.gpus_per_node * shape.nodes,
+        measured=result.metrics.throughput_images_per_s,
+        predicted=prediction.images_per_s,
+        predicted_bound=prediction.bound,
+        predicted_gpu_busy=prediction.utilization.get("gpus", 0.0),
+        measured_busy=usage.get("busy_fraction"),
+        load_average=usage.get("load_average_1m"),
+    )
+
+
+def checks(directories: list[Path]) -> list[Check]:
+    """Every ok simulated-device run under `directories`, checked, in sweep order."""
+    directories = [Path(directory) for directory in directories]
+    rates: dict[tuple[str, str], Any] = {}
+    found = [_check(job, rates, directories) for job in find_jobs(directories)]
+    return [check for check in found if check is not None]
+
+
+def spread(found: list[Check]) -> dict[str, Any]:
+    """How far the model is from the runs: hits in the target band, and the ratios' median, min and max."""
+    ratios = [check.ratio for check in found]
+    return {
+        "runs": len(found),
+        "hits": sum(check.hit for check in found),
+        "median": statistics.median(ratios) if ratios else None,
+        "min": min(ratios, default=None),
+        "max": max(ratios, default=None),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def table(found: list[Check]) -> list[list[str]]:
+    """Rows of the predicted/measured table (the README's and the report's), with a header row."""
+    rows = [
+        [
+            "topology",
+            "device",
+            "GPUs",
+            "measured img/s",
+            "predicted img/s",
+            "predicted/measured",
+            "predicted bound",
+            "device busy (measured)",
+            "device busy (predicted)",
+            "load average",
+        ]
+    ]
+    for check in found:
+        rows.append(
+            [
+                check.topology,
+                check.device,
+                str(check.gpus),
+                f"{check.measured:.1f}",
+                f"{check.predicted:.1f}",
+                f"{check.ratio:.2f}",
+                check.predicted_bound,
+                _percent(check.measured_busy),
+                _percent(check.predicted_gpu_busy),
+                "–" if check.load_average is None else f"{check.load_average:.1f}",
+            ]
+        )
+    return rows
+
+
+def summary(directories: list[Path]) -> list[str]:
+    """Lines a sweep prints at its end (`pipeline.callbacks`): predicted/measured per run and the spread;
+    nothing when the sweep ran no simulated device."""
+    found = checks(directories)
+    if not found:
+        return []
+    lines = ["bottleneck model, predicted / measured per run (simulated devices, not GPU figures):"]
+    lines += [" | ".join(row) for row in table(found)]
+    shown = spread(found)
+    lines.append(
+        f"{shown['hits']} of {shown['runs']} runs within {TARGET[0]}-{TARGET[1]}x; predicted/measured median "
+        f"{shown['median']:.2f}, min {shown['min']:.2f}, max {shown['max']:.2f}"
+    )
+    return lines
