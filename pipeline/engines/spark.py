@@ -7,6 +7,10 @@ passes in an application on `cluster`. Pass i is job 1 of pass i plus job 2 of p
 accounts for every image (read and bad from job 1, predicted from job 2) and keeps both jobs' times. The
 preprocess application never schedules GPUs (`gpu.*` configures the predict cluster); its event log, and
 for standalone its master and worker logs, are in `run_dir/preprocess/`.
+
+`topology=model_server` starts its model server (`pipeline.serving.launcher`) before the application and
+stops it after; the tasks find it through `inference.server`. A Spark failure while the server was gone is
+reported as `ServerDied`, naming the server; the server's statistics go into `evidence.server`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.steps import STEPS, Inference
 from pipeline.rundir import RunDir
-from pipeline.schema import Config, GpuConfig, Sink
+from pipeline.schema import Config, GpuConfig, Sink, Topology
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.evidence import check, collect, faults, join, join_faults
 from pipeline.spark.ledger import TaskLedger, merge
@@ -120,13 +124,33 @@ def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, p
     return _joined_runs(config, [_run_application(spec, dataset, inference, Path(run_dir)) for spec in specs])
 
 
+def _model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference) -> Any:
+    """The model server of topology=model_server, started before the application (else nothing)."""
+    if config.topology.kind is not Topology.model_server:
+        return nullcontext(None)
+    from pipeline.serving.launcher import model_server
+
+    return model_server(config, plan, run_dir, inference)
+
+
 def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:
     config = spec.config
     slots = spec.plan.slots if spec.job == "preprocess" else spec.plan.model_slots
-    with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
-        measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job)
-        record = app.record(slots)
+    with _model_server(config, spec.plan, spec.run_dir.path, inference) as server:
+        if server is not None:
+            inference = dataclasses.replace(inference, server=server.address)
+        with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
+            try:
+                measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job, server=server)
+            except Exception as error:
+                if server is not None:
+                    server.check_alive(error)
+                raise
+            record = app.record(slots)
     evidence = collect(spec.run_dir.eventlog, measured.timed[-1], last_pass(config))
+    if server is not None:
+        evidence["server"] = server.evidence(config.warmup)
+        record["server_start_s"] = server.start_s
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
 
 
@@ -146,6 +170,10 @@ def _joined_runs(config: Config, runs: list[ApplicationRun]) -> Measurement:
         evidence = join(first.evidence, last.evidence, (first.record["app_id"], last.record["app_id"]))
         found_faults = join_faults(first.faults, last.faults)
     checks = check(evidence, last.spec.plan, config.topology.kind)
+    if "server" in evidence and "last_pass" in evidence["server"]:
+        served = evidence["server"]["last_pass"]["images"]
+        checks["server_images_last_pass"] = served
+        checks["server_answered_every_image"] = served == last.measurement.timed[-1].predicted
     if len(runs) == 2:
         checks["preprocess_slots"] = first.spec.plan.slots
     return Measurement(
@@ -194,9 +222,11 @@ def measure(
     run_dir: Path,
     predict_slots: int,
     only: str | None = None,
+    server: Any = None,
 ) -> Measurement:
     """Warm-up and timed passes of the configured variant in a running application; `only` names the one
-    job of each pass this application runs (two_stage on two clusters), None runs them all."""
+    job of each pass this application runs (two_stage on two clusters), None runs them all. A model `server`
+    (topology=model_server) has its statistics read before each pass and after the last."""
     context = spark.sparkContext
     ledger = TaskLedger(context)
     images = spark.read.parquet(str(dataset.path))
@@ -219,6 +249,8 @@ def measure(
 
     def reset() -> None:
         ledger.clear()
+        if server is not None:
+            server.mark()
         context.setJobDescription(pass_description(next(number), config))
 
     def observe(times: dict[str, float]) -> Pass:
@@ -232,6 +264,8 @@ def measure(
     warmups, timed_passes = run_passes(
         config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
     )
+    if server is not None:
+        server.mark()
     measurement = Measurement(warmups, timed_passes)
     if config.verify and "predictions" in collected:
         context.setJobDescription("verify: collect predictions")
