@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from pipeline.results import Result, Variant, now
 from pipeline.schema import Config, DecodeOn, ModelName
+from pipeline.simulated import device_record, label
 
 PACKAGES = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pillow", "hydra-core")
 
@@ -43,7 +44,8 @@ def variant_of(config: Config) -> Variant:
         image_format=config.dataset.format.value,
         weights=_weights(config),
         model=config.model.name.value,
-        precision=config.model.precision.value,
+        device=label(config.device) if config.device is not None else None,
+        precision=config.device.precision if config.device is not None else config.model.precision.value,
         channels_last=None if config.model.channels_last else False,
         compile=config.model.compile or None,
         decoder=config.preprocess.decoder.value,
@@ -52,7 +54,7 @@ def variant_of(config: Config) -> Variant:
 
 
 def _weights(config: Config) -> str:
-    if config.model.name is ModelName.null_model:
+    if config.model.name in (ModelName.null_model, ModelName.accelerator):
         return "none"
     from pipeline.inference.weights import weights_kind  # torchvision: its weights names
 
@@ -106,6 +108,7 @@ def environment(config: Config) -> dict[str, Any]:
         if weights == "random"
         else None,
         "git_sha": _git_sha(),
+        "device": device_record(config.device) if config.device is not None else None,
     }
 
 

@@ -71,6 +71,7 @@ class Variant:
     image_format: str | None
     weights: str | None
     model: str | None
+    device: str | None  # model=accelerator: "simulated <device> <rate> img/s" (pipeline.simulated.label)
     precision: str | None
     channels_last: bool | None
     compile: bool | None
@@ -191,6 +192,18 @@ def summary(result: Result) -> str:
         lines.append(
             f"verify: top-1 agreement {metrics.top1_agreement:.4f}, max |prob diff| {metrics.max_abs_prob_diff:.2e} "
             f"over {metrics.verified_images} images vs the in-process reference"
+        )
+    device = result.env.get("device")
+    if device:
+        lines.append(
+            f"device: {device['label']}, no GPU ran ({device['kind']} figure: {device['source']})"
+            + (f"; overridden: {', '.join(device['overridden'])}" if device.get("overridden") else "")
+        )
+    usage = result.evidence.get("simulated_device")
+    if usage and usage.get("busy_fraction") is not None:
+        lines.append(
+            f"device busy {usage['busy_fraction']:.0%} of the last pass on {usage['devices']} simulated devices, "
+            f"model tasks waited {usage['wait_fraction_of_model_tasks'] or 0:.0%} of their time for one"
         )
     if result.env.get("weights_note"):
         lines.append(f"note: {result.env['weights_note']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from pipeline.data.datasets import dataset_summary, prepare
@@ -12,12 +13,14 @@ from pipeline.engines import engine
 from pipeline.engines.base import Measurement
 from pipeline.errors import describe_error
 from pipeline.inference import weights
+from pipeline.inference.accelerator import SimulatedDevice, device_locks
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.provenance import new_result
 from pipeline.results import Result, now, write_result
 from pipeline.schema import Config, Engine, ModelName, OnBadImage
+from pipeline.simulated import device_usage
 from pipeline.spark.evidence import enforce
 from pipeline.spark.session import java_version
 from pipeline.validate import validate
@@ -30,8 +33,15 @@ class AccountingError(RuntimeError):
     """A pass did not account for every input image exactly once."""
 
 
-def build_inference(config: Config, weights_file: Path | None) -> Inference:
+def build_inference(config: Config, weights_file: Path | None, lock_dir: str | None = None) -> Inference:
+    """What every task gets; `lock_dir` holds the GPU locks of `model=accelerator`'s simulated device."""
     model = config.model
+    device = config.device
+    simulated = (
+        SimulatedDevice(device.name, device.images_per_s, device.latency_s, device.host_s_per_image, lock_dir)
+        if device is not None and lock_dir is not None
+        else None
+    )
     return Inference(
         preprocessing=Preprocessing(
             image_format=config.dataset.format.value,
@@ -45,6 +55,7 @@ def build_inference(config: Config, weights_file: Path | None) -> Inference:
             precision=model.precision.value,
             channels_last=model.channels_last,
             compile=model.compile,
+            device=simulated,
         ),
         batch_size=model.batch_size,
         fail_on_bad_image=config.on_bad_image is OnBadImage.fail,
@@ -104,16 +115,20 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
     )
     started = time.perf_counter()
     model = config.model
-    weights_file = None if model.name is ModelName.null_model else weights.resolve(model.weights, model.seed, cache)
-    inference = build_inference(config, weights_file)
-    result.metrics.weights_prepare_s = time.perf_counter() - started
-    reference = None
-    if config.verify:
-        started = time.perf_counter()
-        reference = reference_predictions(dataset, inference, cache)
-        result.metrics.reference_s = time.perf_counter() - started
-    measurement = engine(config.engine.name)(config, dataset, inference, run_dir, plan)
+    needs_weights = model.name not in (ModelName.null_model, ModelName.accelerator)
+    weights_file = weights.resolve(model.weights, model.seed, cache) if needs_weights else None
+    with device_locks() if config.device is not None else nullcontext() as lock_dir:
+        inference = build_inference(config, weights_file, lock_dir)
+        result.metrics.weights_prepare_s = time.perf_counter() - started
+        reference = None
+        if config.verify:
+            started = time.perf_counter()
+            reference = reference_predictions(dataset, inference, cache)
+            result.metrics.reference_s = time.perf_counter() - started
+        measurement = engine(config.engine.name)(config, dataset, inference, run_dir, plan)
     _record(result, measurement, dataset.num_images)
+    if config.device is not None:
+        result.evidence["simulated_device"] = device_usage(config, plan, measurement.timed[-1])
     if reference is not None:
         agreement = compare(measurement.predictions, reference)
         result.verification.update(agreement)

@@ -31,6 +31,7 @@ class Engine(Enum):
 class ModelName(Enum):
     resnet50 = "resnet50"
     null_model = "null_model"  # fixed outputs, no computation: exposes the harness and engine overhead
+    accelerator = "accelerator"  # a simulated device (`device=`): holds a GPU slot as long as the device would
 
 
 class Precision(Enum):
@@ -113,6 +114,30 @@ class ModelConfig:
     precision: Precision = Precision.fp32
     channels_last: bool = True
     compile: bool = False
+
+
+class DeviceKind(Enum):
+    published = "published"  # a vendor's or MLPerf's figure (or one derived from it, said so in its YAML)
+    ours = "ours"  # measured by this project (../shared/reference/facts.md)
+
+
+@dataclass
+class DeviceConfig:
+    """One accelerator's ResNet50 inference figures, which `model=accelerator` simulates (never presented as a
+    GPU figure). `images_per_s` is one device's rate at `batch_size`; every model call holds its GPU slot for
+    `latency_s + n / images_per_s` seconds and spends `host_s_per_image` of host CPU per image (the uint8
+    copy to pinned memory). `source` and `date` say where the figure comes from; overriding a field
+    (`device.images_per_s=200`) is recorded in the result as an override of the profile."""
+
+    name: str = "t4_fp16"
+    images_per_s: float = 1.0
+    batch_size: int = 32
+    latency_s: float = 0.0
+    host_s_per_image: float = 0.0
+    precision: str = "fp16"
+    source: str = ""
+    date: str = ""
+    kind: DeviceKind = DeviceKind.published
 
 
 @dataclass
@@ -345,6 +370,23 @@ class CostConfig:
 
 
 @dataclass
+class InstanceConfig:
+    """A machine of the instance catalogue (conf/instance/, `pipeline.instances`), which reports project results
+    onto. `price` names its entry in the cost table (one place for a price); `device` a profile of conf/device/
+    (None: no GPU); `vcpu_speed` is one vCPU's preprocessing rate with all busy relative to one core here, and
+    `vcpu_speed_source` says whether it is measured or assumed."""
+
+    name: str = ""
+    price: str = ""
+    vcpus: int = 0
+    gpus: int = 0
+    device: Optional[str] = None
+    memory_gib: float = 0.0
+    vcpu_speed: float = 1.0
+    vcpu_speed_source: str = ""
+
+
+@dataclass
 class GpuConfig:
     executor_amount: int = 0
     task_amount: float = 0.0
@@ -373,6 +415,7 @@ class Config:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    device: Optional[DeviceConfig] = None  # set by model=accelerator (conf/model/accelerator.yaml), else None
     sink: Sink = Sink.noop
     on_bad_image: OnBadImage = OnBadImage.skip
     repeats: int = 3

@@ -18,6 +18,7 @@ from pipeline.schema import (
     Decoder,
     Engine,
     IteratorPandasUdfConfig,
+    ModelName,
     ModelServerConfig,
     Topology,
     TorchEngineConfig,
@@ -104,6 +105,30 @@ def _model_server(config: Config) -> None:
             )
 
 
+def _device(config: Config) -> None:
+    """A simulated device goes with model=accelerator and only with it, at a rate and costs it can hold."""
+    device, accelerator = config.device, config.model.name is ModelName.accelerator
+    if device is not None and not accelerator:
+        raise ConfigError(
+            f"device={device.name} simulates a device for model=accelerator only; model={config.model.name.value} "
+            "runs on the CPU or a real GPU"
+        )
+    if device is None:
+        if accelerator:
+            raise ConfigError("model=accelerator needs a device: device=t4_fp16|t4_fp32|a10g|l4|h100_fp32|h100_bf16")
+        return
+    if not device.images_per_s > 0:
+        raise ConfigError(f"device.images_per_s={device.images_per_s}: must be > 0")
+    for key in ("latency_s", "host_s_per_image"):
+        if getattr(device, key) < 0:
+            raise ConfigError(f"device.{key}={getattr(device, key)}: must be >= 0")
+    _at_least("device.batch_size", device.batch_size, 1)
+    if config.preprocess.decode_on is DecodeOn.model_device:
+        raise ConfigError(
+            "preprocess.decode_on=model_device with model=accelerator: a simulated device decodes nothing"
+        )
+
+
 def validate(config: Config) -> Plan | None:
     """Raise ConfigError for the first invalid value or combination in `config`; for engine=spark, return
     the plan of its applications (`pipeline.spark.plan`), which the run then starts, else None."""
@@ -151,6 +176,7 @@ def validate(config: Config) -> Plan | None:
                 f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "
                 "decodes in the model's task (the others make crops in a stage of their own)"
             )
+    _device(config)
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
         raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:

@@ -1,4 +1,6 @@
-"""`python -m reports DIR [DIR ...] [--microbenchmark FILE]`: rebuild results.csv and report.html.
+"""`python -m reports DIR [DIR ...] [--microbenchmark FILE] [--project instance=NAME [--nodes N] [--device NAME]]`:
+rebuild results.csv and report.html; `python -m reports --original-table [DIR ...]`: the original study's table
+against our projection (`reports.original`), from the rates under the DIRs (defaults without any).
 
 Reads every result.json under the DIRs (recursively; several sweeps may be reported together) and writes
 both files into the first DIR, so `python -m reports multirun/DATE/TIME` refreshes a sweep's own report.
@@ -10,25 +12,59 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from reports import peers
+from pipeline.schema import ConfigError
+from reports import original, peers
 from reports.build import build
+from reports.projection import lines, project_dirs
 
 USAGE = (
-    "usage: python -m reports DIR [DIR ...] [--microbenchmark FILE]\n"
-    "  rebuilds results.csv and report.html from every result.json under the DIRs, written into the first DIR"
+    "usage: python -m reports DIR [DIR ...] [--microbenchmark FILE] [--project instance=NAME [--nodes N] [--device D]]"
+    "\n"
+    "       python -m reports --original-table [DIR ...]\n"
+    "  rebuilds results.csv and report.html from every result.json under the DIRs, written into the first DIR;\n"
+    "  --project adds throughput and cost projected onto N instances (conf/instance/); --original-table prints the\n"
+    "  original study's table beside our projection"
 )
+
+
+def _option(arguments: list[str], name: str) -> str | None:
+    """Remove `name VALUE` from `arguments` and return VALUE; None when absent; ValueError without a value."""
+    if name not in arguments:
+        return None
+    at = arguments.index(name)
+    if at + 1 >= len(arguments):
+        raise ValueError(name)
+    value = arguments.pop(at + 1)
+    arguments.pop(at)
+    return value
 
 
 def main(argv: list[str]) -> int:
     arguments = list(argv)
     microbenchmark = None
-    if "--microbenchmark" in arguments:
-        at = arguments.index("--microbenchmark")
-        if at + 1 >= len(arguments):
-            print(USAGE, file=sys.stderr)
+    table = "--original-table" in arguments
+    if table:
+        arguments.remove("--original-table")
+    try:
+        microbenchmark_value = _option(arguments, "--microbenchmark")
+        microbenchmark = Path(microbenchmark_value) if microbenchmark_value else None
+        instance, nodes, device = (_option(arguments, key) for key in ("--project", "--nodes", "--device"))
+    except ValueError:
+        print(USAGE, file=sys.stderr)
+        return 2
+    if table and not any(argument.startswith("-") for argument in arguments):
+        missing = [argument for argument in arguments if not Path(argument).is_dir()]
+        if missing:
+            print(f"error: {missing[0]} is not a directory\n{USAGE}", file=sys.stderr)
             return 2
-        microbenchmark = Path(arguments.pop(at + 1))
-        arguments.pop(at)
+        print(original.report([Path(argument) for argument in arguments], microbenchmark))
+        return 0
+    if instance is not None and not instance.startswith("instance="):
+        print(f"error: --project takes instance=NAME, not {instance!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    if nodes is not None and (not nodes.isdigit() or int(nodes) < 1):
+        print(f"error: --nodes takes a whole number >= 1, not {nodes!r}\n{USAGE}", file=sys.stderr)
+        return 2
     if not arguments or any(argument.startswith("-") for argument in arguments):
         print(USAGE, file=sys.stderr)
         return 2
@@ -41,7 +77,18 @@ def main(argv: list[str]) -> int:
         if not directory.is_dir():
             print(f"error: {directory} is not a directory\n{USAGE}", file=sys.stderr)
             return 2
-    csv_path, html_path = build(directories, directories[0], microbenchmark)
+    projection = None
+    if instance is not None:
+        try:
+            projection = project_dirs(
+                directories, instance.removeprefix("instance="), int(nodes or 1), microbenchmark, device
+            )
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for line in lines(projection):
+            print(line)
+    csv_path, html_path = build(directories, directories[0], microbenchmark, projection)
     for line in peers.summary(directories):
         print(line)
     print(csv_path)

@@ -51,6 +51,7 @@ SHORT_NAMES = {
     "weights": "weights",
     "engine": "engine",
     "model": "model",
+    "device": "device",
     "precision": "precision",
     "channels_last": "channels_last",
     "compile": "compile",
@@ -171,7 +172,7 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _label_value(field: str, value: Any) -> str:
-    if field in HEADLINE_FIELDS and field != "batch_size":
+    if (field in HEADLINE_FIELDS and field != "batch_size") or field == "device":  # device: "simulated ..."
         return str(value)
     return f"{SHORT_NAMES[field]}={value}"
 
@@ -182,6 +183,8 @@ def variant_label(variant: dict[str, Any], fields: Iterable[str], headline: Iter
     A plot that shows some fields by facet or colour leaves them out of `headline`.
     """
     wanted = list(dict.fromkeys([*headline, *fields]))
+    if pd.notna(variant.get("device")) and "device" not in wanted:  # a simulated device is always named
+        wanted.append("device")
     if pd.notna(variant.get("engine")) and variant["engine"] != "spark":
         wanted = ["engine", *[field for field in wanted if field not in ("udf", "topology", "cluster")]]
     return " · ".join(_label_value(field, variant[field]) for field in wanted if pd.notna(variant.get(field)))

@@ -13,15 +13,19 @@ from pathlib import Path
 from pipeline.rundir import atomic_write
 from reports.aggregate import find_jobs, job_frame, write_csv
 from reports.html import render
+from reports.projection import Projection
 
 CSV_FILE = "results.csv"
 HTML_FILE = "report.html"
 
 
-def build(directories: list[Path], out_dir: Path, microbenchmark: Path | None = None) -> tuple[Path, Path]:
+def build(
+    directories: list[Path], out_dir: Path, microbenchmark: Path | None = None, projection: Projection | None = None
+) -> tuple[Path, Path]:
     """Write results.csv and report.html for every job under `directories` into `out_dir`; return both paths.
 
-    `microbenchmark`: a pytest-benchmark JSON file (`pytest tests/bench --benchmark-json`), shown in its own section.
+    `microbenchmark`: a pytest-benchmark JSON file (`pytest tests/bench --benchmark-json`), shown in its own section;
+    `projection`: the results projected onto an instance (`reports.projection`), shown in its own section.
     Raises FileNotFoundError when a directory does not exist.
     """
     directories = [Path(directory) for directory in directories]
@@ -30,5 +34,5 @@ def build(directories: list[Path], out_dir: Path, microbenchmark: Path | None = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(frame, out_dir / CSV_FILE)
-    html_path = atomic_write(out_dir / HTML_FILE, render(jobs, frame, out_dir, directories, microbenchmark))
+    html_path = atomic_write(out_dir / HTML_FILE, render(jobs, frame, out_dir, directories, microbenchmark, projection))
     return csv_path, html_path

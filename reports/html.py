@@ -22,6 +22,7 @@ import pandas as pd
 from reports import microbench, peers, plots
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
+from reports.projection import Projection
 
 TIMELINES = 4  # at most this many task timelines: the fastest run of each topology
 BAD_IMAGE_EXAMPLES = 5
@@ -103,6 +104,13 @@ def _banners(frame: pd.DataFrame) -> list[str]:
         said.append(
             f"Emulated GPUs in {emulated} of {len(frame)} jobs: GPU scheduling was emulated (Spark handed tasks "
             f"fake GPU addresses) and the model ran on the CPU. They test scheduling, not GPU speed or cost."
+        )
+    simulated = int(frame["device"].notna().sum())
+    if simulated:
+        said.append(
+            f"Simulated devices in {simulated} of {len(frame)} jobs (model=accelerator): no GPU ran. Each model "
+            f"call slept as long as the named device would take at its stated rate; their throughputs are what "
+            f"this harness does around such a device, not GPU measurements."
         )
     return said
 
@@ -263,6 +271,7 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             (f"{kind}: {WEIGHTS_MEANING.get(kind, kind)}", runs)
             for kind, runs in _tally(list(frame["weights"].dropna()))
         ],
+        "devices": _tally([_device_text(env["device"]) for env in envs if env.get("device")]),
         "spark_confs": [
             {
                 "label": row["run_label"],
@@ -273,6 +282,18 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             if job.result
         ],
     }
+
+
+def _device_text(device: dict[str, Any]) -> str:
+    """A simulated device as the provenance block names it: label, figure, kind, source, and overrides."""
+    overridden = ", ".join(
+        f"{key} {change['profile']} -> {change['run']}" for key, change in (device.get("overridden") or {}).items()
+    )
+    return (
+        f"{device['label']}: {device['kind']} figure {device['images_per_s']:g} img/s at batch "
+        f"{device['batch_size']} ({device['precision']}; {device['source']}; {device['date']})"
+        + (f"; overridden: {overridden}" if overridden else "")
+    )
 
 
 def _ratio(value: float | None) -> Cell:
@@ -319,7 +340,12 @@ def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
 
 
 def render(
-    jobs: list[Job], frame: pd.DataFrame, out_dir: Path, sources: list[Path], microbenchmark: Path | None = None
+    jobs: list[Job],
+    frame: pd.DataFrame,
+    out_dir: Path,
+    sources: list[Path],
+    microbenchmark: Path | None = None,
+    projection: Projection | None = None,
 ) -> str:
     """The report's HTML text; `out_dir` is where it will live (job dirs are shown relative to it)."""
     environment = jinja2.Environment(
@@ -353,4 +379,5 @@ def render(
         provenance=_provenance(jobs, frame, out_dir),
         peers=_peers(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
+        projection=projection,
     )

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torchvision.models import resnet50
 
+if TYPE_CHECKING:
+    from pipeline.inference.accelerator import SimulatedDevice
+
 NUM_CLASSES = 1000
+SIMULATED = "simulated"  # the device string of a simulated device's task: "simulated:<gpu address>" or "simulated"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,6 +29,8 @@ class ModelSpec:
 
     `precision="bf16"` runs it under autocast; `channels_last` converts weights and inputs to NHWC, which
     oneDNN and cuDNN convolve faster; `compile` wraps it in torch.compile (once per process and device).
+    `device` is the simulated device of `name="accelerator"` (`pipeline.inference.accelerator`); None there
+    means predictions only, without holding a device (the in-process reference).
     """
 
     name: str = "resnet50"
@@ -31,6 +38,7 @@ class ModelSpec:
     precision: str = "fp32"
     channels_last: bool = True
     compile: bool = False
+    device: SimulatedDevice | None = None
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -51,7 +59,7 @@ class NullModel(torch.nn.Module):
 
 
 def _build(spec: ModelSpec, device: str) -> torch.nn.Module:
-    if spec.name == "null_model":
+    if spec.name in ("null_model", "accelerator"):  # the accelerator's predictions are the null model's
         return NullModel().to(device)
     model = resnet50(weights=None)
     model.load_state_dict(torch.load(spec.weights_file, map_location="cpu", weights_only=True))
@@ -89,8 +97,11 @@ def model_builds(spec: ModelSpec) -> int:
     return _MODELS.builds[spec]
 
 
-def pick_device(gpu_addresses: list[str] | None = None) -> str:
-    """The GPU the scheduler assigned (or the only one), else the CPU: emulated GPUs run on the CPU."""
+def pick_device(gpu_addresses: list[str] | None = None, simulated: bool = False) -> str:
+    """The GPU the scheduler assigned (or the only one), else the CPU: emulated GPUs run on the CPU. A simulated
+    device's task gets `simulated:<address>` (`simulated` without one): the stand-in locks that GPU."""
+    if simulated:
+        return f"{SIMULATED}:{gpu_addresses[0]}" if gpu_addresses else SIMULATED
     if not torch.cuda.is_available():
         return "cpu"
     return f"cuda:{gpu_addresses[0]}" if gpu_addresses else "cuda:0"

@@ -36,7 +36,8 @@ import psutil
 from pipeline.inference.steps import Inference
 from pipeline.lifetime import PARENT_ENV
 from pipeline.processes import SignalGuard, running, stop_processes
-from pipeline.schema import Config
+from pipeline.inference.model import SIMULATED
+from pipeline.schema import Config, ModelName
 from pipeline.serving import environment
 from pipeline.serving.client import MODEL_NAME, ServerAddress
 from pipeline.spark.plan import Plan
@@ -66,10 +67,15 @@ class Instance:
 
 
 def instances(config: Config, plan: Plan) -> list[Instance]:
-    """One instance per GPU of a worker (real: on cuda:i; emulated: on the CPU, standing for GPU i), one on a
-    machine without GPUs; `topology.instances` overrides the count."""
+    """One instance per GPU of a worker (real: on cuda:i; emulated: on the CPU, standing for GPU i; with
+    model=accelerator on the simulated device of GPU i), one on a machine without GPUs; `topology.instances`
+    overrides the count."""
     gpus = plan.gpus
     count = config.topology.instances or (gpus.per_worker if gpus.kind != "none" else 1)
+    if config.model.name is ModelName.accelerator:
+        if gpus.kind == "none":
+            return [Instance(i, SIMULATED, None) for i in range(count)]
+        return [Instance(i, f"{SIMULATED}:{i % gpus.per_worker}", f"simulated {i % gpus.per_worker}") for i in range(count)]
     if gpus.kind == "real":
         return [Instance(i, f"cuda:{i % gpus.per_worker}", str(i % gpus.per_worker)) for i in range(count)]
     if gpus.kind == "emulated":

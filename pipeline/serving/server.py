@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.inference.accelerator import SimulatedDevice, simulated_predictions
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
 from pipeline.lifetime import die_with_parent, parent_from_env
@@ -45,13 +46,16 @@ def instance_function(index: int, device: str, spec: ModelSpec, preprocessing: P
     the dynamic batcher formed; `counts[index]` counts the batches it ran."""
     from pytriton.decorators import batch
 
-    model = load_model(spec, device, rebuild=True)  # a model object of its own, not the cached one
+    model = load_model(spec, "cpu" if device.startswith("simulated") else device, rebuild=True)  # its own object
 
     @batch
     def infer(crops: np.ndarray) -> dict[str, np.ndarray]:
         counts[index] += 1
-        inputs = preprocessing.normalize(to_device(torch.from_numpy(crops), device))
-        predicted = predict(model, inputs, spec)
+        if spec.name == "accelerator":  # the simulated device of this instance's GPU: held, then null answers
+            predicted = simulated_predictions(spec, torch.from_numpy(crops), device)
+        else:
+            inputs = preprocessing.normalize(to_device(torch.from_numpy(crops), device))
+            predicted = predict(model, inputs, spec)
         return {
             "top1": predicted.top1.astype(np.int32).reshape(-1, 1),
             "prob": predicted.prob.astype(np.float32).reshape(-1, 1),
@@ -66,7 +70,8 @@ def serve(spec: dict[str, Any]) -> None:
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     torch.set_num_threads(spec["threads"])
-    model = ModelSpec(**spec["model"])
+    simulated = spec["model"].pop("device", None)
+    model = ModelSpec(**spec["model"], device=SimulatedDevice(**simulated) if simulated else None)
     preprocessing = Preprocessing(**spec["preprocessing"])
     started = time.perf_counter()
     counts = [0] * len(spec["instances"])

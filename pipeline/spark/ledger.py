@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pyspark import SparkContext, TaskContext
 from pyspark.accumulators import Accumulator, AccumulatorParam, _accumulatorRegistry
 
+from pipeline.inference import accelerator
 from pipeline.inference.model import model_builds, pick_device, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.spark import faults
@@ -53,6 +54,9 @@ class TaskRecord:
     model_loads: int = 0  # times this worker process has built the step's model so far
     model_builds: int = 0  # models built while this task ran
     bad: list[BadImageRecord] = field(default_factory=list)
+    device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
+    device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
+    device_calls: int = 0
 
     def add(self, output: Output) -> None:
         if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
@@ -71,6 +75,9 @@ class TaskRecord:
             model_loads=max(self.model_loads, other.model_loads),
             model_builds=self.model_builds + other.model_builds,
             bad=self.bad + other.bad,
+            device_busy_s=self.device_busy_s + other.device_busy_s,
+            device_wait_s=self.device_wait_s + other.device_wait_s,
+            device_calls=self.device_calls + other.device_calls,
         )
 
 
@@ -126,6 +133,7 @@ class TaskLedger:
         cpus = context.cpus()
         use_threads(cpus)
         builds = model_builds(step.inference.model)
+        used = accelerator.usage()
         record = TaskRecord(
             step=step.name,
             stage=context.stageId(),
@@ -133,7 +141,7 @@ class TaskLedger:
             attempt=context.attemptNumber(),
             pid=os.getpid(),
             cpus=cpus,
-            device=pick_device(addresses),
+            device=pick_device(addresses, simulated=step.inference.model.name == "accelerator"),
             gpu_addresses=addresses,
             start=time.time(),
         )
@@ -141,6 +149,9 @@ class TaskLedger:
         record.end = time.time()
         record.model_loads = model_builds(step.inference.model)
         record.model_builds = record.model_loads - builds
+        now = accelerator.usage()
+        record.device_busy_s, record.device_wait_s = now.busy_s - used.busy_s, now.wait_s - used.wait_s
+        record.device_calls = now.calls - used.calls
         self._live().add({(step.name, record.stage, record.partition, part): record})
 
     def _live(self) -> Accumulator:

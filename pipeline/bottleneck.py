@@ -1,0 +1,425 @@
+"""A bottleneck model of a run: its throughput predicted from measured rates and a cluster shape.
+
+Why: the question the tool answers (how to run ResNet50 inference on a GPU cluster) is decided by the balance
+of CPU decoding, GPU speed and Spark's concurrency rules, and most sessions have no GPU. This model turns
+rates measured here (decode + preprocess per core, Spark's fixed costs) and a device profile into each
+topology's throughput on any shape, so the check sweep can compare it with runs under a simulated device and
+the reports can project to real instances. Pure functions over numbers: no Spark, torch or file I/O
+(`pipeline.rates` reads the rates from disk).
+
+Spark's concurrency rules, as modelled:
+
+- a task slot is a core (task.cpus=1); with GPU scheduling a node runs at most `gpu_slots` tasks of a
+  profile at once: `gpus x floor(1 / amount)` for a fractional amount, `floor(gpus / amount)` for a whole one;
+- `fused`: one stage; min(GPU slots, cores) tasks at once, each decoding then predicting its images serially;
+- `split`: preprocess -> repartition -> predict. Both stages run under the application's task GPU amount (no
+  profile), so without `stage_level` preprocessing is limited to the GPU slots too, as on the original's
+  standard cluster; in `local[N]` (no GPU scheduling) it runs on every core;
+- `stage_level`: like split, the preprocess stage at the application's (fractional) amount, the predict stage
+  under its own profile (`predict_gpu_amount` GPUs a task);
+- `two_stage`: job 1 preprocesses and writes the crops (on a CPU cluster of its own when given), job 2 reads
+  them and predicts; each job pays Spark's fixed cost.
+
+Stages separated by a shuffle do not overlap: Spark's scheduler starts a reduce stage only when every map task
+of the stage before it has finished, so a run's time is the sum of its stages' times (plus each job's fixed
+cost), not the max of stage rates. A stage's time is the largest of: its waves of tasks on the slots it may
+use (each task's serial work: per-task cost, per Arrow batch cost, per image CPU and device time), the CPU work
+over the physical cores (slots may outnumber cores, as `local-cluster` does here), and the device work over
+the GPUs (several tasks sharing a GPU share its rate). Whichever is largest names the stage's bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TOPOLOGIES = ("fused", "split", "two_stage", "stage_level")
+
+# what bounds a stage or a run (Prediction.bound)
+GPU = "gpu"
+GPU_SLOTS = "gpu task slots"  # concurrency capped by the GPU count while cores idle (fused's problem)
+CORES = "preprocess cores"
+TASK_OVERHEAD = "spark per-task overhead"
+JOB_OVERHEAD = "spark per-job overhead"
+PARTITIONS = "too few tasks"  # fewer tasks than cores: partitions, not slots, cap the concurrency
+IO = "intermediate write/read"
+
+CROP_BYTES = 224 * 224 * 3  # a preprocessed uint8 crop, what split's shuffle and two_stage's files carry
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured costs. `*_s` figures are seconds of one core (or one task slot) unless said.
+
+    preprocess_s: decode + preprocess of one image on one core; job_s: Spark's fixed cost of one job (an
+    action), wall seconds; task_s: per task; batch_s: per Arrow batch into Python and back; transfer_s_per_byte:
+    moving a column through Arrow to Python, one way; shuffle_s_per_byte: writing and reading a repartition's
+    shuffle; write_s_per_byte / read_s_per_byte: two_stage's intermediate Parquet; model_build_s: building the
+    model once (paid per Arrow batch by the original's scalar UDF). `sources` says where each figure came from.
+    """
+
+    preprocess_s: float
+    job_s: float = 0.0
+    task_s: float = 0.0
+    batch_s: float = 0.0
+    transfer_s_per_byte: float = 0.0
+    shuffle_s_per_byte: float = 0.0
+    write_s_per_byte: float = 0.0
+    read_s_per_byte: float = 0.0
+    model_build_s: float = 0.0
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device profile: one model call of n images holds the device for latency_s + n / images_per_s and
+    costs host_s_per_image of host CPU per image (the copy to pinned memory). `images_per_s=inf`: no model."""
+
+    name: str
+    images_per_s: float
+    batch_size: int
+    latency_s: float = 0.0
+    host_s_per_image: float = 0.0
+
+    def call_s(self, images: int) -> float:
+        """Device time of one model call of `images` images."""
+        return self.latency_s + images / self.images_per_s if images else 0.0
+
+
+NULL_DEVICE = Device("null_model", math.inf, 1)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A cluster shape. cores_per_node: task slots at task.cpus=1; cpus_per_node: physical cores doing the CPU
+    work (None: as many as slots); task_gpu_amount: the application's GPUs per task (0: no GPU scheduling);
+    predict_gpu_amount: stage_level's predict profile (None: task_gpu_amount). preprocess_nodes /
+    preprocess_cores_per_node: two_stage's CPU cluster (None: job 1 runs on this cluster), whose cores run
+    `preprocess_cpu_speed` times as fast as this cluster's (another instance type)."""
+
+    nodes: int
+    cores_per_node: int
+    gpus_per_node: int = 0
+    task_gpu_amount: float = 0.0
+    predict_gpu_amount: float | None = None
+    cpus_per_node: float | None = None
+    preprocess_nodes: int | None = None
+    preprocess_cores_per_node: int | None = None
+    preprocess_cpus_per_node: float | None = None
+    preprocess_cpu_speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run pushes through: images, the model batch, Arrow rows per batch, input tasks (None: one per
+        slot of the first stage), predict tasks (None: the predict slots), bytes a task reads per image, and the
+        original's confound (the model rebuilt for every Arrow batch of the predict step). `prefetch`: a task decodes
+    its next batch while the device runs the last (the iterator UDF's `udf.prefetch`), so a fused task's per-image
+    time is the larger of its CPU and device time, not their sum."""
+
+    num_images: int
+    batch_size: int = 32
+    records_per_batch: int = 128
+    partitions: int | None = None
+    predict_partitions: int | None = None
+    input_bytes_per_image: float = 120_000.0
+    crop_bytes_per_image: float = float(CROP_BYTES)
+    rebuild_model_per_batch: bool = False
+    prefetch: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage as predicted: tasks, how many at once, seconds, what bounds it, and its work totals."""
+
+    name: str
+    tasks: int
+    concurrent: int
+    seconds: float
+    bound: str
+    cpu_s: float  # core-seconds of CPU work
+    device_s: float  # device-seconds of model work
+    slots: int  # the slots it may use
+    cpus: float  # the physical cores it runs on
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A topology's predicted throughput, its bound and how busy each resource is over the run (0..1)."""
+
+    topology: str
+    images_per_s: float
+    seconds: float
+    bound: str
+    utilization: dict[str, float]
+    stages: tuple[Stage, ...]
+
+
+def gpu_slots(gpus: int, amount: float) -> int:
+    """Tasks of one profile a node with `gpus` GPUs runs at once by GPU count (Spark's rule)."""
+    if amount <= 0:
+        raise ValueError("a GPU amount per task must be positive")
+    if amount < 1:
+        return gpus * math.floor(1 / amount + 1e-9)
+    return math.floor(gpus / amount + 1e-9)
+
+
+def _slots(cores: int, gpus: int, amount: float) -> int:
+    """Task slots of a node: its cores, capped by its GPU slots when tasks ask for GPUs."""
+    if amount and gpus:
+        return min(cores, gpu_slots(gpus, amount))
+    return cores
+
+
+def _stage(
+    name: str,
+    images: int,
+    tasks: int,
+    slots: int,
+    cpus: float,
+    gpus: int,
+    rates: Rates,
+    records_per_batch: int,
+    cpu_per_image: float,
+    device: Device | None,
+    batch_size: int,
+    rebuild_model: bool,
+    prefetch: bool = False,
+) -> Stage:
+    """A stage's time by the rules in the module docstring (its waves, its CPU work, its device work)."""
+    if slots < 1:
+        raise ValueError(f"stage {name}: no task slot (check cores and GPU amounts)")
+    per_task = images / tasks
+    rows = max(1, min(records_per_batch, math.ceil(per_task)))
+    batches_per_task = math.ceil(per_task / rows)
+    device_per_task = 0.0
+    if device is not None and math.isfinite(device.images_per_s):
+        full, rest = divmod(rows, batch_size)
+        per_batch = full * device.call_s(batch_size) + device.call_s(rest)
+        device_per_task = per_batch * per_task / rows
+    build = rates.model_build_s if rebuild_model else 0.0
+    overhead_per_task = rates.task_s + batches_per_task * (rates.batch_s + build)
+    cpu_per_task = per_task * cpu_per_image
+    waves = math.ceil(tasks / slots)
+    work_per_task = max(cpu_per_task, device_per_task) if prefetch else cpu_per_task + device_per_task
+    slot_seconds = waves * (overhead_per_task + work_per_task)
+    cpu_s = tasks * (cpu_per_task + batches_per_task * (rates.batch_s + build))
+    device_s = tasks * device_per_task
+    cpu_seconds = cpu_s / cpus
+    device_seconds = device_s / gpus if device_s else 0.0
+    seconds = max(slot_seconds, cpu_seconds, device_seconds)
+    if device_s and device_seconds >= seconds:
+        bound = GPU
+    elif cpu_seconds >= seconds and cpu_seconds > 0:
+        bound = CORES
+    else:
+        parts = {TASK_OVERHEAD: overhead_per_task, CORES: cpu_per_task, GPU: device_per_task}
+        bound = max(parts, key=parts.__getitem__)
+        if bound == CORES and min(tasks, slots) < cpus:
+            bound = GPU_SLOTS if slots < cpus else PARTITIONS if tasks < cpus else CORES
+    return Stage(name, tasks, min(tasks, slots), seconds, bound, cpu_s, device_s, slots, cpus)
+
+
+def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload: Workload) -> Prediction:
+    """The throughput `topology` reaches on `shape` for `workload`, by the rules in the module docstring."""
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
+    if device.images_per_s <= 0 or shape.nodes < 1 or shape.cores_per_node < 1 or workload.num_images < 1:
+        raise ValueError("a device rate, nodes, cores and images must be positive")
+    if math.isfinite(device.images_per_s) and not shape.gpus_per_node:
+        raise ValueError(f"device {device.name} needs GPUs on the shape (gpus_per_node is 0)")
+    nodes, cores, gpus = shape.nodes, shape.cores_per_node, shape.gpus_per_node
+    cpus = nodes * (shape.cpus_per_node or cores)
+    all_gpus = nodes * gpus
+    amount = shape.task_gpu_amount
+    n = workload.num_images
+    move_in = rates.transfer_s_per_byte * workload.input_bytes_per_image
+    crop = workload.crop_bytes_per_image
+    model_cpu = device.host_s_per_image
+    common = dict(rates=rates, records_per_batch=workload.records_per_batch, batch_size=workload.batch_size)
+
+    default_slots = nodes * _slots(cores, gpus, amount)
+    input_tasks = workload.partitions or default_slots
+    stages: list[Stage]
+    jobs = 1
+    if topology == "fused":
+        stages = [
+            _stage(
+                "fused",
+                n,
+                input_tasks,
+                default_slots,
+                cpus,
+                all_gpus,
+                cpu_per_image=rates.preprocess_s + move_in + model_cpu,
+                device=device,
+                rebuild_model=workload.rebuild_model_per_batch,
+                prefetch=workload.prefetch,
+                **common,
+            )
+        ]
+    elif topology in ("split", "stage_level"):
+        predict_amount = amount
+        if topology == "stage_level":
+            predict_amount = shape.predict_gpu_amount if shape.predict_gpu_amount is not None else amount
+        predict_slots = nodes * _slots(cores, gpus, predict_amount)
+        shuffle = rates.shuffle_s_per_byte * crop / 2
+        pre = _stage(
+            "preprocess",
+            n,
+            input_tasks,
+            default_slots,
+            cpus,
+            all_gpus,
+            cpu_per_image=rates.preprocess_s + move_in + rates.transfer_s_per_byte * crop + shuffle,
+            device=None,
+            rebuild_model=False,
+            **common,
+        )
+        pred = _stage(
+            "predict",
+            n,
+            workload.predict_partitions or predict_slots,
+            predict_slots,
+            cpus,
+            all_gpus,
+            cpu_per_image=shuffle + rates.transfer_s_per_byte * crop + model_cpu,
+            device=device,
+            rebuild_model=workload.rebuild_model_per_batch,
+            **common,
+        )
+        stages = [pre, pred]
+    else:
+        pre_nodes = shape.preprocess_nodes or nodes
+        pre_cores = shape.preprocess_cores_per_node or cores
+        separate = shape.preprocess_nodes is not None
+        pre_slots = pre_nodes * (pre_cores if separate else _slots(cores, gpus, amount))
+        pre_cpus = pre_nodes * (shape.preprocess_cpus_per_node or pre_cores) if separate else cpus
+        pre = _stage(
+            "preprocess",
+            n,
+            workload.partitions or pre_slots,
+            pre_slots,
+            pre_cpus,
+            0 if separate else all_gpus,
+            cpu_per_image=(rates.preprocess_s + move_in + (rates.transfer_s_per_byte + rates.write_s_per_byte) * crop)
+            / (shape.preprocess_cpu_speed if separate else 1.0),
+            device=None,
+            rebuild_model=False,
+            **common,
+        )
+        pred = _stage(
+            "predict",
+            n,
+            workload.partitions or pre_slots,
+            default_slots,
+            cpus,
+            all_gpus,
+            cpu_per_image=(rates.read_s_per_byte + rates.transfer_s_per_byte) * crop + model_cpu,
+            device=device,
+            rebuild_model=workload.rebuild_model_per_batch,
+            **common,
+        )
+        stages = [pre, pred]
+        jobs = 2
+    fixed = jobs * rates.job_s
+    seconds = fixed + sum(stage.seconds for stage in stages)
+    slowest = max(stages, key=lambda stage: stage.seconds)
+    bound = JOB_OVERHEAD if fixed > slowest.seconds else slowest.bound
+    utilization = _utilization(topology, stages, seconds, cpus, all_gpus, shape)
+    return Prediction(topology, n / seconds, seconds, bound, utilization, tuple(stages))
+
+
+def _utilization(
+    topology: str, stages: list[Stage], seconds: float, cpus: float, gpus: int, shape: Shape
+) -> dict[str, float]:
+    """Busy fraction of each resource over the whole run: CPU work over cores x time, device work over GPUs x
+    time, and for two_stage with a cluster of its own its cores apart (they idle while job 2 runs)."""
+    if topology == "two_stage" and shape.preprocess_nodes is not None:
+        pre, pred = stages
+        return {
+            "preprocess cluster cores": pre.cpu_s / (pre.cpus * seconds),
+            "cores": pred.cpu_s / (cpus * seconds),
+            "gpus": pred.device_s / (gpus * seconds) if gpus else 0.0,
+        }
+    return {
+        "cores": sum(stage.cpu_s for stage in stages) / (cpus * seconds),
+        "gpus": sum(stage.device_s for stage in stages) / (gpus * seconds) if gpus else 0.0,
+    }
+
+
+def predict_all(rates: Rates, device: Device, shape: Shape, workload: Workload) -> dict[str, Prediction]:
+    """Every topology on the same shape and workload."""
+    return {topology: predict(topology, rates, device, shape, workload) for topology in TOPOLOGIES}
+
+
+def shape_of(config: Mapping[str, Any], cpu_count: int | None = None) -> tuple[str, Shape, Workload]:
+    """The topology, shape and workload a result recorded (its `config`), for the check sweep to predict.
+
+    `cpu_count`: the physical cores of the machine the run ran on (the result's env), which local-cluster and
+    standalone workers share however many cores they announce.
+    """
+    cluster, gpu, spark = config["cluster"], config.get("gpu") or {}, config.get("spark") or {}
+    topology_config = config.get("topology") or {}
+    topology = str(topology_config.get("kind", "fused"))
+    if cluster["mode"] == "local":
+        nodes, cores = 1, int(cluster.get("cores") or cpu_count or 1)
+    else:
+        nodes = int(cluster.get("workers", 1))
+        cores = int(cluster.get("worker_cores", 1)) // int(cluster.get("task_cpus", 1))
+    gpus = int(gpu.get("emulate") or gpu.get("executor_amount") or 0)
+    physical = None if cpu_count is None else cpu_count / nodes
+    preprocess_cluster = topology_config.get("preprocess_cluster")
+    pre_nodes = pre_cores = None
+    if preprocess_cluster:
+        if preprocess_cluster["mode"] == "local":
+            pre_nodes, pre_cores = 1, int(preprocess_cluster.get("cores") or cpu_count or 1)
+        else:
+            pre_nodes = int(preprocess_cluster.get("workers", 1))
+            pre_cores = int(preprocess_cluster.get("worker_cores", 1)) // int(preprocess_cluster.get("task_cpus", 1))
+    shape = Shape(
+        nodes=nodes,
+        cores_per_node=cores,
+        gpus_per_node=gpus,
+        task_gpu_amount=float(gpu.get("task_amount") or 0.0) if cluster["mode"] != "local" else 0.0,
+        predict_gpu_amount=float(gpu["predict_task_amount"]) if topology == "stage_level" else None,
+        cpus_per_node=physical,
+        preprocess_nodes=pre_nodes,
+        preprocess_cores_per_node=pre_cores,
+        preprocess_cpus_per_node=None if cpu_count is None or pre_nodes is None else cpu_count / pre_nodes,
+    )
+    dataset, model, udf = config.get("dataset") or {}, config.get("model") or {}, config.get("udf") or {}
+    workload = Workload(
+        num_images=int(dataset.get("num_images", 1)),
+        batch_size=int(model.get("batch_size", 32)),
+        records_per_batch=int(spark.get("max_records_per_batch", 128)),
+        partitions=spark.get("partitions"),
+        predict_partitions=topology_config.get("predict_partitions"),
+        input_bytes_per_image=RAW_BYTES if dataset.get("format") == "raw" else JPEG_BYTES,
+        rebuild_model_per_batch=bool(udf.get("rebuild_model_per_batch", False)),
+        prefetch=bool(udf.get("prefetch")) and topology == "fused",
+    )
+    return topology, shape, workload
+
+
+RAW_BYTES = 256 * 256 * 3  # the original's decoded arrays
+JPEG_BYTES = 120_000.0  # the generator's mean JPEG (110-130 KB, README "Data")
+
+
+def device_of(config: Mapping[str, Any]) -> Device:
+    """The device a recorded config ran on: its `device` profile (model=accelerator), no device for
+    model=null_model; a real model on this machine's CPU or GPU has no profile to model it by (ValueError)."""
+    if (config.get("model") or {}).get("name") == "null_model":
+        return NULL_DEVICE
+    profile = config.get("device")
+    if not profile:
+        raise ValueError("the run has no device profile (model=accelerator device=...): its model cannot be modelled")
+    return Device(
+        str(profile["name"]),
+        float(profile["images_per_s"]),
+        int(profile["batch_size"]),
+        float(profile.get("latency_s") or 0.0),
+        float(profile.get("host_s_per_image") or 0.0),
+    )

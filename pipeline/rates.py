@@ -1,0 +1,229 @@
+"""The bottleneck model's rates, read from measurements on disk, with defaults measured on this machine.
+
+Why: `pipeline.bottleneck` predicts from numbers; those numbers must be measurements, each saying where it came
+from. Two kinds of file give them:
+
+- result.json files (read through `pipeline.results`): an ok `engine=torch model=null_model` run (one process,
+  `engine.loader_workers=0`) decodes and preprocesses every image on one core and runs no model, so its median
+  timed pass over its images is the core-seconds per image (wall time: on a busy machine it overstates);
+- the microbenchmark JSON (`pytest tests/bench --benchmark-json=FILE`): `tiny_no_sleep` (a job, one wave of
+  tasks, a Python call per task) gives the fixed cost per job, `image_round_trip@N` at several Arrow batch
+  sizes the cost per batch (the slope over batches per slot), and `image_round_trip` minus `tiny_no_sleep` the
+  cost of moving the raw images through Arrow both ways, per byte.
+
+A figure neither gives comes from `DEFAULTS`, measured here with `python -m pipeline.rates DATASET_DIR` (CPU
+time of one process, so a busy machine does not inflate it) or from the runs named in its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.bottleneck import RAW_BYTES, Rates
+from pipeline.results import as_result, read_result
+
+# figure -> (value, where it came from). Measured 2026-12-02 on this machine (2-core AMD EPYC, no GPU), shared
+# with other sessions' jobs (load average 6-10 during the runs), see README "Bottleneck model".
+MEASURED = "measured here 2026-12-02"
+HERE = "python -m pipeline.rates DATASET_DIR (CPU time of one process, 1 torch thread, 64 generated JPEGs)"
+ASSUMED = "assumed, not measured"
+DEFAULTS: dict[str, tuple[float, str]] = {
+    "preprocess_s/jpeg/pil": (4.83e-3, f"{MEASURED}: {HERE}"),
+    "preprocess_s/jpeg/torchvision": (4.10e-3, f"{MEASURED}: {HERE}"),
+    "preprocess_s/raw": (0.10e-3, f"{MEASURED}: {HERE}, resize 256 (a no-op at 256x256) and crop"),
+    "preprocess_s/raw/original": (
+        0.99e-3,
+        f"{MEASURED}: {HERE}: our reconstruction of the original's preprocessing (int16 list column, float transforms)",
+    ),
+    "job_s": (0.28, "README microbenchmark tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), 2026-11"),
+    "task_s": (0.01, f"{ASSUMED}: ~10 ms to schedule, ship and start a task on a warm Python worker"),
+    "batch_s": (0.0012, "facts.md: ~1-1.3 ms per Arrow batch into a pandas UDF, this machine, 2026-12-01"),
+    "transfer_s_per_byte": (
+        3.9e-3 / (2 * RAW_BYTES),
+        "README microbenchmark: 3.9 core-ms per raw 192 KiB image through Arrow both ways, 2026-11",
+    ),
+    "shuffle_s_per_byte": (2 * 3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: a write and a read, each like Arrow's"),
+    "write_s_per_byte": (3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: Parquet encoding of binary like Arrow's"),
+    "read_s_per_byte": (3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: Parquet decoding of binary like Arrow's"),
+    "model_build_s": (0.605, f"{MEASURED}: {HERE}: resnet50() and load_state_dict, CPU"),
+}
+ROUND_TRIP = "image_round_trip"
+
+
+def _defaults(image_format: str, decoder: str) -> tuple[dict[str, float], dict[str, str]]:
+    key = f"preprocess_s/{image_format}" if image_format != "jpeg" else f"preprocess_s/jpeg/{decoder}"
+    values, sources = {}, {}
+    for name, (value, source) in DEFAULTS.items():
+        if name.startswith("preprocess_s/"):
+            if name != key:
+                continue
+            name = "preprocess_s"
+        values[name], sources[name] = value, f"default: {source}"
+    return values, sources
+
+
+def _results(directories: Iterable[Path]) -> Iterable[tuple[Path, Any]]:
+    for directory in directories:
+        for path in sorted(Path(directory).rglob("result.json")):
+            try:
+                yield path, as_result(read_result(path))
+            except (OSError, json.JSONDecodeError):
+                continue
+
+
+def preprocess_runs(directories: Iterable[Path], image_format: str, decoder: str) -> list[tuple[Path, float]]:
+    """Every ok one-process `engine=torch model=null_model` run of that format and decoder, with its seconds per
+    image (median timed pass / images)."""
+    runs = []
+    for path, result in _results(directories):
+        variant, metrics = result.variant, result.metrics
+        if result.status != "ok" or variant is None or not metrics.wall_s or not metrics.num_images:
+            continue
+        if (variant.engine, variant.model, variant.image_format) != ("torch", "null_model", image_format):
+            continue
+        if (variant.loader_workers or 0) != 0 or (image_format == "jpeg" and (variant.decoder or "pil") != decoder):
+            continue
+        runs.append((path, statistics.median(metrics.wall_s) / metrics.num_images))
+    return runs
+
+
+def microbenchmark_rates(path: Path) -> dict[str, tuple[float, str]]:
+    """job_s, batch_s and transfer_s_per_byte from a microbenchmark JSON (module docstring); a figure its cases
+    cannot give (a case missing, a batch slope that noise made negative) is left out."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    cases = {}
+    for bench in document.get("benchmarks", []):
+        info = bench.get("extra_info") or {}
+        if "case" in info:
+            cases[info["case"]] = (bench["stats"]["median"], info)
+    found: dict[str, tuple[float, str]] = {}
+    sized = [
+        (info["calls"] / info["slots"], median)
+        for name, (median, info) in cases.items()
+        if name.startswith(f"{ROUND_TRIP}@") and info.get("calls")
+    ]
+    if len({x for x, _ in sized}) >= 2:
+        mean_x = statistics.fmean(x for x, _ in sized)
+        mean_y = statistics.fmean(y for _, y in sized)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in sized) / sum((x - mean_x) ** 2 for x, _ in sized)
+        if slope > 0:
+            found["batch_s"] = (slope, f"{path}: slope of {ROUND_TRIP}@N medians over Arrow batches per slot")
+    if "tiny_no_sleep" in cases:
+        median, info = cases["tiny_no_sleep"]
+        batch_s = found.get("batch_s", DEFAULTS["batch_s"])[0]
+        found["job_s"] = (
+            max(0.0, median - batch_s * info["calls"] / info["slots"]),
+            f"{path}: tiny_no_sleep median less its Arrow batches",
+        )
+        if ROUND_TRIP in cases:
+            round_trip, trip = cases[ROUND_TRIP]
+            per_byte = (round_trip - median) * trip["slots"] / trip["images"] / (2 * RAW_BYTES)
+            if per_byte > 0:
+                found["transfer_s_per_byte"] = (per_byte, f"{path}: ({ROUND_TRIP} - tiny_no_sleep) per byte")
+    return found
+
+
+def measured_rates(
+    directories: Iterable[Path],
+    microbenchmark: Path | None = None,
+    image_format: str = "jpeg",
+    decoder: str = "pil",
+) -> Rates:
+    """The rates for `image_format` (and JPEG `decoder`): from result.json files under `directories` and the
+    microbenchmark file where they have the figure, `DEFAULTS` elsewhere; `Rates.sources` says which."""
+    values, sources = _defaults(image_format, decoder)
+    runs = preprocess_runs(list(directories), image_format, decoder)
+    if runs:
+        values["preprocess_s"] = statistics.median(seconds for _, seconds in runs)
+        sources["preprocess_s"] = f"median of {len(runs)} engine=torch model=null_model run(s): " + ", ".join(
+            str(path) for path, _ in runs
+        )
+    if microbenchmark is not None:
+        for name, (value, source) in microbenchmark_rates(microbenchmark).items():
+            values[name], sources[name] = value, source
+    return replace(Rates(**values), sources=sources)
+
+
+def measure_here(dataset_dir: Path, images: int = 64) -> dict[str, float]:
+    """CPU seconds per image of one process on this machine: decode + resize + crop with Pillow and with
+    torchvision, the raw arrays' resize + crop, and one ResNet50 build (`model_build_s`), torch on one thread.
+    The source of `DEFAULTS`; CPU time (`time.process_time`), so other jobs on the machine do not count."""
+    import pyarrow.parquet as pq
+    import torch
+    from torchvision.models import resnet50
+
+    from pipeline.inference.preprocess import Preprocessing
+
+    torch.set_num_threads(1)
+    table = pq.read_table(sorted(Path(dataset_dir).glob("*.parquet")), columns=["image"])
+    jpegs = table.column("image").to_pylist()[:images]
+    raw = [bytes(RAW_BYTES)] * len(jpegs)
+
+    def per_image(preprocessing: Preprocessing, data: list[bytes]) -> float:
+        preprocessing.crop(data[0])
+        started = time.process_time()
+        for image in data:
+            preprocessing.crop(image)
+        return (time.process_time() - started) / len(data)
+
+    figures = {
+        "preprocess_s/raw/original": original_preprocess_s(len(jpegs)),
+        "preprocess_s/jpeg/pil": per_image(Preprocessing(decoder="pil"), jpegs),
+        "preprocess_s/jpeg/torchvision": per_image(Preprocessing(decoder="torchvision"), jpegs),
+        "preprocess_s/raw": per_image(Preprocessing(image_format="raw"), raw),
+    }
+    state = resnet50(weights=None).state_dict()
+    started = time.process_time()
+    resnet50(weights=None).load_state_dict(state)
+    figures["model_build_s"] = time.process_time() - started
+    return figures
+
+
+def original_preprocess_s(images: int) -> float:
+    """CPU seconds per image of our reconstruction of the original's preprocessing: a row of its flattened
+    int16 array column out of Arrow into numpy, reshaped to HWC, to a float tensor, then Resize(256),
+    CenterCrop(224) and Normalize in float (its notebooks' transforms; the exact code is not in anchors.md)."""
+    import numpy as np
+    import pyarrow as pa
+    import torch
+    from torchvision import transforms
+
+    column = pa.array([np.zeros(RAW_BYTES, dtype=np.int16)] * images, type=pa.list_(pa.int16()))
+    transform = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+
+    def run() -> None:
+        for row in column.to_pandas():
+            transform(torch.from_numpy(np.array(row).reshape(256, 256, 3)).permute(2, 0, 1).float())
+
+    run()
+    started = time.process_time()
+    run()
+    return (time.process_time() - started) / images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.rates", description=measure_here.__doc__)
+    parser.add_argument("dataset_dir", type=Path, help="a generated JPEG data set (Parquet files)")
+    parser.add_argument("--images", type=int, default=64)
+    arguments = parser.parse_args(argv)
+    for name, value in measure_here(arguments.dataset_dir, arguments.images).items():
+        print(f"{name}: {value * 1000:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

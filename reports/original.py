@@ -1,0 +1,263 @@
+"""The original study's table reproduced on paper: each published configuration projected from our rates.
+
+Why: the original's figures (../shared/reference/anchors.md section 1) come from the CPU:GPU balance of its
+instances, which this machine cannot reproduce by running. So each configuration is projected with the
+bottleneck model twice: with *the original's own costs* (its raw arrays read back as int16 through Arrow,
+preprocessing in float, float32 crops in its shuffle and intermediate files, the model rebuilt for every
+Arrow batch in its scalar UDFs, its Arrow batch sizes, PyTorch fp32 on T4s: device t4_fp32) and with *our best
+variant* on the same instances (uint8 arrays and crops, the model built once per worker, the fastest
+topology on the shape, a prefetching fused task, Arrow and model batches of 256). Published vs projected and
+their ratio; `python -m reports --original-table [DIR ...]` prints it all, from the rates under the DIRs
+(`pipeline.rates`; its defaults without any). Every projected figure is a projection, never a measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pipeline.bottleneck import RAW_BYTES, TOPOLOGIES, Prediction, Rates, Shape, Workload, predict
+from pipeline.instances import Instance, device_profile, load, names
+from pipeline.rates import DEFAULTS, measured_rates
+from reports.projection import MILLION, predict_on, scaled, usd_per_million
+
+IMAGES_10G = 16_232  # "10 GB": 32 input partitions
+IMAGES_300G = 488_207
+ORIGINAL_DEVICE = "t4_fp32"  # PyTorch 1.12/1.13 fp32 on T4s
+INT16_BYTES = 2 * RAW_BYTES  # its uint8 arrays read back as int16
+FLOAT_CROP_BYTES = 4 * 224 * 224 * 3  # its normalized float32 crops
+OUR_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One published configuration: where it ran and how, and what it published (None: it failed)."""
+
+    name: str
+    published: float | None
+    note: str
+    instance: str
+    nodes: int
+    topology: str
+    num_images: int
+    records_per_batch: int
+    rebuild: bool
+    prefetch: bool = False
+    local_mode: bool = False  # Spark local mode: no GPU scheduling, every core a slot
+    predict_partitions: int | None = None
+    preprocess_instance: str | None = None  # two_stage's CPU cluster
+    driver: bool = True  # a driver node that runs no tasks, billed like the original did
+
+
+CONFIGURATIONS = (
+    Configuration(
+        "Local", 117.658, "", "g4dn_16xlarge", 1, "split", IMAGES_10G, 1000, True, local_mode=True,
+        predict_partitions=1, driver=False,
+    ),
+    Configuration("Standard 1 GPU", 30.29, "", "g4dn_xlarge", 1, "fused", IMAGES_10G, 1000, True),
+    Configuration("Standard 4 GPU", 147.848, "", "g4dn_12xlarge", 1, "fused", IMAGES_10G, 1000, True),
+    Configuration("Iterator", 113.353, "", "g4dn_12xlarge", 1, "fused", IMAGES_10G, 1000, False),
+    Configuration("Iterator + prefetch", 159.862, "", "g4dn_12xlarge", 1, "fused", IMAGES_10G, 64, False, True),
+    Configuration(
+        "2-stage", 108.768, "49.7 s preprocess + 99.5 s predict", "g4dn_12xlarge", 1, "two_stage", IMAGES_10G, 1000,
+        True, preprocess_instance="m6gd_12xlarge",
+    ),
+    Configuration(
+        "Stage-level", None, "failed: CUDA OOM (profile not respected)", "g4dn_12xlarge", 1, "stage_level",
+        IMAGES_10G, 1000, True,
+    ),
+    Configuration("300 GB, 4 nodes", 689.084, "708.5 s", "g4dn_12xlarge", 4, "fused", IMAGES_300G, 1000, True),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TableRow:
+    name: str
+    instance: str
+    published: float | None
+    note: str
+    original: Prediction  # with the original's own costs
+    ours: Prediction  # our best variant on the same instances
+    usd_original: float  # per million images, the original's nodes (its driver billed) at the projected rate
+    usd_ours: float
+
+    @property
+    def ratio(self) -> float | None:
+        """Projected (original's costs) / published."""
+        return self.original.images_per_s / self.published if self.published else None
+
+
+def _original_rates(rates: Rates) -> Rates:
+    """Our rates with the original's preprocessing (our reconstruction of it, `pipeline.rates`)."""
+    value, source = DEFAULTS["preprocess_s/raw/original"]
+    return replace(rates, preprocess_s=value, sources={**rates.sources, "preprocess_s": f"default: {source}"})
+
+
+def _shape(config: Configuration, instance: Instance, topology: str) -> Shape:
+    vcpus, gpus = instance.config.vcpus, instance.config.gpus
+    if config.local_mode:
+        return Shape(config.nodes, vcpus, gpus)
+    amount = gpus / vcpus if topology == "stage_level" else 1.0
+    shape = Shape(config.nodes, vcpus, gpus, task_gpu_amount=amount, predict_gpu_amount=1.0)
+    if topology == "two_stage" and config.preprocess_instance:
+        cpu = load(config.preprocess_instance)
+        shape = replace(
+            shape,
+            preprocess_nodes=config.nodes,
+            preprocess_cores_per_node=cpu.config.vcpus,
+            preprocess_cpu_speed=cpu.config.vcpu_speed / instance.config.vcpu_speed,
+        )
+    return shape
+
+
+def _usd(config: Configuration, instance: Instance, prediction: Prediction) -> float:
+    """$ per million images: the GPU nodes (and a driver node like them, as the original billed) for the run,
+    two_stage's CPU cluster (and its driver) for its preprocess job."""
+    drivers = 1 if config.driver else 0
+    if config.topology == "two_stage" and config.preprocess_instance and prediction.topology == "two_stage":
+        cpu = load(config.preprocess_instance)
+        pre, pred = prediction.stages
+        scale = MILLION / config.num_images / 3600
+        return scale * (
+            (config.nodes + drivers) * cpu.price.usd_per_hour * pre.seconds
+            + (config.nodes + drivers) * instance.price.usd_per_hour * (prediction.seconds - pre.seconds)
+        )
+    return usd_per_million(instance, config.nodes + drivers, prediction.images_per_s)
+
+
+def row(config: Configuration, rates: Rates) -> TableRow:
+    """One configuration projected with the original's costs and with our best variant."""
+    instance = load(config.instance, ORIGINAL_DEVICE)
+    original_rates = scaled(_original_rates(rates), instance.config.vcpu_speed)
+    workload = Workload(
+        num_images=config.num_images,
+        batch_size=config.records_per_batch,
+        records_per_batch=config.records_per_batch,
+        partitions=math.ceil(config.num_images / 1000) if config.num_images != IMAGES_10G else 32,
+        predict_partitions=config.predict_partitions,
+        input_bytes_per_image=INT16_BYTES,
+        crop_bytes_per_image=FLOAT_CROP_BYTES,
+        rebuild_model_per_batch=config.rebuild,
+        prefetch=config.prefetch,
+    )
+    device = instance.device
+    assert device is not None  # every configuration's instance has T4s
+    original = predict(config.topology, original_rates, device, _shape(config, instance, config.topology), workload)
+    ours_rates = scaled(rates, instance.config.vcpu_speed)
+    ours_workload = replace(
+        workload,
+        batch_size=OUR_BATCH,
+        records_per_batch=OUR_BATCH,
+        input_bytes_per_image=RAW_BYTES,
+        crop_bytes_per_image=224 * 224 * 3,
+        rebuild_model_per_batch=False,
+        prefetch=True,
+        predict_partitions=None,
+    )
+    candidates = [
+        predict(topology, ours_rates, device, _shape(config, instance, topology), ours_workload)
+        for topology in TOPOLOGIES
+    ]
+    ours = max(candidates, key=lambda prediction: prediction.images_per_s)
+    return TableRow(
+        config.name,
+        f"{config.nodes} x {config.instance}"
+        + (f" + {config.preprocess_instance}" if config.preprocess_instance else ""),
+        config.published,
+        config.note,
+        original,
+        ours,
+        _usd(config, instance, original),
+        _usd(config, instance, ours),
+    )
+
+
+def table(directories: list[Path], microbenchmark: Path | None = None) -> tuple[list[TableRow], Rates]:
+    """Every configuration, from the raw-array rates under `directories` (defaults without any)."""
+    rates = measured_rates(directories, microbenchmark, image_format="raw")
+    return [row(config, rates) for config in CONFIGURATIONS], rates
+
+
+@dataclass(frozen=True)
+class Winner:
+    instance: str
+    device: str
+    by_topology: dict[str, tuple[float, float, str]]  # topology -> (images/s, $ per million, bound)
+    best: str
+
+
+def winners(rates: Rates, image_format: str = "jpeg") -> list[Winner]:
+    """On every GPU instance of the catalogue, one node: each topology's projected throughput, cost and bound
+    for our best variant (JPEGs at our decode rate unless `image_format`="raw"), and the cheapest."""
+    found = []
+    for name in names():
+        instance = load(name)
+        if instance.device is None:
+            continue
+        workload = Workload(
+            num_images=MILLION,
+            batch_size=OUR_BATCH,
+            records_per_batch=OUR_BATCH,
+            partitions=MILLION // 1000,
+            input_bytes_per_image=RAW_BYTES if image_format == "raw" else 120_000.0,
+            prefetch=True,
+        )
+        by_topology = {}
+        for topology in TOPOLOGIES:
+            prediction = predict_on(rates, instance, 1, workload, topology)
+            by_topology[topology] = (
+                prediction.images_per_s,
+                usd_per_million(instance, 1, prediction.images_per_s),
+                prediction.bound,
+            )
+        best = min(by_topology, key=lambda topology: by_topology[topology][1])
+        found.append(Winner(name, instance.device.name, by_topology, best))
+    return found
+
+
+def report(directories: list[Path], microbenchmark: Path | None = None) -> str:
+    """`python -m reports --original-table [DIR ...]`: the table and the winners, from the rates under the DIRs."""
+    rows, rates = table(directories, microbenchmark)
+    return markdown(rows, rates, measured_rates(directories, microbenchmark, image_format="jpeg"))
+
+
+def markdown(rows: list[TableRow], rates: Rates, jpeg: Rates) -> str:
+    """The table, the ratios and the winners per instance shape as README-ready markdown."""
+    t4, _ = device_profile(ORIGINAL_DEVICE)
+    out = [
+        "PROJECTION from rates measured on this machine (`pipeline.rates`), not a measurement. Device "
+        f"{t4.name} ({t4.images_per_s:g} img/s a T4, approximate). Original's costs: int16 arrays "
+        f"({INT16_BYTES:,} B) through Arrow, float preprocessing ({DEFAULTS['preprocess_s/raw/original'][0] * 1000:.2f}"
+        f" ms a core here), float32 crops ({FLOAT_CROP_BYTES:,} B), the model rebuilt every Arrow batch "
+        f"({rates.model_build_s:.2f} s a core here) in scalar UDFs. Ours: uint8, the model once per worker, "
+        f"batches of {OUR_BATCH}, the fastest topology.",
+        "",
+        "| configuration | instances | published img/s | projected, original's costs | ratio | bound | "
+        "projected, our best variant | our topology, bound | $/M images (original's / ours, projected) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for item in rows:
+        published = f"{item.published:,.1f}" if item.published else item.note
+        ratio = f"{item.ratio:.2f}" if item.ratio else "–"
+        out.append(
+            f"| {item.name} | {item.instance} | {published} | {item.original.images_per_s:,.1f} | {ratio} | "
+            f"{item.original.bound} | {item.ours.images_per_s:,.1f} | {item.ours.topology}, {item.ours.bound} | "
+            f"{item.usd_original:.2f} / {item.usd_ours:.2f} |"
+        )
+    out += ["", "Rates used (core-seconds here; scaled by each instance's vCPU speed):", ""]
+    for name, source in sorted(rates.sources.items()):
+        out.append(f"- {name} = {getattr(rates, name):.4g}: {source}")
+    out += [
+        "",
+        "Which topology wins where (our best variant, JPEGs decoded with Pillow, 1 node, 1M images; projected):",
+        "",
+        "| instance | device | "
+        + " | ".join(f"{topology} img/s, $/M, bound" for topology in TOPOLOGIES)
+        + " | cheapest |",
+        "|---|---|" + "---|" * len(TOPOLOGIES) + "---|",
+    ]
+    for winner in winners(jpeg):
+        cells = " | ".join(f"{rate:,.0f}, ${usd:.2f}, {bound}" for rate, usd, bound in winner.by_topology.values())
+        out.append(f"| {winner.instance} | {winner.device} | {cells} | {winner.best} |")
+    return "\n".join(out)

@@ -1,0 +1,167 @@
+"""The simulated accelerator (`model=accelerator`): it holds a GPU slot by the law latency + n / rate, two tasks
+on one emulated GPU queue, it spends its host CPU for real, every UDF style and topology accounts for every
+image as the null model does, and every result and report calls it simulated."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.engines.spark import measure
+from pipeline.inference import accelerator
+from pipeline.inference.accelerator import SimulatedDevice, device_locks, hold, simulated_predictions
+from pipeline.inference.model import ModelSpec, pick_device
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.inference.steps import Inference
+from pipeline.provenance import environment, variant_of
+from pipeline.results import as_result, summary
+from pipeline.schema import UdfStyle
+from pipeline.simulated import overrides
+from tests.helpers.config import compose_config
+
+STYLES = [style.value for style in UdfStyle]
+CROPS = torch.zeros((8, 3, 224, 224), dtype=torch.uint8)
+
+
+@pytest.fixture
+def lock_dir():
+    with device_locks() as path:
+        yield path
+    assert not Path(path).exists()  # removed after the run
+
+
+def _device(lock_dir: str, rate: float = 40.0, latency: float = 0.05, host: float = 0.0) -> SimulatedDevice:
+    return SimulatedDevice("test", rate, latency, host, lock_dir)
+
+
+def test_a_call_holds_the_device_for_latency_plus_images_over_rate(lock_dir):
+    device = _device(lock_dir)  # 0.05 + 8 / 40 = 0.25 s
+    before = accelerator.usage()
+    hold(device, CROPS, ["0"])
+    after = accelerator.usage()
+    held = after.busy_s - before.busy_s
+    assert after.calls - before.calls == 1
+    assert 1.0 <= held / device.call_seconds(8) < 3.0  # a sleep never ends early; a loaded machine wakes late
+
+
+def test_the_host_cost_is_spent_on_this_threads_cpu(lock_dir):
+    device = _device(lock_dir, rate=1e6, latency=0.0, host=0.02)  # 8 x 20 ms of CPU, a negligible device
+    started = time.thread_time()
+    hold(device, CROPS, ["0"])
+    assert time.thread_time() - started >= 8 * 0.02
+
+
+def _both_held(device: SimulatedDevice, addresses: list[str]) -> float:
+    """Seconds until two concurrent calls on `addresses`' GPUs both ended. Two threads stand for two tasks:
+    each call opens the lock file anew, and flock excludes open file descriptions, even in one process."""
+    threads = [threading.Thread(target=hold, args=(device, CROPS, [address])) for address in addresses]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return time.perf_counter() - started
+
+
+def test_two_tasks_on_one_gpu_queue_and_on_two_gpus_do_not(lock_dir):
+    device = _device(lock_dir, rate=8.0, latency=0.0)  # 8 / 8 = 1 s a call
+    assert _both_held(device, ["0", "0"]) >= 2 * device.call_seconds(8)  # one waited for the other's call
+    assert _both_held(device, ["0", "1"]) < 1.6 * device.call_seconds(8)  # generous: both held at once
+
+
+def test_predictions_are_the_null_models_and_the_task_device_names_its_gpu(lock_dir):
+    spec = ModelSpec(name="accelerator", device=_device(lock_dir, rate=1e6, latency=0.0))
+    predicted = simulated_predictions(spec, CROPS, pick_device(["1"], simulated=True))
+    assert (predicted.top1 == 0).all() and (predicted.prob == 1.0).all() and predicted.top1.shape == (8,)
+    assert pick_device(["1"], simulated=True) == "simulated:1" and pick_device([], simulated=True) == "simulated"
+    assert [path.name.rsplit("-", 1)[-1] for path in Path(lock_dir).iterdir()] == ["1.lock"]
+
+
+def _inference(lock_dir: str, rate: float = 400.0) -> Inference:
+    spec = ModelSpec(name="accelerator", device=SimulatedDevice("test", rate, 0.0, 0.0, lock_dir))
+    return Inference(preprocessing=Preprocessing(), model=spec, batch_size=4)
+
+
+CASES = [(style, "fused") for style in STYLES] + [("map_in_pandas", "split"), ("map_in_pandas", "two_stage")]
+
+
+@pytest.mark.parametrize(("style", "topology"), CASES)
+def test_every_style_and_topology_accounts_for_every_image_as_the_null_model_does(
+    spark, tmp_path, tiny_dataset, lock_dir, style, topology
+):
+    overrides_ = [f"udf={style}", f"topology={topology}", "warmup=0", "repeats=1", "verify=true"]
+    if topology == "two_stage":
+        overrides_.append(f"topology.intermediate_path={tmp_path / 'crops'}")
+    simulated_inference = _inference(lock_dir)
+    null_inference = replace(simulated_inference, model=ModelSpec(name="null_model"))
+    config = compose_config(*overrides_)
+    simulated = measure(spark, config, tiny_dataset, simulated_inference, tmp_path, predict_slots=2)
+    null = measure(spark, config, tiny_dataset, null_inference, tmp_path, predict_slots=2)
+    ran, baseline = simulated.timed[0], null.timed[0]
+    assert (ran.read, ran.predicted, ran.bad) == (baseline.read, baseline.predicted, baseline.bad)
+    assert (ran.read, ran.predicted) == (tiny_dataset.num_images, tiny_dataset.num_images)
+    assert ran.tasks["steps"] == baseline.tasks["steps"]
+    got = simulated.predictions.sort_values("id").reset_index(drop=True)
+    expected = null.predictions.sort_values("id").reset_index(drop=True)
+    assert got.equals(expected)
+    model_tasks = [r for r in ran.tasks["records"] if r["step"] in ("fused", "predict")]
+    assert all(r["device"] == "simulated" for r in model_tasks)  # local[2]: no GPU addresses, one device
+    calls = sum(r["device_calls"] for r in model_tasks)
+    held = sum(r["device_busy_s"] for r in model_tasks)
+    assert calls >= tiny_dataset.num_images // 4  # batches of at most 4
+    assert held >= tiny_dataset.num_images / 400.0  # the law's lower bound: every image on the device
+
+
+def test_a_result_names_the_device_simulated_and_records_the_override(tmp_path):
+    config = compose_config("model=accelerator", "device=h100_bf16", "device.images_per_s=200")
+    assert overrides(config.device) == {"images_per_s": {"profile": 12422.0, "run": 200.0}}
+    variant = variant_of(config)
+    assert (variant.model, variant.device, variant.weights) == ("accelerator", "simulated h100_bf16 200 img/s", "none")
+    env = environment(config)
+    assert env["device"]["simulated"] and env["device"]["kind"] == "ours"
+    record = {"status": "ok", "variant": variant.__dict__, "env": env, "run_dir": str(tmp_path), "config": {}}
+    shown = summary(as_result(record))
+    assert "device=simulated h100_bf16 200 img/s" in shown and "no GPU ran" in shown
+    assert "overridden: images_per_s" in shown
+
+
+def test_a_profile_run_as_written_records_no_override():
+    assert overrides(compose_config("model=accelerator", "device=l4").device) == {}
+
+
+@pytest.mark.slow
+def test_a_run_and_its_report_say_simulated_everywhere(tmp_path, cache_dir):
+    from reports.build import build
+    from tests.helpers.cli import cli
+
+    run_dir = tmp_path / "run"
+    done = cli(
+        tmp_path,
+        "model=accelerator",
+        "device=t4_fp32",
+        "cluster=local_cluster",
+        "cluster.worker_cores=2",
+        "gpu.emulate=2",
+        "dataset.num_images=16",
+        "model.batch_size=4",
+        "warmup=0",
+        "repeats=1",
+        f"hydra.run.dir={run_dir}",
+        f"cache_dir={cache_dir}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "device=simulated t4_fp32 380 img/s" in done.stdout
+    result = json.loads((run_dir / "result.json").read_text())
+    usage = result["evidence"]["simulated_device"]
+    assert usage["devices"] == 2 and usage["images"] == 16 and usage["law_ratio"] >= 1.0
+    addresses = {r["device"] for r in result["tasks"]["records"] if r["step"] == "fused"}
+    assert addresses <= {"simulated:0", "simulated:1"}
+    _, html = build([run_dir], tmp_path)
+    text = Path(html).read_text()
+    assert "Simulated devices in 1 of 1 jobs" in text and "simulated t4_fp32 380 img/s" in text

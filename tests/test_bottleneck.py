@@ -1,0 +1,197 @@
+"""The bottleneck model on hand-computed cases: every expected figure below is worked out in the comment above it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.bottleneck import (
+    CORES,
+    GPU,
+    GPU_SLOTS,
+    JOB_OVERHEAD,
+    NULL_DEVICE,
+    PARTITIONS,
+    Device,
+    Rates,
+    Shape,
+    Workload,
+    device_of,
+    gpu_slots,
+    predict,
+    predict_all,
+    shape_of,
+)
+
+FAST = Device("fast", images_per_s=1000.0, batch_size=10)
+NODE = Shape(nodes=1, cores_per_node=8, gpus_per_node=2, task_gpu_amount=1.0, predict_gpu_amount=1.0)
+WORK = Workload(num_images=800, batch_size=10, records_per_batch=10)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "amount", "slots"), [(4, 1 / 12, 48), (4, 0.5, 8), (4, 1.0, 4), (4, 2.0, 2), (2, 0.25, 8), (1, 0.3, 3)]
+)
+def test_gpu_slots_follow_sparks_rule(gpus: int, amount: float, slots: int) -> None:
+    assert gpu_slots(gpus, amount) == slots
+
+
+def test_fused_is_capped_by_the_gpu_slots_while_cores_idle() -> None:
+    # 2 tasks (one per GPU) of 400 images, each 0.01 s decode + 0.001 s device: 4.4 s; 8 cores mostly idle
+    prediction = predict("fused", Rates(preprocess_s=0.01), FAST, NODE, WORK)
+    assert prediction.seconds == pytest.approx(4.4)
+    assert prediction.images_per_s == pytest.approx(800 / 4.4)
+    assert prediction.bound == GPU_SLOTS
+    assert prediction.stages[0].concurrent == 2
+    assert prediction.utilization["cores"] == pytest.approx(8.0 / (8 * 4.4))
+    assert prediction.utilization["gpus"] == pytest.approx(0.8 / (2 * 4.4))
+
+
+def test_stage_level_decodes_on_every_core_then_predicts_on_the_gpus() -> None:
+    # preprocess at 1/8 GPU: 8 tasks x 100 images x 0.01 s = 1.0 s; predict 2 tasks x 400 x 0.001 = 0.4 s;
+    # the shuffle barrier makes them add: 1.4 s
+    shape = Shape(1, 8, 2, task_gpu_amount=0.125, predict_gpu_amount=1.0)
+    prediction = predict("stage_level", Rates(preprocess_s=0.01), FAST, shape, WORK)
+    assert [stage.concurrent for stage in prediction.stages] == [8, 2]
+    assert prediction.seconds == pytest.approx(1.4)
+    assert prediction.bound == CORES
+    assert prediction.utilization["cores"] == pytest.approx(8.0 / (8 * 1.4))
+
+
+def test_split_without_a_profile_keeps_both_stages_on_the_gpu_slots() -> None:
+    # both stages at 1 GPU a task: preprocess 2 tasks x 400 x 0.01 = 4.0 s, predict 2 x 400 x 0.001 = 0.4 s
+    prediction = predict("split", Rates(preprocess_s=0.01), FAST, NODE, WORK)
+    assert [stage.concurrent for stage in prediction.stages] == [2, 2]
+    assert prediction.seconds == pytest.approx(4.4)
+    assert prediction.bound == GPU_SLOTS
+
+
+def test_tasks_sharing_a_gpu_share_its_rate() -> None:
+    # 0.25 GPU a task: 8 tasks at once of 100 images at 0.02 s each = 2.0 s of slot time, but 800 images at
+    # 100 img/s on 2 GPUs need 4.0 s: the GPUs bound
+    slow = Device("slow", images_per_s=100.0, batch_size=10)
+    shape = Shape(1, 8, 2, task_gpu_amount=0.25)
+    prediction = predict("fused", Rates(preprocess_s=0.01), slow, shape, WORK)
+    assert prediction.seconds == pytest.approx(4.0)
+    assert prediction.bound == GPU
+    assert prediction.utilization["gpus"] == pytest.approx(1.0)
+
+
+def test_fixed_costs_and_waves() -> None:
+    # 3 tasks of 20 images on 2 slots: 2 waves of (0.1 task + 2 batches x 0.01 + 20 x 0.01) = 0.64 s, plus the
+    # job's 1.0 s, which is longer than the stage: the job overhead bounds
+    rates = Rates(preprocess_s=0.01, job_s=1.0, task_s=0.1, batch_s=0.01)
+    work = Workload(num_images=60, records_per_batch=10, partitions=3)
+    prediction = predict("fused", rates, NULL_DEVICE, Shape(1, 2), work)
+    assert prediction.seconds == pytest.approx(1.64)
+    assert prediction.images_per_s == pytest.approx(60 / 1.64)
+    assert prediction.bound == JOB_OVERHEAD
+    assert prediction.utilization["gpus"] == 0.0
+
+
+def test_more_slots_than_cores_are_bound_by_the_cores() -> None:
+    # 8 slots on 2 physical cores: 800 x 0.01 core-s over 2 cores = 4.0 s, not the 1.0 s the slots suggest
+    prediction = predict("fused", Rates(preprocess_s=0.01), NULL_DEVICE, Shape(1, 8, cpus_per_node=2), WORK)
+    assert prediction.seconds == pytest.approx(4.0)
+    assert prediction.bound == CORES
+
+
+def test_two_stage_pays_the_intermediate_and_a_second_job() -> None:
+    # job 1 on a 16-core CPU cluster: 16 tasks x 100 images x (0.016 + 0.01 write) = 2.6 s; job 2 reads the 16
+    # files on 1 GPU slot: 16 waves x 100 x (0.01 read + 0.02 device) = 48 s; 2 jobs x 0.3 s: 51.2 s
+    rates = Rates(preprocess_s=0.016, job_s=0.3, write_s_per_byte=1e-7, read_s_per_byte=1e-7)
+    shape = Shape(1, 4, 1, task_gpu_amount=1.0, preprocess_nodes=1, preprocess_cores_per_node=16)
+    work = Workload(num_images=1600, batch_size=10, records_per_batch=10, crop_bytes_per_image=1e5)
+    device = Device("d", images_per_s=50.0, batch_size=10)
+    prediction = predict("two_stage", rates, device, shape, work)
+    assert [stage.seconds for stage in prediction.stages] == pytest.approx([2.6, 48.0])
+    assert prediction.seconds == pytest.approx(51.2)
+    assert prediction.bound == GPU
+    assert prediction.utilization["preprocess cluster cores"] == pytest.approx(1600 * 0.026 / (16 * 51.2))
+    assert prediction.utilization["gpus"] == pytest.approx(32 / 51.2)
+
+
+def test_latency_is_paid_per_model_call() -> None:
+    # Arrow batches of 10 rows, model batch 4: calls of 4, 4, 2 = 3 x 0.05 + 10/100 = 0.25 s per batch; 1 task
+    # of 10 batches on 1 GPU: 2.5 s
+    device = Device("lat", images_per_s=100.0, batch_size=4, latency_s=0.05)
+    work = Workload(num_images=100, batch_size=4, records_per_batch=10)
+    prediction = predict("fused", Rates(preprocess_s=0.0), device, Shape(1, 1, 1, 1.0), work)
+    assert prediction.seconds == pytest.approx(2.5)
+    assert prediction.bound == GPU
+
+
+def test_the_model_rebuilt_per_batch_is_paid_per_arrow_batch() -> None:
+    # 100 images in batches of 10 on 1 slot: 10 builds x 0.5 s + 100 x 0.01 s = 6.0 s
+    rates = Rates(preprocess_s=0.01, model_build_s=0.5)
+    work = Workload(num_images=100, records_per_batch=10, rebuild_model_per_batch=True)
+    assert predict("fused", rates, NULL_DEVICE, Shape(1, 1), work).seconds == pytest.approx(6.0)
+    assert predict("fused", rates, NULL_DEVICE, Shape(1, 1), Workload(100, records_per_batch=10)).seconds == 1.0
+
+
+def test_host_cost_per_image_is_cpu_work() -> None:
+    # 0.004 s decode + 0.001 s host copy per image on 1 core, 100 images, no device time to speak of: 0.5 s
+    device = Device("host", images_per_s=1e12, batch_size=10, host_s_per_image=0.001)
+    prediction = predict("fused", Rates(preprocess_s=0.004), device, Shape(1, 1, 1, 1.0), Workload(100))
+    assert prediction.seconds == pytest.approx(0.5)
+
+
+def test_every_topology_and_bad_inputs() -> None:
+    topologies = {"fused", "split", "two_stage", "stage_level"}
+    assert set(predict_all(Rates(preprocess_s=0.01), FAST, NODE, WORK)) == topologies
+    with pytest.raises(ValueError, match="topology 'nope'"):
+        predict("nope", Rates(preprocess_s=0.01), FAST, NODE, WORK)
+    with pytest.raises(ValueError, match="needs GPUs"):
+        predict("fused", Rates(preprocess_s=0.01), FAST, Shape(1, 8), WORK)
+
+
+def test_shape_of_a_recorded_config() -> None:
+    config = {
+        "cluster": {"mode": "local_cluster", "workers": 2, "worker_cores": 4, "task_cpus": 1},
+        "gpu": {"emulate": 2, "task_amount": 0.5, "predict_task_amount": 1.0},
+        "spark": {"max_records_per_batch": 64, "partitions": None},
+        "topology": {"kind": "stage_level", "predict_partitions": None},
+        "dataset": {"num_images": 256, "format": "raw"},
+        "model": {"batch_size": 16},
+        "udf": {"style": "map_in_pandas"},
+    }
+    topology, shape, workload = shape_of(config, cpu_count=2)
+    assert topology == "stage_level"
+    assert shape == Shape(2, 4, 2, 0.5, 1.0, cpus_per_node=1.0)
+    assert (workload.num_images, workload.batch_size, workload.records_per_batch) == (256, 16, 64)
+    assert workload.input_bytes_per_image == 256 * 256 * 3
+    local = {"cluster": {"mode": "local", "cores": None}, "gpu": {"task_amount": 0.0}, "topology": {"kind": "fused"}}
+    assert shape_of(local, cpu_count=2)[1] == Shape(1, 2, 0, 0.0, None, cpus_per_node=2.0)
+
+
+def test_prefetch_overlaps_decoding_with_the_device() -> None:
+    # 1 task of 100 images: 0.01 s decode and 0.008 s device per image; serial 1.8 s, overlapped max = 1.0 s
+    device = Device("d", images_per_s=125.0, batch_size=10)
+    shape = Shape(1, 1, 1, 1.0)
+    rates = Rates(preprocess_s=0.01)
+    serial = predict("fused", rates, device, shape, Workload(100, batch_size=10, records_per_batch=10))
+    overlapped = predict(
+        "fused", rates, device, shape, Workload(100, batch_size=10, records_per_batch=10, prefetch=True)
+    )
+    assert (serial.seconds, overlapped.seconds) == pytest.approx((1.8, 1.0))
+
+
+def test_too_few_tasks_bound_a_cpu_stage() -> None:
+    # 2 partitions on 8 cores: 2 tasks x 400 images x 0.01 s = 4.0 s while 6 cores idle
+    prediction = predict("fused", Rates(preprocess_s=0.01), NULL_DEVICE, Shape(1, 8), Workload(800, partitions=2))
+    assert prediction.seconds == pytest.approx(4.0)
+    assert prediction.bound == PARTITIONS
+
+
+def test_device_of_a_recorded_config() -> None:
+    profile = {
+        "name": "t4_fp16",
+        "images_per_s": 3000.0,
+        "batch_size": 256,
+        "latency_s": 0.001,
+        "host_s_per_image": 3e-5,
+    }
+    assert device_of({"model": {"name": "accelerator"}, "device": profile}) == Device(
+        "t4_fp16", 3000.0, 256, 0.001, 3e-5
+    )
+    assert device_of({"model": {"name": "null_model"}, "device": None}) is NULL_DEVICE
+    with pytest.raises(ValueError, match="no device profile"):
+        device_of({"model": {"name": "resnet50"}, "device": None})

@@ -1,0 +1,76 @@
+"""Rates read from hand-made result.json and microbenchmark files; defaults where a figure is absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.bottleneck import RAW_BYTES
+from pipeline.rates import DEFAULTS, measured_rates, microbenchmark_rates
+
+
+def _result(path: Path, wall_s: list[float], num_images: int, **variant: object) -> None:
+    path.mkdir(parents=True)
+    fields = {"engine": "torch", "model": "null_model", "image_format": "jpeg", "decoder": None} | variant
+    record = {"status": "ok", "variant": fields, "metrics": {"wall_s": wall_s, "num_images": num_images}}
+    (path / "result.json").write_text(json.dumps(record))
+
+
+def _bench(path: Path, cases: dict[str, tuple[float, dict]]) -> Path:
+    benchmarks = [
+        {"stats": {"median": median}, "extra_info": {"case": name} | info} for name, (median, info) in cases.items()
+    ]
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+    return path
+
+
+def test_preprocess_from_one_process_null_model_runs(tmp_path: Path) -> None:
+    # medians 0.5 s and 0.3 s over 100 images: 5 ms and 3 ms per image; their median 4 ms
+    _result(tmp_path / "a", [0.4, 0.5, 0.6], 100)
+    _result(tmp_path / "b", [0.3], 100)
+    _result(tmp_path / "spark", [0.1], 100, engine="spark")  # not a one-process run: ignored
+    _result(tmp_path / "workers", [0.1], 100, loader_workers=2)  # preprocesses in 2 processes: ignored
+    _result(tmp_path / "raw", [0.01], 100, image_format="raw")
+    rates = measured_rates([tmp_path])
+    assert rates.preprocess_s == pytest.approx(0.004)
+    assert "2 engine=torch model=null_model" in rates.sources["preprocess_s"]
+    assert measured_rates([tmp_path], image_format="raw").preprocess_s == pytest.approx(1e-4)
+    assert rates.job_s == DEFAULTS["job_s"][0]
+    assert rates.sources["job_s"].startswith("default: ")
+
+
+def test_defaults_when_nothing_is_on_disk(tmp_path: Path) -> None:
+    rates = measured_rates([tmp_path], decoder="torchvision")
+    assert rates.preprocess_s == DEFAULTS["preprocess_s/jpeg/torchvision"][0]
+    assert all(source.startswith("default: ") for source in rates.sources.values())
+
+
+def test_spark_costs_from_the_microbenchmark(tmp_path: Path) -> None:
+    # batch sizes give 1, 4 and 16 batches per slot at 0.21, 0.24, 0.36 s: slope 0.01 s per batch; tiny_no_sleep
+    # 0.31 s with 2 calls on 2 slots: job 0.30 s; the round trip 0.31 + 2 x 256 x RAW_BYTES x 1e-8 / 2 slots
+    per_byte = 1e-8
+    round_trip = 0.31 + 256 * 2 * RAW_BYTES * per_byte / 2
+    cases = {
+        "image_round_trip@128": (0.21, {"calls": 2, "slots": 2, "images": 256}),
+        "image_round_trip@32": (0.24, {"calls": 8, "slots": 2, "images": 256}),
+        "image_round_trip@8": (0.36, {"calls": 32, "slots": 2, "images": 256}),
+        "tiny_no_sleep": (0.31, {"calls": 2, "slots": 2, "images": 256}),
+        "image_round_trip": (round_trip, {"calls": 2, "slots": 2, "images": 256}),
+    }
+    found = microbenchmark_rates(_bench(tmp_path / "bench.json", cases))
+    assert found["batch_s"][0] == pytest.approx(0.01)
+    assert found["job_s"][0] == pytest.approx(0.30)
+    assert found["transfer_s_per_byte"][0] == pytest.approx(per_byte)
+    rates = measured_rates([tmp_path], microbenchmark=tmp_path / "bench.json")
+    assert rates.job_s == pytest.approx(0.30)
+    assert "bench.json" in rates.sources["job_s"]
+
+
+def test_a_negative_batch_slope_is_left_to_the_default(tmp_path: Path) -> None:
+    cases = {
+        "image_round_trip@128": (0.67, {"calls": 2, "slots": 2, "images": 256}),
+        "image_round_trip@8": (0.52, {"calls": 32, "slots": 2, "images": 256}),
+    }
+    assert "batch_s" not in microbenchmark_rates(_bench(tmp_path / "bench.json", cases))
