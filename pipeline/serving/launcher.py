@@ -33,10 +33,10 @@ from typing import Any
 
 import psutil
 
+from pipeline.inference.model import SIMULATED
 from pipeline.inference.steps import Inference
 from pipeline.lifetime import PARENT_ENV
 from pipeline.processes import SignalGuard, running, stop_processes
-from pipeline.inference.model import SIMULATED
 from pipeline.schema import Config, ModelName
 from pipeline.serving import environment
 from pipeline.serving.client import MODEL_NAME, ServerAddress
@@ -75,7 +75,8 @@ def instances(config: Config, plan: Plan) -> list[Instance]:
     if config.model.name is ModelName.accelerator:
         if gpus.kind == "none":
             return [Instance(i, SIMULATED, None) for i in range(count)]
-        return [Instance(i, f"{SIMULATED}:{i % gpus.per_worker}", f"simulated {i % gpus.per_worker}") for i in range(count)]
+        addresses = [i % gpus.per_worker for i in range(count)]
+        return [Instance(i, f"{SIMULATED}:{gpu}", f"simulated {gpu}") for i, gpu in enumerate(addresses)]
     if gpus.kind == "real":
         return [Instance(i, f"cuda:{i % gpus.per_worker}", str(i % gpus.per_worker)) for i in range(count)]
     if gpus.kind == "emulated":
