@@ -242,7 +242,7 @@ def _spec(
         "max_queue_delay_us": topology.max_queue_delay_us,
         "ports": ports,
         "token": token,
-        "workspace": str(workspace),
+        "workspace": str(workspace / "triton"),  # PyTriton makes it itself
         "ready": str(server_dir / "ready.json"),
     }
 
