@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import microbench, peers, plots
+from reports import microbench, peers, plots, server
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -380,4 +380,5 @@ def render(
         peers=_peers(peers.with_cold(frame, jobs)),
         microbenchmark=_microbenchmark(microbenchmark),
         projection=projection,
+        server={"rows": server.server_rows(jobs, frame), "ratios": server.ratios(frame)},
     )
