@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 
+import pandas as pd
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
@@ -202,3 +203,35 @@ def test_a_server_killed_mid_run_fails_the_run_naming_the_server(tmp_path, cache
     assert "killed by signal 9" in result["error"]["message"]
     root = killed.pop("root")
     assert not wait_until_gone(killed, 20), f"left running after the server {root} was killed"
+
+
+def test_the_report_sets_the_best_server_run_against_the_best_in_process_one():
+    from reports.server import ratios
+
+    frame = pd.DataFrame(
+        [
+            {
+                "status": "ok",
+                "engine": "spark",
+                "model": "accelerator",
+                "num_images": 64,
+                "topology": topology,
+                "run_label": topology,
+                "throughput_images_per_s": rate,
+            }
+            for topology, rate in (("fused", 10.0), ("stage_level", 12.0), ("two_stage", 8.0), ("model_server", 24.0))
+        ]
+        + [
+            {
+                "status": "failed",
+                "engine": "spark",
+                "model": "accelerator",
+                "num_images": 64,
+                "topology": "model_server",
+                "run_label": "x",
+                "throughput_images_per_s": None,
+            }
+        ]
+    )
+    [row] = ratios(frame)
+    assert (row["server"], row["in_process"], row["ratio"]) == ("model_server", "stage_level", 2.0)
