@@ -164,32 +164,45 @@ class RunningServer:
     died: dict[str, Any] | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
 
-    def statistics(self) -> dict[str, Any]:
-        """The model's cumulative statistics, from Triton's statistics API (restricted to our token)."""
+    def _ask(self, what: str, call: Any) -> Any:
+        """`call(client)` against the server; a server that cannot answer fails the run naming it: ServerDied
+        if its process is gone (the watcher may not have noticed yet), else ServerError."""
         import tritonclient.grpc as grpc
 
         client = grpc.InferenceServerClient(self.address.url)
         try:
-            found = client.get_inference_statistics(MODEL_NAME, headers={TOKEN_HEADER: self.token}, as_json=True)
+            return call(client)
+        except Exception as error:
+            if not running(self.process):
+                code = self.popen.poll()
+                reason = f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}"
+                self.died = self.died or {"at": time.time(), "exit_code": code, "reason": reason}
+                self.check_alive(error)
+            raise ServerError(
+                f"the model server (pid {self.process.pid}, {self.address.url}) did not answer {what}: {error}"
+            ) from error
         finally:
             client.close()
+
+    def statistics(self) -> dict[str, Any]:
+        """The model's cumulative statistics, from Triton's statistics API (restricted to our token)."""
+        headers = {TOKEN_HEADER: self.token}
+        found = self._ask(
+            "its statistics",
+            lambda client: client.get_inference_statistics(MODEL_NAME, headers=headers, as_json=True),
+        )
         return _flat(found["model_stats"][0])
 
     def read_model_config(self) -> None:
-        import tritonclient.grpc as grpc
-
-        client = grpc.InferenceServerClient(self.address.url)
-        try:
-            self.model_config = client.get_model_config(MODEL_NAME, as_json=True)["config"]
-        finally:
-            client.close()
+        found = self._ask("its model config", lambda client: client.get_model_config(MODEL_NAME, as_json=True))
+        self.model_config = found["config"]
 
     def mark(self) -> None:
-        """A statistics snapshot between passes (before each, and after the last)."""
-        if self.died is None:
-            self.marks.append(self.statistics())
+        """A statistics snapshot between passes (before each, and after the last); fails if the server died."""
+        self.check_alive(None)
+        self.marks.append(self.statistics())
 
-    def check_alive(self, error: BaseException) -> None:
+    def check_alive(self, error: BaseException | None) -> None:
         """Raise ServerDied (from `error`) if the server stopped while the run used it."""
         if self.died is not None:
             raise ServerDied(
