@@ -84,6 +84,7 @@ class Topology(Enum):
     split = "split"
     two_stage = "two_stage"
     stage_level = "stage_level"
+    model_server = "model_server"  # every slot preprocesses; one inference server per node predicts
 
 
 class ClusterMode(Enum):
@@ -334,6 +335,21 @@ class StageLevelConfig(TopologyConfig):
     predict_partitions: Optional[int] = None  # None: the GPU slots
 
 
+@dataclass
+class ModelServerConfig(TopologyConfig):
+    """Tasks decode and preprocess on every slot and send uint8 crops to a model server (PyTriton) per node."""
+
+    kind: Topology = Topology.model_server
+    instances: Optional[int] = None  # model instances; None: one per GPU of a worker (real or emulated), else 1
+    threads: Optional[int] = None  # the server's torch threads; None: every core of the machine
+    max_batch_size: int = 128  # the largest batch Triton's dynamic batcher forms
+    max_queue_delay_us: int = 2000  # how long a request may wait for others to join its batch
+    grpc_port: Optional[int] = None  # None: a free port on 127.0.0.1
+    request_timeout_s: float = 120.0  # a task's deadline for one batch
+    start_timeout_s: float = 300.0  # the server's start, model loads included
+    server_env: str = "~/.cache/spark-inference-bench/server-env"  # PyTriton + NumPy < 2 (see pipeline.serving)
+
+
 # group -> (discriminator, {option: schema}); conf/GROUP/OPTION.yaml names /schema/GROUP/OPTION
 OPTION_SCHEMAS: dict[str, tuple[str, dict[str, type]]] = {
     "engine": ("name", {"spark": SparkEngineConfig, "torch": TorchEngineConfig, "ray": RayEngineConfig}),
@@ -361,7 +377,13 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, type]]] = {
     ),
     "topology": (
         "kind",
-        {"fused": FusedConfig, "split": SplitConfig, "two_stage": TwoStageConfig, "stage_level": StageLevelConfig},
+        {
+            "fused": FusedConfig,
+            "split": SplitConfig,
+            "two_stage": TwoStageConfig,
+            "stage_level": StageLevelConfig,
+            "model_server": ModelServerConfig,
+        },
     ),
 }
 

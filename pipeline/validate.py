@@ -19,6 +19,7 @@ from pipeline.schema import (
     Engine,
     IteratorPandasUdfConfig,
     ModelName,
+    ModelServerConfig,
     Topology,
     TorchEngineConfig,
     UdfStyle,
@@ -97,6 +98,8 @@ def _spark(config: Config) -> Plan:
                 f"topology=stage_level with udf={config.udf.style.value}: only {names} can run a stage under a "
                 "ResourceProfile"
             )
+    if isinstance(config.topology, ModelServerConfig):
+        _model_server(config)
     _at_least("spark.task_max_failures", config.spark.task_max_failures, 1)
     if "spark.task.maxFailures" in config.spark.conf:
         raise ConfigError("spark.conf sets spark.task.maxFailures: set spark.task_max_failures=N instead")
@@ -116,6 +119,42 @@ def _fast_paths(config: Config) -> None:
     for key, knob in FAST_PATH_KEYS.items():
         if key in config.spark.conf:
             raise ConfigError(f"spark.conf sets {key}: set {knob}=... instead")
+
+
+def _model_server(config: Config) -> None:
+    """topology=model_server: the client extra, a cluster whose nodes are this machine, sane batching, a port."""
+    topology = config.topology
+    if any(importlib.util.find_spec(name) is None for name in ("tritonclient", "grpc")):
+        raise ConfigError(
+            "topology=model_server needs the model server's client, an optional dependency: pip install -e '.[server]'"
+        )
+    if config.cluster.mode is ClusterMode.remote:
+        raise ConfigError(
+            "topology=model_server with cluster=remote: the harness starts the server on this machine only; use "
+            "cluster=local, local_cluster or standalone"
+        )
+    _at_least("topology.instances", topology.instances, 1, optional=True)
+    _at_least("topology.threads", topology.threads, 1, optional=True)
+    _at_least("topology.max_queue_delay_us", topology.max_queue_delay_us, 0)
+    if topology.max_batch_size < config.model.batch_size:
+        raise ConfigError(
+            f"topology.max_batch_size={topology.max_batch_size} < model.batch_size={config.model.batch_size}: the "
+            "server would refuse every request"
+        )
+    for key in ("request_timeout_s", "start_timeout_s"):
+        if getattr(topology, key) <= 0:
+            raise ConfigError(f"topology.{key}={getattr(topology, key)}: must be > 0")
+    port = topology.grpc_port
+    if port is not None:
+        from pipeline.serving.launcher import port_in_use
+
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"topology.grpc_port={port}: must be a port number 1..65535 (or null for a free one)")
+        if port_in_use(port):
+            raise ConfigError(
+                f"topology.grpc_port={port}: 127.0.0.1:{port} is already in use; choose another port or "
+                "topology.grpc_port=null for a free one"
+            )
 
 
 def _device(config: Config) -> None:

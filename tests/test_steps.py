@@ -15,6 +15,7 @@ def test_step_kinds_say_what_they_read_and_whether_they_run_the_model():
         "fused": (True, True),
         "preprocess": (True, False),
         "predict": (False, True),
+        "served": (True, True),  # topology=model_server: decodes, and its rows out are the server's predictions
     }
     assert Fused.schema == Predict.schema and Preprocess.inputs == Fused.inputs
 

@@ -1,4 +1,4 @@
-"""How a run's work is cut into Spark stages and jobs: fused, split, two_stage, stage_level.
+"""How a run's work is cut into Spark stages and jobs: fused, split, two_stage, stage_level, model_server.
 
 - fused: preprocess and predict in one stage (the original "standard" cluster);
 - split: preprocess → repartition → predict (the original "local"): two stages, the predict stage with
@@ -8,6 +8,8 @@
   in an application of its own, see `pipeline.engines.spark`);
 - stage_level: like split, but the predict stage runs under a task ResourceProfile asking
   `gpu.predict_task_amount` GPUs per task, while preprocessing runs at the application's fractional amount.
+- model_server: one stage on every slot; each task decodes and preprocesses, and its `served` step sends the
+  uint8 crops to the model server (`pipeline.serving`) that the engine started and put in `inference.server`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from pyspark.resource import ResourceProfile, ResourceProfileBuilder, TaskResourceRequests
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline.inference.steps import Inference, fused, predict_crops, preprocess
+from pipeline.inference.steps import Inference, fused, predict_crops, preprocess, served
 from pipeline.schema import Config, Topology
 from pipeline.spark.ledger import TaskLedger
 from variants import UDF_STYLES
@@ -52,8 +54,9 @@ def jobs(
 ) -> list[Job]:
     style = UDF_STYLES[config.udf.style]
     options, kind = config.udf, config.topology.kind
-    if kind is Topology.fused:
-        predictions = style(images, fused(inference), ledger, options)
+    if kind in (Topology.fused, Topology.model_server):
+        step = served(inference) if kind is Topology.model_server else fused(inference)
+        predictions = style(images, step, ledger, options)
         return [Job("predict", lambda: sink(predictions))]
     crops = style(images, preprocess(inference), ledger, options)
     if kind is Topology.two_stage:

@@ -7,6 +7,10 @@ passes in an application on `cluster`. Pass i is job 1 of pass i plus job 2 of p
 accounts for every image (read and bad from job 1, predicted from job 2) and keeps both jobs' times. The
 preprocess application never schedules GPUs (`gpu.*` configures the predict cluster); its event log, and
 for standalone its master and worker logs, are in `run_dir/preprocess/`.
+
+`topology=model_server` starts its model server (`pipeline.serving.launcher`) before the application and
+stops it after; the tasks find it through `inference.server`. A Spark failure while the server was gone is
+reported as `ServerDied`, naming the server; the server's statistics go into `evidence.server`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.steps import STEPS, Inference
 from pipeline.progress import PassProgress
 from pipeline.rundir import RunDir
-from pipeline.schema import Config, GpuConfig, Sink
+from pipeline.schema import Config, GpuConfig, Sink, Topology
 from pipeline.spark.batching import check_batches
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.connect import ConnectServer, ConnectServerDied, connect_server, connect_session, is_connect
@@ -145,20 +149,34 @@ def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, p
     return _joined_runs(config, runs, dataset.row_group_rows)
 
 
+def _model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference) -> Any:
+    """The model server of topology=model_server, started before the application (else nothing)."""
+    if config.topology.kind is not Topology.model_server:
+        return nullcontext(None)
+    from pipeline.serving.launcher import model_server
+
+    return model_server(config, plan, run_dir, inference)
+
+
 def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:
     config = spec.config
     slots = spec.plan.slots if spec.job == "preprocess" else spec.plan.model_slots
-    with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
-        try:
-            measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job)
-        except Exception as error:
-            if app.server is not None:  # a server that died mid-run is the reason, not the client's gRPC error
-                try:
-                    app.server.check_alive("during the run")
-                except ConnectServerDied as died:
-                    raise died from error
-            raise
-        record = app.record(slots)
+    with _model_server(config, spec.plan, spec.run_dir.path, inference) as server:
+        if server is not None:
+            inference = dataclasses.replace(inference, server=server.address)
+        with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
+            try:
+                measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job, server=server)
+            except Exception as error:
+                if server is not None:  # a model server that died mid-run is the reason
+                    server.check_alive(error)
+                if app.server is not None:  # so is a Connect server: not the client's gRPC error
+                    try:
+                        app.server.check_alive("during the run")
+                    except ConnectServerDied as died:
+                        raise died from error
+                raise
+            record = app.record(slots)
     if spec.plan.connect and not spec.plan.connect_server:  # an sc:// server the tool did not start
         unavailable = remote_event_log(config, record["app_id"], spec.run_dir.eventlog)
         if unavailable:
@@ -170,6 +188,9 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
     records = measured.timed[-1].tasks.get("records", [])
     widths = {True: spec.plan.model_slots, False: spec.plan.slots}
     evidence["time"] = split(spec.run_dir.eventlog, evidence["stages"], records, widths)
+    if server is not None:
+        evidence["server"] = server.evidence(config.warmup)
+        record["server_start_s"] = server.start_s
     return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
 
 
@@ -206,6 +227,10 @@ def _joined_runs(config: Config, runs: list[ApplicationRun], row_group_rows: int
         evidence = join(first.evidence, last.evidence, (first.record["app_id"], last.record["app_id"]))
         found_faults = join_faults(first.faults, last.faults)
     checks = check(evidence, last.spec.plan, config.topology.kind)
+    if "server" in evidence and "last_pass" in evidence["server"]:
+        served = evidence["server"]["last_pass"]["images"]
+        checks["server_images_last_pass"] = served
+        checks["server_answered_every_image"] = served == last.measurement.timed[-1].predicted
     if len(runs) == 2:
         checks["preprocess_slots"] = first.spec.plan.slots
     timed = [_joined(halves) for halves in zip(*(run.measurement.timed for run in runs))]
@@ -266,9 +291,11 @@ def measure(
     run_dir: Path,
     predict_slots: int,
     only: str | None = None,
+    server: Any = None,
 ) -> Measurement:
     """Warm-up and timed passes of the configured variant in a running application; `only` names the one
-    job of each pass this application runs (two_stage on two clusters), None runs them all."""
+    job of each pass this application runs (two_stage on two clusters), None runs them all. A model `server`
+    (topology=model_server) has its statistics read before each pass and after the last."""
     ledger = TaskLedger(RunDir(run_dir).tasks / (only or "all"))
     # the pass bars poll a SparkContext's status tracker; under Connect there is none (the bar shows no tasks)
     context = None if is_connect(spark) else spark.sparkContext
@@ -293,6 +320,8 @@ def measure(
 
     def reset() -> None:
         ledger.clear()
+        if server is not None:
+            server.mark()
         description = pass_description(next(number), config)
         describe(spark, description)
         shown.append(PassProgress(context, description + (f" {only}" if only else ""), dataset.num_images))
@@ -314,6 +343,8 @@ def measure(
     finally:
         for failed in shown:  # a pass that raised: stop its thread, leave its bar where it stood
             failed.__exit__(RuntimeError)
+    if server is not None:
+        server.mark()
     measurement = Measurement(warmups, timed_passes)
     if config.verify and "predictions" in collected:
         describe(spark, "verify: collect predictions")

@@ -22,8 +22,9 @@ import pyarrow as pa
 import torch
 
 from pipeline.inference.accelerator import simulated_predictions
-from pipeline.inference.model import ModelSpec, load_model, predict
+from pipeline.inference.model import ModelSpec, Predictions, load_model, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
+from pipeline.serving.client import ServerAddress, predict_remote
 from pipeline.timing import timed
 
 Columns = dict[str, Any]  # column name → a sequence of values, one per row
@@ -97,6 +98,7 @@ class Inference:
     model: ModelSpec
     batch_size: int
     fail_on_bad_image: bool = False
+    server: ServerAddress | None = None  # topology=model_server: where the `served` step sends its crops
 
     def crop_batch(self, columns: Columns) -> Prepared:
         """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised.
@@ -156,10 +158,19 @@ class Inference:
         if not prepared.ids:
             return Output(empty_columns(PREDICTION_SCHEMA), [], prepared.bad)
         if self.model.name == "accelerator":  # the device normalizes: its rate covers it
-            predicted = simulated_predictions(self.model, prepared.crops, device)
-        else:
-            batch = self.preprocessing.normalize(to_device(prepared.crops, device))
-            predicted = predict(load_model(self.model, device), batch, self.model)
+            return self.output(prepared, simulated_predictions(self.model, prepared.crops, device))
+        batch = self.preprocessing.normalize(to_device(prepared.crops, device))
+        return self.output(prepared, predict(load_model(self.model, device), batch, self.model))
+
+    def served_predictions(self, prepared: Prepared) -> Output:
+        """The uint8 crops to the model server (`server`), which normalizes and predicts; no model here."""
+        if not prepared.ids:
+            return Output(empty_columns(PREDICTION_SCHEMA), [], prepared.bad)
+        assert self.server is not None, "the served step needs the model server's address"
+        return self.output(prepared, predict_remote(self.server, prepared.crops.numpy()))
+
+    def output(self, prepared: Prepared, predicted: Predictions) -> Output:
+        """Prediction columns of a batch's good rows."""
         columns = {
             "id": prepared.ids,
             "label": np.asarray(prepared.labels, dtype=np.int32),
@@ -245,7 +256,21 @@ class Predict(Step):
         return self.inference.read_crops(columns)
 
 
-STEPS: dict[str, type[Step]] = {kind.name: kind for kind in (Fused, Preprocess, Predict)}
+@dataclass(frozen=True)
+class Served(Step):
+    """Image → uint8 crop in the task → prediction from the model server (topology=model_server)."""
+
+    name = "served"
+    inputs = IMAGE_COLUMNS
+    schema = PREDICTION_SCHEMA
+    reads_images = True
+    runs_model = True
+
+    def finish(self, prepared: Prepared, device: str) -> Output:
+        return self.inference.served_predictions(prepared)
+
+
+STEPS: dict[str, type[Step]] = {kind.name: kind for kind in (Fused, Preprocess, Predict, Served)}
 
 
 def fused(inference: Inference) -> Step:
@@ -258,6 +283,10 @@ def preprocess(inference: Inference) -> Step:
 
 def predict_crops(inference: Inference) -> Step:
     return Predict(inference)
+
+
+def served(inference: Inference) -> Step:
+    return Served(inference)
 
 
 def num_rows(columns: Columns) -> int:

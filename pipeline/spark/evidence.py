@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engines.base import Pass
-from pipeline.inference.steps import STEPS, Preprocess
+from pipeline.inference.steps import STEPS, Preprocess, Served
 from pipeline.schema import Topology
 from pipeline.spark import fastpaths
 from pipeline.spark.batching import batch_sizes
@@ -198,6 +198,14 @@ def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, An
     checks["min_slot_utilization"] = min(utilizations, default=None)
     checks["idle_slot_stages"] = idle_slot_stages(rows)  # flagged, not a violation: the split is what is wrong
     checks["every_slot_busy"] = not checks["idle_slot_stages"]
+    if topology is Topology.model_server:  # decoding decoupled from the model: every slot, not the GPU count
+        width = checks["served_stage_max_concurrent"] = _widest(rows, (Served.name,))
+        checks["preprocessing_on_every_slot"] = width == plan.slots
+        if width != plan.slots:
+            checks["violation"] = (
+                f"topology=model_server: the decoding stage ran {width} tasks at once on {plan.slots} task slots; "
+                "preprocessing did not decouple from the model"
+            )
     if plan.gpu_slots is None:
         return checks
     checks["model_stages_within_gpu_slots"] = model_width <= model_slots

@@ -214,7 +214,7 @@ def gpu_plan(config: Config) -> GpuPlan:
     if gpu.task_amount > 0:
         task_amount = float(gpu.task_amount)
         _check_amount("gpu.task_amount", task_amount, APPLICATION_FRACTION_LIMIT)
-    elif config.topology.kind is Topology.stage_level:
+    elif config.topology.kind in (Topology.stage_level, Topology.model_server):  # every CPU slot runs a task
         cpu_slots = max(1, config.cluster.worker_cores // max(1, config.cluster.task_cpus))
         shares = math.ceil(cpu_slots / executor_amount)
         task_amount = 1.0 if shares <= 1 else 1.0 / shares

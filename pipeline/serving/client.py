@@ -1,0 +1,63 @@
+"""What a Spark task calls: send one batch of uint8 crops to the model server, get its predictions back.
+
+One gRPC client per (process, server URL), kept across the tasks a reused Python worker runs. A server that
+does not answer (killed, stopped, never started) fails the task with `ServerUnavailable` naming the server:
+the run then fails with that reason (the tasks are not retried against a restarted server: a server that
+died mid-run says something about the variant that a silent restart would hide). Every request has a
+deadline (`topology.request_timeout_s`), so a server that hangs fails the task instead of the run hanging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from pipeline.inference.model import Predictions
+
+MODEL_NAME = "classifier"  # pipeline.serving.server.MODEL_NAME (not imported: that module needs PyTriton)
+INPUT = "crops"
+OUTPUTS = ("top1", "prob", "top5")
+
+
+class ServerUnavailable(RuntimeError):
+    """The model server did not answer a request."""
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where a task finds the model server: a gRPC endpoint on 127.0.0.1, and a request's deadline."""
+
+    url: str
+    timeout_s: float = 120.0
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> Any:
+    import tritonclient.grpc as grpc
+
+    return grpc.InferenceServerClient(url)
+
+
+def predict_remote(server: ServerAddress, crops: np.ndarray) -> Predictions:
+    """Predictions for a uint8 NCHW batch from the server at `server.url`; raises ServerUnavailable."""
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    batch = grpc.InferInput(INPUT, list(crops.shape), "UINT8")
+    batch.set_data_from_numpy(np.ascontiguousarray(crops, dtype=np.uint8))
+    outputs = [grpc.InferRequestedOutput(name) for name in OUTPUTS]
+    try:
+        result = _client(server.url).infer(MODEL_NAME, [batch], outputs=outputs, client_timeout=server.timeout_s)
+    except InferenceServerException as error:
+        raise ServerUnavailable(
+            f"the model server at {server.url} did not answer a batch of {len(crops)} crops: {error.message()} "
+            f"(status {error.status()}); the run fails rather than retry against a restarted server"
+        ) from None
+    return Predictions(
+        top1=result.as_numpy("top1").reshape(-1).astype(np.int64),
+        prob=result.as_numpy("prob").reshape(-1),
+        top5=result.as_numpy("top5").astype(np.int64),
+    )

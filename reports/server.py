@@ -1,0 +1,78 @@
+"""The model server section: what each topology=model_server run's server did (from Triton's statistics, kept
+in `evidence.server`), and per model the ratio of the server to the best in-process variant of the same data.
+
+In-process means every other topology of engine=spark (fused, split, stage_level, two_stage): the model in
+the tasks' own Python workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from reports.aggregate import Job
+
+IN_PROCESS = ("fused", "split", "stage_level", "two_stage")
+
+
+def _ms(value: Any) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def server_rows(jobs: list[Job], frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per run that had a model server: its instances and devices, start time, the batches the
+    dynamic batcher formed in the last timed pass, queue vs compute time, and the decoupling check."""
+    rows = []
+    for job, row in zip(jobs, frame.to_dict("records")):
+        result = job.decoded
+        server = (result.evidence or {}).get("server") if result else None
+        if not server:
+            continue
+        last = server.get("last_pass") or {}
+        checks = result.evidence.get("checks") or {}
+        sizes = ", ".join(f"{size} x{count}" for size, count in (last.get("batch_sizes") or {}).items())
+        rows.append(
+            {
+                "label": row["run_label"],
+                "throughput": row["throughput_images_per_s"],
+                "instances": ", ".join(
+                    f"{i['device']}" + (f" ({i['gpu']})" if i.get("gpu") else "") for i in server["instances"]
+                ),
+                "start_s": f"{server['start_s']:.1f}",
+                "requests": last.get("requests"),
+                "images": last.get("images"),
+                "batch_sizes": sizes or "–",
+                "mean_batch": _ms(last.get("mean_batch_size")),
+                "queue_ms_per_request": _ms(last.get("queue_ms_per_request")),
+                "compute_ms_per_batch": _ms(last.get("compute_ms_per_batch")),
+                "decoding_tasks": f"{checks.get('served_stage_max_concurrent')} of {checks.get('slots')} slots",
+                "died": (server.get("died") or {}).get("reason"),
+            }
+        )
+    return rows
+
+
+def ratios(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per model and data set size: the best model_server run against the best in-process Spark run."""
+    ok = frame[(frame["status"] == "ok") & (frame["engine"] == "spark")]
+    found = []
+    for (model, images), group in ok.groupby(["model", "num_images"], dropna=False):
+        served = group[group["topology"] == "model_server"]
+        inside = group[group["topology"].isin(IN_PROCESS)]
+        if served.empty or inside.empty:
+            continue
+        best_server = served.loc[served["throughput_images_per_s"].idxmax()]
+        best_inside = inside.loc[inside["throughput_images_per_s"].idxmax()]
+        found.append(
+            {
+                "model": model,
+                "num_images": int(images),
+                "server": best_server["run_label"],
+                "server_throughput": best_server["throughput_images_per_s"],
+                "in_process": best_inside["run_label"],
+                "in_process_throughput": best_inside["throughput_images_per_s"],
+                "ratio": best_server["throughput_images_per_s"] / best_inside["throughput_images_per_s"],
+            }
+        )
+    return found

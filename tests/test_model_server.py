@@ -1,0 +1,237 @@
+"""topology=model_server: its config and validation, the server's instances, statistics and decoupling check
+(fast, no server), and whole runs against a real PyTriton server (slow: they need the `[server]` extra, and
+the server's own environment, made once on first use)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pandas as pd
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError
+
+from pipeline.schema import ModelServerConfig, Topology
+from pipeline.serving import launcher
+from pipeline.serving.launcher import Instance, delta, instances
+from pipeline.spark.evidence import check
+from pipeline.spark.plan import plan
+from pipeline.validate import ConfigError, validate
+from tests.helpers.cli import cli, result_of
+from tests.helpers.config import compose_config
+from tests.helpers.processes import tree, wait_until_gone
+
+SERVER = "topology=model_server"
+HAS_CLIENT = all(importlib.util.find_spec(name) is not None for name in ("tritonclient", "grpc"))
+needs_server = pytest.mark.skipif(not HAS_CLIENT, reason="needs the [server] extra: pip install -e '.[server]'")
+
+
+# ------------------------------------------------------------------------------------------ config (fast)
+
+
+def test_model_server_composes_with_its_own_schema():
+    config = compose_config(SERVER)
+    assert isinstance(config.topology, ModelServerConfig)
+    assert config.topology.kind is Topology.model_server
+    assert config.topology.grpc_port is None and config.topology.max_batch_size >= config.model.batch_size
+
+
+@pytest.mark.parametrize("overrides", [[SERVER, "topology.predict_partitions=2"], ["topology.max_batch_size=64"]])
+def test_keys_of_another_topology_fail_at_compose_time(overrides):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_config(*overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["cluster=remote", "cluster.master=spark://127.0.0.1:7077"], "cluster=remote"),
+        (["model.batch_size=64", "topology.max_batch_size=32"], "topology.max_batch_size=32"),
+        (["topology.instances=0"], "topology.instances=0"),
+        (["topology.request_timeout_s=0"], "topology.request_timeout_s=0"),
+        (["topology.grpc_port=70000"], "topology.grpc_port=70000"),
+        (["preprocess.decoder=torchvision", "preprocess.decode_on=model_device"], "topology=model_server"),
+    ],
+)
+def test_validate_rejects(overrides, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        validate(compose_config(SERVER, *overrides))
+
+
+def test_a_port_in_use_fails_before_spark_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port} is already in use"):
+            validate(compose_config(SERVER, f"topology.grpc_port={port}"))
+
+
+def test_a_missing_extra_names_the_pip_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tritonclient" else real(name))
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[server\]'"):
+        validate(compose_config(SERVER))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], [Instance(0, "cpu", None)]),
+        (
+            ["cluster=local_cluster", "gpu.emulate=2", "cluster.worker_cores=4"],
+            [Instance(0, "cpu", "emulated 0"), Instance(1, "cpu", "emulated 1")],
+        ),
+        (["topology.instances=2"], [Instance(0, "cpu", None), Instance(1, "cpu", None)]),
+    ],
+)
+def test_one_instance_per_gpu_else_one(overrides, expected):
+    config = compose_config(SERVER, *overrides)
+    assert instances(config, plan(config)) == expected
+
+
+def test_every_cpu_slot_runs_a_task_beside_the_gpus():
+    # 2 emulated GPUs, 4 slots: fused would run 2 tasks at once (1 GPU each); the server's tasks share them
+    config = compose_config(SERVER, "cluster=local_cluster", "gpu.emulate=2", "cluster.worker_cores=4")
+    planned = plan(config)
+    assert planned.gpus.task_amount == 0.5
+    assert (planned.slots, planned.gpu_slots, planned.model_slots) == (4, 4, 4)
+    fused = plan(compose_config("cluster=local_cluster", "gpu.emulate=2", "cluster.worker_cores=4"))
+    assert fused.model_slots == 2
+
+
+# ------------------------------------------------------------------------------------------ evidence (fast)
+
+
+def stats(requests: int, images: int, sizes: dict[int, int], queue_ns: int, infer_ns: int) -> dict:
+    """Triton's statistics JSON for the model, as the gRPC API returns it (numbers as strings)."""
+    return {
+        "inference_count": str(images),
+        "execution_count": str(sum(sizes.values())),
+        "inference_stats": {
+            "success": {"count": str(requests)},
+            "queue": {"count": str(requests), "ns": str(queue_ns)},
+            "compute_infer": {"count": str(sum(sizes.values())), "ns": str(infer_ns)},
+        },
+        "batch_stats": [{"batch_size": str(s), "compute_infer": {"count": str(n)}} for s, n in sizes.items()],
+    }
+
+
+def test_delta_reports_the_batches_the_dynamic_batcher_formed():
+    before = launcher._flat(stats(2, 64, {32: 2}, 1_000_000, 50_000_000))
+    after = launcher._flat(stats(6, 192, {32: 2, 64: 2}, 9_000_000, 250_000_000))
+    found = delta(before, after)
+    assert (found["requests"], found["images"], found["batches"]) == (4, 128, 2)
+    assert found["batch_sizes"] == {"64": 2} and found["mean_batch_size"] == 64
+    assert found["queue_ms"] == pytest.approx(8.0) and found["queue_ms_per_request"] == pytest.approx(2.0)
+    assert found["compute_ms_per_batch"] == pytest.approx(100.0)
+
+
+def served_stage(width: int) -> dict:
+    return {"stages": [{"step": "served", "max_concurrent": width}], "model_task_gpus": []}
+
+
+def test_a_run_that_did_not_decouple_fails_its_check():
+    planned = plan(compose_config(SERVER, "cluster=local_cluster", "gpu.emulate=2", "cluster.worker_cores=4"))
+    ok = check(served_stage(4), planned, Topology.model_server)
+    assert ok["preprocessing_on_every_slot"] and ok["violation"] is None
+    broken = check(served_stage(2), planned, Topology.model_server)
+    assert not broken["preprocessing_on_every_slot"]
+    assert "ran 2 tasks at once on 4 task slots" in broken["violation"]
+
+
+# ------------------------------------------------------------------------------------------ real server (slow)
+
+SMALL = ["dataset.num_images=16", "dataset.images_per_file=8", "warmup=1", "repeats=1", "cluster.cores=2"]
+
+
+def left_running(result: dict) -> list[int]:
+    server = result["evidence"]["server"]
+    return wait_until_gone(tree([server["pid"]]), 10)
+
+
+@pytest.mark.slow
+@needs_server
+@pytest.mark.parametrize("udf", ["map_in_pandas", "predict_batch_udf"])
+def test_model_server_run_agrees_with_the_reference_and_leaves_nothing(tmp_path, cache_dir, udf):
+    run_dir = tmp_path / "run"
+    overrides = [SERVER, f"udf={udf}", "verify=true", *SMALL, f"cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    done = cli(tmp_path, *overrides)
+    result = result_of(run_dir)
+    assert result["status"] == "ok", (result.get("error"), done.stderr[-3000:])
+    assert result["metrics"]["top1_agreement"] == 1.0 and result["metrics"]["num_predicted"] == 16
+    server = result["evidence"]["server"]
+    assert server["instances"] == [{"index": 0, "device": "cpu", "gpu": None}]
+    assert server["last_pass"]["images"] == 16 and server["last_pass"]["batches"] >= 1
+    checks = result["evidence"]["checks"]
+    assert checks["preprocessing_on_every_slot"] and checks["server_answered_every_image"]
+    assert result["tasks"]["steps"]["served"]["rows_out"] == 16
+    assert (run_dir / "server" / "server.log").exists()
+    assert not left_running(result)
+
+
+@pytest.mark.slow
+@needs_server
+def test_a_server_killed_mid_run_fails_the_run_naming_the_server(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    ready = run_dir / "server" / "ready.json"
+    killed: dict[str, int] = {}
+
+    def kill_when_ready() -> None:
+        deadline = time.monotonic() + 600
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pid = json.loads(ready.read_text())["pid"]
+        killed.update(tree([pid]))
+        killed["root"] = pid
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_ready, daemon=True)
+    killer.start()
+    cli(tmp_path, SERVER, *SMALL, f"cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", timeout=900)
+    killer.join(5)
+    result = result_of(run_dir)
+    assert result["status"] == "failed"
+    assert result["error"]["type"] == "ServerDied", result["error"]
+    assert f"the model server (pid {killed['root']}" in result["error"]["message"]
+    assert "killed by signal 9" in result["error"]["message"]
+    root = killed.pop("root")
+    assert not wait_until_gone(killed, 20), f"left running after the server {root} was killed"
+
+
+def test_the_report_sets_the_best_server_run_against_the_best_in_process_one():
+    from reports.server import ratios
+
+    frame = pd.DataFrame(
+        [
+            {
+                "status": "ok",
+                "engine": "spark",
+                "model": "accelerator",
+                "num_images": 64,
+                "topology": topology,
+                "run_label": topology,
+                "throughput_images_per_s": rate,
+            }
+            for topology, rate in (("fused", 10.0), ("stage_level", 12.0), ("two_stage", 8.0), ("model_server", 24.0))
+        ]
+        + [
+            {
+                "status": "failed",
+                "engine": "spark",
+                "model": "accelerator",
+                "num_images": 64,
+                "topology": "model_server",
+                "run_label": "x",
+                "throughput_images_per_s": None,
+            }
+        ]
+    )
+    [row] = ratios(frame)
+    assert (row["server"], row["in_process"], row["ratio"]) == ("model_server", "stage_level", 2.0)
