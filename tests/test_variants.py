@@ -19,7 +19,9 @@ from tests.helpers.processes import processes_of
 from variants.topology import intermediate_bytes
 
 STYLES = [style.value for style in UdfStyle]
-LOCAL_TOPOLOGIES = [kind.value for kind in Topology if kind is not Topology.stage_level]
+# in one shared session: stage_level needs executors with GPUs, model_server a server the job starts (both have
+# their own tests: the cluster cases below, tests/test_model_server.py)
+LOCAL_TOPOLOGIES = [kind.value for kind in Topology if kind not in (Topology.stage_level, Topology.model_server)]
 
 
 @pytest.mark.parametrize("topology", LOCAL_TOPOLOGIES)
