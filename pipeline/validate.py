@@ -122,12 +122,9 @@ def _fast_paths(config: Config) -> None:
 
 
 def _model_server(config: Config) -> None:
-    """topology=model_server: the client extra, a cluster whose nodes are this machine, sane batching, a port."""
+    """topology=model_server: a cluster whose nodes are this machine, sane batching, a free port, then the client
+    extra (a wrong key is named whatever is installed)."""
     topology = config.topology
-    if any(importlib.util.find_spec(name) is None for name in ("tritonclient", "grpc")):
-        raise ConfigError(
-            "topology=model_server needs the model server's client, an optional dependency: pip install -e '.[server]'"
-        )
     if config.cluster.mode is ClusterMode.remote:
         raise ConfigError(
             "topology=model_server with cluster=remote: the harness starts the server on this machine only; use "
@@ -155,6 +152,10 @@ def _model_server(config: Config) -> None:
                 f"topology.grpc_port={port}: 127.0.0.1:{port} is already in use; choose another port or "
                 "topology.grpc_port=null for a free one"
             )
+    if any(importlib.util.find_spec(name) is None for name in ("tritonclient", "grpc")):
+        raise ConfigError(
+            "topology=model_server needs the model server's client, an optional dependency: pip install -e '.[server]'"
+        )
 
 
 def _device(config: Config) -> None:

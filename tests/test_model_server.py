@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -78,6 +80,12 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tritonclient" else real(name))
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[server\]'"):
         validate(compose_config(SERVER))
+
+
+def test_a_server_killed_is_said_to_be_killed_even_when_asked_at_once():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    process.send_signal(signal.SIGKILL)
+    assert launcher._exit_of(process)["reason"] == "killed by signal 9"
 
 
 @pytest.mark.parametrize(

@@ -174,9 +174,7 @@ class RunningServer:
             return call(client)
         except Exception as error:
             if not running(self.process):
-                code = self.popen.poll()
-                reason = f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}"
-                self.died = self.died or {"at": time.time(), "exit_code": code, "reason": reason}
+                self.died = self.died or _exit_of(self.popen)
                 self.check_alive(error)
             raise ServerError(
                 f"the model server (pid {self.process.pid}, {self.address.url}) did not answer {what}: {error}"
@@ -309,16 +307,25 @@ def _start_once(python: Path, spec: dict, server_dir: Path, timeout_s: float, at
     )
 
 
+def _exit_of(popen: subprocess.Popen) -> dict[str, Any]:
+    """How a server process found gone ended. Its status is waited for (briefly): a killed process stops
+    running a moment before the kernel hands its parent the exit status, and polling in between says nothing."""
+    try:
+        code: int | None = popen.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        code = None
+    if code is None:
+        reason = "exit status unknown"
+    else:
+        reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+    return {"at": time.time(), "exit_code": code, "reason": reason}
+
+
 def _watch(server: RunningServer, tree: list[psutil.Process], stop: threading.Event) -> None:
     """Notice the server process gone mid-run; stop what it left, so requests fail at once."""
     while not stop.wait(0.25):
         if not running(server.process):
-            code = server.popen.poll()
-            server.died = {
-                "at": time.time(),
-                "exit_code": code,
-                "reason": f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}",
-            }
+            server.died = _exit_of(server.popen)
             log.error("the model server (pid %d) is gone: %s", server.process.pid, server.died["reason"])
             stop_processes(tree, timeout=10)
             return
