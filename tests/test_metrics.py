@@ -219,8 +219,10 @@ def test_event_log_file_refuses_a_compressed_log(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- a real log
+# (slow: the log of an application the module runs in its own process)
 
 
+@pytest.mark.slow
 def test_real_log_has_two_stages_per_pass_in_submission_order(event_log: Path) -> None:
     found = metrics.stages(event_log)
     assert [(s["stage_id"], s["attempt"]) for s in found] == [(0, 0), (1, 0), (2, 0), (3, 0)]
@@ -228,6 +230,7 @@ def test_real_log_has_two_stages_per_pass_in_submission_order(event_log: Path) -
     assert all(s["name"].startswith("save at ") for s in found)  # a DataFrame action names its stages
 
 
+@pytest.mark.slow
 def test_real_log_runs_one_task_per_partition(event_log: Path) -> None:
     found = metrics.stages(event_log)
     assert [(s["num_tasks"], s["tasks"], s["failed_tasks"]) for s in found] == [
@@ -237,10 +240,12 @@ def test_real_log_runs_one_task_per_partition(event_log: Path) -> None:
     assert len(metrics.tasks(event_log)) == 2 * (PARTITIONS + 1)
 
 
+@pytest.mark.slow
 def test_real_log_never_runs_more_tasks_than_local_2_has_cores(event_log: Path) -> None:
     assert [s["max_concurrent"] for s in metrics.stages(event_log)] == [2, 1, 2, 1]
 
 
+@pytest.mark.slow
 def test_real_log_maps_each_stage_to_its_job_description(event_log: Path) -> None:
     found = metrics.stages(event_log)
     assert [(s["job_ids"], s["job_description"]) for s in found] == [
@@ -251,6 +256,7 @@ def test_real_log_maps_each_stage_to_its_job_description(event_log: Path) -> Non
     ]
 
 
+@pytest.mark.slow
 def test_real_log_jobs_carry_description_and_span_their_stages(event_log: Path) -> None:
     found, stages = metrics.jobs(event_log), metrics.stages(event_log)
     assert [(j["job_id"], j["description"], j["stage_ids"], j["result"]) for j in found] == [
@@ -263,6 +269,7 @@ def test_real_log_jobs_carry_description_and_span_their_stages(event_log: Path) 
         assert job["completed"] >= max(s["completed"] for s in mine)
 
 
+@pytest.mark.slow
 def test_real_log_has_the_local_driver_executor_with_two_cores(event_log: Path) -> None:
     (executor,) = metrics.executors(event_log)
     assert (executor["executor_id"], executor["cores"], executor["resources"]) == ("driver", 2, {})
@@ -271,6 +278,7 @@ def test_real_log_has_the_local_driver_executor_with_two_cores(event_log: Path) 
     assert {t["executor_id"] for t in metrics.tasks(event_log)} == {"driver"}
 
 
+@pytest.mark.slow
 def test_real_log_slots_fit_the_cores_and_never_overlap(event_log: Path) -> None:
     found = metrics.tasks(event_log)
     assert {t["slot"] for t in found} == {0, 1}
@@ -279,6 +287,7 @@ def test_real_log_slots_fit_the_cores_and_never_overlap(event_log: Path) -> None
         assert all(end <= next_start for (_, end), (next_start, _) in zip(row, row[1:]))
 
 
+@pytest.mark.slow
 def test_real_log_sleeping_tasks_last_at_least_the_sleep(event_log: Path) -> None:
     found = metrics.tasks(event_log)
     sleeping = [t for t in found if t["stage_id"] in (0, 2)]
@@ -288,6 +297,7 @@ def test_real_log_sleeping_tasks_last_at_least_the_sleep(event_log: Path) -> Non
     assert all(s["duration_s"] >= SLEEP_S for s in metrics.stages(event_log) if s["stage_id"] in (0, 2))
 
 
+@pytest.mark.slow
 def test_real_log_stage_profile_is_the_default_one(event_log: Path) -> None:
     assert {s["resource_profile_id"] for s in metrics.stages(event_log)} == {0}
     assert metrics.resource_profiles(event_log)[0]["task"] == {"cpus": 1.0}

@@ -58,6 +58,7 @@ NON_DEFAULT = (
 )
 
 
+@pytest.mark.slow  # an application of its own in a subprocess: session confs cannot change in a running one
 def test_non_default_knobs_reach_the_session_and_the_python_worker(tmp_path):
     overrides = [
         "spark.python_udf_pipelined=true",
