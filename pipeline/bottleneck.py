@@ -11,6 +11,10 @@ Spark's concurrency rules, as modelled:
 
 - a task slot is a core (task.cpus=1); with GPU scheduling a node runs at most `gpu_slots` tasks of a
   profile at once: `gpus x floor(1 / amount)` for a fractional amount, `floor(gpus / amount)` for a whole one;
+- a Parquet scan has as many tasks as Spark makes splits (`scan_tasks`) under the split size the harness sets
+  (the input's bytes over every core, not over the GPU slots), so a fused stage capped by its GPU slots runs
+  its tasks in waves; a split holding no row group's midpoint is an empty task that still costs a task
+  (two_stage's job 2 reads crops, larger than the JPEGs the split size was set for: two splits a file, one empty);
 - `fused`: one stage; min(GPU slots, cores) tasks at once, each decoding then predicting its images serially;
 - `split`: preprocess -> repartition -> predict. Both stages run under the application's task GPU amount (no
   profile), so without `stage_level` preprocessing is limited to the GPU slots too, as on the original's
@@ -24,8 +28,9 @@ Stages separated by a shuffle do not overlap: Spark's scheduler starts a reduce 
 of the stage before it has finished, so a run's time is the sum of its stages' times (plus each job's fixed
 cost), not the max of stage rates. A stage's time is the largest of: its waves of tasks on the slots it may
 use (each task's serial work: per-task cost, per Arrow batch cost, per image CPU and device time), the CPU work
-over the physical cores (slots may outnumber cores, as `local-cluster` does here), and the device work over
-the GPUs (several tasks sharing a GPU share its rate). Whichever is largest names the stage's bound.
+over the physical cores (slots may outnumber cores, as `local-cluster` does here; the per-task cost counts, as
+a task's scan, Arrow and Python handshake run on those cores), and the device work over the GPUs (several
+tasks sharing a GPU share its rate). Whichever is largest names the stage's bound.
 """
 
 from __future__ import annotations
@@ -113,11 +118,12 @@ class Shape:
 
 @dataclass(frozen=True)
 class Workload:
-    """What a run pushes through: images, the model batch, Arrow rows per batch, input tasks (None: one per
-        slot of the first stage), predict tasks (None: the predict slots), bytes a task reads per image, and the
-        original's confound (the model rebuilt for every Arrow batch of the predict step). `prefetch`: a task decodes
-    its next batch while the device runs the last (the iterator UDF's `udf.prefetch`), so a fused task's per-image
-    time is the larger of its CPU and device time, not their sum."""
+    """What a run pushes through: images, the model batch, Arrow rows per batch, input tasks (None: as Spark's
+    Parquet scan splits the data, `input_scan`), predict tasks (None: the predict slots), bytes a task reads per
+    image, and the original's confound (the model rebuilt for every Arrow batch of the predict step). `prefetch`:
+    a task decodes its next batch while the device runs the last (the iterator UDF's `udf.prefetch`), so a fused
+    task's per-image time is the larger of its CPU and device time, not their sum. `row_group_size` and
+    `images_per_file`: the data's Parquet layout, which decides the scan's tasks (None: one row group a split)."""
 
     num_images: int
     batch_size: int = 32
@@ -128,6 +134,8 @@ class Workload:
     crop_bytes_per_image: float = float(CROP_BYTES)
     rebuild_model_per_batch: bool = False
     prefetch: bool = False
+    row_group_size: int | None = None
+    images_per_file: int = 1000
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,40 @@ class Prediction:
     bound: str
     utilization: dict[str, float]
     stages: tuple[Stage, ...]
+
+
+MAX_SPLIT_BYTES = 128 * 1024**2  # spark.sql.files.maxPartitionBytes' default, the harness's ceiling
+MIN_SPLIT_BYTES = 1024**2  # the harness's floor
+OPEN_COST_BYTES = 4 * 1024**2  # spark.sql.files.openCostInBytes' default
+
+
+def harness_split_bytes(input_bytes: float, slots: int) -> float:
+    """spark.sql.files.maxPartitionBytes as the harness sets it for the whole application
+    (`pipeline.spark.session.split_bytes`): the input's bytes over the task slots, 1 MiB to 128 MiB."""
+    return min(MAX_SPLIT_BYTES, max(MIN_SPLIT_BYTES, math.ceil(input_bytes / max(1, slots))))
+
+
+def scan_tasks(
+    files: int, file_bytes: float, row_groups_per_file: int, parallelism: int, max_partition_bytes: float
+) -> tuple[int, int]:
+    """(tasks, tasks that read rows) of a Parquet scan over `files` files of `file_bytes`, as Spark splits them:
+    splits of min(maxPartitionBytes, max(openCostInBytes, bytes per core with an open cost per file)); a split
+    reads the row groups whose midpoint it holds, so a file cut into more splits than it has row groups leaves
+    splits empty: tasks that cost a task and read nothing."""
+    total = files * (file_bytes + OPEN_COST_BYTES)
+    split = min(max_partition_bytes, max(OPEN_COST_BYTES, total / max(1, parallelism)))
+    per_file = max(1, math.ceil(file_bytes / split))
+    return files * per_file, files * min(per_file, max(1, row_groups_per_file))
+
+
+def input_scan(workload: Workload, parallelism: int) -> tuple[int, int]:
+    """The first stage's scan of the data set (`scan_tasks`), under the harness's split size."""
+    n = workload.num_images
+    files = max(1, math.ceil(n / workload.images_per_file))
+    per_file = n / files
+    groups = math.ceil(per_file / workload.row_group_size) if workload.row_group_size else math.ceil(per_file)
+    split = harness_split_bytes(n * workload.input_bytes_per_image, parallelism)
+    return scan_tasks(files, per_file * workload.input_bytes_per_image, groups, parallelism, split)
 
 
 def gpu_slots(gpus: int, amount: float) -> int:
@@ -187,8 +229,10 @@ def _stage(
     batch_size: int,
     rebuild_model: bool,
     prefetch: bool = False,
+    empty_tasks: int = 0,
 ) -> Stage:
-    """A stage's time by the rules in the module docstring (its waves, its CPU work, its device work)."""
+    """A stage's time by the rules in the module docstring (its waves, its CPU work, its device work);
+    `empty_tasks` more tasks read nothing and cost a task each, in the waves they add."""
     if slots < 1:
         raise ValueError(f"stage {name}: no task slot (check cores and GPU amounts)")
     per_task = images / tasks
@@ -205,7 +249,9 @@ def _stage(
     waves = math.ceil(tasks / slots)
     work_per_task = max(cpu_per_task, device_per_task) if prefetch else cpu_per_task + device_per_task
     slot_seconds = waves * (overhead_per_task + work_per_task)
-    cpu_s = tasks * (cpu_per_task + batches_per_task * (rates.batch_s + build))
+    slot_seconds += (math.ceil((tasks + empty_tasks) / slots) - waves) * rates.task_s
+    # a task's own cost (its split's scan, Arrow, the Python worker's handshake) is CPU work on the node too
+    cpu_s = tasks * (cpu_per_task + batches_per_task * (rates.batch_s + build)) + (tasks + empty_tasks) * rates.task_s
     device_s = tasks * device_per_task
     cpu_seconds = cpu_s / cpus
     device_seconds = device_s / gpus if device_s else 0.0
@@ -241,7 +287,10 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
     common = dict(rates=rates, records_per_batch=workload.records_per_batch, batch_size=workload.batch_size)
 
     default_slots = nodes * _slots(cores, gpus, amount)
-    input_tasks = workload.partitions or default_slots
+    scanned, input_tasks = input_scan(workload, nodes * cores)
+    empty = scanned - input_tasks
+    if workload.partitions:
+        input_tasks, empty = workload.partitions, 0
     stages: list[Stage]
     jobs = 1
     if topology == "fused":
@@ -257,6 +306,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
                 device=device,
                 rebuild_model=workload.rebuild_model_per_batch,
                 prefetch=workload.prefetch,
+                empty_tasks=empty,
                 **common,
             )
         ]
@@ -276,6 +326,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             cpu_per_image=rates.preprocess_s + move_in + rates.transfer_s_per_byte * crop + shuffle,
             device=None,
             rebuild_model=False,
+            empty_tasks=empty,
             **common,
         )
         pred = _stage(
@@ -297,10 +348,15 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
         separate = shape.preprocess_nodes is not None
         pre_slots = pre_nodes * (pre_cores if separate else _slots(cores, gpus, amount))
         pre_cpus = pre_nodes * (shape.preprocess_cpus_per_node or pre_cores) if separate else cpus
+        if separate:
+            scanned, input_tasks = input_scan(workload, pre_nodes * pre_cores)
+            empty = scanned - input_tasks
+            if workload.partitions:
+                input_tasks, empty = workload.partitions, 0
         pre = _stage(
             "preprocess",
             n,
-            workload.partitions or pre_slots,
+            input_tasks,
             pre_slots,
             pre_cpus,
             0 if separate else all_gpus,
@@ -308,18 +364,23 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             / (shape.preprocess_cpu_speed if separate else 1.0),
             device=None,
             rebuild_model=False,
+            empty_tasks=empty,
             **common,
         )
+        # job 2 reads one file (one row group) per preprocess task, split by the application's split size
+        split = harness_split_bytes(n * workload.input_bytes_per_image, nodes * cores)
+        read, written = scan_tasks(pre.tasks, n / pre.tasks * crop, 1, nodes * cores, split)
         pred = _stage(
             "predict",
             n,
-            workload.partitions or pre_slots,
+            written,
             default_slots,
             cpus,
             all_gpus,
             cpu_per_image=(rates.read_s_per_byte + rates.transfer_s_per_byte) * crop + model_cpu,
             device=device,
             rebuild_model=workload.rebuild_model_per_batch,
+            empty_tasks=read - written,
             **common,
         )
         stages = [pre, pred]
@@ -355,13 +416,17 @@ def predict_all(rates: Rates, device: Device, shape: Shape, workload: Workload) 
     return {topology: predict(topology, rates, device, shape, workload) for topology in TOPOLOGIES}
 
 
-def shape_of(config: Mapping[str, Any], cpu_count: int | None = None) -> tuple[str, Shape, Workload]:
+def shape_of(
+    config: Mapping[str, Any], cpu_count: int | None = None, gpu_plan: Mapping[str, Any] | None = None
+) -> tuple[str, Shape, Workload]:
     """The topology, shape and workload a result recorded (its `config`), for the check sweep to predict.
 
     `cpu_count`: the physical cores of the machine the run ran on (the result's env), which local-cluster and
-    standalone workers share however many cores they announce.
+    standalone workers share however many cores they announce. `gpu_plan`: the GPU amounts the run resolved
+    (the result's `cluster.gpus`), which stand for the config's `gpu.task_amount=0` ("as the topology needs").
     """
-    cluster, gpu, spark = config["cluster"], config.get("gpu") or {}, config.get("spark") or {}
+    cluster, spark = config["cluster"], config.get("spark") or {}
+    gpu = {**(config.get("gpu") or {}), **{key: value for key, value in (gpu_plan or {}).items() if value}}
     topology_config = config.get("topology") or {}
     topology = str(topology_config.get("kind", "fused"))
     if cluster["mode"] == "local":
@@ -400,6 +465,8 @@ def shape_of(config: Mapping[str, Any], cpu_count: int | None = None) -> tuple[s
         input_bytes_per_image=RAW_BYTES if dataset.get("format") == "raw" else JPEG_BYTES,
         rebuild_model_per_batch=bool(udf.get("rebuild_model_per_batch", False)),
         prefetch=bool(udf.get("prefetch")) and topology == "fused",
+        row_group_size=dataset.get("row_group_size"),
+        images_per_file=int(dataset.get("images_per_file") or 1000),
     )
     return topology, shape, workload
 

@@ -6,6 +6,10 @@ from. Two kinds of file give them:
 - result.json files (read through `pipeline.results`): an ok `engine=torch model=null_model` run (one process,
   `engine.loader_workers=0`) decodes and preprocesses every image on one core and runs no model, so its median
   timed pass over its images is the core-seconds per image (wall time: on a busy machine it overstates);
+- result.json files of ok Spark `model=null_model` runs with a fused stage in their time split (`evidence.time`)
+  and task records: the seconds each task spent outside the UDF's Python code, less moving the images through
+  Arrow (which the model prices apart), are Spark's cost per task: reading its Parquet split, shipping and
+  starting the task on a Python worker, the worker's handshake (`task_s`);
 - the microbenchmark JSON (`pytest tests/bench --benchmark-json=FILE`): `tiny_no_sleep` (a job, one wave of
   tasks, a Python call per task) gives the fixed cost per job, `image_round_trip@N` at several Arrow batch
   sizes the cost per batch (the slope over batches per slot), and `image_round_trip` minus `tiny_no_sleep` the
@@ -44,7 +48,12 @@ DEFAULTS: dict[str, tuple[float, str]] = {
         f"{MEASURED}: {HERE}: our reconstruction of the original's preprocessing (int16 list column, float transforms)",
     ),
     "job_s": (0.28, "README microbenchmark tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), 2026-11"),
-    "task_s": (0.01, f"{ASSUMED}: ~10 ms to schedule, ship and start a task on a warm Python worker"),
+    "task_s": (
+        0.25,
+        "measured here 2026-12-03 on an idle machine: median of 3 model=null_model fused runs on one local_cluster "
+        "worker of 4 cores, 2 emulated GPUs, 128 JPEGs in 4 tasks (0.21, 0.25, 0.27 s): a task's time outside "
+        "the UDF's Python code less the Arrow transfer; Python workers reused",
+    ),
     "batch_s": (0.0012, "facts.md: ~1-1.3 ms per Arrow batch into a pandas UDF, this machine, 2026-12-01"),
     "transfer_s_per_byte": (
         3.9e-3 / (2 * RAW_BYTES),
@@ -95,6 +104,26 @@ def preprocess_runs(directories: Iterable[Path], image_format: str, decoder: str
     return runs
 
 
+def task_runs(directories: Iterable[Path]) -> list[tuple[Path, float]]:
+    """Every ok Spark `model=null_model` run with a fused stage in its time split, with its seconds per task
+    spent outside the UDF's Python code (the stage's task run time less the span of each task's UDF record)
+    and not moving the images through Arrow (priced apart by the model, at the default per-byte rate)."""
+    per_byte = DEFAULTS["transfer_s_per_byte"][0]
+    runs = []
+    for path, result in _results(directories):
+        variant = result.variant
+        if result.status != "ok" or variant is None or (variant.engine, variant.model) != ("spark", "null_model"):
+            continue
+        records = (result.tasks or {}).get("records") or []
+        for stage in result.evidence.get("time") or []:
+            inside = [record["end"] - record["start"] for record in records if record.get("stage") == stage["stage_id"]]
+            if stage.get("step") != "fused" or not inside:
+                continue
+            moved = per_byte * sum(stage["spark"].get(key, 0.0) for key in ("bytes_to_python", "bytes_from_python"))
+            runs.append((path, max(0.0, stage["task_run_s"] - sum(inside) - moved) / len(inside)))
+    return runs
+
+
 def microbenchmark_rates(path: Path) -> dict[str, tuple[float, str]]:
     """job_s, batch_s and transfer_s_per_byte from a microbenchmark JSON (module docstring); a figure its cases
     cannot give (a case missing, a batch slope that noise made negative) is left out."""
@@ -139,12 +168,19 @@ def measured_rates(
 ) -> Rates:
     """The rates for `image_format` (and JPEG `decoder`): from result.json files under `directories` and the
     microbenchmark file where they have the figure, `DEFAULTS` elsewhere; `Rates.sources` says which."""
+    directories = list(directories)
     values, sources = _defaults(image_format, decoder)
-    runs = preprocess_runs(list(directories), image_format, decoder)
+    runs = preprocess_runs(directories, image_format, decoder)
     if runs:
         values["preprocess_s"] = statistics.median(seconds for _, seconds in runs)
         sources["preprocess_s"] = f"median of {len(runs)} engine=torch model=null_model run(s): " + ", ".join(
             str(path) for path, _ in runs
+        )
+    tasks = task_runs(directories)
+    if tasks:
+        values["task_s"] = statistics.median(seconds for _, seconds in tasks)
+        sources["task_s"] = f"median of {len(tasks)} Spark model=null_model run(s)' time split: " + ", ".join(
+            str(path) for path, _ in tasks
         )
     if microbenchmark is not None:
         for name, (value, source) in microbenchmark_rates(microbenchmark).items():

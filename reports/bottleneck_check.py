@@ -59,7 +59,7 @@ def _check(job: Job, rates_by_format: dict[tuple[str, str], Any], directories: l
     key = (image_format, decoder)
     if key not in rates_by_format:
         rates_by_format[key] = measured_rates(directories, image_format=image_format, decoder=decoder)
-    topology, shape, workload = shape_of(config, result.env.get("cpu_count"))
+    topology, shape, workload = shape_of(config, result.env.get("cpu_count"), (result.cluster or {}).get("gpus"))
     device = device_of(config)
     prediction = predict(topology, rates_by_format[key], device, shape, workload)
     usage = result.evidence.get("simulated_device") or {}

@@ -17,8 +17,11 @@ from pipeline.bottleneck import (
     Workload,
     device_of,
     gpu_slots,
+    harness_split_bytes,
+    input_scan,
     predict,
     predict_all,
+    scan_tasks,
     shape_of,
 )
 
@@ -202,3 +205,53 @@ def test_a_preprocess_cluster_of_faster_cores() -> None:
     shape = Shape(1, 1, 1, 1.0, preprocess_nodes=1, preprocess_cores_per_node=2, preprocess_cpu_speed=2.0)
     prediction = predict("two_stage", Rates(preprocess_s=0.01), FAST, shape, Workload(100, partitions=2))
     assert [stage.seconds for stage in prediction.stages] == pytest.approx([0.25, 0.1])
+
+
+def test_the_scan_makes_a_task_per_cores_share_of_the_bytes_not_per_gpu_slot() -> None:
+    # 128 images of 120 KB (15.4 MB) on 4 cores: the harness's split is 3.84 MB, so 4 tasks, one a row group
+    assert input_scan(Workload(128, row_group_size=32), parallelism=4) == (4, 4)
+    # row groups of 64: still 4 splits, but 2 hold no row group's midpoint and read nothing
+    assert input_scan(Workload(128, row_group_size=64), parallelism=4) == (4, 2)
+    # 10,000 images in files of 1,000 (120 MB) on 8 cores: splits of at most 128 MiB, one a file
+    assert input_scan(Workload(10_000), parallelism=8) == (10, 10)
+
+
+def test_crops_read_under_the_jpegs_split_size_leave_every_other_task_empty() -> None:
+    # two_stage's job 2 as measured on local-cluster[1,4]: 4 files of 32 crops (4.8 MB, one row group each)
+    # read with the 3.84 MB split set for 128 JPEGs: 2 splits a file, 8 tasks, 4 of them empty
+    assert scan_tasks(4, 32 * 224 * 224 * 3, 1, 4, harness_split_bytes(128 * 120_000, 4)) == (8, 4)
+
+
+def test_a_fused_stage_capped_by_its_gpu_slots_runs_the_scan_tasks_in_waves() -> None:
+    # 4 cores, 2 GPUs at 1 a task: 4 scan tasks of 32 images, 2 at once; a task: 0.3 s + 32 x 0.005 s + 32 / 20 s
+    # = 2.06 s; two waves 4.12 s (the device alone would take 128 / 40 = 3.2 s)
+    rates = Rates(preprocess_s=0.005, task_s=0.3)
+    device = Device("d", images_per_s=20.0, batch_size=16)
+    prediction = predict("fused", rates, device, Shape(1, 4, 2, 1.0), Workload(128, 16, row_group_size=32))
+    (stage,) = prediction.stages
+    assert (stage.tasks, stage.concurrent) == (4, 2)
+    assert prediction.seconds == pytest.approx(4.12)
+
+
+def test_shape_of_takes_the_gpu_amounts_the_run_resolved() -> None:
+    # gpu.task_amount=0 means "as the topology needs": the run resolved 1 GPU a task, so 2 GPUs allow 2 tasks
+    config = {
+        "cluster": {"mode": "local_cluster", "workers": 1, "worker_cores": 4, "task_cpus": 1},
+        "gpu": {"emulate": 2, "task_amount": 0.0, "predict_task_amount": 1.0},
+        "topology": {"kind": "fused"},
+        "dataset": {"num_images": 128, "row_group_size": 32},
+    }
+    _, shape, workload = shape_of(config, cpu_count=2, gpu_plan={"task_amount": 1.0, "predict_task_amount": 1.0})
+    assert shape.task_gpu_amount == 1.0
+    assert workload.row_group_size == 32
+    assert shape_of(config, cpu_count=2)[1].task_gpu_amount == 0.0
+
+
+def test_a_tasks_own_cost_is_cpu_work_when_slots_outnumber_cores() -> None:
+    # 4 slots on 2 cores, 4 tasks of 32 images: a task's slot time is 0.25 + 32 x 0.005 = 0.41 s, but the
+    # 4 tasks' CPU work, their own cost included, is 4 x 0.41 = 1.64 core-s over 2 cores: 0.82 s
+    rates = Rates(preprocess_s=0.005, task_s=0.25)
+    shape = Shape(1, 4, cpus_per_node=2.0)
+    prediction = predict("fused", rates, NULL_DEVICE, shape, Workload(128, row_group_size=32))
+    assert prediction.seconds == pytest.approx(0.82)
+    assert prediction.bound == CORES

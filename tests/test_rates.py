@@ -74,3 +74,27 @@ def test_a_negative_batch_slope_is_left_to_the_default(tmp_path: Path) -> None:
         "image_round_trip@8": (0.52, {"calls": 32, "slots": 2, "images": 256}),
     }
     assert "batch_s" not in microbenchmark_rates(_bench(tmp_path / "bench.json", cases))
+
+
+def test_spark_cost_per_task_from_a_null_model_runs_time_split(tmp_path: Path) -> None:
+    # a fused stage of 4 tasks: 2.6 s of task run, of which each task's UDF record spans 0.25 s, and 10 MB
+    # through Arrow (priced apart at the default per-byte rate): (2.6 - 4 x 0.25 - 1e7 x rate) / 4 a task
+    job = tmp_path / "null"
+    _result(job, [1.0], 128, engine="spark")
+    record = json.loads((job / "result.json").read_text())
+    record["tasks"] = {"records": [{"stage": 3, "start": 10.0 + i, "end": 10.25 + i} for i in range(4)]}
+    record["evidence"] = {
+        "time": [
+            {
+                "stage_id": 3,
+                "step": "fused",
+                "task_run_s": 2.6,
+                "spark": {"bytes_to_python": 9e6, "bytes_from_python": 1e6},
+            }
+        ],
+    }
+    (job / "result.json").write_text(json.dumps(record))
+    _result(tmp_path / "resnet", [1.0], 128, engine="spark", model="resnet50")  # a real model: not a cost of Spark's
+    rates = measured_rates([tmp_path])
+    assert rates.task_s == pytest.approx((1.6 - 1e7 * DEFAULTS["transfer_s_per_byte"][0]) / 4)
+    assert "1 Spark model=null_model run" in rates.sources["task_s"]
