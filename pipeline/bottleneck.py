@@ -5,7 +5,8 @@ of CPU decoding, GPU speed and Spark's concurrency rules, and most sessions have
 rates measured here (decode + preprocess per core, Spark's fixed costs) and a device profile into each
 topology's throughput on any shape, so the check sweep can compare it with runs under a simulated device and
 the reports can project to real instances. Pure functions over numbers: no Spark, torch or file I/O
-(`pipeline.rates` reads the rates from disk).
+(`pipeline.rates` reads the rates from disk; the split size is the harness's own rule, the pure
+`pipeline.spark.session.split_bytes`).
 
 Spark's concurrency rules, as modelled:
 
@@ -39,6 +40,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.spark.session import split_bytes
 
 TOPOLOGIES = ("fused", "split", "two_stage", "stage_level")
 
@@ -165,15 +168,7 @@ class Prediction:
     stages: tuple[Stage, ...]
 
 
-MAX_SPLIT_BYTES = 128 * 1024**2  # spark.sql.files.maxPartitionBytes' default, the harness's ceiling
-MIN_SPLIT_BYTES = 1024**2  # the harness's floor
 OPEN_COST_BYTES = 4 * 1024**2  # spark.sql.files.openCostInBytes' default
-
-
-def harness_split_bytes(input_bytes: float, slots: int) -> float:
-    """spark.sql.files.maxPartitionBytes as the harness sets it for the whole application
-    (`pipeline.spark.session.split_bytes`): the input's bytes over the task slots, 1 MiB to 128 MiB."""
-    return min(MAX_SPLIT_BYTES, max(MIN_SPLIT_BYTES, math.ceil(input_bytes / max(1, slots))))
 
 
 def scan_tasks(
@@ -190,13 +185,22 @@ def scan_tasks(
 
 
 def input_scan(workload: Workload, parallelism: int) -> tuple[int, int]:
-    """The first stage's scan of the data set (`scan_tasks`), under the harness's split size."""
+    """The first stage's scan of the data set (`scan_tasks`), under the split size the harness sets
+    (`pipeline.spark.session.split_bytes`: the input's bytes over the task slots)."""
     n = workload.num_images
     files = max(1, math.ceil(n / workload.images_per_file))
     per_file = n / files
     groups = math.ceil(per_file / workload.row_group_size) if workload.row_group_size else math.ceil(per_file)
-    split = harness_split_bytes(n * workload.input_bytes_per_image, parallelism)
+    split = split_bytes(math.ceil(n * workload.input_bytes_per_image), parallelism)
     return scan_tasks(files, per_file * workload.input_bytes_per_image, groups, parallelism, split)
+
+
+def _input_tasks(workload: Workload, parallelism: int) -> tuple[int, int]:
+    """(tasks that read images, empty tasks) of the first stage: the scan's, or `partitions` when set."""
+    if workload.partitions:
+        return workload.partitions, 0
+    scanned, reading = input_scan(workload, parallelism)
+    return reading, scanned - reading
 
 
 def gpu_slots(gpus: int, amount: float) -> int:
@@ -287,10 +291,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
     common = dict(rates=rates, records_per_batch=workload.records_per_batch, batch_size=workload.batch_size)
 
     default_slots = nodes * _slots(cores, gpus, amount)
-    scanned, input_tasks = input_scan(workload, nodes * cores)
-    empty = scanned - input_tasks
-    if workload.partitions:
-        input_tasks, empty = workload.partitions, 0
+    input_tasks, empty = _input_tasks(workload, nodes * cores)
     stages: list[Stage]
     jobs = 1
     if topology == "fused":
@@ -349,10 +350,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
         pre_slots = pre_nodes * (pre_cores if separate else _slots(cores, gpus, amount))
         pre_cpus = pre_nodes * (shape.preprocess_cpus_per_node or pre_cores) if separate else cpus
         if separate:
-            scanned, input_tasks = input_scan(workload, pre_nodes * pre_cores)
-            empty = scanned - input_tasks
-            if workload.partitions:
-                input_tasks, empty = workload.partitions, 0
+            input_tasks, empty = _input_tasks(workload, pre_nodes * pre_cores)
         pre = _stage(
             "preprocess",
             n,
@@ -368,7 +366,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             **common,
         )
         # job 2 reads one file (one row group) per preprocess task, split by the application's split size
-        split = harness_split_bytes(n * workload.input_bytes_per_image, nodes * cores)
+        split = split_bytes(math.ceil(n * workload.input_bytes_per_image), nodes * cores)
         read, written = scan_tasks(pre.tasks, n / pre.tasks * crop, 1, nodes * cores, split)
         pred = _stage(
             "predict",

@@ -17,13 +17,13 @@ from pipeline.bottleneck import (
     Workload,
     device_of,
     gpu_slots,
-    harness_split_bytes,
     input_scan,
     predict,
     predict_all,
     scan_tasks,
     shape_of,
 )
+from pipeline.spark.session import split_bytes
 
 FAST = Device("fast", images_per_s=1000.0, batch_size=10)
 NODE = Shape(nodes=1, cores_per_node=8, gpus_per_node=2, task_gpu_amount=1.0, predict_gpu_amount=1.0)
@@ -219,7 +219,7 @@ def test_the_scan_makes_a_task_per_cores_share_of_the_bytes_not_per_gpu_slot() -
 def test_crops_read_under_the_jpegs_split_size_leave_every_other_task_empty() -> None:
     # two_stage's job 2 as measured on local-cluster[1,4]: 4 files of 32 crops (4.8 MB, one row group each)
     # read with the 3.84 MB split set for 128 JPEGs: 2 splits a file, 8 tasks, 4 of them empty
-    assert scan_tasks(4, 32 * 224 * 224 * 3, 1, 4, harness_split_bytes(128 * 120_000, 4)) == (8, 4)
+    assert scan_tasks(4, 32 * 224 * 224 * 3, 1, 4, split_bytes(128 * 120_000, 4)) == (8, 4)
 
 
 def test_a_fused_stage_capped_by_its_gpu_slots_runs_the_scan_tasks_in_waves() -> None:
