@@ -190,6 +190,7 @@ def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_predict
     _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")  # GPU-bound: 2 devices at 20 img/s
     _simulated_result(tmp_path / "1", 1.0, "device.images_per_s=2000", "topology=split")
     (tmp_path / "2").mkdir()  # a job without a result is no check
+    _simulated_result(tmp_path / "3", 5.0, "topology=model_server")  # no rule for a server: no check
     found = bottleneck_check.checks([tmp_path])
     assert [(check.topology, check.images_per_s, check.gpus) for check in found] == [
         ("fused", 20.0, 2),
