@@ -128,7 +128,8 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
         measurement = engine(config.engine.name)(config, dataset, inference, run_dir, plan)
     _record(result, measurement, dataset.num_images)
     if config.device is not None:
-        result.evidence["simulated_device"] = device_usage(config, plan, measurement.timed[-1])
+        server = result.evidence.get("server")
+        result.evidence["simulated_device"] = device_usage(config, plan, measurement.timed[-1], server)
     if reference is not None:
         agreement = compare(measurement.predictions, reference)
         result.verification.update(agreement)

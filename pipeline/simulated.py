@@ -68,22 +68,33 @@ def _devices(config: Config, plan: Plan | None) -> int:
     return 1
 
 
-def device_usage(config: Config, plan: Plan | None, last: Pass) -> dict[str, Any]:
+def device_usage(config: Config, plan: Plan | None, last: Pass, server: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evidence of the bound in the last timed pass: how long model calls held the devices and waited for
     them, as a share of the pass (busy near 1: device-bound; near 0: the devices idled, the CPU bound it),
-    and the stand-in's own law (held seconds over `latency_s + n / images_per_s` summed over the calls)."""
+    and the stand-in's own law (held seconds over `latency_s + n / images_per_s` summed over the calls).
+    Under topology=model_server the calls run in the server, so they are read from the server's evidence
+    (`server`: the totals its instances publish for the last pass), and `measured_in` says so."""
     device = config.device
-    records = [r for r in last.tasks.get("records", []) if r.get("device_calls")]
-    busy = sum(r["device_busy_s"] for r in records)
-    wait = sum(r["device_wait_s"] for r in records)
-    calls = sum(r["device_calls"] for r in records)
-    images = sum(r["rows_out"] for r in records)
+    if server is not None and "device_busy_s" in server.get("last_pass", {}):
+        served = server["last_pass"]
+        busy, wait, calls = served["device_busy_s"], served["device_wait_s"], served["device_calls"]
+        images = served["images"]
+        task_s = 0.0
+        measured_in = "the model server's instances (their simulated devices' totals)"
+    else:
+        records = [r for r in last.tasks.get("records", []) if r.get("device_calls")]
+        busy = sum(r["device_busy_s"] for r in records)
+        wait = sum(r["device_wait_s"] for r in records)
+        calls = sum(r["device_calls"] for r in records)
+        images = sum(r["rows_out"] for r in records)
+        task_s = sum(r["end"] - r["start"] for r in records)
+        measured_in = "the tasks' model calls"
     expected = calls * device.latency_s + images / device.images_per_s
     devices = _devices(config, plan)
     model_job_s = list(last.jobs.values())[-1] if last.jobs else last.seconds
-    task_s = sum(r["end"] - r["start"] for r in records)
     return {
         "label": label(device),
+        "measured_in": measured_in,
         "devices": devices,
         "pass_s": last.seconds,
         "model_job_s": model_job_s,

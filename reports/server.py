@@ -22,7 +22,8 @@ def _ms(value: Any) -> str:
 
 def server_rows(jobs: list[Job], frame: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per run that had a model server: its instances and devices, start time, the batches the
-    dynamic batcher formed in the last timed pass, queue vs compute time, and the decoupling check."""
+    dynamic batcher formed in the last timed pass, queue vs compute time, the server's CPU per image (the cores it
+    takes from the decoding tasks beside it), and the decoupling check."""
     rows = []
     for job, row in zip(jobs, frame.to_dict("records")):
         result = job.decoded
@@ -46,6 +47,7 @@ def server_rows(jobs: list[Job], frame: pd.DataFrame) -> list[dict[str, Any]]:
                 "mean_batch": _ms(last.get("mean_batch_size")),
                 "queue_ms_per_request": _ms(last.get("queue_ms_per_request")),
                 "compute_ms_per_batch": _ms(last.get("compute_ms_per_batch")),
+                "cpu_ms_per_image": "–" if last.get("cpu_ms_per_image") is None else f"{last['cpu_ms_per_image']:.2f}",
                 "decoding_tasks": f"{checks.get('served_stage_max_concurrent')} of {checks.get('slots')} slots",
                 "died": (server.get("died") or {}).get("reason"),
             }

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pandas as pd
+import psutil
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
@@ -132,13 +133,45 @@ def stats(requests: int, images: int, sizes: dict[int, int], queue_ns: int, infe
 
 
 def test_delta_reports_the_batches_the_dynamic_batcher_formed():
-    before = launcher._flat(stats(2, 64, {32: 2}, 1_000_000, 50_000_000))
-    after = launcher._flat(stats(6, 192, {32: 2, 64: 2}, 9_000_000, 250_000_000))
+    held = {"device_busy_s": 1.0, "device_wait_s": 0.0, "device_calls": 2}
+    before = {**launcher._flat(stats(2, 64, {32: 2}, 1_000_000, 50_000_000)), "cpu_s": 3.0, **held}
+    held = {"device_busy_s": 1.5, "device_wait_s": 0.25, "device_calls": 4}
+    after = {**launcher._flat(stats(6, 192, {32: 2, 64: 2}, 9_000_000, 250_000_000)), "cpu_s": 3.64, **held}
     found = delta(before, after)
     assert (found["requests"], found["images"], found["batches"]) == (4, 128, 2)
     assert found["batch_sizes"] == {"64": 2} and found["mean_batch_size"] == 64
     assert found["queue_ms"] == pytest.approx(8.0) and found["queue_ms_per_request"] == pytest.approx(2.0)
     assert found["compute_ms_per_batch"] == pytest.approx(100.0)
+    assert found["cpu_s"] == pytest.approx(0.64) and found["cpu_ms_per_image"] == pytest.approx(5.0)
+    assert (found["device_busy_s"], found["device_wait_s"], found["device_calls"]) == (0.5, 0.25, 2)
+
+
+def test_the_server_publishes_its_simulated_devices_totals(tmp_path):
+    from pipeline.inference import accelerator
+    from pipeline.serving.server import publish_usage
+
+    publish_usage(tmp_path / "usage.json")
+    usage = accelerator.usage()
+    assert json.loads((tmp_path / "usage.json").read_text()) == {
+        "busy_s": usage.busy_s,
+        "wait_s": usage.wait_s,
+        "calls": usage.calls,
+    }
+
+
+def test_the_server_cpu_counts_every_process_of_its_tree_and_skips_one_gone():
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(60)"
+    busy, gone = psutil.Popen([sys.executable, "-c", spin]), psutil.Popen(["true"])
+    try:
+        gone.wait()
+        deadline = time.monotonic() + 20
+        while sum(busy.cpu_times()[:2]) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert launcher.tree_cpu_s([busy]) >= 0.3
+        assert launcher.tree_cpu_s([busy, gone]) == pytest.approx(launcher.tree_cpu_s([busy]), abs=0.02)
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def served_stage(width: int) -> dict:
@@ -182,6 +215,26 @@ def test_model_server_run_agrees_with_the_reference_and_leaves_nothing(tmp_path,
     assert result["tasks"]["steps"]["served"]["rows_out"] == 16
     assert (run_dir / "server" / "server.log").exists()
     assert not left_running(result)
+
+
+@pytest.mark.slow
+@needs_server
+def test_a_served_simulated_device_reports_its_time_the_servers_cpu_and_the_round_trips(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    shape = ["cluster=local_cluster", "cluster.worker_cores=2", "gpu.emulate=1", "model=accelerator"]
+    overrides = [SERVER, *shape, "device.images_per_s=400", *SMALL[:-1], f"cache_dir={cache_dir}"]
+    done = cli(tmp_path, *overrides, f"hydra.run.dir={run_dir}")
+    result = result_of(run_dir)
+    assert result["status"] == "ok", (result.get("error"), done.stderr[-3000:])
+    served = result["evidence"]["server"]["last_pass"]
+    usage = result["evidence"]["simulated_device"]
+    assert usage["measured_in"].startswith("the model server") and usage["images"] == 16
+    # the instances held the device at least as long as its law says: 16 images at 400 img/s
+    assert usage["model_calls"] == served["batches"] and usage["busy_s"] >= 16 / 400
+    assert served["cpu_s"] > 0
+    records = [record for record in result["tasks"]["records"] if record["step"] == "served"]
+    assert sum(record["finish_s"] for record in records) >= usage["busy_s"]  # the tasks waited for the device
+    assert all(record["prepare_s"] > 0 for record in records if record["rows_in"])
 
 
 @pytest.mark.slow

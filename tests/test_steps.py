@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
-from pipeline.inference.steps import STEPS, Fused, Predict, Preprocess, prefetched, rebatch
+from pipeline.data import synthetic
+from pipeline.inference import steps
+from pipeline.inference.model import ModelSpec, Predictions
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.inference.steps import STEPS, Fused, Inference, Predict, Preprocess, Served, prefetched, rebatch
+from pipeline.serving.client import ServerAddress
 
 
 def test_step_kinds_say_what_they_read_and_whether_they_run_the_model():
@@ -18,6 +25,23 @@ def test_step_kinds_say_what_they_read_and_whether_they_run_the_model():
         "served": (True, True),  # topology=model_server: decodes, and its rows out are the server's predictions
     }
     assert Fused.schema == Predict.schema and Preprocess.inputs == Fused.inputs
+
+
+def test_the_served_step_times_decoding_and_the_servers_round_trip(monkeypatch):
+    def answer(server, crops):  # a server that takes 50 ms a request
+        time.sleep(0.05)
+        return Predictions(np.zeros(len(crops), np.int64), np.ones(len(crops), np.float32), np.zeros((len(crops), 5)))
+
+    monkeypatch.setattr(steps, "predict_remote", answer)
+    inference = Inference(
+        preprocessing=Preprocessing(),
+        model=ModelSpec(name="null_model"),
+        batch_size=2,
+        server=ServerAddress("127.0.0.1:1"),
+    )
+    columns = {"id": ["a", "b"], "label": [1, 2], "image": [synthetic.synth_jpeg(3, i) for i in range(2)]}
+    output = Served(inference)(columns, "cpu")
+    assert len(output) == 2 and output.prepare_s > 0 and output.finish_s >= 0.05
 
 
 def test_rebatch_fills_every_batch_but_the_last():

@@ -163,7 +163,12 @@ class Inference:
         return self.output(prepared, predict(load_model(self.model, device), batch, self.model))
 
     def served_predictions(self, prepared: Prepared) -> Output:
-        """The uint8 crops to the model server (`server`), which normalizes and predicts; no model here."""
+        """The uint8 crops to the model server (`server`), which normalizes and predicts; no model here. The
+        request's round trip is the model phase (`finish_s`), as the model's call is in-process."""
+        output, seconds = timed(lambda: self._served_predictions(prepared))
+        return replace(output, prepare_s=prepared.prepare_s, finish_s=seconds)
+
+    def _served_predictions(self, prepared: Prepared) -> Output:
         if not prepared.ids:
             return Output(empty_columns(PREDICTION_SCHEMA), [], prepared.bad)
         assert self.server is not None, "the served step needs the model server's address"

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
 HANDSHAKE_FAILURE = "get_config_from_handshake_server"
 START_ATTEMPTS = 3
+USAGE_FILE = "device_usage.json"  # model=accelerator: the server's simulated-device totals (server.publish_usage)
 
 
 class ServerError(RuntimeError):
@@ -122,9 +123,22 @@ def _flat(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def tree_cpu_s(tree: list[psutil.Process]) -> float:
+    """CPU seconds (user + system) the server's processes have used so far: PyTriton's, Triton's and its
+    Python stubs' (the cores the server takes from the decoding tasks beside it)."""
+    total = 0.0
+    for process in tree:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What the server did between two snapshots: requests, images, the batches the dynamic batcher formed
-    (by size), and where a request's time went (queue vs compute), in ms."""
+    (by size), where a request's time went (queue vs compute), in ms, and the server's CPU seconds."""
     counts = {key: after[key] - before[key] for key in after if key != "batch_sizes"}
     sizes = {
         size: after["batch_sizes"].get(size, 0) - before["batch_sizes"].get(size, 0)
@@ -144,6 +158,9 @@ def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         "compute_ms": compute_ns / 1e6,
         "queue_ms_per_request": counts["queue_ns"] / 1e6 / requests if requests else None,
         "compute_ms_per_batch": compute_ns / 1e6 / batches if batches else None,
+        "cpu_s": counts["cpu_s"],
+        "cpu_ms_per_image": counts["cpu_s"] * 1e3 / counts["images"] if counts["images"] else None,
+        **{key: counts[key] for key in ("device_busy_s", "device_wait_s", "device_calls") if key in counts},
     }
 
 
@@ -161,6 +178,8 @@ class RunningServer:
     log_file: Path
     topology: Any
     marks: list[dict[str, Any]] = field(default_factory=list)
+    tree: list[psutil.Process] = field(default_factory=list)  # the server and what it started, once ready
+    simulated: bool = False  # model=accelerator: its instances hold simulated devices and publish their usage
     died: dict[str, Any] | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
 
@@ -196,9 +215,15 @@ class RunningServer:
         self.model_config = found["config"]
 
     def mark(self) -> None:
-        """A statistics snapshot between passes (before each, and after the last); fails if the server died."""
+        """A statistics snapshot between passes (before each, and after the last), with the server's CPU
+        seconds so far; fails if the server died."""
         self.check_alive(None)
-        self.marks.append(self.statistics())
+        mark = {**self.statistics(), "cpu_s": tree_cpu_s(self.tree or [self.process])}
+        if self.simulated:
+            usage = self.log_file.parent / USAGE_FILE
+            held = json.loads(usage.read_text()) if usage.exists() else {"busy_s": 0.0, "wait_s": 0.0, "calls": 0}
+            mark |= {"device_busy_s": held["busy_s"], "device_wait_s": held["wait_s"], "device_calls": held["calls"]}
+        self.marks.append(mark)
 
     def check_alive(self, error: BaseException | None) -> None:
         """Raise ServerDied (from `error`) if the server stopped while the run used it."""
@@ -255,6 +280,7 @@ def _spec(
         "token": token,
         "workspace": str(workspace / "triton"),  # PyTriton makes it itself
         "ready": str(server_dir / "ready.json"),
+        "usage": str(server_dir / USAGE_FILE),
     }
 
 
@@ -337,6 +363,7 @@ def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference
     topology = config.topology
     server_dir = Path(run_dir) / "server"
     server_dir.mkdir(parents=True, exist_ok=True)
+    (server_dir / USAGE_FILE).unlink(missing_ok=True)  # a simulated device's totals start at this server's
     started = time.perf_counter()
     python = environment.ensure(topology.server_env)
     env_s = time.perf_counter() - started
@@ -372,9 +399,11 @@ def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference
             start_s=time.perf_counter() - started,
             log_file=log_file,
             topology=topology,
+            simulated=config.model.name is ModelName.accelerator,
         )
         server.read_model_config()
         tree = [process, *process.children(recursive=True)]
+        server.tree = tree
         log.info(
             "model server pid %d at %s: %d instance(s), started in %.1f s (environment %.1f s)",
             process.pid,

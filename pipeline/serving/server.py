@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.inference import accelerator
 from pipeline.inference.accelerator import SimulatedDevice, simulated_predictions
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
 from pipeline.lifetime import die_with_parent, parent_from_env
+from pipeline.rundir import atomic_write
 
 log = logging.getLogger("pipeline.serving.server")
 
@@ -41,9 +43,19 @@ def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def instance_function(index: int, device: str, spec: ModelSpec, preprocessing: Preprocessing, counts: list[int]):
+def publish_usage(path: Path) -> None:
+    """This process's simulated-device totals (held, waited, calls) for the harness to read between passes:
+    Triton's compute time also holds PyTriton's transfer of each batch into this process, not the device."""
+    usage = accelerator.usage()
+    atomic_write(path, json.dumps({"busy_s": usage.busy_s, "wait_s": usage.wait_s, "calls": usage.calls}).encode())
+
+
+def instance_function(
+    index: int, device: str, spec: ModelSpec, preprocessing: Preprocessing, counts: list[int], usage_file: Path
+):
     """The inference function of instance `index`: its own model on `device`, normalize and predict one batch
-    the dynamic batcher formed; `counts[index]` counts the batches it ran."""
+    the dynamic batcher formed; `counts[index]` counts the batches it ran; a simulated device's totals go to
+    `usage_file` after each batch."""
     from pytriton.decorators import batch
 
     model = load_model(spec, "cpu" if device.startswith("simulated") else device, rebuild=True)  # its own object
@@ -53,6 +65,7 @@ def instance_function(index: int, device: str, spec: ModelSpec, preprocessing: P
         counts[index] += 1
         if spec.name == "accelerator":  # the simulated device of this instance's GPU: held, then null answers
             predicted = simulated_predictions(spec, torch.from_numpy(crops), device)
+            publish_usage(usage_file)
         else:
             inputs = preprocessing.normalize(to_device(torch.from_numpy(crops), device))
             predicted = predict(model, inputs, spec)
@@ -76,7 +89,7 @@ def serve(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     counts = [0] * len(spec["instances"])
     functions = [
-        instance_function(i, instance["device"], model, preprocessing, counts)
+        instance_function(i, instance["device"], model, preprocessing, counts, Path(spec["usage"]))
         for i, instance in enumerate(spec["instances"])
     ]
     load_s = time.perf_counter() - started
