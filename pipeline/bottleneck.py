@@ -23,7 +23,13 @@ Spark's concurrency rules, as modelled:
 - `stage_level`: like split, the preprocess stage at the application's (fractional) amount, the predict stage
   under its own profile (`predict_gpu_amount` GPUs a task);
 - `two_stage`: job 1 preprocesses and writes the crops (on a CPU cluster of its own when given), job 2 reads
-  them and predicts; each job pays Spark's fixed cost.
+  them and predicts; each job pays Spark's fixed cost;
+- `model_server`: one stage like fused, but on every slot the application's (fractional) GPU amount allows
+  (the harness sets it so that every core decodes); each model call is a request to the node's server, which
+  waits for it: the server's own CPU per image (`serve_cpu_s_per_image`: receiving the crops, handing them to an
+  instance, answering) is CPU work on the node's cores and task time, the request's round trip beyond the device,
+  the queue and that CPU (`request_s`: the client's side, gRPC both ways) is task time, and the device calls are
+  the same as in-process, over the node's GPUs (one server instance each).
 
 Stages separated by a shuffle do not overlap: Spark's scheduler starts a reduce stage only when every map task
 of the stage before it has finished, so a run's time is the sum of its stages' times (plus each job's fixed
@@ -43,7 +49,9 @@ from typing import Any
 
 from pipeline.spark.session import split_bytes
 
-TOPOLOGIES = ("fused", "split", "two_stage", "stage_level")
+TOPOLOGIES = ("fused", "split", "two_stage", "stage_level", "model_server")
+# topologies whose decoding tasks take a GPU share of gpus / cores, so that every core decodes
+DECOUPLED = ("stage_level", "model_server")
 
 # what bounds a stage or a run (Prediction.bound)
 GPU = "gpu"
@@ -77,6 +85,8 @@ class Rates:
     write_s_per_byte: float = 0.0
     read_s_per_byte: float = 0.0
     model_build_s: float = 0.0
+    request_s: float = 0.0
+    serve_cpu_s_per_image: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -234,21 +244,24 @@ def _stage(
     rebuild_model: bool,
     prefetch: bool = False,
     empty_tasks: int = 0,
+    request_s: float = 0.0,
 ) -> Stage:
     """A stage's time by the rules in the module docstring (its waves, its CPU work, its device work);
-    `empty_tasks` more tasks read nothing and cost a task each, in the waves they add."""
+    `empty_tasks` more tasks read nothing and cost a task each, in the waves they add; `request_s`: wall
+    seconds each model call waits beyond its device time (a model server's round trip)."""
     if slots < 1:
         raise ValueError(f"stage {name}: no task slot (check cores and GPU amounts)")
     per_task = images / tasks
     rows = max(1, min(records_per_batch, math.ceil(per_task)))
     batches_per_task = math.ceil(per_task / rows)
     device_per_task = 0.0
+    full, rest = divmod(rows, batch_size)
     if device is not None and math.isfinite(device.images_per_s):
-        full, rest = divmod(rows, batch_size)
         per_batch = full * device.call_s(batch_size) + device.call_s(rest)
         device_per_task = per_batch * per_task / rows
+    calls_per_task = (full + (1 if rest else 0)) * per_task / rows
     build = rates.model_build_s if rebuild_model else 0.0
-    overhead_per_task = rates.task_s + batches_per_task * (rates.batch_s + build)
+    overhead_per_task = rates.task_s + batches_per_task * (rates.batch_s + build) + calls_per_task * request_s
     cpu_per_task = per_task * cpu_per_image
     waves = math.ceil(tasks / slots)
     work_per_task = max(cpu_per_task, device_per_task) if prefetch else cpu_per_task + device_per_task
@@ -308,6 +321,23 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
                 rebuild_model=workload.rebuild_model_per_batch,
                 prefetch=workload.prefetch,
                 empty_tasks=empty,
+                **common,
+            )
+        ]
+    elif topology == "model_server":
+        stages = [
+            _stage(
+                "served",
+                n,
+                input_tasks,
+                default_slots,
+                cpus,
+                all_gpus,
+                cpu_per_image=rates.preprocess_s + move_in + rates.serve_cpu_s_per_image + model_cpu,
+                device=device,
+                rebuild_model=False,
+                empty_tasks=empty,
+                request_s=rates.request_s,
                 **common,
             )
         ]

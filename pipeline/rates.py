@@ -10,6 +10,12 @@ from. Two kinds of file give them:
   and task records: the seconds each task spent outside the UDF's Python code, less moving the images through
   Arrow (which the model prices apart), are Spark's cost per task: reading its Parquet split, shipping and
   starting the task on a Python worker, the worker's handshake (`task_s`);
+- result.json files of ok Spark `topology=model_server model=accelerator` runs (the server's evidence and the
+  served tasks' records of the last timed pass): the server's CPU seconds (its process tree's) per image less
+  the device's host cost (`serve_cpu_s_per_image`), and a request's round trip (the tasks' model phase over the
+  server's requests) less what the model prices apart: the simulated device's law and host cost for the mean
+  request, its wait in Triton's queue and for the device (contention, which the model's device bound covers),
+  and the server's CPU for its images (`request_s`: the client's side and gRPC both ways);
 - the microbenchmark JSON (`pytest tests/bench --benchmark-json=FILE`): `tiny_no_sleep` (a job, one wave of
   tasks, a Python call per task) gives the fixed cost per job, `image_round_trip@N` at several Arrow batch
   sizes the cost per batch (the slope over batches per slot), and `image_round_trip` minus `tiny_no_sleep` the
@@ -34,17 +40,18 @@ from typing import Any
 from pipeline.bottleneck import RAW_BYTES, Rates
 from pipeline.results import as_result, read_result
 
-# figure -> (value, where it came from). Measured 2026-12-02 on this machine (2-core AMD EPYC, no GPU), shared
-# with other sessions' jobs (load average 6-10 during the runs), see README "Bottleneck model".
-MEASURED = "measured here 2026-12-02"
-HERE = "python -m pipeline.rates DATASET_DIR (CPU time of one process, 1 torch thread, 64 generated JPEGs)"
+# figure -> (value, where it came from). Measured 2026-12-03 on this machine (2-core AMD EPYC, no GPU) with nothing
+# else running, see README "Bottleneck model". The same command on 2026-12-02, with other sessions' jobs on the
+# machine (load average 6-10), gave CPU times about 2.2 times these: shared cores slow even a process's CPU time.
+MEASURED = "measured here 2026-12-03, idle machine"
+HERE = "python -m pipeline.rates DATASET_DIR --images 256 (CPU time of one process, 1 torch thread, generated JPEGs)"
 ASSUMED = "assumed, not measured"
 DEFAULTS: dict[str, tuple[float, str]] = {
-    "preprocess_s/jpeg/pil": (4.83e-3, f"{MEASURED}: {HERE}"),
-    "preprocess_s/jpeg/torchvision": (4.10e-3, f"{MEASURED}: {HERE}"),
-    "preprocess_s/raw": (0.10e-3, f"{MEASURED}: {HERE}, resize 256 (a no-op at 256x256) and crop"),
+    "preprocess_s/jpeg/pil": (2.23e-3, f"{MEASURED}: {HERE}"),
+    "preprocess_s/jpeg/torchvision": (1.78e-3, f"{MEASURED}: {HERE}"),
+    "preprocess_s/raw": (0.02e-3, f"{MEASURED}: {HERE}, resize 256 (a no-op at 256x256) and crop"),
     "preprocess_s/raw/original": (
-        0.99e-3,
+        0.38e-3,
         f"{MEASURED}: {HERE}: our reconstruction of the original's preprocessing (int16 list column, float transforms)",
     ),
     "job_s": (0.28, "README microbenchmark tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), 2026-11"),
@@ -62,7 +69,18 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "shuffle_s_per_byte": (2 * 3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: a write and a read, each like Arrow's"),
     "write_s_per_byte": (3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: Parquet encoding of binary like Arrow's"),
     "read_s_per_byte": (3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: Parquet decoding of binary like Arrow's"),
-    "model_build_s": (0.605, f"{MEASURED}: {HERE}: resnet50() and load_state_dict, CPU"),
+    "model_build_s": (0.431, f"{MEASURED}: {HERE}: resnet50() and load_state_dict, CPU"),
+    "request_s": (
+        5.0e-3,
+        "measured here 2026-12-03 on an idle machine: median of 4 topology=model_server model=accelerator runs "
+        "(256 JPEGs, requests of 16 and 32 crops; 3.0-7.0 ms with as many tasks as cores, 45 ms with 4 tasks on 2 "
+        "cores): a request's round trip less the device, the queue and the server's CPU",
+    ),
+    "serve_cpu_s_per_image": (
+        0.73e-3,
+        "measured here 2026-12-03 on an idle machine: median of the same 4 runs (0.52-0.83 ms): the PyTriton "
+        "server's process tree's CPU seconds per image less the device's host cost",
+    ),
 }
 ROUND_TRIP = "image_round_trip"
 
@@ -124,6 +142,29 @@ def task_runs(directories: Iterable[Path]) -> list[tuple[Path, float]]:
     return runs
 
 
+def serve_runs(directories: Iterable[Path]) -> list[tuple[Path, float, float]]:
+    """Every ok Spark `topology=model_server model=accelerator` run with its `request_s` and
+    `serve_cpu_s_per_image` (module docstring), from its last timed pass."""
+    runs = []
+    for path, result in _results(directories):
+        variant = result.variant
+        if result.status != "ok" or variant is None or variant.engine != "spark" or variant.model != "accelerator":
+            continue
+        served = (result.evidence.get("server") or {}).get("last_pass") or {}
+        records = [r for r in (result.tasks or {}).get("records") or [] if r.get("step") == "served"]
+        device = (result.config or {}).get("device") or {}
+        waited = sum(record.get("finish_s", 0.0) for record in records)
+        if variant.topology != "model_server" or not served.get("requests") or "cpu_s" not in served or not waited:
+            continue
+        requests, host = served["requests"], float(device.get("host_s_per_image") or 0.0)
+        per_request = served["images"] / requests
+        law = float(device.get("latency_s") or 0.0) + per_request / float(device["images_per_s"]) + per_request * host
+        queued = (served["queue_ms"] / 1e3 + served.get("device_wait_s", 0.0)) / requests
+        serve_cpu = max(0.0, served["cpu_s"] / served["images"] - host)
+        runs.append((path, max(0.0, waited / requests - law - queued - serve_cpu * per_request), serve_cpu))
+    return runs
+
+
 def microbenchmark_rates(path: Path) -> dict[str, tuple[float, str]]:
     """job_s, batch_s and transfer_s_per_byte from a microbenchmark JSON (module docstring); a figure its cases
     cannot give (a case missing, a batch slope that noise made negative) is left out."""
@@ -182,6 +223,13 @@ def measured_rates(
         sources["task_s"] = f"median of {len(tasks)} Spark model=null_model run(s)' time split: " + ", ".join(
             str(path) for path, _ in tasks
         )
+    served = serve_runs(directories)
+    if served:
+        runs_named = ", ".join(str(path) for path, _, _ in served)
+        values["request_s"] = statistics.median(request for _, request, _ in served)
+        values["serve_cpu_s_per_image"] = statistics.median(cpu for _, _, cpu in served)
+        for name in ("request_s", "serve_cpu_s_per_image"):
+            sources[name] = f"median of {len(served)} topology=model_server model=accelerator run(s): {runs_named}"
     if microbenchmark is not None:
         for name, (value, source) in microbenchmark_rates(microbenchmark).items():
             values[name], sources[name] = value, source

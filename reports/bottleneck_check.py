@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.bottleneck import TOPOLOGIES, device_of, predict, shape_of
+from pipeline.bottleneck import device_of, predict, shape_of
 from pipeline.rates import measured_rates
 from reports.aggregate import Job, find_jobs
 
@@ -60,8 +60,6 @@ def _check(job: Job, rates_by_format: dict[tuple[str, str], Any], directories: l
     if key not in rates_by_format:
         rates_by_format[key] = measured_rates(directories, image_format=image_format, decoder=decoder)
     topology, shape, workload = shape_of(config, result.env.get("cpu_count"), (result.cluster or {}).get("gpus"))
-    if topology not in TOPOLOGIES:  # model_server: the model has no rule for a server's gRPC and copies
-        return None
     device = device_of(config)
     prediction = predict(topology, rates_by_format[key], device, shape, workload)
     usage = result.evidence.get("simulated_device") or {}

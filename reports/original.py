@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.bottleneck import RAW_BYTES, TOPOLOGIES, Prediction, Rates, Shape, Workload, predict
+from pipeline.bottleneck import DECOUPLED, RAW_BYTES, TOPOLOGIES, Prediction, Rates, Shape, Workload, predict
 from pipeline.instances import Instance, device_profile, load, names
 from pipeline.rates import DEFAULTS, measured_rates
 from reports.projection import MILLION, predict_on, scaled, usd_per_million
@@ -100,7 +100,7 @@ def _shape(config: Configuration, instance: Instance, topology: str, predict_amo
     vcpus, gpus = instance.config.vcpus, instance.config.gpus
     if config.local_mode:
         return Shape(config.nodes, vcpus, gpus)
-    amount = gpus / vcpus if topology == "stage_level" else 1.0
+    amount = gpus / vcpus if topology in DECOUPLED else 1.0
     shape = Shape(config.nodes, vcpus, gpus, task_gpu_amount=amount, predict_gpu_amount=predict_amount)
     if topology == "two_stage" and config.preprocess_instance:
         cpu = load(config.preprocess_instance)

@@ -14,7 +14,8 @@ figure is labelled a projection, never a measurement, and carries the assumption
   GPU decoding, stragglers and failures. The driver runs on one of the nodes and is not billed apart.
 
 Topologies on an instance: fused, split and two_stage at 1 GPU per task; stage_level preprocessing at
-gpus / vcpus GPUs per task (the original's 1/12 on a g4dn.12xlarge) and predicting at 1 GPU per task.
+gpus / vcpus GPUs per task (the original's 1/12 on a g4dn.12xlarge) and predicting at 1 GPU per task;
+model_server's decoding tasks at gpus / vcpus too, its server's request and CPU costs as measured here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.bottleneck import (
+    DECOUPLED,
     NULL_DEVICE,
     TOPOLOGIES,
     Device,
@@ -41,7 +43,14 @@ from pipeline.results import as_result, read_result
 SECONDS_PER_HOUR = 3600
 MILLION = 1_000_000
 IMAGES_PER_FILE = 1000  # the original's ~1,000 images a Parquet file: one input task each
-SCALED = ("preprocess_s", "transfer_s_per_byte", "shuffle_s_per_byte", "write_s_per_byte", "read_s_per_byte")
+SCALED = (
+    "preprocess_s",
+    "transfer_s_per_byte",
+    "shuffle_s_per_byte",
+    "write_s_per_byte",
+    "read_s_per_byte",
+    "serve_cpu_s_per_image",
+)
 LABEL = "PROJECTION from rates measured on this machine, not a measurement"
 
 
@@ -65,7 +74,8 @@ class Projection:
 
 def scaled(rates: Rates, vcpu_speed: float) -> Rates:
     """The rates on a vCPU `vcpu_speed` times as fast as a core here: CPU costs per image and per byte, and a
-    model build, divided by it; Spark's fixed costs (job, task, Arrow batch) as measured here."""
+    model build and the model server's CPU per image, divided by it; Spark's fixed costs (job, task, Arrow batch)
+    and a server request's round trip as measured here."""
     changes = {name: getattr(rates, name) / vcpu_speed for name in SCALED}
     return replace(rates, model_build_s=rates.model_build_s / vcpu_speed, **changes)
 
@@ -76,7 +86,7 @@ def shape_on(instance: Instance, nodes: int, topology: str, predict_amount: floa
     vcpus, gpus = instance.config.vcpus, instance.config.gpus
     if not gpus:
         return Shape(nodes, vcpus)
-    amount = gpus / vcpus if topology == "stage_level" else 1.0
+    amount = gpus / vcpus if topology in DECOUPLED else 1.0
     return Shape(nodes, vcpus, gpus, task_gpu_amount=amount, predict_gpu_amount=predict_amount)
 
 

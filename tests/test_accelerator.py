@@ -190,11 +190,12 @@ def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_predict
     _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")  # GPU-bound: 2 devices at 20 img/s
     _simulated_result(tmp_path / "1", 1.0, "device.images_per_s=2000", "topology=split")
     (tmp_path / "2").mkdir()  # a job without a result is no check
-    _simulated_result(tmp_path / "3", 5.0, "topology=model_server")  # no rule for a server: no check
+    _simulated_result(tmp_path / "3", 5.0, "topology=model_server")
     found = bottleneck_check.checks([tmp_path])
     assert [(check.topology, check.images_per_s, check.gpus) for check in found] == [
         ("fused", 20.0, 2),
         ("split", 2000.0, 2),
+        ("model_server", 3000.0, 2),
     ]
     config = config_record(
         compose_config("model=accelerator", "cluster=local_cluster", "gpu.emulate=2", "device.images_per_s=20")
@@ -205,6 +206,23 @@ def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_predict
     assert found[0].measured_busy == 0.9 and found[0].predicted_bound == "gpu"
     lines = bottleneck_check.summary([tmp_path])
     assert "simulated t4_fp16 20 img/s" in "\n".join(lines) and lines[-1].startswith(
-        f"{bottleneck_check.spread(found)['hits']} of 2 runs"
+        f"{bottleneck_check.spread(found)['hits']} of 3 runs"
     )
     assert bottleneck_check.summary([tmp_path / "2"]) == []
+
+
+def test_a_served_runs_device_time_is_read_from_the_server_not_the_tasks():
+    from pipeline.engines.base import Pass
+    from pipeline.simulated import device_usage
+    from pipeline.spark.plan import plan
+
+    config = compose_config("model=accelerator", "topology=model_server", "cluster=local_cluster", "gpu.emulate=2")
+    served_tasks = {"records": [{"step": "served", "rows_out": 64, "device_calls": 0, "start": 0.0, "end": 1.0}]}
+    last = Pass({"predict": 2.0}, 64, 64, [], served_tasks)
+    held = {"device_busy_s": 0.8, "device_wait_s": 0.1, "device_calls": 4}
+    server = {"last_pass": {"compute_ms": 1200.0, "queue_ms": 150.0, "batches": 4, "images": 64, **held}}
+    usage = device_usage(config, plan(config), last, server)
+    assert (usage["busy_s"], usage["wait_s"], usage["images"], usage["model_calls"]) == (0.8, 0.1, 64, 4)
+    assert usage["busy_fraction"] == pytest.approx(0.8 / (2.0 * 2)) and "model server" in usage["measured_in"]
+    in_tasks = device_usage(config, plan(config), last)
+    assert in_tasks["images"] == 0 and in_tasks["measured_in"] == "the tasks' model calls"

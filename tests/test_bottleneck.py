@@ -137,8 +137,22 @@ def test_host_cost_per_image_is_cpu_work() -> None:
     assert prediction.seconds == pytest.approx(0.5)
 
 
+def test_a_model_server_decodes_on_every_slot_and_pays_its_requests() -> None:
+    # 1/4 GPU a task: 8 tasks at once of 100 images; each image 0.01 s decode + 0.001 s of the server's CPU and
+    # 0.001 s device; 10 requests a task of 0.002 s round trip: 1.1 + 0.1 + 0.02 = 1.22 s, against fused's 4.4 s
+    # on 2 GPU slots (test_fused_is_capped_by_the_gpu_slots_while_cores_idle); 8.8 core-s over 8 cores: 1.1 s
+    rates = Rates(preprocess_s=0.01, request_s=0.002, serve_cpu_s_per_image=0.001)
+    shape = Shape(1, 8, 2, task_gpu_amount=0.25)
+    prediction = predict("model_server", rates, FAST, shape, WORK)
+    assert [(stage.name, stage.concurrent) for stage in prediction.stages] == [("served", 8)]
+    assert prediction.seconds == pytest.approx(1.22)
+    assert prediction.bound == CORES
+    assert prediction.utilization["cores"] == pytest.approx(8.8 / (8 * 1.22))
+    assert prediction.utilization["gpus"] == pytest.approx(0.8 / (2 * 1.22))
+
+
 def test_every_topology_and_bad_inputs() -> None:
-    topologies = {"fused", "split", "two_stage", "stage_level"}
+    topologies = {"fused", "split", "two_stage", "stage_level", "model_server"}
     assert set(predict_all(Rates(preprocess_s=0.01), FAST, NODE, WORK)) == topologies
     with pytest.raises(ValueError, match="topology 'nope'"):
         predict("nope", Rates(preprocess_s=0.01), FAST, NODE, WORK)

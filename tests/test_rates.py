@@ -98,3 +98,24 @@ def test_spark_cost_per_task_from_a_null_model_runs_time_split(tmp_path: Path) -
     rates = measured_rates([tmp_path])
     assert rates.task_s == pytest.approx((1.6 - 1e7 * DEFAULTS["transfer_s_per_byte"][0]) / 4)
     assert "1 Spark model=null_model run" in rates.sources["task_s"]
+
+
+def test_the_model_servers_request_and_cpu_costs_from_a_served_accelerator_run(tmp_path: Path) -> None:
+    # 8 requests of 32 images to a device of 1 ms + 32 / 3000 s and 0.03 ms a host image: a law of 12.63 ms a
+    # request. The server used 0.19 CPU s for 256 images: 0.742 ms an image, 0.712 ms beyond the host cost. The
+    # served tasks' model phase took 2 x 0.2 s = 50 ms a request, of which 2 ms queued and 0.5 ms waited for the
+    # device: 50 - 12.63 - 2.5 - 32 x 0.712 = 12.08 ms a request is the client's and gRPC's
+    job = tmp_path / "served"
+    _result(job, [1.0], 256, engine="spark", model="accelerator", topology="model_server")
+    record = json.loads((job / "result.json").read_text())
+    record["config"] = {"device": {"latency_s": 0.001, "images_per_s": 3000.0, "host_s_per_image": 3e-5}}
+    record["tasks"] = {"records": [{"step": "served", "finish_s": 0.2}, {"step": "served", "finish_s": 0.2}]}
+    served = {"requests": 8, "images": 256, "cpu_s": 0.19, "queue_ms": 16.0, "device_wait_s": 0.004}
+    record["evidence"] = {"server": {"last_pass": served}}
+    (job / "result.json").write_text(json.dumps(record))
+    _result(tmp_path / "fused", [1.0], 256, engine="spark", model="accelerator", topology="fused")  # no server
+    rates = measured_rates([tmp_path])
+    serve_cpu = 0.19 / 256 - 3e-5
+    assert rates.serve_cpu_s_per_image == pytest.approx(serve_cpu)
+    assert rates.request_s == pytest.approx(0.05 - (0.001 + 32 / 3000 + 32 * 3e-5) - 0.0025 - 32 * serve_cpu)
+    assert "1 topology=model_server model=accelerator run" in rates.sources["request_s"]
