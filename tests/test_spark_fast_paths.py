@@ -115,3 +115,17 @@ def test_every_iterator_style_times_its_input_batches(spark, tmp_path, tiny_data
         records = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
     # 12 images in Arrow batches of at most 2 rows: at least 6 batches, each waited for once
     assert sum(len(record["input_waits"]) for record in records) >= 6
+
+
+@pytest.mark.parametrize("style", ["scalar_pandas_udf", "predict_batch_udf"])
+def test_every_per_call_style_times_the_gap_between_its_calls(spark, tmp_path, tiny_dataset, inference, style):
+    config = compose_config(f"udf={style}", "model=null_model", "warmup=0", "repeats=1", "model.batch_size=2")
+    with (
+        sql_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "2"),
+        sql_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "2"),
+    ):
+        records = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
+    # 12 images in calls of at most 2 rows: at least 6 calls; every call after a task's first has its gap
+    calls = sum(len(record["udf_call_rows"]) for record in records)
+    gaps = [gap for record in records for gap in record["between_calls"]]
+    assert calls >= 6 and len(gaps) == calls - len(records) and all(gap >= 0 for gap in gaps)

@@ -112,7 +112,7 @@ def evidence(records: list[dict[str, Any]], event_log: Path, stage_ids: set[int]
         step["unix_domain_tasks"] += bool(worker.get("unix_domain"))
         waits = record.get("input_waits") or []
         step["first"] += waits[:1]
-        step["later"] += waits[1:]
+        step["later"] += waits[1:] + (record.get("between_calls") or [])  # a per-call style's: batches 2..n
     for step in steps.values():
         first, later = step.pop("first"), step.pop("later")
         step["input_batches"] = len(first) + len(later)

@@ -77,6 +77,10 @@ class TaskRecord:
     # seconds the UDF waited for each batch Spark handed it (`fed`); batch k+1 fetched while batch k
     # computed (pipelined reader, spark.python_udf_pipelined) shows as waits near 0
     input_waits: list[float] = field(default_factory=list)
+    # per-call styles (scalar pandas UDF, predict_batch_udf: Spark calls the UDF once per batch, each call a
+    # part of the task's record): seconds from one call's return to the next call, Spark taking the last
+    # result back and handing the next batch over; the first call's wait is not seen from inside the UDF
+    between_calls: list[float] = field(default_factory=list)
     python_worker: dict = field(default_factory=dict)  # `fastpaths.worker_view` of the worker that ran it
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
     device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
@@ -133,6 +137,7 @@ class TaskRecord:
             udf_call_bytes=self.udf_call_bytes + other.udf_call_bytes,
             model_call_rows=self.model_call_rows + other.model_call_rows,
             input_waits=self.input_waits + other.input_waits,
+            between_calls=[*self.between_calls, max(0.0, other.start - self.end), *other.between_calls],
             prepare_s=self.prepare_s + other.prepare_s,
             finish_s=self.finish_s + other.finish_s,
             results_s=self.results_s + other.results_s,

@@ -7,7 +7,9 @@ Spark's next batch, decode + preprocess, the model and handing results back. Par
 
 - `jvm_scan_s`: the Parquet scan ("scan time");
 - `rows_to_python_s`: the Python side's wait for its next batch less the scan (Arrow conversion and the
-  transfer of the rows to the Python worker; never below 0);
+  transfer of the rows to the Python worker; never below 0); for the per-call styles (a scalar pandas UDF,
+  predict_batch_udf) the time between one call's return and the next call, which also holds the last
+  result's way back to the JVM;
 - `prepare_s`: decode + preprocess; `model_s`: the model phase (a preprocess stage: its crop bytes);
 - `results_back_s`: results converted and handed back until Spark asked for more, which includes the
   work downstream of the UDF (the noop sink, a shuffle write) in the same task;
@@ -98,7 +100,7 @@ def split(
         width = slots[STEPS[stage["step"]].runs_model]
         slot_s = wall * width
         run_s = spark.get("executor_run_s", 0.0) + spark.get("executor_deserialize_s", 0.0)
-        waited = sum(sum(record.get("input_waits", [])) for record in mine)
+        waited = sum(sum(record.get("input_waits", [])) + sum(record.get("between_calls", [])) for record in mine)
         scan = spark.get("scan_s", 0.0)
         parts = {
             "jvm_scan_s": scan,
