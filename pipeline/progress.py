@@ -9,8 +9,9 @@ A pass's bar is fed by `PassProgress`, a driver thread that polls Spark's status
 (`sc.statusTracker()`: the active jobs' stages, tasks done of their total) every `POLL_S` seconds and stops
 before the pass's result is observed. It runs in the driver beside the timed action, never inside a task;
 its cost is 1 + jobs + stages py4j calls per poll (two or three for a fused pass), twice a second, on the
-driver's CPU while the pass runs (not yet measured apart: compare a pass's time with the bars forced on and
-off), and it is not started at all when progress is hidden, as in CI and in every test run.
+driver's CPU while the pass runs; the thread measures its own CPU time (`cost()`, kept in each pass's task
+summary as `progress_thread`), and it is not started at all when progress is hidden, as in CI and in every
+test run.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class PassProgress:
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.started = time.monotonic()
+        self.polls = 0
+        self.cpu_s = 0.0  # the polling thread's own CPU time, set when it stops
 
     def __enter__(self) -> PassProgress:
         if not self.shown.disable:
@@ -90,7 +93,11 @@ class PassProgress:
         if self.thread is not None:
             self.thread.join()
         if kind is None:  # the pass ended: every image is accounted for (run._record checks it)
+            elapsed = time.monotonic() - self.started
             self.shown.n = self.images
+            self.shown.set_postfix_str(
+                f"all tasks done, {self.images / elapsed if elapsed else 0:.1f} img/s", refresh=False
+            )
             self.shown.refresh()
         self.shown.close()
 
@@ -106,9 +113,20 @@ class PassProgress:
                     done, total = done + stage.numCompletedTasks, total + stage.numTasks
         return done, total
 
+    def cost(self) -> dict[str, Any]:
+        """What the bar cost the driver in this pass: whether it ran, its polls and its thread's CPU seconds."""
+        return {"shown": self.thread is not None, "polls": self.polls, "cpu_s": self.cpu_s}
+
     def _poll(self) -> None:
+        try:
+            self._poll_until_stopped()
+        finally:
+            self.cpu_s = time.thread_time()
+
+    def _poll_until_stopped(self) -> None:
         seen_done = seen_total = 0
         while not self.stop_event.wait(POLL_S):
+            self.polls += 1
             try:
                 done, total = self.tasks()
             except Exception:  # the application stopping under the poll: the pass's own error is the one to see

@@ -107,8 +107,10 @@ def test_a_pass_shows_tasks_done_images_per_second_and_stops_its_thread(terminal
             time.sleep(0.01)
     shown_text = read()
     assert "pass 2 (timed)" in shown_text and "tasks 4/4" in shown_text and "img/s so far" in shown_text
-    assert "64/64" in shown_text
+    assert "64/64" in shown_text and "all tasks done" in shown_text  # not the last poll's count
     assert not any(thread.name == "pass-progress" for thread in threading.enumerate())
+    cost = shown.cost()
+    assert cost["shown"] and cost["polls"] >= 4 and 0 < cost["cpu_s"] < 10  # its own thread's CPU time
 
 
 def test_a_hidden_pass_starts_no_thread():
@@ -116,6 +118,7 @@ def test_a_hidden_pass_starts_no_thread():
     with PassProgress(SimpleNamespace(statusTracker=lambda: FakeTracker(1)), "pass 1", 4, stream=stream) as shown:
         assert shown.thread is None
     assert stream.getvalue() == ""
+    assert shown.cost() == {"shown": False, "polls": 0, "cpu_s": 0.0}
 
 
 def test_the_sweep_eta_comes_after_the_first_job():

@@ -328,13 +328,14 @@ def measure(
         shown[-1].__enter__()
 
     def observe(times: dict[str, float]) -> Pass:
-        shown.pop().__exit__()  # after the timer stopped
+        progress = shown.pop()
+        progress.__exit__()  # after the timer stopped
         records = ledger.records()
         first = [r for r in records if STEPS[r.step].reads_images]
         last = [r for r in records if STEPS[r.step].runs_model]
         bad = [image for record in first for image in record.bad]
         read, predicted = sum(r.rows_in for r in first), sum(r.rows_out for r in last)
-        return Pass(times, read, predicted, bad, ledger.summary(records))
+        return Pass(times, read, predicted, bad, {**ledger.summary(records), "progress_thread": progress.cost()})
 
     try:
         warmups, timed_passes = run_passes(
