@@ -46,6 +46,7 @@ from pipeline.results import as_result, read_result
 MEASURED = "measured here 2026-12-03, idle machine"
 HERE = "python -m pipeline.rates DATASET_DIR --images 256 (CPU time of one process, 1 torch thread, generated JPEGs)"
 ASSUMED = "assumed, not measured"
+ARROW_S_PER_IMAGE = 1.41e-3  # a raw 192 KiB image through Arrow both ways, core-seconds (the microbenchmark)
 DEFAULTS: dict[str, tuple[float, str]] = {
     "preprocess_s/jpeg/pil": (2.23e-3, f"{MEASURED}: {HERE}"),
     "preprocess_s/jpeg/torchvision": (1.78e-3, f"{MEASURED}: {HERE}"),
@@ -54,7 +55,11 @@ DEFAULTS: dict[str, tuple[float, str]] = {
         0.38e-3,
         f"{MEASURED}: {HERE}: our reconstruction of the original's preprocessing (int16 list column, float transforms)",
     ),
-    "job_s": (0.28, "README microbenchmark tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), 2026-11"),
+    "job_s": (
+        0.19,
+        "README microbenchmark tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), 2026-12-03, idle machine "
+        "(0.28 in 2026-11 on a loaded one)",
+    ),
     "task_s": (
         0.25,
         "measured here 2026-12-03 on an idle machine: median of 3 model=null_model fused runs on one local_cluster "
@@ -63,12 +68,16 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     ),
     "batch_s": (0.0012, "facts.md: ~1-1.3 ms per Arrow batch into a pandas UDF, this machine, 2026-12-01"),
     "transfer_s_per_byte": (
-        3.9e-3 / (2 * RAW_BYTES),
-        "README microbenchmark: 3.9 core-ms per raw 192 KiB image through Arrow both ways, 2026-11",
+        ARROW_S_PER_IMAGE / (2 * RAW_BYTES),
+        "README microbenchmark: 1.41 core-ms per raw 192 KiB image through Arrow both ways, 2026-12-03, idle "
+        "machine (3.9 in 2026-11 on a loaded one)",
     ),
-    "shuffle_s_per_byte": (2 * 3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: a write and a read, each like Arrow's"),
-    "write_s_per_byte": (3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: Parquet encoding of binary like Arrow's"),
-    "read_s_per_byte": (3.9e-3 / (2 * RAW_BYTES), f"{ASSUMED}: Parquet decoding of binary like Arrow's"),
+    "shuffle_s_per_byte": (
+        2 * ARROW_S_PER_IMAGE / (2 * RAW_BYTES),
+        f"{ASSUMED}: a write and a read, each like Arrow's",
+    ),
+    "write_s_per_byte": (ARROW_S_PER_IMAGE / (2 * RAW_BYTES), f"{ASSUMED}: Parquet encoding of binary like Arrow's"),
+    "read_s_per_byte": (ARROW_S_PER_IMAGE / (2 * RAW_BYTES), f"{ASSUMED}: Parquet decoding of binary like Arrow's"),
     "model_build_s": (0.431, f"{MEASURED}: {HERE}: resnet50() and load_state_dict, CPU"),
     "request_s": (
         5.0e-3,
