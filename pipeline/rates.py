@@ -157,13 +157,15 @@ def serve_runs(directories: Iterable[Path]) -> list[tuple[Path, float, float]]:
     runs = []
     for path, result in _results(directories):
         variant = result.variant
-        if result.status != "ok" or variant is None or variant.engine != "spark" or variant.model != "accelerator":
+        if result.status != "ok" or variant is None:
+            continue
+        if (variant.engine, variant.model, variant.topology) != ("spark", "accelerator", "model_server"):
             continue
         served = (result.evidence.get("server") or {}).get("last_pass") or {}
         records = [r for r in (result.tasks or {}).get("records") or [] if r.get("step") == "served"]
         device = (result.config or {}).get("device") or {}
         waited = sum(record.get("finish_s", 0.0) for record in records)
-        if variant.topology != "model_server" or not served.get("requests") or "cpu_s" not in served or not waited:
+        if not served.get("requests") or "cpu_s" not in served or not waited:
             continue
         requests, host = served["requests"], float(device.get("host_s_per_image") or 0.0)
         per_request = served["images"] / requests

@@ -179,7 +179,7 @@ class RunningServer:
     topology: Any
     marks: list[dict[str, Any]] = field(default_factory=list)
     tree: list[psutil.Process] = field(default_factory=list)  # the server and what it started, once ready
-    simulated: bool = False  # model=accelerator: its instances hold simulated devices and publish their usage
+    usage_file: Path | None = None  # model=accelerator: where its instances publish their simulated devices' totals
     died: dict[str, Any] | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
 
@@ -219,8 +219,8 @@ class RunningServer:
         seconds so far; fails if the server died."""
         self.check_alive(None)
         mark = {**self.statistics(), "cpu_s": tree_cpu_s(self.tree or [self.process])}
-        if self.simulated:
-            usage = self.log_file.parent / USAGE_FILE
+        if self.usage_file is not None:
+            usage = self.usage_file
             held = json.loads(usage.read_text()) if usage.exists() else {"busy_s": 0.0, "wait_s": 0.0, "calls": 0}
             mark |= {"device_busy_s": held["busy_s"], "device_wait_s": held["wait_s"], "device_calls": held["calls"]}
         self.marks.append(mark)
@@ -399,7 +399,7 @@ def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference
             start_s=time.perf_counter() - started,
             log_file=log_file,
             topology=topology,
-            simulated=config.model.name is ModelName.accelerator,
+            usage_file=server_dir / USAGE_FILE if config.model.name is ModelName.accelerator else None,
         )
         server.read_model_config()
         tree = [process, *process.children(recursive=True)]
