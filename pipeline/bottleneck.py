@@ -14,16 +14,15 @@ Spark's concurrency rules, as modelled:
   profile at once: `gpus x floor(1 / amount)` for a fractional amount, `floor(gpus / amount)` for a whole one;
 - a Parquet scan has as many tasks as Spark makes splits (`scan_tasks`) under the split size the harness sets
   (the input's bytes over every core, not over the GPU slots), so a fused stage capped by its GPU slots runs
-  its tasks in waves; a split holding no row group's midpoint is an empty task that still costs a task
-  (two_stage's job 2 reads crops, larger than the JPEGs the split size was set for: two splits a file, one empty);
+  its tasks in waves; a split holding no row group's midpoint is an empty task that still costs a task;
 - `fused`: one stage; min(GPU slots, cores) tasks at once, each decoding then predicting its images serially;
 - `split`: preprocess -> repartition -> predict. Both stages run under the application's task GPU amount (no
   profile), so without `stage_level` preprocessing is limited to the GPU slots too, as on the original's
   standard cluster; in `local[N]` (no GPU scheduling) it runs on every core;
 - `stage_level`: like split, the preprocess stage at the application's (fractional) amount, the predict stage
   under its own profile (`predict_gpu_amount` GPUs a task);
-- `two_stage`: job 1 preprocesses and writes the crops (on a CPU cluster of its own when given), job 2 reads
-  them and predicts; each job pays Spark's fixed cost;
+- `two_stage`: job 1 preprocesses and writes the crops (on a CPU cluster of its own when given), a file per
+  task; job 2 reads them, a task per file, and predicts; each job pays Spark's fixed cost;
 - `model_server`: one stage like fused, but on every slot the application's (fractional) GPU amount allows
   (the harness sets it so that every core decodes); each model call is a request to the node's server, which
   waits for it: the server's own CPU per image (`serve_cpu_s_per_image`: receiving the crops, handing them to an
@@ -395,20 +394,17 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             empty_tasks=empty,
             **common,
         )
-        # job 2 reads one file (one row group) per preprocess task, split by the application's split size
-        split = split_bytes(math.ceil(n * workload.input_bytes_per_image), nodes * cores)
-        read, written = scan_tasks(pre.tasks, n / pre.tasks * crop, 1, nodes * cores, split)
+        # job 2 reads one task per file job 1 wrote, a file per preprocess task (the harness keeps files whole)
         pred = _stage(
             "predict",
             n,
-            written,
+            pre.tasks,
             default_slots,
             cpus,
             all_gpus,
             cpu_per_image=(rates.read_s_per_byte + rates.transfer_s_per_byte) * crop + model_cpu,
             device=device,
             rebuild_model=workload.rebuild_model_per_batch,
-            empty_tasks=read - written,
             **common,
         )
         stages = [pre, pred]

@@ -86,7 +86,7 @@ class SweepProgress(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from reports import bottleneck_check, connect, peers
+        from reports import bottleneck_check, connect, fast_paths, peers
         from reports.build import build
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -95,6 +95,7 @@ class SweepProgress(Callback):
             f"{self.total} jobs in {time.monotonic() - self.started:.0f} s",
             *peers.summary([sweep_dir]),
             *connect.summary([sweep_dir]),
+            *fast_paths.summary([sweep_dir]),
             *bottleneck_check.summary([sweep_dir]),
             csv,
             html,

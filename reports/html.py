@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import bottleneck_check, connect, microbench, peers, plots, server
+from reports import bottleneck_check, connect, fast_paths, microbench, peers, plots, server
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -377,6 +377,28 @@ def _connect(frame: pd.DataFrame) -> list[list[Cell]]:
     ]
 
 
+def _wait_ms(evidence: fast_paths.Evidence | None) -> str:
+    return "–" if evidence is None or evidence.later_wait_s is None else f"{1000 * evidence.later_wait_s:.1f}"
+
+
+def _fast_paths(jobs: list[Job], frame: pd.DataFrame) -> list[list[Cell]]:
+    """The fast paths table: per option, work and UDF style, the baseline's and the option's throughput, their
+    ratio, the later batches' input waits of each and what the option did in the tasks."""
+    return [
+        [
+            Cell(r.option),
+            Cell(r.work),
+            Cell(r.udf),
+            _number(r.baseline),
+            _number(r.with_option),
+            _ratio(r.ratio),
+            Cell(f"{_wait_ms(r.baseline_evidence)} → {_wait_ms(r.option_evidence)}"),
+            Cell(r.took_effect or "–"),
+        ]
+        for r in fast_paths.compare(jobs, frame)
+    ]
+
+
 def _bottleneck_check(sources: list[Path]) -> dict[str, Any] | None:
     """The predicted/measured table of the simulated-device runs under `sources`, and its spread; None when
     there are none."""
@@ -437,6 +459,7 @@ def render(
         provenance=_provenance(jobs, frame, out_dir),
         peers=_peers(peers.with_cold(frame, jobs)),
         connect=_connect(peers.with_cold(frame, jobs)),
+        fast_paths=_fast_paths(jobs, frame),
         microbenchmark=_microbenchmark(microbenchmark),
         projection=projection,
         bottleneck_check=_bottleneck_check(sources),

@@ -20,10 +20,8 @@ from pipeline.bottleneck import (
     input_scan,
     predict,
     predict_all,
-    scan_tasks,
     shape_of,
 )
-from pipeline.spark.session import split_bytes
 
 FAST = Device("fast", images_per_s=1000.0, batch_size=10)
 NODE = Shape(nodes=1, cores_per_node=8, gpus_per_node=2, task_gpu_amount=1.0, predict_gpu_amount=1.0)
@@ -230,10 +228,11 @@ def test_the_scan_makes_a_task_per_cores_share_of_the_bytes_not_per_gpu_slot() -
     assert input_scan(Workload(10_000), parallelism=8) == (10, 10)
 
 
-def test_crops_read_under_the_jpegs_split_size_leave_every_other_task_empty() -> None:
-    # two_stage's job 2 as measured on local-cluster[1,4]: 4 files of 32 crops (4.8 MB, one row group each)
-    # read with the 3.84 MB split set for 128 JPEGs: 2 splits a file, 8 tasks, 4 of them empty
-    assert scan_tasks(4, 32 * 224 * 224 * 3, 1, 4, split_bytes(128 * 120_000, 4)) == (8, 4)
+def test_two_stage_job_2_runs_a_task_per_file_job_1_wrote() -> None:
+    # 128 images in row groups of 32 on 4 cores: job 1 has 4 tasks, each writes a file of crops (4.8 MB, larger
+    # than the JPEGs' 3.84 MB split); job 2 reads each file whole: 4 tasks, none empty
+    prediction = predict("two_stage", Rates(), FAST, Shape(1, 4), Workload(128, row_group_size=32))
+    assert [stage.tasks for stage in prediction.stages] == [4, 4]
 
 
 def test_a_fused_stage_capped_by_its_gpu_slots_runs_the_scan_tasks_in_waves() -> None:

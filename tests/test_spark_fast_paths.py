@@ -12,6 +12,8 @@ import pytest
 
 from pipeline.engines.spark import measure
 from pipeline.spark.fastpaths import FAST_PATH_KEYS, fast_path_conf
+from reports import fast_paths
+from reports.build import build
 from tests.helpers.config import compose_config
 from tests.helpers.spark import context_conf, sql_conf
 
@@ -129,3 +131,42 @@ def test_every_per_call_style_times_the_gap_between_its_calls(spark, tmp_path, t
     calls = sum(len(record["udf_call_rows"]) for record in records)
     gaps = [gap for record in records for gap in record["between_calls"]]
     assert calls >= 6 and len(gaps) == calls - len(records) and all(gap >= 0 for gap in gaps)
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+def _result(job_dir: Path, udf: str, images_s: float, knobs: dict, *, pipelined: int = 0, bytes_in: int = 1000) -> None:
+    job_dir.mkdir(parents=True)
+    variant = {"engine": "spark", "udf": udf, "topology": "fused", "cluster": "local", "batch_size": 16}
+    variant |= {"model": "null_model", "dataset_source": "synthetic", "image_format": "jpeg", **knobs}
+    metrics = {"num_images": 32, "throughput_images_per_s": images_s, "throughput_per_repeat": [images_s]}
+    step = {"tasks": 2, "pipelined_tasks": pipelined, "unix_domain_tasks": 0, "later_input_wait_s_total": 0.02}
+    evidence = {"fast_paths": {"steps": {"fused": step}, "spark_python_metrics": {"bytes_to_python": bytes_in}}}
+    record = {"status": "ok", "variant": variant, "metrics": metrics, "evidence": evidence, "env": {"hostname": "h"}}
+    (job_dir / "result.json").write_text(json.dumps(record))
+
+
+PIPELINED = {"python_udf_pipelined": True, "python_udf_pipelined_queue_depth": 8}
+
+
+def test_the_report_gives_each_option_against_its_baseline_with_what_the_tasks_saw(tmp_path):
+    _result(tmp_path / "0", "map_in_arrow", 100.0, {})
+    _result(tmp_path / "1", "map_in_arrow", 120.0, PIPELINED, pipelined=2)
+    _result(tmp_path / "2", "map_in_arrow", 80.0, {"arrow_compression_codec": "lz4"}, bytes_in=1312)
+    lines = fast_paths.summary([tmp_path])
+    work = "null_model · 32 jpeg images · fused · local · map_in_arrow"
+    assert lines == [
+        f"Arrow lz4 · {work}: 0.80x the baseline (80.00 vs 100.00 img/s); 1,312 bytes to Python (+312 against the "
+        "baseline)",
+        f"pipelined, queue depth 8 · {work}: 1.20x the baseline (120.00 vs 100.00 img/s); 2 of 2 tasks in pipelined "
+        "workers",
+    ]
+    _, html = build([tmp_path], tmp_path)
+    assert "Spark's Python fast paths" in html.read_text() and "20.0 → 20.0" in html.read_text()
+
+
+def test_an_option_is_compared_only_with_a_baseline_of_the_same_work(tmp_path):
+    _result(tmp_path / "0", "map_in_arrow", 100.0, {})
+    _result(tmp_path / "1", "arrow_udf", 120.0, PIPELINED, pipelined=2)  # no arrow_udf baseline
+    assert fast_paths.summary([tmp_path]) == []

@@ -4,18 +4,22 @@ proves in its result what it claims (GPU slots respected, stage-level profiles h
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipeline.engines.spark import measure
 from pipeline.schema import Topology, UdfStyle
+from pipeline.spark.session import sql_confs, whole_file_splits
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
 from tests.helpers.processes import processes_of
+from tests.helpers.spark import sql_conf
 from variants.topology import intermediate_bytes
 
 STYLES = [style.value for style in UdfStyle]
@@ -55,6 +59,21 @@ def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset,
     measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
     crop_bytes = tiny_dataset.num_images * 3 * 224 * 224
     assert intermediate_bytes(config) >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
+
+
+def test_two_stage_reads_each_file_job_1_wrote_in_a_task_of_its_own(spark, tmp_path):
+    # 2 files of 8 rows (512 KiB, one row group each), as job 1 writes crops larger than the JPEGs' split size
+    path = tmp_path / "crops"
+    rows = pd.DataFrame({"id": range(16), "crop": [os.urandom(64 * 1024) for _ in range(16)]})
+    spark.createDataFrame(rows).repartition(2).write.parquet(str(path))
+
+    def rows_per_task() -> list[int]:
+        return spark.read.parquet(str(path)).rdd.glom().map(len).collect()
+
+    with sql_conf(spark, "spark.sql.files.maxPartitionBytes", str(200 * 1024)):
+        assert sorted(rows_per_task()) == [0, 0, 0, 0, 8, 8]  # the application's split cuts each file in 3
+        with sql_confs(spark, whole_file_splits(path)):
+            assert rows_per_task() == [8, 8]
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@
 - split: preprocess → repartition → predict (the original "local"): two stages, the predict stage with
   `topology.predict_partitions` tasks (default: the GPU slots, else the task slots);
 - two_stage: job 1 preprocesses and writes the crops as Parquet to `topology.intermediate_path`; job 2 reads
-  them and predicts (the original CPU cluster + GPU cluster; with `topology.preprocess_cluster`, each job runs
-  in an application of its own, see `pipeline.engines.spark`);
+  them, one task per file job 1 wrote (`pipeline.spark.session.whole_file_splits`), and predicts (the original
+  CPU cluster + GPU cluster; with `topology.preprocess_cluster`, each job runs in an application of its own,
+  see `pipeline.engines.spark`);
 - stage_level: like split, but the predict stage runs under a task ResourceProfile asking
   `gpu.predict_task_amount` GPUs per task, while preprocessing runs at the application's fractional amount.
 - model_server: one stage on every slot; each task decodes and preprocesses, and its `served` step sends the
@@ -25,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline.inference.steps import Inference, fused, predict_crops, preprocess, served
 from pipeline.schema import Config, Topology
 from pipeline.spark.ledger import TaskLedger
+from pipeline.spark.session import sql_confs, whole_file_splits
 from variants import UDF_STYLES
 
 Sink = Callable[[DataFrame], None]
@@ -67,8 +69,9 @@ def jobs(
             crops.write.parquet(str(path))
 
         def predict_written() -> None:
-            written = spark.read.parquet(str(path))
-            sink(style(written, predict_crops(inference), ledger, options))
+            with sql_confs(spark, whole_file_splits(path)):  # the scan's splits are cut when the action runs
+                written = spark.read.parquet(str(path))
+                sink(style(written, predict_crops(inference), ledger, options))
 
         return [Job("preprocess", write_crops), Job("predict", predict_written)]
     profile = predict_profile(config) if kind is Topology.stage_level else None

@@ -7,14 +7,18 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.rundir import RunDir
 from pipeline.schema import Config
 from pipeline.spark.cluster import Cluster
 from pipeline.spark.fastpaths import fast_path_conf
+
+if TYPE_CHECKING:  # the bottleneck model imports split_bytes without pyspark
+    from pyspark.sql import SparkSession
 
 MIN_JAVA = 17
 JAVA_HELP = (
@@ -57,6 +61,36 @@ def split_bytes(input_bytes: int, slots: int) -> int:
     (32 by default) let the splits cut files; large data keeps Spark's default maximum of 128 MiB.
     """
     return min(128 * 2**20, max(2**20, -(-input_bytes // slots)))
+
+
+def whole_file_splits(path: Path) -> dict[str, str]:
+    """Read confs under which every Parquet file under `path` is one split of its own.
+
+    two_stage's job 2 reads the crops job 1 wrote, one file (one row group) a task and larger than the JPEGs
+    the application's split size was set for: under that size Spark cut each file in two and the half without
+    the row group's midpoint was a task that read nothing. A split and an open cost of the largest file's bytes
+    keep each file whole and alone in its task, so job 2 runs one task per file job 1 wrote.
+    """
+    largest = max((file.stat().st_size for file in path.rglob("*.parquet")), default=0)
+    if not largest:
+        return {}
+    return {"spark.sql.files.maxPartitionBytes": str(largest), "spark.sql.files.openCostInBytes": str(largest)}
+
+
+@contextmanager
+def sql_confs(spark: SparkSession, confs: Mapping[str, str]) -> Iterator[None]:
+    """Runtime SQL confs for the block (a Spark Connect session's too), each restored after it."""
+    before = {key: spark.conf.get(key, None) for key in confs}
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def fresh_event_log_dir(run_dir: Path) -> Path:

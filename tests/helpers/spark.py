@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from pyspark.sql import SparkSession
 
+from pipeline.spark.session import sql_confs
 
-@contextmanager
-def sql_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+
+def sql_conf(spark: SparkSession, key: str, value: str) -> AbstractContextManager[None]:
     """A runtime SQL conf for the block, restored after it."""
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
+    return sql_confs(spark, {key: value})
 
 
 @contextmanager
