@@ -229,10 +229,12 @@ def test_the_scan_makes_a_task_per_cores_share_of_the_bytes_not_per_gpu_slot() -
 
 
 def test_two_stage_job_2_runs_a_task_per_file_job_1_wrote() -> None:
-    # 128 images in row groups of 32 on 4 cores: job 1 has 4 tasks, each writes a file of crops (4.8 MB, larger
-    # than the JPEGs' 3.84 MB split); job 2 reads each file whole: 4 tasks, none empty
-    prediction = predict("two_stage", Rates(), FAST, Shape(1, 4), Workload(128, row_group_size=32))
-    assert [stage.tasks for stage in prediction.stages] == [4, 4]
+    # 128 images in row groups of 32 on 4 cores and 4 GPUs: job 1 has 4 tasks, each writes a file of crops (4.8 MB,
+    # larger than the JPEGs' 3.84 MB split); job 2 reads each file whole: 4 tasks of 0.3 s at once, none empty
+    rates = Rates(preprocess_s=0.01, task_s=0.3)
+    prediction = predict("two_stage", rates, NULL_DEVICE, Shape(1, 4, 4, 1.0), Workload(128, row_group_size=32))
+    job_2 = prediction.stages[1]
+    assert (job_2.tasks, job_2.seconds) == (4, pytest.approx(0.3))
 
 
 def test_a_fused_stage_capped_by_its_gpu_slots_runs_the_scan_tasks_in_waves() -> None:
