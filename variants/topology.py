@@ -4,9 +4,9 @@
 - split: preprocess → repartition → predict (the original "local"): two stages, the predict stage with
   `topology.predict_partitions` tasks (default: the GPU slots, else the task slots);
 - two_stage: job 1 preprocesses and writes the crops as Parquet to `topology.intermediate_path`; job 2 reads
-  them, one task per file job 1 wrote (`pipeline.spark.session.whole_file_splits`), and predicts (the original
-  CPU cluster + GPU cluster; with `topology.preprocess_cluster`, each job runs in an application of its own,
-  see `pipeline.engines.spark`);
+  them with the schema job 1 wrote, one task per file (`pipeline.spark.session.whole_file_splits`), and
+  predicts (the original CPU cluster + GPU cluster; with `topology.preprocess_cluster`, each job runs in an
+  application of its own, see `pipeline.engines.spark`);
 - stage_level: like split, but the predict stage runs under a task ResourceProfile asking
   `gpu.predict_task_amount` GPUs per task, while preprocessing runs at the application's fractional amount.
 - model_server: one stage on every slot; each task decodes and preprocesses, and its `served` step sends the
@@ -70,7 +70,8 @@ def jobs(
 
         def predict_written() -> None:
             with sql_confs(spark, whole_file_splits(path)):  # the scan's splits are cut when the action runs
-                written = spark.read.parquet(str(path))
+                # the schema job 1 wrote: without it Spark runs a job of its own to read a footer, every pass
+                written = spark.read.schema(crops.schema).parquet(str(path))
                 sink(style(written, predict_crops(inference), ledger, options))
 
         return [Job("preprocess", write_crops), Job("predict", predict_written)]
