@@ -192,27 +192,22 @@ def _figures(jobs: list[Job], frame: pd.DataFrame) -> list[Figures]:
         Figures("cost", "Cost per million images", empty="No successful run could be billed."),
         Figures("pareto", "Throughput vs cost", empty="No successful run could be billed."),
         Figures("timelines", "Task timelines", empty="No successful run recorded a task timeline."),
-        Figures("stages", "Stage times", empty=no_runs),
+        Figures("stages", "Stage times", empty="No successful run recorded stage or job times."),
     ]
     if not ok.empty:
         sections[0].charts.append(_chart(plots.throughput_bars(frame), "throughput per variant"))
         shown = set(ok["job_dir"])
-        sections[4].charts.append(
-            _chart(
-                plots.stage_breakdown(
-                    [
-                        (row["run_label"], job.result)
-                        for job, row in zip(jobs, frame.to_dict("records"))
-                        if row["job_dir"] in shown
-                    ]
-                ),
-                "seconds per step",
-            )
-        )
-        records = zip(jobs, frame.to_dict("records"))
-        split = plots.time_split([(row["run_label"], job.result) for job, row in records if row["job_dir"] in shown])
-        if split is not None:
-            sections[4].charts.append(_chart(split, "where the slot time goes"))
+        runs = [
+            (row["run_label"], job.result)
+            for job, row in zip(jobs, frame.to_dict("records"))
+            if row["job_dir"] in shown
+        ]
+        for chart, alt in (
+            (plots.stage_breakdown(runs), "seconds per step"),
+            (plots.time_split(runs), "where the slot time goes"),
+        ):
+            if chart is not None:
+                sections[4].charts.append(_chart(chart, alt))
     if not billed.empty:
         sections[1].charts.append(_chart(plots.cost_bars(frame), "cost per million images per variant"))
         sections[2].charts.append(_chart(plots.throughput_vs_cost(frame), "throughput against cost"))

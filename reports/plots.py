@@ -265,9 +265,13 @@ def _step_seconds(result: dict[str, Any]) -> tuple[dict[str, float], str]:
     return seconds, "job_s"
 
 
-def stage_breakdown(runs: list[tuple[str, dict[str, Any]]]) -> Chart:
-    """Where a pass's time goes: a stacked bar of seconds per step for each (label, result) run."""
+def stage_breakdown(runs: list[tuple[str, dict[str, Any]]]) -> Chart | None:
+    """Where a pass's time goes: a stacked bar of seconds per step for each (label, result) run that recorded
+    stage or job times; None when none did."""
     rows = {label: _step_seconds(result) for label, result in runs}
+    rows = {label: row for label, row in rows.items() if row[0]}
+    if not rows:
+        return None
     table = pd.DataFrame({label: seconds for label, (seconds, _) in rows.items()}).T.fillna(0.0)
     table = table[[step for step in STEP_COLOURS if step in table.columns]]
     figure = Figure(figsize=(9.5, 1.3 + 0.45 * len(table)), layout="constrained")

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -417,3 +418,15 @@ def test_report_renders_in_headless_chromium(report: tuple[Path, Path], tmp_path
     white = sum(count for count, colour in colours if colour == (255, 255, 255))
     assert len(colours) > 50
     assert 1 - white / (image.width * image.height) > 0.05
+
+
+def test_runs_without_stage_times_get_the_reason_instead_of_an_empty_chart(tmp_path):
+    (tmp_path / "0").mkdir()
+    metrics = {"num_images": 32, "throughput_images_per_s": 100.0, "throughput_per_repeat": [100.0]}
+    variant = {"engine": "torch", "model": "null_model", "batch_size": 16, "cluster": "local", "topology": "fused"}
+    record = {"status": "ok", "variant": variant, "metrics": metrics}
+    (tmp_path / "0" / "result.json").write_text(json.dumps(record | {"env": {"hostname": "h"}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned of a legend with nothing in it
+        _, html = build([tmp_path], tmp_path)
+    assert "No successful run recorded stage or job times." in html.read_text()
