@@ -4,7 +4,6 @@ always naming the key — before any data, model or Spark work."""
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
@@ -235,10 +234,3 @@ def test_a_preprocess_cluster_takes_any_cluster_option_and_its_keys():
         3,
     )
     assert config.cluster.mode is ClusterMode.local_cluster
-
-
-def test_a_runs_log_keeps_its_own_info_lines_and_py4j_warnings_only():
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        logging = compose(config_name="config", return_hydra_config=True).hydra.job_logging
-    assert logging.root.level == "INFO"
-    assert logging.loggers.py4j.level == "WARNING"  # not each connection the JVM closes at stop, with a traceback

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 
 import pytest
 
@@ -105,3 +107,19 @@ def test_input_splits_give_every_task_slot_work():
     assert split_bytes(5_000_000, 2) == 2_500_000
     assert split_bytes(10**12, 2) == 128 * 2**20
     assert split_bytes(1000, 8) == 2**20
+
+
+def test_a_runs_log_keeps_its_own_info_lines_and_only_py4js_warnings(tmp_path):
+    script = (
+        "import logging, sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.job import configure_logging\n"
+        "configure_logging(Path(sys.argv[1]))\n"
+        "logging.getLogger('pipeline.run').info('ours')\n"
+        "logging.getLogger('py4j.clientserver').info('Closing down clientserver connection')\n"
+        "logging.getLogger('py4j.clientserver').warning('a warning')\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, capture_output=True, timeout=120)
+    log = (tmp_path / "pipeline.log").read_text()
+    assert "ours" in log and "a warning" in log
+    assert "Closing down" not in log
