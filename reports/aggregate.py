@@ -211,6 +211,12 @@ def variant_label(variant: dict[str, Any], fields: Iterable[str], headline: Iter
     return " · ".join(_label_value(field, variant[field]) for field in wanted if pd.notna(variant.get(field)))
 
 
+def fastest_ok(rows: pd.DataFrame) -> pd.Series | None:
+    """The ok run of `rows` with the highest throughput; None when none is ok with a throughput."""
+    ok = rows[(rows["status"] == "ok") & rows["throughput_images_per_s"].notna()]
+    return None if ok.empty else ok.loc[ok["throughput_images_per_s"].idxmax()]
+
+
 def varying_fields(frame: pd.DataFrame, fields: Iterable[str] = VARIANT_FIELDS) -> list[str]:
     """The variant fields, of `fields`, that take more than one value among the jobs that have a variant.
 

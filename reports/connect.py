@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.aggregate import find_jobs, job_frame
+from reports.aggregate import fastest_ok, find_jobs, job_frame
 from reports.peers import COLD, with_cold
 
 PAIR = ("model", "dataset_source", "image_format", "num_images", "hostname", "topology", "udf", "batch_size")
@@ -40,11 +40,6 @@ def _work(row: dict) -> str:
     )
 
 
-def _best(rows: pd.DataFrame) -> pd.Series | None:
-    ok = rows[(rows["status"] == "ok") & rows["throughput_images_per_s"].notna()]
-    return None if ok.empty else ok.loc[ok["throughput_images_per_s"].idxmax()]
-
-
 def _ratio(value: float | None, base: float | None) -> float | None:
     if value is None or base is None or pd.isna(value) or pd.isna(base) or not base:
         return None
@@ -58,10 +53,10 @@ def compare(frame: pd.DataFrame) -> list[ConnectRow]:
     spark = frame[(frame["engine"] == "spark") & frame["udf"].notna()]
     rows: list[ConnectRow] = []
     for key, group in spark.groupby(list(PAIR), dropna=False, sort=True):
-        best_connect = _best(group[group["cluster"].isin(CONNECT_MODES)])
+        best_connect = fastest_ok(group[group["cluster"].isin(CONNECT_MODES)])
         if best_connect is None:
             continue  # no ok Connect run: refused ones are below, failed ones in the failed jobs section
-        best_classic = _best(group[~group["cluster"].isin(CONNECT_MODES)])
+        best_classic = fastest_ok(group[~group["cluster"].isin(CONNECT_MODES)])
         first = dict(zip(PAIR, key))
         warm = lambda best: None if best is None else float(best["throughput_images_per_s"])  # noqa: E731
         cold = lambda best: None if best is None else best.get(COLD)  # noqa: E731

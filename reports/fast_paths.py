@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.aggregate import Job, find_jobs, job_frame
+from reports.aggregate import Job, fastest_ok, find_jobs, job_frame
 
 KNOBS = (
     "python_udf_pipelined",
@@ -123,11 +123,6 @@ def _work(work: dict[str, Any]) -> str:
     )
 
 
-def _best(rows: pd.DataFrame) -> pd.Series | None:
-    ok = rows[(rows["status"] == "ok") & rows["throughput_images_per_s"].notna()]
-    return None if ok.empty else ok.loc[ok["throughput_images_per_s"].idxmax()]
-
-
 def compare(jobs: list[Job], frame: pd.DataFrame) -> list[FastPathRow]:
     """One row per (option, work, UDF style) that has an ok run with the option and an ok baseline run."""
     spark = frame[(frame["engine"] == "spark") & frame["udf"].notna()].copy()
@@ -137,12 +132,12 @@ def compare(jobs: list[Job], frame: pd.DataFrame) -> list[FastPathRow]:
     by_index = dict(zip(frame.index, jobs))
     rows = []
     for key, group in spark.groupby(list(PAIR), dropna=False, sort=True):
-        baseline = _best(group[group["_option"].isna()])
+        baseline = fastest_ok(group[group["_option"].isna()])
         if baseline is None:
             continue
         work = dict(zip(PAIR, key))
         for label, runs in group[group["_option"].notna()].groupby("_option", sort=True):
-            best = _best(runs)
+            best = fastest_ok(runs)
             if best is None:
                 continue
             before, after = _evidence(by_index[baseline.name]), _evidence(by_index[best.name])
