@@ -98,19 +98,20 @@ def option_label(row: dict[str, Any]) -> str | None:
     return " + ".join(parts) or None
 
 
-def _took_effect(label: str, option: Evidence | None, baseline: Evidence | None) -> str:
+def _took_effect(run: dict[str, Any], option: Evidence | None, baseline: Evidence | None) -> str:
+    """What the evidence says each of the run's fast paths (`option_label`'s knobs) did in its tasks."""
     if option is None:
         return "no task evidence"
     said = []
-    if label.startswith("pipelined"):
+    if run.get("python_udf_pipelined") is True:
         said.append(f"{option.pipelined_tasks} of {option.tasks} tasks in pipelined workers")
-    if "Unix" in label:
+    if run.get("python_unix_domain_socket") is True:
         said.append(f"{option.unix_domain_tasks} of {option.tasks} tasks over Unix sockets")
-    if "Arrow" in label and option.bytes_to_python is not None:
+    if isinstance(run.get("arrow_compression_codec"), str) and option.bytes_to_python is not None:
         before = baseline.bytes_to_python if baseline else None
         change = "" if before is None else f" ({option.bytes_to_python - before:+,} against the baseline)"
         said.append(f"{option.bytes_to_python:,} bytes to Python{change}")
-    if "pythonUDF.arrow" in label:
+    if run.get("python_udf_arrow") is False:
         said.append("acts on plain @udf functions only; this style is not one")
     return "; ".join(said)
 
@@ -151,7 +152,7 @@ def compare(jobs: list[Job], frame: pd.DataFrame) -> list[FastPathRow]:
                     ratio=float(best["throughput_images_per_s"]) / float(baseline["throughput_images_per_s"]),
                     baseline_evidence=before,
                     option_evidence=after,
-                    took_effect=_took_effect(str(label), after, before),
+                    took_effect=_took_effect(best.to_dict(), after, before),
                 )
             )
     return sorted(rows, key=lambda row: (row.option, row.work, row.udf))
