@@ -18,10 +18,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pipeline.lifetime import die_with_parent, parent_from_env
-from pipeline.processes import descendants, stop_processes
+from pipeline.processes import descendants, python_helpers, stop_processes
 from pipeline.run import run
 from pipeline.rundir import RunDir
 from pipeline.schema import Config, typed
+from pipeline.spark.session import stop_driver_jvm
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,11 @@ def main(run_dir: Path) -> int:
         return 0 if run(load(run_dir), run_dir).status == "ok" else 1
     finally:
         # the driver JVM pyspark started (and a local-cluster's executors under it) outlives a stopped
-        # SparkSession until it notices this process is gone: stop it by PID, so the job leaves nothing
-        stop_processes(descendants())
+        # SparkSession until this process is gone: stop it, then whatever is left by PID, so the job leaves
+        # nothing; multiprocessing's resource tracker (started by data generation's process pool) ignores
+        # SIGTERM by design and exits by itself with this process
+        stop_driver_jvm()
+        stop_processes(descendants() - python_helpers())
 
 
 if __name__ == "__main__":

@@ -89,6 +89,17 @@ def descendants() -> set[psutil.Process]:
         return set()
 
 
+def python_helpers() -> set[psutil.Process]:
+    """This process's own Python helpers: multiprocessing's resource tracker, which the first process pool
+    with the spawn context starts, which ignores SIGTERM and SIGINT by design and which exits when this
+    process does (it reads a pipe until EOF). Not one of the processes a run started: leave it be."""
+    from multiprocessing import resource_tracker
+
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)  # CPython keeps no public handle on it
+    handle = _handle(pid) if pid else None
+    return {handle} if handle is not None else set()
+
+
 def _handle(target: int | psutil.Process) -> psutil.Process | None:
     if isinstance(target, psutil.Process):
         return target
@@ -174,7 +185,7 @@ def stop_processes(targets: Iterable[int | psutil.Process], timeout: float = 20.
             orphans_signalled = True
         if time.monotonic() > deadline:
             break
-    log.warning("SIGKILL to %s: still running %.0f s after SIGTERM", [p.pid for p in alive], timeout)
+    log.warning("SIGKILL to %s: still running %.0f s after SIGTERM", ", ".join(map(_describe, alive)), timeout)
     for process in alive:
         _send(process, signal.SIGKILL)
     alive = _wait(alive, 5.0)

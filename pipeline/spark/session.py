@@ -158,6 +158,29 @@ def loopback_env() -> None:
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 
 
+def stop_driver_jvm(timeout: float = 30.0) -> None:
+    """Stop the driver JVM pyspark started in this process (its applications stopped), the way pyspark means
+    it to stop: py4j's client is shut down first, then the JVM's stdin is closed, on which pyspark's gateway
+    server exits by itself (its shutdown hooks run). Killed from outside instead, the JVM left py4j sending
+    the releases of garbage-collected Java objects to a dead socket, each logged with a traceback on the root
+    logger ("Exception while sending command"). Nothing to do when no gateway was started here (engine=torch,
+    Spark Connect clients); a JVM still running after `timeout` is left to the caller's stop by PID."""
+    pyspark = sys.modules.get("pyspark")
+    gateway = pyspark.SparkContext._gateway if pyspark is not None else None
+    if gateway is None:
+        return
+    gateway.shutdown()
+    pyspark.SparkContext._gateway = pyspark.SparkContext._jvm = None  # a later SparkContext starts a new JVM
+    process = getattr(gateway, "proc", None)
+    if process is None:
+        return
+    process.stdin.close()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 @contextmanager
 def spark_session(conf: dict[str, str]) -> Iterator["SparkSession"]:  # noqa: F821
     """A SparkSession built from `conf` (nothing else), stopped however the block ends."""
