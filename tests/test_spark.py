@@ -29,6 +29,17 @@ def test_map_in_pandas_agrees_with_the_reference(spark, tmp_path, tiny_dataset, 
     assert agreement["duplicate_ids"] == 0
 
 
+@pytest.mark.parametrize(("sink", "passes"), [("parquet", 1), ("noop", 2)])
+def test_verify_reads_what_the_last_pass_wrote_and_runs_again_only_after_a_noop_sink(
+    spark, tmp_path, tiny_dataset, inference, sink, passes
+):
+    run = measured(spark, tmp_path, tiny_dataset, inference, "verify=true", f"sink={sink}")
+    assert run.predictions["id"].nunique() == len(run.predictions) == tiny_dataset.num_images
+    # the ledger holds the reports of the last timed pass's stage, and of a verify pass's if one ran
+    stages = {path.name.split("-")[1] for path in (tmp_path / "tasks" / "all").glob("*.task")}
+    assert len(stages) == passes
+
+
 def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, inference):
     run = measured(spark, tmp_path, tiny_dataset, inference, "warmup=1", "repeats=2")
     assert [p.predicted for p in run.warmups + run.timed] == [tiny_dataset.num_images] * 3

@@ -349,5 +349,9 @@ def measure(
     measurement = Measurement(warmups, timed_passes)
     if config.verify and "predictions" in collected:
         describe(spark, "verify: collect predictions")
-        measurement.predictions = collected["predictions"].select("id", "top1", "prob").toPandas()
+        # sink=parquet: what the last timed pass wrote; a noop sink keeps nothing, so the pass runs once more,
+        # untimed, for its predictions
+        written = config.sink is Sink.parquet
+        source = spark.read.parquet(str(RunDir(run_dir).predictions.resolve())) if written else collected["predictions"]
+        measurement.predictions = source.select("id", "top1", "prob").toPandas()
     return measurement
