@@ -49,6 +49,15 @@ def test_rebatch_fills_every_batch_but_the_last():
     assert [batch["id"] for batch in rebatch(batches, 4)] == [["a", "b", "c", "d"], ["e", "f", "g", "h"], ["i"]]
 
 
+def test_rebatch_cuts_a_batch_of_several_model_calls_into_all_of_them():
+    batches = [{"id": list(range(10)), "x": list(range(10, 20))}, {"id": [10], "x": [20]}]
+    assert [(batch["id"], batch["x"]) for batch in rebatch(batches, 4)] == [
+        ([0, 1, 2, 3], [10, 11, 12, 13]),
+        ([4, 5, 6, 7], [14, 15, 16, 17]),
+        ([8, 9, 10], [18, 19, 20]),
+    ]
+
+
 @dataclass
 class _Recorder:
     """A step stand-in whose prepare records, per batch, the thread that prepared it."""

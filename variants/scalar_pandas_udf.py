@@ -33,8 +33,8 @@ def apply(
                 load_model(step.inference.model, task.device, rebuild=True)
             output = step(columns, task.device)
             task.add(output)
-            frame, task.results_s = timed(lambda: pd.DataFrame(aligned(output, num_rows(columns), step.schema)))
-        return frame
+            results, task.results_s = timed(lambda: pd.DataFrame(aligned(output, num_rows(columns), step.schema)))
+        return results
 
     # non-deterministic: keeps the optimizer from evaluating the UDF once per field it reads (see predict_batch_udf)
     result = frame.select(run.asNondeterministic()(*step.inputs).alias("out"))

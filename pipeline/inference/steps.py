@@ -337,9 +337,10 @@ def rebatch(batches: Iterable[Columns], size: int) -> Iterator[Columns]:
     pending: Columns = {}
     for batch in batches:
         pending = {name: [*pending.get(name, []), *values] for name, values in batch.items()}
-        while num_rows(pending) >= size:
-            yield {name: values[:size] for name, values in pending.items()}
-            pending = {name: values[size:] for name, values in pending.items()}
+        full = num_rows(pending) // size * size  # sliced once each: a batch many model calls long stays linear
+        for start in range(0, full, size):
+            yield {name: values[start : start + size] for name, values in pending.items()}
+        pending = {name: values[full:] for name, values in pending.items()}
     if num_rows(pending):
         yield pending
 
