@@ -200,8 +200,9 @@ def input_scan(workload: Workload, parallelism: int) -> tuple[int, int]:
     files = max(1, math.ceil(n / workload.images_per_file))
     per_file = n / files
     groups = math.ceil(per_file / workload.row_group_size) if workload.row_group_size else math.ceil(per_file)
-    split = split_bytes(math.ceil(n * workload.input_bytes_per_image), parallelism)
-    return scan_tasks(files, per_file * workload.input_bytes_per_image, groups, parallelism, split)
+    file_bytes = per_file * workload.input_bytes_per_image
+    split = split_bytes(math.ceil(n * workload.input_bytes_per_image), parallelism, math.ceil(file_bytes))
+    return scan_tasks(files, file_bytes, groups, parallelism, split)
 
 
 def _input_tasks(workload: Workload, parallelism: int) -> tuple[int, int]:

@@ -109,6 +109,18 @@ def test_input_splits_give_every_task_slot_work():
     assert split_bytes(1000, 8) == 2**20
 
 
+@pytest.mark.parametrize(
+    ("largest", "split"),
+    [
+        (60_100_000, 60_100_000),  # a file a little over its slot's share stays whole (no sliver of a task)
+        (85_000_000, 85_000_000),  # under one and a half shares: whole
+        (100_000_000, 50_000_000),  # two shares: two equal pieces
+    ],
+)
+def test_input_splits_cut_the_largest_file_into_equal_pieces_near_a_slots_share(largest, split):
+    assert split_bytes(120_000_000, 2, largest) == split
+
+
 def test_a_runs_log_keeps_its_own_info_lines_and_only_py4js_warnings(tmp_path):
     script = (
         "import logging, sys\n"

@@ -51,7 +51,7 @@ def _stage_evidence(spark, dataset) -> dict:
     the session's event log once the listener has written the job's stage (it writes asynchronously)."""
     description = f"utilization test {uuid.uuid4().hex[:8]}"
     context = spark.sparkContext
-    with sql_conf(spark, "spark.sql.files.maxPartitionBytes", str(split_bytes(dataset.size_bytes, 2))):
+    with sql_conf(spark, "spark.sql.files.maxPartitionBytes", str(split_bytes(dataset.size_bytes, 2, dataset.largest_file_bytes))):
         slow = spark.read.parquet(str(dataset.path)).mapInPandas(_slow_rows, "id string")  # reads the footers
         try:
             for name in (f"{description} warm-up", description):  # as a run: workers start in the warm-up
@@ -75,8 +75,10 @@ def _stage_evidence(spark, dataset) -> dict:
     [
         (["dataset.num_images=16"], [0, 16], True),  # one 32-row row group: one task reads everything
         (["dataset.num_images=16", "dataset.images_per_file=8"], [8, 8], False),  # a file per slot
+        # files of over 1 MiB, one a little larger than its slot's share: still one task each, none empty
+        (["dataset.num_images=32", "dataset.images_per_file=16", "dataset.row_group_size=8"], [16, 16], False),
     ],
-    ids=["skewed", "balanced"],
+    ids=["skewed", "balanced", "unequal_files"],
 )
 def test_a_slot_idle_most_of_a_stage_is_flagged(spark, cache_dir, overrides, rows, flagged):
     config = compose_config(*overrides, "cluster.cores=2", f"cache_dir={cache_dir}")

@@ -58,6 +58,7 @@ class Dataset:
     generated: bool
     prepare_s: float
     row_group_rows: int = 0  # the most rows of any row group in its files, from their footers
+    largest_file_bytes: int | None = None  # its largest file's: Spark's split size fits it (None: one file)
 
 
 def to_raw(image: Image.Image) -> bytes:
@@ -291,8 +292,8 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
     if num_images == 0:
         raise DatasetError(f"{path}: the data set is empty")
     _check_rows(path, files)
-    size = sum(file.stat().st_size for file in files)
-    return Dataset(path, num_images, len(files), size, spec, generated, prepare_s, row_group_rows)
+    sizes = [file.stat().st_size for file in files]
+    return Dataset(path, num_images, len(files), sum(sizes), spec, generated, prepare_s, row_group_rows, max(sizes))
 
 
 @contextmanager

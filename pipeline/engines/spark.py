@@ -83,12 +83,12 @@ class Application:
 
 
 @contextmanager
-def application(config: Config, run_dir: Path, input_bytes: int, plan: Plan) -> Iterator[Application]:
+def application(config: Config, run_dir: Path, dataset: Dataset, plan: Plan) -> Iterator[Application]:
     """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped."""
     started = time.perf_counter()
     with cluster(config, run_dir, plan) as running:
         cluster_s = time.perf_counter() - started
-        conf = spark_conf(config, run_dir, input_bytes, running)
+        conf = spark_conf(config, run_dir, dataset.size_bytes, running, dataset.largest_file_bytes)
         started = time.perf_counter()
         if plan.connect_server:  # every conf on the server's command line; the server is the driver
             with connect_server(conf, run_dir) as server, connect_session(server.url, {}) as spark:
@@ -164,7 +164,7 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
     with _model_server(config, spec.plan, spec.run_dir.path, inference) as server:
         if server is not None:
             inference = dataclasses.replace(inference, server=server.address)
-        with application(config, spec.run_dir.path, dataset.size_bytes, spec.plan) as app:
+        with application(config, spec.run_dir.path, dataset, spec.plan) as app:
             try:
                 measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job, server=server)
             except Exception as error:

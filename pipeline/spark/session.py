@@ -53,14 +53,21 @@ def java_version() -> int:
     return major
 
 
-def split_bytes(input_bytes: int, slots: int) -> int:
-    """Input split size that gives every task slot a share of the read.
+def split_bytes(input_bytes: int, slots: int, largest_file_bytes: int | None = None) -> int:
+    """Input split size that gives every task slot a share of the read, and cuts no file into a sliver.
 
     Spark's own choice adds a 4 MiB open cost per file and lumps a small data set into one split (measured:
     64 images, 5 MB, two cores: one task read everything). Row groups of `dataset.row_group_size` images
-    (32 by default) let the splits cut files; large data keeps Spark's default maximum of 128 MiB.
+    (32 by default) let the splits cut files; large data keeps Spark's default maximum of 128 MiB. The split
+    cuts the largest file (`largest_file_bytes`, None: the input is one file) into a whole number of equal
+    pieces as near a slot's share as that allows: a split of exactly the share cut a file a little larger than
+    the share into the share and a sliver holding no row group's midpoint, a task that read nothing (measured:
+    1,024 JPEGs in 2 files of 512 on 2 slots ran 3 tasks, rows [512, 512, 0]).
     """
-    return min(128 * 2**20, max(2**20, -(-input_bytes // slots)))
+    share = -(-input_bytes // slots)
+    largest = input_bytes if largest_file_bytes is None else largest_file_bytes
+    pieces = max(1, round(largest / share))
+    return min(128 * 2**20, max(2**20, -(-largest // pieces)))
 
 
 def whole_file_splits(path: Path) -> dict[str, str]:
@@ -110,9 +117,11 @@ def fresh_event_log_dir(run_dir: Path) -> Path:
     return event_log
 
 
-def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster) -> dict[str, str]:
+def spark_conf(
+    config: Config, run_dir: Path, input_bytes: int, cluster: Cluster, largest_file_bytes: int | None = None
+) -> dict[str, str]:
     """Every conf the application is started with; results record exactly this. Creates the event log dir,
-    empty (`fresh_event_log_dir`)."""
+    empty (`fresh_event_log_dir`). The input's bytes (and its largest file's) set the split size."""
     event_log = fresh_event_log_dir(run_dir)
     conf = {
         "spark.master": cluster.master,
@@ -131,7 +140,7 @@ def spark_conf(config: Config, run_dir: Path, input_bytes: int, cluster: Cluster
         "spark.sql.shuffle.partitions": str(config.spark.partitions or cluster.slots),
         "spark.task.maxFailures": str(config.spark.task_max_failures),
         "spark.sql.adaptive.enabled": "false",
-        "spark.sql.files.maxPartitionBytes": str(split_bytes(input_bytes, cluster.slots)),
+        "spark.sql.files.maxPartitionBytes": str(split_bytes(input_bytes, cluster.slots, largest_file_bytes)),
         "spark.eventLog.enabled": "true",
         "spark.eventLog.dir": event_log.as_uri(),
         "spark.eventLog.compress": "false",

@@ -107,7 +107,7 @@ def main() -> None:
         run_dir = Path(scratch)
         with (
             cluster(base, run_dir) as local,
-            spark_session(spark_conf(base, run_dir, dataset.size_bytes, local)) as spark,
+            spark_session(spark_conf(base, run_dir, dataset.size_bytes, local, dataset.largest_file_bytes)) as spark,
         ):
             for number in range(1 + args.rounds):
                 for style, model, option in variants:
