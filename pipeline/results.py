@@ -182,8 +182,16 @@ def summary(result: Result) -> str:
             f"throughput: {metrics.throughput_images_per_s:.2f} images/s (median of {len(metrics.wall_s)} timed "
             f"passes over {metrics.num_images} images; wall s: {walls})",
             f"images: {metrics.num_images} read, {metrics.num_predicted} predicted, {metrics.num_bad_images} bad",
-            f"not timed: data {metrics.data_prepare_s:.1f} s ({'generated' if metrics.data_generated else 'cached'}), "
-            f"startup {metrics.startup_s:.1f} s, warm-up {sum(metrics.warmup_s):.1f} s",
+            "not timed: "
+            + ", ".join(
+                [
+                    f"data {metrics.data_prepare_s:.1f} s ({'generated' if metrics.data_generated else 'cached'})",
+                    *([f"weights {metrics.weights_prepare_s:.1f} s"] if metrics.weights_prepare_s else []),
+                    *([f"reference {metrics.reference_s:.1f} s"] if metrics.reference_s else []),
+                    f"startup {metrics.startup_s:.1f} s",
+                    f"warm-up {sum(metrics.warmup_s):.1f} s",
+                ]
+            ),
             f"model loads per worker process: {metrics.max_model_loads_per_worker}",
         ]
     if metrics.failed_tasks:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pipeline.errors import describe_error
-from pipeline.results import Result, read_result, summary, write_result
+from pipeline.results import Metrics, Result, read_result, summary, write_result
 from pipeline.run import run
 from pipeline.rundir import RESULT_FILE
 from pipeline.spark.session import JavaMissing, java_version, split_bytes
@@ -84,6 +84,16 @@ def test_summary_fits_one_screen(tmp_path, cache_dir, weights_file):
     text = summary(result)
     assert "throughput:" in text and "images/s" in text and str(tmp_path) in text
     assert len(text.splitlines()) <= 24
+
+
+def test_summary_names_every_untimed_preparation_with_its_seconds():
+    metrics = Metrics(
+        num_images=8, wall_s=[1.0], throughput_images_per_s=8.0, data_prepare_s=1.25, weights_prepare_s=8.75,
+        reference_s=2.5, startup_s=4.5, warmup_s=[3.0],
+    )
+    result = Result(status="ok", variant=None, config={}, env={}, run_dir="run", started_at="now", metrics=metrics)
+    [line] = [line for line in summary(result).splitlines() if line.startswith("not timed:")]
+    assert line == "not timed: data 1.2 s (cached), weights 8.8 s, reference 2.5 s, startup 4.5 s, warm-up 3.0 s"
 
 
 def test_a_spark_worker_error_is_reported_as_the_workers_own():
