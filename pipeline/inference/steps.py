@@ -22,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.inference.accelerator import simulated_predictions
-from pipeline.inference.model import ModelSpec, Predictions, load_model, predict
+from pipeline.inference.model import ModelSpec, Predictions, load_model, pick_device, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
 from pipeline.serving.client import ServerAddress, predict_remote
 from pipeline.timing import timed
@@ -99,6 +99,11 @@ class Inference:
     batch_size: int
     fail_on_bad_image: bool = False
     server: ServerAddress | None = None  # topology=model_server: where the `served` step sends its crops
+    gpus: str = "none"  # the kind of GPU addresses its tasks are handed (`GpuPlan.kind`): real, emulated or none
+
+    def device(self, addresses: Sequence[str]) -> str:
+        """Where a task handed these GPU addresses runs the model (`pipeline.inference.model.pick_device`)."""
+        return pick_device(self.gpus, addresses, simulated=self.model.name == "accelerator")
 
     def crop_batch(self, columns: Columns) -> Prepared:
         """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised.
