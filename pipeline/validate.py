@@ -230,6 +230,11 @@ def validate(config: Config) -> Plan | None:
             raise ConfigError(
                 "preprocess.decode_on=model_device decodes with torchvision.io: set preprocess.decoder=torchvision"
             )
+        if config.engine.name is Engine.ray:
+            raise ConfigError(
+                "preprocess.decode_on=model_device with engine=ray: Ray decodes in its CPU tasks, before the model's "
+                "actors; use preprocess.decode_on=task (model_device: engine=torch, or engine=spark topology=fused)"
+            )
         if config.engine.name is Engine.spark and config.topology.kind is not Topology.fused:
             raise ConfigError(
                 f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "

@@ -99,6 +99,10 @@ def test_compose_rejects(override, error, named):
             "only map_in_pandas",
         ),
         (["topology=two_stage", "topology.intermediate_path=null"], "topology.intermediate_path"),
+        (
+            ["engine=ray", "preprocess.decoder=torchvision", "preprocess.decode_on=model_device"],
+            "preprocess.decode_on=model_device with engine=ray",
+        ),
         (["cluster=remote"], "cluster.master"),
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.task_amount=0.7"], "gpu.task_amount=0.7"),
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.executor_amount=3"], "gpu.executor_amount=3"),
