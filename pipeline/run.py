@@ -19,7 +19,7 @@ from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.provenance import new_result
 from pipeline.results import Result, now, write_result
-from pipeline.schema import Config, Engine, ModelName, OnBadImage
+from pipeline.schema import Config, ModelName, OnBadImage
 from pipeline.simulated import device_usage
 from pipeline.spark.evidence import enforce
 from pipeline.spark.session import java_version
@@ -102,7 +102,7 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
 
 def execute(config: Config, run_dir: Path, result: Result) -> None:
     plan = validate(config)
-    if config.engine.name is Engine.spark:
+    if plan is not None and plan.starts_jvm:
         java_version()
     cache = config.cache_dir
     dataset = prepare(config.dataset, cache, config.preprocess.max_pixels)

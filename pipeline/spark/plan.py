@@ -87,6 +87,12 @@ class Plan:
     connect_server: bool = False
 
     @property
+    def starts_jvm(self) -> bool:
+        """Whether the run starts a JVM (its driver, its workers, a Connect server): all but a Connect client of a
+        server the harness did not start, whose job talks gRPC only and needs no Java here."""
+        return not self.connect or self.connect_server
+
+    @property
     def starts_workers(self) -> bool:
         """Whether the run starts the workers itself (local-cluster in the driver JVM, standalone here)."""
         return self.mode in (ClusterMode.local_cluster, ClusterMode.standalone)
@@ -337,6 +343,11 @@ def _preprocess(config: Config) -> Plan | None:
     return _application(dataclasses.replace(config, cluster=cl, gpu=GpuConfig()), memory, none, None)
 
 
+def is_connect_url(master: str | None) -> bool:
+    """Whether `master` is a Spark Connect server's URL (sc://HOST:PORT) rather than a cluster's."""
+    return bool(master) and str(master).startswith("sc://")
+
+
 CONNECT_BACKENDS = (ClusterMode.local, ClusterMode.local_cluster, ClusterMode.standalone)
 
 
@@ -365,7 +376,7 @@ def plan(config: Config) -> Plan:
     if isinstance(config.cluster, ConnectConfig):
         backend = plan(dataclasses.replace(config, cluster=connect_backend(config.cluster)))
         return dataclasses.replace(backend, connect=True, connect_server=True)
-    if isinstance(config.cluster, RemoteConfig) and str(config.cluster.master or "").startswith("sc://"):
+    if isinstance(config.cluster, RemoteConfig) and is_connect_url(config.cluster.master):
         return dataclasses.replace(_plan(config), connect=True)
     return _plan(config)
 
