@@ -40,6 +40,43 @@ __all__ = [
 PROFILE_STYLES = (UdfStyle.map_in_pandas, UdfStyle.map_in_arrow, UdfStyle.rdd_map_partitions)
 
 
+# The Spark confs the harness sets itself (`pipeline.spark.session.spark_conf`, the plan's cluster confs, two_stage's
+# job 2), each with the config key that sets it, None where the harness needs its own value (loopback, the event log
+# the evidence is read from, the splits it sizes): through `spark.conf` a result would record a knob that did not run.
+# tests/test_config.py checks that every conf `spark_conf` writes is here.
+HARNESS_CONFS: dict[str, str | None] = {
+    "spark.master": "cluster",  # cluster.master with cluster=remote
+    "spark.app.name": None,
+    "spark.driver.host": None,
+    "spark.driver.bindAddress": None,
+    "spark.driver.memory": "cluster.driver_memory",
+    "spark.ui.enabled": None,
+    "spark.ui.showConsoleProgress": None,
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "spark.max_records_per_batch",
+    "spark.sql.parquet.columnarReaderBatchSize": "spark.max_records_per_batch",
+    "spark.sql.execution.arrow.maxBytesPerBatch": "spark.max_bytes_per_batch",
+    "spark.python.worker.reuse": "spark.python_worker_reuse",
+    "spark.sql.shuffle.partitions": "spark.partitions",
+    "spark.task.maxFailures": "spark.task_max_failures",
+    "spark.sql.adaptive.enabled": None,
+    "spark.sql.files.maxPartitionBytes": None,
+    "spark.sql.files.openCostInBytes": None,
+    "spark.eventLog.enabled": None,
+    "spark.eventLog.dir": None,
+    "spark.eventLog.compress": None,
+    "spark.eventLog.rolling.enabled": None,
+    "spark.executor.cores": "cluster.worker_cores",
+    "spark.executor.memory": "cluster.executor_memory",
+    "spark.executor.instances": "cluster.workers",
+    "spark.task.cpus": "cluster.task_cpus",
+    "spark.executor.resource.gpu.amount": "gpu.executor_amount",
+    "spark.task.resource.gpu.amount": "gpu.task_amount",
+    "spark.worker.resource.gpu.amount": "gpu.emulate",
+    "spark.worker.resource.gpu.discoveryScript": None,
+    **FAST_PATH_KEYS,
+}
+
+
 # what Spark Connect cannot run, and why: no SparkContext on the client, so no RDD API, broadcast or accumulators
 CONNECT_UNAVAILABLE = {
     UdfStyle.rdd_map_partitions: "rdd_map_partitions: needs the RDD API, which Spark Connect does not offer",
@@ -101,24 +138,28 @@ def _spark(config: Config) -> Plan:
     if isinstance(config.topology, ModelServerConfig):
         _model_server(config)
     _at_least("spark.task_max_failures", config.spark.task_max_failures, 1)
-    if "spark.task.maxFailures" in config.spark.conf:
-        raise ConfigError("spark.conf sets spark.task.maxFailures: set spark.task_max_failures=N instead")
+    _spark_conf(config)
     _fast_paths(config)
     return planned
 
 
+def _spark_conf(config: Config) -> None:
+    """`spark.conf` adds any Spark conf but those the harness sets itself (`HARNESS_CONFS`)."""
+    for key in config.spark.conf:
+        if key in HARNESS_CONFS:
+            knob = HARNESS_CONFS[key]
+            fix = f"set {knob}=... instead" if knob else "the harness sets it itself, and its results rely on it"
+            raise ConfigError(f"spark.conf sets {key}: {fix} (spark.conf adds any Spark conf but the harness's own)")
+
+
 def _fast_paths(config: Config) -> None:
-    """The fast-path knobs: a queue depth Spark would refuse, one that would change nothing, and a Spark conf
-    of theirs set through `spark.conf` (the result would record a knob that did not run)."""
+    """The fast-path knobs: a queue depth Spark would refuse, and one that would change nothing."""
     _at_least("spark.python_udf_pipelined_queue_depth", config.spark.python_udf_pipelined_queue_depth, 1)
     if not config.spark.python_udf_pipelined and config.spark.python_udf_pipelined_queue_depth != 2:
         raise ConfigError(
             f"spark.python_udf_pipelined_queue_depth={config.spark.python_udf_pipelined_queue_depth} takes effect "
             "only with spark.python_udf_pipelined=true"
         )
-    for key, knob in FAST_PATH_KEYS.items():
-        if key in config.spark.conf:
-            raise ConfigError(f"spark.conf sets {key}: set {knob}=... instead")
 
 
 def _model_server(config: Config) -> None:

@@ -24,7 +24,7 @@ from pipeline.schema import (
     UdfStyle,
     typed,
 )
-from pipeline.validate import ConfigError, validate
+from pipeline.validate import HARNESS_CONFS, ConfigError, validate
 from tests.helpers.config import compose_config
 
 PRE = "+cluster@topology.preprocess_cluster"  # any cluster option, as the preprocess job's cluster
@@ -115,7 +115,12 @@ def test_compose_rejects(override, error, named):
         (["preprocess.max_pixels=0"], "preprocess.max_pixels=0"),
         (["preprocess.max_pixels=178956971"], "between 1 and 178956970"),
         (["spark.task_max_failures=0"], "spark.task_max_failures=0"),
-        (["+spark.conf={spark.task.maxFailures: '1'}"], "spark.task_max_failures=N"),
+        (["+spark.conf={spark.task.maxFailures: '1'}"], "set spark.task_max_failures=... instead"),
+        (["+spark.conf={spark.sql.execution.arrow.maxRecordsPerBatch: 7}"], "set spark.max_records_per_batch=..."),
+        (["+spark.conf={spark.python.worker.reuse: false}"], "set spark.python_worker_reuse=... instead"),
+        (["+spark.conf={spark.driver.memory: 4g}"], "set cluster.driver_memory=... instead"),
+        (["+spark.conf={spark.master: 'local[1]'}"], "set cluster=... instead"),
+        (["+spark.conf={spark.eventLog.dir: /tmp/x}"], "spark.eventLog.dir: the harness sets it itself"),
         (
             ["spark.python_udf_pipelined=true", "spark.python_udf_pipelined_queue_depth=0"],
             "spark.python_udf_pipelined_queue_depth=0",
@@ -141,6 +146,26 @@ def test_compose_rejects(override, error, named):
 def test_validate_rejects(overrides, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         validate(compose_config(*overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("cluster=local_cluster", "gpu.emulate=2", "spark.max_bytes_per_batch=1000"),
+        ("cluster=remote", "cluster.master=spark://127.0.0.1:7077", "gpu.executor_amount=1"),
+    ],
+    ids=str,
+)
+def test_spark_conf_may_set_no_conf_the_harness_writes_itself(overrides, tmp_path):
+    """Every conf the application starts with, but spark.conf's own, is one `spark.conf` is refused."""
+    from pipeline.spark.cluster import cluster
+    from pipeline.spark.session import spark_conf
+
+    config = compose_config(*overrides, "+spark.conf={spark.executorEnv.ANY: '1'}")
+    validate(config)
+    with cluster(config, tmp_path) as running:
+        written = spark_conf(config, tmp_path, 2**20, running)
+    assert set(written) - set(config.spark.conf) <= set(HARNESS_CONFS)
 
 
 @pytest.mark.parametrize(
