@@ -108,6 +108,8 @@ def test_compose_rejects(override, error, named):
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.executor_amount=3"], "gpu.executor_amount=3"),
         (["cluster=standalone", "cluster.executor_memory=4g"], "cluster.executor_memory=4g"),
         (["cluster=standalone", "cluster.task_cpus=8"], "cluster.task_cpus=8"),
+        (["cluster.driver_memory=lots"], "cluster.driver_memory='lots': expected a size with a unit"),
+        (["cluster=local_cluster", "cluster.driver_memory=512"], "cluster.driver_memory='512': expected a size"),
         (["topology=split", "topology.predict_partitions=0"], "topology.predict_partitions=0"),
         (["cluster.nodes=[{role: driver, instance: x9.nonexistent, count: 1}]"], "x9.nonexistent"),
         (["gpu.executor_amount=1"], "cluster=local"),

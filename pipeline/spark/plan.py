@@ -241,7 +241,9 @@ def gpu_plan(config: Config) -> GpuPlan:
 
 def _memory(cl: ClusterConfig, key: str) -> tuple[int | None, int | None]:
     """(worker MiB, executor MiB) of a cluster, refusing sizes and counts a worker could never launch an
-    executor with; `key` is where `cl` sits in the config. Which keys a mode has is its schema's."""
+    executor with; `key` is where `cl` sits in the config. Which keys a mode has is its schema's; every mode has
+    the driver's memory, which goes to spark.driver.memory as written, so it is held to the same rule."""
+    memory_mb(cl.driver_memory, f"{key}.driver_memory")
     if isinstance(cl, LocalConfig):  # local[N] runs tasks in the driver: no executors to size
         if cl.cores is not None and cl.cores < 1:
             raise ConfigError(f"{key}.cores={cl.cores}: must be an integer >= 1")
