@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
+from pipeline.instances import device_profiles
 from pipeline.schema import (
     ClusterMode,
     Config,
@@ -209,7 +210,7 @@ def _device(config: Config) -> None:
         )
     if device is None:
         if accelerator:
-            raise ConfigError("model=accelerator needs a device: device=t4_fp16|t4_fp32|a10g|l4|h100_fp32|h100_bf16")
+            raise ConfigError(f"model=accelerator needs a device: device={'|'.join(device_profiles())}")
         return
     if not device.images_per_s > 0:
         raise ConfigError(f"device.images_per_s={device.images_per_s}: must be > 0")

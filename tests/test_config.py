@@ -115,6 +115,7 @@ def test_compose_rejects(override, error, named):
         (["gpu.executor_amount=1"], "cluster=local"),
         (["gpu.emulate=2"], "cluster=local"),
         (["preprocess.max_pixels=0"], "preprocess.max_pixels=0"),
+        (["model=accelerator", "device=null_model"], "needs a device: device=a100_bf16|a10g|h100_bf16"),
         (["preprocess.max_pixels=178956971"], "between 1 and 178956970"),
         (["spark.task_max_failures=0"], "spark.task_max_failures=0"),
         (["+spark.conf={spark.task.maxFailures: '1'}"], "set spark.task_max_failures=... instead"),
