@@ -38,6 +38,12 @@ def names(group: str = "instance") -> list[str]:
     return sorted(item.name.removesuffix(".yaml") for item in _group(group).iterdir() if item.name.endswith(".yaml"))
 
 
+def device_profiles() -> list[str]:
+    """The device profiles of conf/device/: the files that describe a device (the others choose one, or none,
+    for a model)."""
+    return [name for name in names("device") if "images_per_s" in OmegaConf.load(_group("device") / f"{name}.yaml")]
+
+
 def _load(group: str, name: str, schema: type):
     if name not in names(group):
         raise ConfigError(f"{group}={name}: no such option; choose one of {', '.join(names(group))}")

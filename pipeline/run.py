@@ -19,7 +19,7 @@ from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.provenance import new_result
 from pipeline.results import Result, now, write_result
-from pipeline.schema import Config, Engine, ModelName, OnBadImage
+from pipeline.schema import Config, ModelName, OnBadImage
 from pipeline.simulated import device_usage
 from pipeline.spark.evidence import enforce
 from pipeline.spark.session import java_version
@@ -33,8 +33,11 @@ class AccountingError(RuntimeError):
     """A pass did not account for every input image exactly once."""
 
 
-def build_inference(config: Config, weights_file: Path | None, lock_dir: str | None = None) -> Inference:
-    """What every task gets; `lock_dir` holds the GPU locks of `model=accelerator`'s simulated device."""
+def build_inference(
+    config: Config, weights_file: Path | None, lock_dir: str | None = None, gpus: str = "none"
+) -> Inference:
+    """What every task gets; `lock_dir` holds the GPU locks of `model=accelerator`'s simulated device, `gpus` is
+    the kind of GPUs the run's scheduler hands its tasks (a Spark plan's `gpus.kind`)."""
     model = config.model
     device = config.device
     simulated = (
@@ -59,6 +62,7 @@ def build_inference(config: Config, weights_file: Path | None, lock_dir: str | N
         ),
         batch_size=model.batch_size,
         fail_on_bad_image=config.on_bad_image is OnBadImage.fail,
+        gpus=gpus,
     )
 
 
@@ -98,7 +102,7 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
 
 def execute(config: Config, run_dir: Path, result: Result) -> None:
     plan = validate(config)
-    if config.engine.name is Engine.spark:
+    if plan is not None and plan.starts_jvm:
         java_version()
     cache = config.cache_dir
     dataset = prepare(config.dataset, cache, config.preprocess.max_pixels)
@@ -118,7 +122,7 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
     needs_weights = model.name not in (ModelName.null_model, ModelName.accelerator)
     weights_file = weights.resolve(model.weights, model.seed, cache) if needs_weights else None
     with device_locks() if config.device is not None else nullcontext() as lock_dir:
-        inference = build_inference(config, weights_file, lock_dir)
+        inference = build_inference(config, weights_file, lock_dir, plan.gpus.kind if plan else "none")
         result.metrics.weights_prepare_s = time.perf_counter() - started
         reference = None
         if config.verify:

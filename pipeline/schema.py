@@ -136,10 +136,12 @@ class DeviceKind(Enum):
 @dataclass
 class DeviceConfig:
     """One accelerator's ResNet50 inference figures, which `model=accelerator` simulates (never presented as a
-    GPU figure). `images_per_s` is one device's rate at `batch_size`; every model call holds its GPU slot for
-    `latency_s + n / images_per_s` seconds and spends `host_s_per_image` of host CPU per image (the uint8
-    copy to pinned memory). `source` and `date` say where the figure comes from; overriding a field
-    (`device.images_per_s=200`) is recorded in the result as an override of the profile."""
+    GPU figure). `images_per_s` is one device's rate at `batch_size`; every model call, whatever its size n
+    (`model.batch_size`), holds its GPU slot for `latency_s + n / images_per_s` seconds and spends
+    `host_s_per_image` of host CPU per image (the uint8 copy to pinned memory). `batch_size` is what the figure
+    was measured or assumed at, which reports state beside it; the simulation has no rule for other sizes.
+    `source` and `date` say where the figure comes from; overriding a field (`device.images_per_s=200`) is
+    recorded in the result as an override of the profile."""
 
     name: str = "t4_fp16"
     images_per_s: float = 1.0

@@ -1,4 +1,9 @@
-"""The one place wall time is measured: around an action, nothing else inside the timer."""
+"""The one clock of what throughput is computed from: each timed pass's jobs (`pipeline.engines.base.run_passes`) and
+the phases of a step or a task inside them, timed around an action with nothing else inside the timer.
+
+Set-up durations a result also records (data preparation, weights, a cluster's or an engine's start, a server's)
+are taken where they happen, around blocks a callable cannot wrap (a context manager's entry); none is inside a pass.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
+from pipeline.instances import device_profiles
 from pipeline.schema import (
     ClusterMode,
     Config,
@@ -38,6 +39,43 @@ __all__ = [
 
 # the styles whose Spark API takes a ResourceProfile: mapInPandas/mapInArrow(profile=), rdd.withResources
 PROFILE_STYLES = (UdfStyle.map_in_pandas, UdfStyle.map_in_arrow, UdfStyle.rdd_map_partitions)
+
+
+# The Spark confs the harness sets itself (`pipeline.spark.session.spark_conf`, the plan's cluster confs, two_stage's
+# job 2), each with the config key that sets it, None where the harness needs its own value (loopback, the event log
+# the evidence is read from, the splits it sizes): through `spark.conf` a result would record a knob that did not run.
+# tests/test_config.py checks that every conf `spark_conf` writes is here.
+HARNESS_CONFS: dict[str, str | None] = {
+    "spark.master": "cluster",  # cluster.master with cluster=remote
+    "spark.app.name": None,
+    "spark.driver.host": None,
+    "spark.driver.bindAddress": None,
+    "spark.driver.memory": "cluster.driver_memory",
+    "spark.ui.enabled": None,
+    "spark.ui.showConsoleProgress": None,
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "spark.max_records_per_batch",
+    "spark.sql.parquet.columnarReaderBatchSize": "spark.max_records_per_batch",
+    "spark.sql.execution.arrow.maxBytesPerBatch": "spark.max_bytes_per_batch",
+    "spark.python.worker.reuse": "spark.python_worker_reuse",
+    "spark.sql.shuffle.partitions": "spark.partitions",
+    "spark.task.maxFailures": "spark.task_max_failures",
+    "spark.sql.adaptive.enabled": None,
+    "spark.sql.files.maxPartitionBytes": None,
+    "spark.sql.files.openCostInBytes": None,
+    "spark.eventLog.enabled": None,
+    "spark.eventLog.dir": None,
+    "spark.eventLog.compress": None,
+    "spark.eventLog.rolling.enabled": None,
+    "spark.executor.cores": "cluster.worker_cores",
+    "spark.executor.memory": "cluster.executor_memory",
+    "spark.executor.instances": "cluster.workers",
+    "spark.task.cpus": "cluster.task_cpus",
+    "spark.executor.resource.gpu.amount": "gpu.executor_amount",
+    "spark.task.resource.gpu.amount": "gpu.task_amount",
+    "spark.worker.resource.gpu.amount": "gpu.emulate",
+    "spark.worker.resource.gpu.discoveryScript": None,
+    **FAST_PATH_KEYS,
+}
 
 
 # what Spark Connect cannot run, and why: no SparkContext on the client, so no RDD API, broadcast or accumulators
@@ -101,24 +139,28 @@ def _spark(config: Config) -> Plan:
     if isinstance(config.topology, ModelServerConfig):
         _model_server(config)
     _at_least("spark.task_max_failures", config.spark.task_max_failures, 1)
-    if "spark.task.maxFailures" in config.spark.conf:
-        raise ConfigError("spark.conf sets spark.task.maxFailures: set spark.task_max_failures=N instead")
+    _spark_conf(config)
     _fast_paths(config)
     return planned
 
 
+def _spark_conf(config: Config) -> None:
+    """`spark.conf` adds any Spark conf but those the harness sets itself (`HARNESS_CONFS`)."""
+    for key in config.spark.conf:
+        if key in HARNESS_CONFS:
+            knob = HARNESS_CONFS[key]
+            fix = f"set {knob}=... instead" if knob else "the harness sets it itself, and its results rely on it"
+            raise ConfigError(f"spark.conf sets {key}: {fix} (spark.conf adds any Spark conf but the harness's own)")
+
+
 def _fast_paths(config: Config) -> None:
-    """The fast-path knobs: a queue depth Spark would refuse, one that would change nothing, and a Spark conf
-    of theirs set through `spark.conf` (the result would record a knob that did not run)."""
+    """The fast-path knobs: a queue depth Spark would refuse, and one that would change nothing."""
     _at_least("spark.python_udf_pipelined_queue_depth", config.spark.python_udf_pipelined_queue_depth, 1)
     if not config.spark.python_udf_pipelined and config.spark.python_udf_pipelined_queue_depth != 2:
         raise ConfigError(
             f"spark.python_udf_pipelined_queue_depth={config.spark.python_udf_pipelined_queue_depth} takes effect "
             "only with spark.python_udf_pipelined=true"
         )
-    for key, knob in FAST_PATH_KEYS.items():
-        if key in config.spark.conf:
-            raise ConfigError(f"spark.conf sets {key}: set {knob}=... instead")
 
 
 def _model_server(config: Config) -> None:
@@ -168,7 +210,7 @@ def _device(config: Config) -> None:
         )
     if device is None:
         if accelerator:
-            raise ConfigError("model=accelerator needs a device: device=t4_fp16|t4_fp32|a10g|l4|h100_fp32|h100_bf16")
+            raise ConfigError(f"model=accelerator needs a device: device={'|'.join(device_profiles())}")
         return
     if not device.images_per_s > 0:
         raise ConfigError(f"device.images_per_s={device.images_per_s}: must be > 0")
@@ -229,6 +271,11 @@ def validate(config: Config) -> Plan | None:
         if config.preprocess.decoder is not Decoder.torchvision:
             raise ConfigError(
                 "preprocess.decode_on=model_device decodes with torchvision.io: set preprocess.decoder=torchvision"
+            )
+        if config.engine.name is Engine.ray:
+            raise ConfigError(
+                "preprocess.decode_on=model_device with engine=ray: Ray decodes in its CPU tasks, before the model's "
+                "actors; use preprocess.decode_on=task (model_device: engine=torch, or engine=spark topology=fused)"
             )
         if config.engine.name is Engine.spark and config.topology.kind is not Topology.fused:
             raise ConfigError(

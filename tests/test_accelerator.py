@@ -77,9 +77,10 @@ def test_two_tasks_on_one_gpu_queue_and_on_two_gpus_do_not(lock_dir):
 
 def test_predictions_are_the_null_models_and_the_task_device_names_its_gpu(lock_dir):
     spec = ModelSpec(name="accelerator", device=_device(lock_dir, rate=1e6, latency=0.0))
-    predicted = simulated_predictions(spec, CROPS, pick_device(["1"], simulated=True))
+    predicted = simulated_predictions(spec, CROPS, pick_device("emulated", ["1"], simulated=True))
     assert (predicted.top1 == 0).all() and (predicted.prob == 1.0).all() and predicted.top1.shape == (8,)
-    assert pick_device(["1"], simulated=True) == "simulated:1" and pick_device([], simulated=True) == "simulated"
+    assert pick_device("emulated", ["1"], simulated=True) == "simulated:1"
+    assert pick_device("emulated", [], simulated=True) == "simulated"
     assert [path.name.rsplit("-", 1)[-1] for path in Path(lock_dir).iterdir()] == ["1.lock"]
 
 

@@ -24,7 +24,7 @@ from pipeline.schema import (
     UdfStyle,
     typed,
 )
-from pipeline.validate import ConfigError, validate
+from pipeline.validate import HARNESS_CONFS, ConfigError, validate
 from tests.helpers.config import compose_config
 
 PRE = "+cluster@topology.preprocess_cluster"  # any cluster option, as the preprocess job's cluster
@@ -99,19 +99,31 @@ def test_compose_rejects(override, error, named):
             "only map_in_pandas",
         ),
         (["topology=two_stage", "topology.intermediate_path=null"], "topology.intermediate_path"),
+        (
+            ["engine=ray", "preprocess.decoder=torchvision", "preprocess.decode_on=model_device"],
+            "preprocess.decode_on=model_device with engine=ray",
+        ),
         (["cluster=remote"], "cluster.master"),
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.task_amount=0.7"], "gpu.task_amount=0.7"),
         (["cluster=local_cluster", "gpu.emulate=2", "gpu.executor_amount=3"], "gpu.executor_amount=3"),
         (["cluster=standalone", "cluster.executor_memory=4g"], "cluster.executor_memory=4g"),
         (["cluster=standalone", "cluster.task_cpus=8"], "cluster.task_cpus=8"),
+        (["cluster.driver_memory=lots"], "cluster.driver_memory='lots': expected a size with a unit"),
+        (["cluster=local_cluster", "cluster.driver_memory=512"], "cluster.driver_memory='512': expected a size"),
         (["topology=split", "topology.predict_partitions=0"], "topology.predict_partitions=0"),
         (["cluster.nodes=[{role: driver, instance: x9.nonexistent, count: 1}]"], "x9.nonexistent"),
         (["gpu.executor_amount=1"], "cluster=local"),
         (["gpu.emulate=2"], "cluster=local"),
         (["preprocess.max_pixels=0"], "preprocess.max_pixels=0"),
+        (["model=accelerator", "device=null_model"], "needs a device: device=a100_bf16|a10g|h100_bf16"),
         (["preprocess.max_pixels=178956971"], "between 1 and 178956970"),
         (["spark.task_max_failures=0"], "spark.task_max_failures=0"),
-        (["+spark.conf={spark.task.maxFailures: '1'}"], "spark.task_max_failures=N"),
+        (["+spark.conf={spark.task.maxFailures: '1'}"], "set spark.task_max_failures=... instead"),
+        (["+spark.conf={spark.sql.execution.arrow.maxRecordsPerBatch: 7}"], "set spark.max_records_per_batch=..."),
+        (["+spark.conf={spark.python.worker.reuse: false}"], "set spark.python_worker_reuse=... instead"),
+        (["+spark.conf={spark.driver.memory: 4g}"], "set cluster.driver_memory=... instead"),
+        (["+spark.conf={spark.master: 'local[1]'}"], "set cluster=... instead"),
+        (["+spark.conf={spark.eventLog.dir: /tmp/x}"], "spark.eventLog.dir: the harness sets it itself"),
         (
             ["spark.python_udf_pipelined=true", "spark.python_udf_pipelined_queue_depth=0"],
             "spark.python_udf_pipelined_queue_depth=0",
@@ -137,6 +149,26 @@ def test_compose_rejects(override, error, named):
 def test_validate_rejects(overrides, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         validate(compose_config(*overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("cluster=local_cluster", "gpu.emulate=2", "spark.max_bytes_per_batch=1000"),
+        ("cluster=remote", "cluster.master=spark://127.0.0.1:7077", "gpu.executor_amount=1"),
+    ],
+    ids=str,
+)
+def test_spark_conf_may_set_no_conf_the_harness_writes_itself(overrides, tmp_path):
+    """Every conf the application starts with, but spark.conf's own, is one `spark.conf` is refused."""
+    from pipeline.spark.cluster import cluster
+    from pipeline.spark.session import spark_conf
+
+    config = compose_config(*overrides, "+spark.conf={spark.executorEnv.ANY: '1'}")
+    validate(config)
+    with cluster(config, tmp_path) as running:
+        written = spark_conf(config, tmp_path, 2**20, running)
+    assert set(written) - set(config.spark.conf) <= set(HARNESS_CONFS)
 
 
 @pytest.mark.parametrize(

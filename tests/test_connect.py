@@ -83,6 +83,38 @@ def test_an_sc_master_is_a_connect_session_to_a_server_the_tool_does_not_start()
 
 
 @pytest.mark.parametrize(
+    "cluster, starts_jvm",
+    [
+        (("cluster=local",), True),
+        (("cluster=connect",), True),  # the server the harness starts is a JVM
+        (("cluster=remote", "cluster.master=spark://127.0.0.1:7077"), True),  # the job's own driver
+        (("cluster=remote", "cluster.master=sc://127.0.0.1:15002"), False),
+    ],
+    ids=str,
+)
+def test_only_a_connect_client_of_a_server_the_tool_did_not_start_runs_no_jvm(cluster, starts_jvm):
+    assert plan(compose_config(*cluster)).starts_jvm is starts_jvm
+
+
+def test_a_connect_client_of_a_server_the_tool_did_not_start_needs_no_java(tmp_path, monkeypatch):
+    """Without Java here the run still gets as far as the server, which is unreachable here."""
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # no bin/java there
+    (port,) = _free_ports(1)
+    config = compose_config(
+        "cluster=remote",
+        f"cluster.master=sc://127.0.0.1:{port}",
+        "model=null_model",
+        "dataset.num_images=4",
+        "repeats=1",
+        "warmup=0",
+        f"cache_dir={tmp_path / 'cache'}",
+    )
+    result = run(config, tmp_path / "run")
+    assert result.error["type"] == "ClusterError", result.error
+    assert "cannot reach the Spark Connect server" in result.error["message"]
+
+
+@pytest.mark.parametrize(
     "overrides, named",
     [(("cluster.backend=remote",), "cluster.backend=remote"), (("cluster.workers=2",), "cluster.workers=2")],
 )

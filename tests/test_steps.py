@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data._utils.pin_memory import pin_memory
 
 from pipeline.data import synthetic
 from pipeline.inference import steps
@@ -42,6 +44,33 @@ def test_the_served_step_times_decoding_and_the_servers_round_trip(monkeypatch):
     columns = {"id": ["a", "b"], "label": [1, 2], "image": [synthetic.synth_jpeg(3, i) for i in range(2)]}
     output = Served(inference)(columns, "cpu")
     assert len(output) == 2 and output.prepare_s > 0 and output.finish_s >= 0.05
+
+
+def _images(count: int) -> dict:
+    images = [synthetic.synth_jpeg(3, i) for i in range(count)]
+    return {"id": [str(i) for i in range(count)], "label": [1] * count, "image": images}
+
+
+def test_the_data_loaders_pinning_pins_a_prepared_batchs_crops(monkeypatch):
+    """torch's DataLoader (pin_memory=True) pins a batch by its `pin_memory()`: a dataclass without one passes
+    through unpinned. Pinned memory needs CUDA, so a stand-in records what would be pinned."""
+    pinned_tensors = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor: pinned_tensors.append(tensor) or tensor.clone())
+    prepared = Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=2).crop_batch(
+        _images(2)
+    )
+    pinned = pin_memory(prepared)
+    assert pinned_tensors == [prepared.crops] and torch.equal(pinned.crops, prepared.crops)
+    assert (pinned.ids, pinned.positions) == (prepared.ids, prepared.positions)
+
+
+def test_a_batch_still_encoded_has_no_crops_to_pin():
+    """decode_on=model_device: nothing is pinned, so nothing fails on a machine without CUDA either."""
+    preprocessing = Preprocessing(decoder="torchvision", decode_on="model_device")
+    prepared = Inference(preprocessing=preprocessing, model=ModelSpec(name="null_model"), batch_size=2).crop_batch(
+        _images(2)
+    )
+    assert pin_memory(prepared) is prepared
 
 
 def test_rebatch_fills_every_batch_but_the_last():

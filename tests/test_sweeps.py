@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
+from importlib import resources
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -18,8 +20,9 @@ from pipeline.__main__ import done_before
 from pipeline.callbacks import count_jobs
 from pipeline.provenance import new_result
 from pipeline.results import write_result
-from pipeline.schema import register
+from pipeline.schema import Config, register
 from pipeline.schema import typed as retyped
+from pipeline.spark import plan as planning
 from pipeline.validate import validate
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
@@ -60,6 +63,8 @@ def test_a_misspelt_sweep_lists_the_named_ones():
 def test_job_count_is_the_product_of_the_sweeps():
     assert count_jobs(hydra_config("sweep=smoke")) == 4
     assert count_jobs(hydra_config("sweep=original_10g")) == 7
+    assert count_jobs(hydra_config("sweep=udf_matrix")) == 7 * 3  # every UDF style x fused, split, two_stage
+    assert count_jobs(hydra_config("sweep=cluster_modes")) == 4
     assert count_jobs(hydra_config("sweep=smoke", "udf=map_in_arrow")) == 2
     assert count_jobs(hydra_config("sweep=spark_fast_paths")) == 7 * 5 * 2  # options x UDF styles x models
 
@@ -151,13 +156,48 @@ def test_resume_without_a_result_runs_the_job(tmp_path):
     assert done_before(tmp_path, OmegaConf.structured(compose_config("resume=true"))) is None
 
 
-@pytest.mark.parametrize("preset", ORIGINAL)
-def test_every_original_configuration_composes_into_a_valid_run(preset):
-    config = hydra_config(f"+original={preset}")
+def job_config(*overrides: str) -> Config:
+    """One job's config as its process types RUN_DIR/job.yaml, ${hydra:runtime.output_dir} resolved."""
+    config = hydra_config(*overrides)
     OmegaConf.set_readonly(config.hydra, False)
     config.hydra.runtime.output_dir = "/tmp/original-preset"
-    HydraConfig.instance().set_config(config)  # resolves ${hydra:runtime.output_dir} as in a real job
+    HydraConfig.instance().set_config(config)
     job = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-    typed = retyped(OmegaConf.to_container(job, resolve=True))  # as the job process types RUN_DIR/job.yaml
+    return retyped(OmegaConf.to_container(job, resolve=True))
+
+
+@pytest.mark.parametrize("preset", ORIGINAL)
+def test_every_original_configuration_composes_into_a_valid_run(preset):
+    typed = job_config(f"+original={preset}")
     validate(typed)
     assert typed.dataset.format.value == "jpeg"  # the preset changes only how Spark runs, not the data
+
+
+def header_command(name: str) -> list[str]:
+    """The overrides of the first `python -m pipeline sweep=NAME ...` command in the header of sweeps/NAME.yaml."""
+    lines = (resources.files("sweeps") / f"{name}.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"#   python -m pipeline sweep={name} "))
+    text = ""
+    for line in lines[start:]:
+        text += line.lstrip("#").strip().removesuffix("\\") + " "
+        if not line.endswith("\\"):
+            break
+    return shlex.split(text)[3:]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "preset"), [("original_10g", preset) for preset in ORIGINAL] + [("original_300g", "standard_4gpu")]
+)
+def test_a_sweeps_full_size_command_makes_every_job_valid_and_bills_its_workers(sweep, preset, monkeypatch):
+    """On cluster=remote the header's command counts the workers' GPUs itself: this machine has none here."""
+    monkeypatch.setattr(planning, "nvidia_gpu_count", lambda: 0)
+    config = job_config(f"sweep={sweep}", *header_command(sweep), f"+original={preset}")
+    planned = validate(config)
+    assert planned.gpus.kind == "real" and planned.gpus.executor_amount == 4
+    assert sum(node.count for node in config.cluster.nodes if node.role == "worker") == config.cluster.workers
+
+
+@pytest.mark.parametrize("mode", ["local", "local_cluster", "standalone", "connect"])
+def test_every_cluster_mode_of_its_sweep_gets_the_same_task_slots(mode):
+    config = job_config("sweep=cluster_modes", f"+same_slots={mode}")
+    assert (config.cluster.mode.value, validate(config).slots) == (mode, 4)

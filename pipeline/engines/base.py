@@ -53,9 +53,9 @@ class Measurement:
     faults: dict[str, Any] | None = None  # failed attempts, retries and lost executors over the application
 
 
-class Engine(Protocol):
-    """`plan` is what validation decided for a Spark run's applications (`pipeline.spark.plan`); None for the
-    engines that start no Spark application."""
+class EngineRun(Protocol):
+    """An engine's `run`. `plan` is what validation decided for a Spark run's applications (`pipeline.spark.plan`);
+    None for the engines that start no Spark application."""
 
     def __call__(
         self, config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: Plan | None

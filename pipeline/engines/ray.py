@@ -26,6 +26,7 @@ spawned (`pipeline.processes.stop_processes`: SIGTERM, then SIGKILL). Ray is an 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -40,7 +41,7 @@ import pyarrow.parquet as pq
 
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
-from pipeline.inference.model import load_model, model_builds, pick_device, use_threads
+from pipeline.inference.model import load_model, model_builds, use_threads
 from pipeline.inference.steps import (
     CROP_SCHEMA,
     IMAGE_COLUMNS,
@@ -98,7 +99,9 @@ class Predict:
         import ray
 
         self.step = step
-        self.device = pick_device([str(gpu) for gpu in ray.get_gpu_ids()])
+        # ray.get_gpu_ids() names the actor's GPU as the node numbers it, but Ray sets CUDA_VISIBLE_DEVICES in the
+        # actor to its own GPUs, so torch numbers them from cuda:0: `Inference.device` maps the one to the other
+        self.device = step.inference.device([str(gpu) for gpu in ray.get_gpu_ids()])
         use_threads(threads)  # the actor's process keeps it for every batch
         load_model(step.inference.model, self.device)
 
@@ -111,12 +114,14 @@ class Predict:
 
 
 def gpus_of(config: Config) -> tuple[int, str]:
-    """How many GPUs Ray is told of, and whether they are real or emulated (declared, the model on the CPU)."""
+    """How many GPUs Ray is told of, and whether they are real or emulated (declared, the model on the CPU). As
+    for Spark (`pipeline.spark.plan.gpu_plan`), `gpu.emulate=N` is asked for: it wins over the real GPUs."""
     import torch
 
-    if torch.cuda.device_count():
-        return torch.cuda.device_count(), "real"
-    return config.gpu.emulate, "emulated" if config.gpu.emulate else "none"
+    if config.gpu.emulate:
+        return config.gpu.emulate, "emulated"
+    count = torch.cuda.device_count()
+    return count, "real" if count else "none"
 
 
 STOP_TIMEOUT_S = 5.0  # what Ray's processes get after ray.shutdown() and SIGTERM before SIGKILL
@@ -128,6 +133,7 @@ def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, p
 
     cpus = getattr(config.cluster, "cores", None) or os.cpu_count() or 1  # cluster=local only
     gpus, kind = gpus_of(config)
+    inference = dataclasses.replace(inference, gpus=kind)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # Ray's session dir holds its sockets, whose paths must stay short: a fresh one under /tmp, its logs
     # kept in the run dir when Ray stops
@@ -169,7 +175,8 @@ def _measure(
     context.enable_progress_bars = False
     batch_size = config.model.batch_size
     actors = max(gpus, 1)
-    outcome: dict[str, pa.Table] = {}
+    sink_dir = RunDir(run_dir).predictions if config.sink is Sink.parquet else None
+    outcome: dict[str, Any] = {}
 
     def action() -> None:
         crops = ray.data.read_parquet(str(dataset.path)).map_batches(
@@ -188,11 +195,15 @@ def _measure(
             num_gpus=1 if gpus else 0,
             num_cpus=0,  # the actor's threads share the cores with the preprocess tasks, as in every engine
         )
-        outcome["table"] = pa.concat_tables(predictions.iter_batches(batch_format="pyarrow", batch_size=None))
+        table = pa.concat_tables(predictions.iter_batches(batch_format="pyarrow", batch_size=None))
+        good, bad = _split(table)
+        if sink_dir is not None:  # the sink is part of the job, timed as Spark's and torch's are
+            sink_dir.mkdir(parents=True, exist_ok=True)
+            pq.write_table(good.select(PREDICTION_SCHEMA.names), sink_dir / "part-00000.parquet")
+        outcome.update(table=table, good=good, bad=bad)
 
     def observe(times: dict[str, float]) -> Pass:
-        table = outcome["table"]
-        good, bad = _split(table)
+        table, good, bad = outcome["table"], outcome["good"], outcome["bad"]
         loads = good.group_by(PIDS.name).aggregate([(LOADS.name, "max")])
         per_actor = loads[f"{LOADS.name}_max"].to_pylist()
         tasks = {
@@ -205,10 +216,6 @@ def _measure(
 
     warmups, timed_passes = run_passes(config.warmup, config.repeats, [("predict", action)], observe, outcome.clear)
     predictions = outcome["predictions"]
-    if config.sink is Sink.parquet:
-        sink_dir = RunDir(run_dir).predictions
-        sink_dir.mkdir(parents=True, exist_ok=True)
-        pq.write_table(predictions, sink_dir / "part-00000.parquet")
     cluster = {
         "master": f"ray (local, {cpus} CPUs, {gpus} GPUs)",
         "ray": ray.__version__,

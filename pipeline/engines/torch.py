@@ -82,7 +82,7 @@ def predict_all(loader: DataLoader, step: Step, device: str) -> tuple[pd.DataFra
 
 
 def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: None) -> Measurement:
-    device = pick_device()
+    device = pick_device("none")
     use_threads(os.cpu_count() or 1)
     step = fused(inference)
     batches = loader(dataset, step, config.engine.loader_workers, device)

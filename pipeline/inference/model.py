@@ -8,7 +8,9 @@ run with it measures everything but the model.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -97,14 +99,26 @@ def model_builds(spec: ModelSpec) -> int:
     return _MODELS.builds[spec]
 
 
-def pick_device(gpu_addresses: list[str] | None = None, simulated: bool = False) -> str:
-    """The GPU the scheduler assigned (or the only one), else the CPU: emulated GPUs run on the CPU. A simulated
-    device's task gets `simulated:<address>` (`simulated` without one): the stand-in locks that GPU."""
+def pick_device(gpus: str, addresses: Sequence[str] = (), simulated: bool = False) -> str:
+    """The device a task's model runs on, by the kind of GPUs its scheduler hands out (`GpuPlan.kind`, one rule
+    for every engine): an emulated GPU is an address with no device behind it, so the CPU; a real one is
+    `cuda:N` for the task's first address (`cuda_ordinal`); with none scheduled, this machine's first GPU if it
+    has one. A simulated device's task gets `simulated:<address>` (`simulated` without one): the stand-in locks
+    that GPU, real or emulated."""
     if simulated:
-        return f"{SIMULATED}:{gpu_addresses[0]}" if gpu_addresses else SIMULATED
-    if not torch.cuda.is_available():
+        return f"{SIMULATED}:{addresses[0]}" if addresses else SIMULATED
+    if gpus == "emulated" or not torch.cuda.is_available():
         return "cpu"
-    return f"cuda:{gpu_addresses[0]}" if gpu_addresses else "cuda:0"
+    return f"cuda:{cuda_ordinal(addresses[0])}" if gpus == "real" and addresses else "cuda:0"
+
+
+def cuda_ordinal(address: str) -> int:
+    """This process's CUDA ordinal of the GPU a scheduler calls `address`: its place in CUDA_VISIBLE_DEVICES when
+    that lists it, else the address itself. Spark hands out nvidia-smi's indexes and sets nothing; Ray sets
+    CUDA_VISIBLE_DEVICES in each actor to the GPUs it gave it, so an actor given GPU 3 sees it as cuda:0
+    (as `ray.train.torch.get_device` maps it)."""
+    visible = [name.strip() for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    return visible.index(address) if address in visible else int(address)
 
 
 def use_threads(threads: int) -> None:

@@ -123,7 +123,8 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 def to_device(crops: torch.Tensor, device: str) -> torch.Tensor:
     """uint8 crops onto the model's device; to a GPU through pinned memory, so the copy is asynchronous and
-    moves a quarter of the bytes of the float batch."""
+    moves a quarter of the bytes of the float batch. Crops the DataLoader pinned already (`Prepared.pin_memory`)
+    are not copied again: torch's `pin_memory` returns a pinned tensor as it is."""
     if crops.device.type == "cpu" and device.startswith("cuda"):
         return crops.pin_memory().to(device, non_blocking=True)
     return crops.to(device)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.inference.accelerator import simulated_predictions
-from pipeline.inference.model import ModelSpec, Predictions, load_model, predict
+from pipeline.inference.model import ModelSpec, Predictions, load_model, pick_device, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
 from pipeline.serving.client import ServerAddress, predict_remote
 from pipeline.timing import timed
@@ -89,6 +89,12 @@ class Prepared:
     encoded: list[bytes] | None = None
     prepare_s: float = 0.0  # how long the CPU phase took (see Output)
 
+    def pin_memory(self) -> Prepared:
+        """The batch with its crops in pinned memory. torch's DataLoader (`pin_memory=True`) pins what its workers
+        yield by calling this, in a thread of its own, so the model phase's copy to the GPU finds them pinned
+        (`preprocess.to_device`) instead of pinning them itself; a dataclass it would pass through unpinned."""
+        return self if self.crops is None else replace(self, crops=self.crops.pin_memory())
+
 
 @dataclass(frozen=True, kw_only=True)
 class Inference:
@@ -99,6 +105,11 @@ class Inference:
     batch_size: int
     fail_on_bad_image: bool = False
     server: ServerAddress | None = None  # topology=model_server: where the `served` step sends its crops
+    gpus: str = "none"  # the kind of GPU addresses its tasks are handed (`GpuPlan.kind`): real, emulated or none
+
+    def device(self, addresses: Sequence[str]) -> str:
+        """Where a task handed these GPU addresses runs the model (`pipeline.inference.model.pick_device`)."""
+        return pick_device(self.gpus, addresses, simulated=self.model.name == "accelerator")
 
     def crop_batch(self, columns: Columns) -> Prepared:
         """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised.

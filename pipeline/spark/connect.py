@@ -56,10 +56,6 @@ def is_connect(spark: Any) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
-def is_connect_url(master: str | None) -> bool:
-    return bool(master) and str(master).startswith("sc://")
-
-
 @dataclass
 class ConnectServer:
     """A running server: its URL, its process (PID and creation time: never a reused PID), its log."""

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from pyspark import TaskContext
 
 from pipeline.inference import accelerator
-from pipeline.inference.model import model_builds, pick_device, use_threads
+from pipeline.inference.model import model_builds, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.rundir import atomic_write
 from pipeline.spark import faults
@@ -231,7 +231,7 @@ class TaskLedger:
             attempt=context.attemptNumber(),
             pid=os.getpid(),
             cpus=cpus,
-            device=pick_device(addresses, simulated=step.inference.model.name == "accelerator"),
+            device=step.inference.device(addresses),
             gpu_addresses=addresses,
             start=time.time(),
             python_worker=worker_view(),

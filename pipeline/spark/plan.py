@@ -87,6 +87,12 @@ class Plan:
     connect_server: bool = False
 
     @property
+    def starts_jvm(self) -> bool:
+        """Whether the run starts a JVM (its driver, its workers, a Connect server): all but a Connect client of a
+        server the harness did not start, whose job talks gRPC only and needs no Java here."""
+        return not self.connect or self.connect_server
+
+    @property
     def starts_workers(self) -> bool:
         """Whether the run starts the workers itself (local-cluster in the driver JVM, standalone here)."""
         return self.mode in (ClusterMode.local_cluster, ClusterMode.standalone)
@@ -235,7 +241,9 @@ def gpu_plan(config: Config) -> GpuPlan:
 
 def _memory(cl: ClusterConfig, key: str) -> tuple[int | None, int | None]:
     """(worker MiB, executor MiB) of a cluster, refusing sizes and counts a worker could never launch an
-    executor with; `key` is where `cl` sits in the config. Which keys a mode has is its schema's."""
+    executor with; `key` is where `cl` sits in the config. Which keys a mode has is its schema's; every mode has
+    the driver's memory, which goes to spark.driver.memory as written, so it is held to the same rule."""
+    memory_mb(cl.driver_memory, f"{key}.driver_memory")
     if isinstance(cl, LocalConfig):  # local[N] runs tasks in the driver: no executors to size
         if cl.cores is not None and cl.cores < 1:
             raise ConfigError(f"{key}.cores={cl.cores}: must be an integer >= 1")
@@ -337,6 +345,11 @@ def _preprocess(config: Config) -> Plan | None:
     return _application(dataclasses.replace(config, cluster=cl, gpu=GpuConfig()), memory, none, None)
 
 
+def is_connect_url(master: str | None) -> bool:
+    """Whether `master` is a Spark Connect server's URL (sc://HOST:PORT) rather than a cluster's."""
+    return bool(master) and str(master).startswith("sc://")
+
+
 CONNECT_BACKENDS = (ClusterMode.local, ClusterMode.local_cluster, ClusterMode.standalone)
 
 
@@ -365,7 +378,7 @@ def plan(config: Config) -> Plan:
     if isinstance(config.cluster, ConnectConfig):
         backend = plan(dataclasses.replace(config, cluster=connect_backend(config.cluster)))
         return dataclasses.replace(backend, connect=True, connect_server=True)
-    if isinstance(config.cluster, RemoteConfig) and str(config.cluster.master or "").startswith("sc://"):
+    if isinstance(config.cluster, RemoteConfig) and is_connect_url(config.cluster.master):
         return dataclasses.replace(_plan(config), connect=True)
     return _plan(config)
 
