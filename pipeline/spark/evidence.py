@@ -26,6 +26,7 @@ from pipeline.spark.utilization import idle_slot_stages, slot_usage
 MODEL_STEPS = tuple(name for name, kind in STEPS.items() if kind.runs_model)
 STAGE_KEYS = (
     "stage_id",
+    "attempt",
     "num_tasks",
     "tasks",
     "failed_tasks",
