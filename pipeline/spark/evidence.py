@@ -62,6 +62,7 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
     chosen = [stage for stage in stages(log) if stage["job_description"] == description]
     ids = {stage["stage_id"] for stage in chosen}
     start = min((stage["submitted"] for stage in chosen if stage["submitted"]), default=0.0)
+    attempts = [task for task in tasks(log) if task["stage_id"] in ids]
     timeline = [
         {
             "stage_id": task["stage_id"],
@@ -72,15 +73,8 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
             "end_s": (task.get("run_end") or task["finish"] or task["launch"]) - start,
             "successful": task["successful"],
         }
-        for task in tasks(log)
-        if task["stage_id"] in ids
+        for task in attempts
     ]
-    gpu_tasks = [
-        {"stage": record["stage"], "partition": record["partition"], "gpu_addresses": record["gpu_addresses"]}
-        for record in last.tasks.get("records", [])
-        if record["step"] in MODEL_STEPS
-    ]
-    attempts = tasks(log)
     rows = [
         {
             "step": step_of.get(stage["stage_id"]),
@@ -95,13 +89,7 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
     ]
     batches = batch_sizes(last.tasks.get("records", []))
     fast_paths = fastpaths.evidence(last.tasks.get("records", []), log, ids)
-    return {
-        "stages": rows,
-        "timeline": timeline,
-        "model_task_gpus": gpu_tasks,
-        "batches": batches,
-        "fast_paths": fast_paths,
-    }
+    return {**collect_tasks(last), "stages": rows, "timeline": timeline, "batches": batches, "fast_paths": fast_paths}
 
 
 def collect_tasks(last: Pass) -> dict[str, Any]:
