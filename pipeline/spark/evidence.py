@@ -189,11 +189,14 @@ def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, An
     checks["every_slot_busy"] = not checks["idle_slot_stages"]
     if topology is Topology.model_server:  # decoding decoupled from the model: every slot, not the GPU count
         width = checks["served_stage_max_concurrent"] = _widest(rows, (Served.name,))
-        checks["preprocessing_on_every_slot"] = width == plan.slots
-        if width != plan.slots:
+        # a stage of fewer tasks than slots (a small data set, spark.partitions below them) can fill only as many
+        tasks = max((row["num_tasks"] for row in rows if row["step"] == Served.name), default=plan.slots)
+        wanted = min(plan.slots, tasks)
+        checks["preprocessing_on_every_slot"] = width == wanted
+        if width != wanted:
             checks["violation"] = (
-                f"topology=model_server: the decoding stage ran {width} tasks at once on {plan.slots} task slots; "
-                "preprocessing did not decouple from the model"
+                f"topology=model_server: the decoding stage ran {width} tasks at once on {plan.slots} task slots "
+                f"({wanted} wanted); preprocessing did not decouple from the model"
             )
     if plan.gpu_slots is None:
         return checks
