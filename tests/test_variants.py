@@ -79,12 +79,8 @@ def test_two_stage_reads_each_file_job_1_wrote_in_a_task_of_its_own(spark, tmp_p
 @pytest.fixture
 def arrow_batches_of_two(spark):
     keys = ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.parquet.columnarReaderBatchSize")
-    before = {key: spark.conf.get(key) for key in keys}
-    for key in keys:
-        spark.conf.set(key, "2")
-    yield
-    for key, value in before.items():
-        spark.conf.set(key, value)
+    with sql_confs(spark, dict.fromkeys(keys, "2")):
+        yield
 
 
 def test_the_rebuild_option_builds_the_model_for_every_udf_call(
