@@ -151,8 +151,16 @@ def test_resume_without_a_result_runs_the_job(tmp_path):
     assert done_before(tmp_path, OmegaConf.structured(compose_config("resume=true"))) is None
 
 
+@pytest.fixture
+def hydra_config_restored():
+    """HydraConfig is a process-wide singleton: what a test sets there is undone after it."""
+    before = HydraConfig.instance().cfg
+    yield
+    HydraConfig.instance().cfg = before
+
+
 @pytest.mark.parametrize("preset", ORIGINAL)
-def test_every_original_configuration_composes_into_a_valid_run(preset):
+def test_every_original_configuration_composes_into_a_valid_run(preset, hydra_config_restored):
     config = hydra_config(f"+original={preset}")
     OmegaConf.set_readonly(config.hydra, False)
     config.hydra.runtime.output_dir = "/tmp/original-preset"
