@@ -98,7 +98,8 @@ def test_a_step_that_reads_no_images_never_blames_the_row_groups():
 
 
 def test_model_calls_cut_short_by_no_arrow_batch_say_so():
-    checks = checked([record("fused", [100], [16] * 6 + [4])], "spark.max_records_per_batch=1000", "model.batch_size=32")
+    overrides = ("spark.max_records_per_batch=1000", "model.batch_size=32")
+    checks = checked([record("fused", [100], [16] * 6 + [4])], *overrides)
     [cap] = checks["batch_caps"]
     assert cap == (
         "model.batch_size=32 did not take effect in the fused step (largest model call 16 rows): capped by not named "
