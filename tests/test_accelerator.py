@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,14 +41,32 @@ def _device(lock_dir: str, rate: float = 40.0, latency: float = 0.05, host: floa
     return SimulatedDevice("test", rate, latency, host, lock_dir)
 
 
-def test_a_call_holds_the_device_for_latency_plus_images_over_rate(lock_dir):
+def held_sleeps(monkeypatch, meet: threading.Barrier | None = None) -> list[tuple[float, float, float]]:
+    """(asked, start, end) of every sleep from now on: the simulated device's holds. With `meet`, each sleep
+    first waits there (at most 30 s) for the other calls to be inside their holds too."""
+    sleeps, sleep = [], time.sleep
+
+    def recording(seconds: float) -> None:
+        if meet is not None:
+            meet.wait(timeout=30)
+        start = time.perf_counter()
+        sleep(seconds)
+        sleeps.append((seconds, start, time.perf_counter()))
+
+    monkeypatch.setattr(time, "sleep", recording)
+    return sleeps
+
+
+def test_a_call_holds_the_device_for_latency_plus_images_over_rate(lock_dir, monkeypatch):
     device = _device(lock_dir)  # 0.05 + 8 / 40 = 0.25 s
+    sleeps = held_sleeps(monkeypatch)
     before = accelerator.usage()
     hold(device, CROPS, ["0"])
     after = accelerator.usage()
-    held = after.busy_s - before.busy_s
+    [(asked, _, _)] = sleeps
+    assert asked == pytest.approx(device.call_seconds(8))
     assert after.calls - before.calls == 1
-    assert 1.0 <= held / device.call_seconds(8) < 3.0  # a sleep never ends early; a loaded machine wakes late
+    assert after.busy_s - before.busy_s >= device.call_seconds(8)  # a sleep never ends early
 
 
 def test_the_host_cost_is_spent_on_this_threads_cpu(lock_dir):
@@ -57,22 +76,26 @@ def test_the_host_cost_is_spent_on_this_threads_cpu(lock_dir):
     assert time.thread_time() - started >= 8 * 0.02
 
 
-def _both_held(device: SimulatedDevice, addresses: list[str]) -> float:
-    """Seconds until two concurrent calls on `addresses`' GPUs both ended. Two threads stand for two tasks:
-    each call opens the lock file anew, and flock excludes open file descriptions, even in one process."""
-    threads = [threading.Thread(target=hold, args=(device, CROPS, [address])) for address in addresses]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return time.perf_counter() - started
+def _both_held(device: SimulatedDevice, addresses: list[str]) -> None:
+    """Two concurrent calls on `addresses`' GPUs. Two threads stand for two tasks: each call opens the lock
+    file anew, and flock excludes open file descriptions, even in one process."""
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        for call in [pool.submit(hold, device, CROPS, [address]) for address in addresses]:
+            call.result(timeout=60)
 
 
-def test_two_tasks_on_one_gpu_queue_and_on_two_gpus_do_not(lock_dir):
-    device = _device(lock_dir, rate=8.0, latency=0.0)  # 8 / 8 = 1 s a call
-    assert _both_held(device, ["0", "0"]) >= 2 * device.call_seconds(8)  # one waited for the other's call
-    assert _both_held(device, ["0", "1"]) < 1.6 * device.call_seconds(8)  # generous: both held at once
+def test_two_tasks_on_one_gpu_queue(lock_dir, monkeypatch):
+    sleeps = held_sleeps(monkeypatch)
+    _both_held(_device(lock_dir, rate=40.0, latency=0.0), ["0", "0"])
+    (_, _, first_end), (_, second_start, _) = sorted(sleeps, key=lambda sleep: sleep[1])
+    assert second_start >= first_end  # one held the GPU only once the other let go
+
+
+def test_two_tasks_on_two_gpus_hold_them_at_once(lock_dir, monkeypatch):
+    meet = threading.Barrier(2)  # broken (and the calls failed) unless both are inside their holds at once
+    sleeps = held_sleeps(monkeypatch, meet)
+    _both_held(_device(lock_dir, rate=40.0, latency=0.0), ["0", "1"])
+    assert len(sleeps) == 2 and not meet.broken
 
 
 def test_predictions_are_the_null_models_and_the_task_device_names_its_gpu(lock_dir):

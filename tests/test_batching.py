@@ -79,6 +79,43 @@ def test_styles_that_hide_their_arrow_batches_are_not_checked_for_max_records_pe
     assert checks["batch_axes_took_effect"]
 
 
+def test_the_rdd_style_has_no_arrow_batches_to_check_for_max_records_per_batch():
+    checks = checked([record("fused", [4, 4, 4], [4, 4, 4])], "udf=rdd_map_partitions", "model.batch_size=4")
+    assert checks["batch_axes_took_effect"]
+
+
+def test_arrow_batches_cut_short_by_no_cap_measured_say_so():
+    checks = checked([record("fused", [50, 50, 20], [32] * 3 + [24])], "spark.max_records_per_batch=1000")
+    [cap] = checks["batch_caps"]  # above the 32-row row groups, far below the byte limit
+    assert cap.endswith("capped by not named by what was measured: the largest batch had 50 rows")
+
+
+def test_a_step_that_reads_no_images_never_blames_the_row_groups():
+    overrides = ("spark.max_records_per_batch=1000", "model.batch_size=8")
+    checks = checked([record("predict", [8, 8, 8], [8, 8, 8])], *overrides, row_group_rows=32)
+    [cap] = checks["batch_caps"]
+    assert "in the predict step" in cap and "row_group_size" not in cap and "not named by what was measured" in cap
+
+
+def test_model_calls_cut_short_by_no_arrow_batch_say_so():
+    overrides = ("spark.max_records_per_batch=1000", "model.batch_size=32")
+    checks = checked([record("fused", [100], [16] * 6 + [4])], *overrides)
+    [cap] = checks["batch_caps"]
+    assert cap == (
+        "model.batch_size=32 did not take effect in the fused step (largest model call 16 rows): capped by not named "
+        "by what was measured"
+    )
+
+
+def test_each_step_of_a_two_step_pass_is_checked_on_its_own_batches():
+    records = [record("preprocess", [32, 32], []), record("predict", [64], [32, 32])]
+    checks = checked(records, "spark.max_records_per_batch=1000", "model.batch_size=32", row_group_rows=32)
+    [cap] = checks["batch_caps"]
+    assert "in the preprocess step" in cap and "row groups of 32 rows" in cap
+    assert checks["batching"]["largest_udf_call_rows"] == {"predict": 64, "preprocess": 32}
+    assert checks["batching"]["largest_model_call_rows"] == {"predict": 32}
+
+
 def test_batch_sizes_spread_each_stage_over_its_tasks():
     [stage] = batch_sizes([record("fused", [32, 8], [32, 8]), record("fused", [16], [16])])
     assert stage["runs_model"] and stage["tasks"] == 2

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -381,28 +383,16 @@ def test_non_executable_packaged_script_is_copied_executable(tmp_path, monkeypat
 # ------------------------------------------------------------------------------------------ stop_processes
 
 
-def spawn_tree(shell: str, descendants: int) -> tuple[subprocess.Popen, dict[int, int]]:
+def spawn_tree(shell: str, descendants: int) -> tuple[subprocess.Popen, dict[int, float]]:
     process = subprocess.Popen(["sh", "-c", shell], start_new_session=True)
     deadline = time.monotonic() + 10
     while len(found := tree([process.pid])) < 1 + descendants:
-        assert time.monotonic() < deadline, f"the test tree did not come up: {found}"
+        if time.monotonic() > deadline:
+            with suppress(ProcessLookupError):  # its own group, led by our unreaped child: nothing else's
+                os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the test tree did not come up: {found}")
         time.sleep(0.05)
     return process, found
-
-
-def test_stop_processes_stops_the_process_and_its_children():
-    process, found = spawn_tree("sleep 300 & sleep 301 & wait", descendants=2)
-    stop_processes([process.pid], timeout=10)
-    assert survivors(found) == []
-
-
-def test_stop_processes_kills_what_ignores_sigterm_orphans_included():
-    # the root dies on SIGTERM; its child ignores SIGTERM and is orphaned: found anyway, then SIGKILLed
-    process, found = spawn_tree("(trap '' TERM; exec sleep 300) & exec sleep 301", descendants=1)
-    started = time.monotonic()
-    stop_processes([process.pid], timeout=1)
-    assert survivors(found) == []
-    assert time.monotonic() - started < 8
 
 
 def signals_sent(monkeypatch) -> list[tuple[int, int]]:
@@ -418,14 +408,53 @@ def signals_sent(monkeypatch) -> list[tuple[int, int]]:
     return sent
 
 
+def waits(monkeypatch) -> list[float]:
+    """The timeout of every wait for processes to exit from now on (stop_processes waits through psutil)."""
+    asked, wait_procs = [], psutil.wait_procs
+
+    def recording(processes, timeout=None, callback=None):
+        asked.append(timeout)
+        return wait_procs(processes, timeout=timeout, callback=callback)
+
+    monkeypatch.setattr(psutil, "wait_procs", recording)
+    return asked
+
+
+@contextmanager
+def killed_after(found: dict[int, float]) -> Iterator[None]:
+    """SIGKILL to whatever of `found` a failing test leaves running."""
+    try:
+        yield
+    finally:
+        for pid in survivors(found):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_stop_processes_stops_the_process_and_its_children():
+    process, found = spawn_tree("sleep 300 & sleep 301 & wait", descendants=2)
+    with killed_after(found):
+        stop_processes([process.pid], timeout=10)
+        assert survivors(found) == []
+
+
+def test_stop_processes_kills_what_ignores_sigterm_orphans_included(monkeypatch):
+    # the root dies on SIGTERM; its child ignores SIGTERM and is orphaned: found anyway, then SIGKILLed
+    process, found = spawn_tree("(trap '' TERM; exec sleep 300) & exec sleep 301", descendants=1)
+    [child] = [pid for pid in found if pid != process.pid]
+    sent = signals_sent(monkeypatch)
+    with killed_after(found):
+        stop_processes([process.pid], timeout=1)
+        assert survivors(found) == []
+    assert [pid for pid, sig in sent if sig == signal.SIGKILL] == [child]
+
+
 def test_stop_processes_ignores_processes_already_gone(monkeypatch):
     process = subprocess.Popen(["true"])
     handle = psutil.Process(process.pid)  # taken while it runs or is a zombie, as the launcher takes its own
     process.wait()
-    sent = signals_sent(monkeypatch)
-    started = time.monotonic()
+    sent, asked = signals_sent(monkeypatch), waits(monkeypatch)
     stop_processes([process.pid, handle], timeout=5)
-    assert sent == [] and time.monotonic() - started < 1
+    assert sent == [] and set(asked) <= {0.0}  # nothing signalled, nothing waited for
 
 
 def test_stop_processes_reaps_a_zombie_child_without_signalling_it(monkeypatch):
@@ -442,16 +471,22 @@ def test_stop_processes_reaps_a_zombie_child_without_signalling_it(monkeypatch):
         os.waitpid(process.pid, os.WNOHANG)
 
 
-def test_stop_processes_counts_a_zombie_nobody_reaps_as_gone():
+def test_stop_processes_counts_a_zombie_nobody_reaps_as_gone(monkeypatch):
     # the shell's child exits and becomes a zombie: `exec sleep` replaced the shell, and sleep never reaps
     process = subprocess.Popen(["sh", "-c", "true & exec sleep 300"], start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not any(child.status() == psutil.STATUS_ZOMBIE for child in psutil.Process(process.pid).children()):
-        assert time.monotonic() < deadline, "the zombie did not appear"
-        time.sleep(0.05)
-    started = time.monotonic()
-    stop_processes([process.pid], timeout=10)
-    assert process.poll() is not None and time.monotonic() - started < 5
+    try:
+        deadline = time.monotonic() + 10
+        while not any(child.status() == psutil.STATUS_ZOMBIE for child in psutil.Process(process.pid).children()):
+            assert time.monotonic() < deadline, "the zombie did not appear"
+            time.sleep(0.05)
+        sent = signals_sent(monkeypatch)
+        stop_processes([process.pid], timeout=10)
+        assert process.poll() is not None
+        assert sent == [(process.pid, signal.SIGTERM)]  # the zombie was not waited for until SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_stop_processes_never_signals_a_process_that_took_over_the_pid(monkeypatch):
@@ -462,10 +497,9 @@ def test_stop_processes_never_signals_a_process_that_took_over_the_pid(monkeypat
         # before the process now holding its PID is what a handle looks like after its PID was reused
         pid, created = stale._ident
         stale._ident = (pid, created - 100.0)
-        sent = signals_sent(monkeypatch)
-        started = time.monotonic()
+        sent, asked = signals_sent(monkeypatch), waits(monkeypatch)
         stop_processes([stale], timeout=5)
-        assert sent == [] and bystander.poll() is None and time.monotonic() - started < 1
+        assert sent == [] and set(asked) <= {0.0} and bystander.poll() is None
     finally:
         bystander.kill()
         bystander.wait()
@@ -565,8 +599,11 @@ def emulated_standalone_run(tmp_path_factory) -> dict:
         process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
     processes: dict[int, int] = {}
     cmdlines: dict[int, str] = {}
+    deadline = time.monotonic() + 600
     try:
         while process.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the standalone scenario did not end in 600 s:\n{log.read_text(errors='replace')[-4000:]}")
             try:
                 pids = read(out).get("pids", [])
             except ValueError:  # being written

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -22,8 +23,9 @@ from pipeline.inference.steps import BadImageRecord
 from pipeline.run import run
 from pipeline.rundir import RunDir
 from pipeline.schema import ClusterMode
+from pipeline.spark.connect import probe
 from pipeline.spark.ledger import SUFFIX, TaskLedger, TaskRecord
-from pipeline.spark.plan import plan
+from pipeline.spark.plan import ClusterError, plan
 from pipeline.spark.standalone import _free_ports
 from pipeline.validate import ConfigError, ConnectUnavailable, validate
 from reports.connect import summary
@@ -193,11 +195,18 @@ def test_the_sweep_summary_gives_connects_ratio_per_style_and_what_it_cannot_run
 # ------------------------------------------------------------------------------------------ bad input
 
 
-def test_an_unreachable_sc_url_fails_in_bounded_time_naming_it(tmp_path):
+def test_the_probe_names_an_sc_url_nothing_listens_at():
+    (port,) = _free_ports(1)
+    url = f"sc://127.0.0.1:{port}"
+    with pytest.raises(ClusterError, match=re.escape(f"cannot reach the Spark Connect server at {url}")):
+        probe(url, timeout=5)
+
+
+@pytest.mark.slow  # the CLI's whole job in a subprocess
+def test_an_unreachable_sc_url_fails_the_run_by_itself_naming_it(tmp_path):
     (port,) = _free_ports(1)  # nothing listens there
     url = f"sc://127.0.0.1:{port}"
-    started = time.monotonic()
-    done = cli(
+    done = cli(  # returns only once the CLI exited by itself: its timeout would raise
         tmp_path,
         "cluster=remote",
         f"cluster.master={url}",
@@ -210,13 +219,12 @@ def test_an_unreachable_sc_url_fails_in_bounded_time_naming_it(tmp_path):
         timeout=300,
     )
     result = result_of(tmp_path / "run")
-    assert result["status"] == "failed", done.stderr[-2000:]
+    assert done.returncode == 1 and result["status"] == "failed", done.stderr[-2000:]
     assert f"cannot reach the Spark Connect server at {url}" in result["error"]["message"]
-    assert time.monotonic() - started < 240  # the CLI's own start included; the probe itself gives up in 10 s
 
 
 @pytest.mark.slow
-def test_a_server_that_accepts_and_says_nothing_fails_in_bounded_time(tmp_path):
+def test_a_server_that_accepts_and_says_nothing_fails_the_run_by_itself(tmp_path):
     """A port that accepts TCP but is no Spark Connect server: the bounded retry policy gives up, naming it."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -233,8 +241,7 @@ def test_a_server_that_accepts_and_says_nothing_fails_in_bounded_time(tmp_path):
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        started = time.monotonic()
-        cli(
+        done = cli(  # returns only once the CLI exited by itself: its timeout would raise
             tmp_path,
             "cluster=remote",
             f"cluster.master={url}",
@@ -246,14 +253,12 @@ def test_a_server_that_accepts_and_says_nothing_fails_in_bounded_time(tmp_path):
             f"hydra.run.dir={tmp_path / 'run'}",
             timeout=400,
         )
-        elapsed = time.monotonic() - started
     finally:
         listener.close()
         for connection in accepted:
             connection.close()
     result = result_of(tmp_path / "run")
-    assert result["status"] == "failed" and url in result["error"]["message"]
-    assert elapsed < 300
+    assert done.returncode == 1 and result["status"] == "failed" and url in result["error"]["message"]
 
 
 # ------------------------------------------------------------------------------------------ whole runs (slow)

@@ -39,7 +39,7 @@ from pipeline.job import keep_earlier_result
 from pipeline.rundir import PREVIOUS_RESULT_FILE, RESULT_FILE
 from pipeline.spark.cluster import cluster
 from pipeline.spark.eventlog import event_log_file
-from pipeline.spark.session import fresh_event_log_dir, spark_conf
+from pipeline.spark.session import fresh_event_log_dir, spark_conf, sql_confs
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
 from tests.helpers.data import write_images
@@ -212,13 +212,8 @@ def test_each_batch_is_its_own_record_even_when_batches_start_with_the_same_id(s
     inference = Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=rows)
     config = compose_config(f"udf={style}", "model=null_model", "warmup=0", "repeats=1")
     keys = ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.parquet.columnarReaderBatchSize")
-    try:
-        for key in keys:
-            spark.conf.set(key, str(rows))
+    with sql_confs(spark, dict.fromkeys(keys, str(rows))):
         timed = measure(spark, config, dataset, inference, tmp_path, predict_slots=2).timed[0]
-    finally:
-        for key in keys:
-            spark.conf.set(key, "128")
     assert (timed.read, timed.predicted, len(timed.bad)) == (8, 8, 0)
 
 

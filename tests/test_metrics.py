@@ -6,7 +6,6 @@ subprocess; the rest use hand-made logs in Spark's own JSON format to pin down o
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.spark import eventlog as metrics
+from tests.helpers.eventlog import EPOCH_MS, job_start, stage_event, task, task_event, write_log
 
 SLEEP_S = 0.5
 PARTITIONS = 4
 DESCRIPTIONS = ["pass 1 (warm-up) x", "pass 2 (timed) x"]
-EPOCH_MS = 1_795_000_000_000
 
 # Two passes of the shape every variant has: mapInPandas over 4 partitions (each task sleeps 0.5 s), then a
 # repartition(1) stage, written to the noop sink; each pass labelled as spark_engine.measure labels it.
@@ -86,80 +85,6 @@ def event_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"the Spark application did not finish in 240 s:\n{output[-3000:]}")
     assert process.returncode == 0, output[-3000:]
     return metrics.event_log_file(log_dir)
-
-
-def write_log(path: Path, events: list[dict | str]) -> Path:
-    """A hand-made event log: dicts as JSON lines, strings verbatim."""
-    path.write_text("".join((e if isinstance(e, str) else json.dumps(e, separators=(",", ":"))) + "\n" for e in events))
-    return path
-
-
-def job_start(job_id: int, stage_ids: list[int], description: str | None = None, at: int = 1000) -> dict:
-    properties = {"spark.job.description": description} if description else {}
-    return {
-        "Event": "SparkListenerJobStart",
-        "Job ID": job_id,
-        "Submission Time": at,
-        "Stage IDs": stage_ids,
-        "Properties": properties,
-    }
-
-
-def stage_event(kind: str, stage_id: int, attempt: int = 0, tasks: int = 2, profile: int | None = 0, **times) -> dict:
-    info = {
-        "Stage ID": stage_id,
-        "Stage Attempt ID": attempt,
-        "Stage Name": f"stage {stage_id}",
-        "Number of Tasks": tasks,
-    }
-    if profile is not None:
-        info["Resource Profile Id"] = profile
-    info.update({{"submitted": "Submission Time", "completed": "Completion Time"}[k]: v for k, v in times.items()})
-    return {"Event": f"SparkListenerStage{kind}", "Stage Info": info}
-
-
-def task_event(
-    kind: str,
-    task_id: int,
-    stage_id: int,
-    launch: int,
-    finish: int = 0,
-    index: int | None = None,
-    attempt: int = 0,
-    executor: str = "0",
-    run_ms: int | None = None,
-    reason: dict | None = None,
-) -> dict:
-    failed = reason is not None and reason.get("Reason") != "Success"
-    # Times are ms after EPOCH_MS: Spark writes 0 for "not yet", so a real time is never 0.
-    info = {
-        "Task ID": task_id,
-        "Index": task_id if index is None else index,
-        "Attempt": attempt,
-        "Launch Time": EPOCH_MS + launch,
-        "Executor ID": executor,
-        "Host": "h",
-        "Finish Time": EPOCH_MS + finish if finish else 0,
-        "Failed": failed,
-        "Killed": False,
-    }
-    event = {"Event": f"SparkListenerTask{kind}", "Stage ID": stage_id, "Stage Attempt ID": 0, "Task Info": info}
-    if kind == "End":
-        event["Task End Reason"] = reason or {"Reason": "Success"}
-        if run_ms is not None:
-            event["Task Metrics"] = {
-                "Executor Deserialize Time": 0,
-                "Executor Run Time": run_ms,
-                "Result Serialization Time": 0,
-            }
-    return event
-
-
-def task(task_id: int, stage_id: int, launch: int, finish: int, run_ms: int | None = None, **kw) -> list[dict]:
-    return [
-        task_event("Start", task_id, stage_id, launch, **kw),
-        task_event("End", task_id, stage_id, launch, finish, run_ms=run_ms, **kw),
-    ]
 
 
 # --------------------------------------------------------------------------------------------- max_concurrent
@@ -404,7 +329,7 @@ def test_a_stage_reused_by_a_later_job_stays_with_the_job_that_ran_it(tmp_path: 
             {
                 "Event": "SparkListenerJobEnd",
                 "Job ID": 0,
-                "Completion Time": 2000,
+                "Completion Time": EPOCH_MS + 2000,
                 "Job Result": {"Result": "JobSucceeded"},
             },
             job_start(1, [0, 2], "pass 2 (timed) x", at=3000),  # stage 0's shuffle output is reused: skipped

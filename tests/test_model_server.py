@@ -174,8 +174,8 @@ def test_the_server_cpu_counts_every_process_of_its_tree_and_skips_one_gone():
         busy.wait()
 
 
-def served_stage(width: int) -> dict:
-    return {"stages": [{"step": "served", "max_concurrent": width}], "model_task_gpus": []}
+def served_stage(width: int, tasks: int = 8) -> dict:
+    return {"stages": [{"step": "served", "max_concurrent": width, "num_tasks": tasks}], "model_task_gpus": []}
 
 
 def test_a_run_that_did_not_decouple_fails_its_check():
@@ -185,6 +185,14 @@ def test_a_run_that_did_not_decouple_fails_its_check():
     broken = check(served_stage(2), planned, Topology.model_server)
     assert not broken["preprocessing_on_every_slot"]
     assert "ran 2 tasks at once on 4 task slots" in broken["violation"]
+
+
+def test_a_decoding_stage_of_fewer_tasks_than_slots_passes_when_it_ran_them_all_at_once():
+    planned = plan(compose_config(SERVER, "cluster=local_cluster", "gpu.emulate=2", "cluster.worker_cores=4"))
+    ok = check(served_stage(3, tasks=3), planned, Topology.model_server)
+    assert ok["preprocessing_on_every_slot"] and ok["violation"] is None
+    broken = check(served_stage(2, tasks=3), planned, Topology.model_server)
+    assert "ran 2 tasks at once on 4 task slots (3 wanted)" in broken["violation"]
 
 
 # ------------------------------------------------------------------------------------------ real server (slow)

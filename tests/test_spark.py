@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.engines.spark import measure
 from pipeline.errors import describe_error
+from pipeline.schema import UdfStyle
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images
@@ -65,8 +66,9 @@ def test_tasks_use_their_cpu_share_on_the_cpu(spark, tmp_path, tiny_dataset, inf
     }
 
 
-def test_corrupt_images_are_skipped_counted_and_listed(spark, tmp_path, bad_dataset, inference):
-    run = measured(spark, tmp_path, bad_dataset, inference)
+@pytest.mark.parametrize("style", [style.value for style in UdfStyle])
+def test_corrupt_images_are_skipped_counted_and_listed(spark, tmp_path, bad_dataset, inference, style):
+    run = measured(spark, tmp_path, bad_dataset, inference, f"udf={style}")
     timed = run.timed[0]
     assert {record.id for record in timed.bad} == set(corrupt_images())
     assert all(record.reason for record in timed.bad)

@@ -101,8 +101,8 @@ def test_a_pipelined_run_records_its_worker_mode_and_every_input_wait(spark, tmp
     for timed, expected in ((pipelined, True), (plain, False)):
         records = timed.tasks["records"]
         assert records and all(record["python_worker"]["pipelined"] is expected for record in records)
-        # one wait per Arrow batch Spark handed the UDF: 12 images in batches of at most 128 rows per task
-        assert all(len(record["input_waits"]) >= 1 for record in records)
+        # one wait per Arrow batch Spark handed the UDF
+        assert all(len(record["input_waits"]) == len(record["udf_call_rows"]) >= 1 for record in records)
         assert all(wait >= 0 for record in records for wait in record["input_waits"])
     assert sum(record["rows_in"] for record in pipelined.tasks["records"]) == tiny_dataset.num_images
 
@@ -116,7 +116,8 @@ def test_every_iterator_style_times_its_input_batches(spark, tmp_path, tiny_data
     ):
         records = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
     # 12 images in Arrow batches of at most 2 rows: at least 6 batches, each waited for once
-    assert sum(len(record["input_waits"]) for record in records) >= 6
+    assert sum(len(record["udf_call_rows"]) for record in records) >= 6
+    assert all(len(record["input_waits"]) == len(record["udf_call_rows"]) for record in records)
 
 
 @pytest.mark.parametrize("style", ["scalar_pandas_udf", "predict_batch_udf"])

@@ -42,6 +42,14 @@ NAMED = {
 }
 
 
+@pytest.fixture(autouse=True)
+def hydra_config_restored():
+    """HydraConfig is a process-wide singleton: what a test of this module sets there is undone after it."""
+    before = HydraConfig.instance().cfg
+    yield
+    HydraConfig.instance().cfg = before
+
+
 def hydra_config(*overrides: str):
     register()
     with initialize_config_module(config_module="conf", version_base="1.3"):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -18,6 +16,7 @@ from pipeline.spark.plan import plan
 from pipeline.spark.session import split_bytes
 from pipeline.spark.utilization import slot_usage
 from tests.helpers.config import compose_config
+from tests.helpers.eventlog import completed_stages
 from tests.helpers.spark import sql_conf
 
 
@@ -59,15 +58,8 @@ def _stage_evidence(spark, dataset) -> dict:
                 slow.write.format("noop").mode("overwrite").save()
         finally:
             context.setJobDescription(None)
-    log_dir = Path(urlparse(context.getConf().get("spark.eventLog.dir")).path)
-    deadline = time.monotonic() + 60
-    while True:
-        found = collect(log_dir, Pass({}, 0, 0, []), description, slots=2, model_slots=2)
-        if found["stages"] and all(stage["duration_s"] is not None for stage in found["stages"]):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the event log never showed the stage of {description!r}")
-        time.sleep(0.2)
+    log_dir, _ = completed_stages(spark, lambda stage: stage["job_description"] == description)
+    return collect(log_dir, Pass({}, 0, 0, []), description, slots=2, model_slots=2)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +17,7 @@ from pipeline.verify import compare, reference_predictions
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
 from tests.helpers.processes import processes_of
+from tests.helpers.runs import gpus_shared, run_apart
 from tests.helpers.spark import sql_conf
 from variants.topology import intermediate_bytes
 
@@ -79,12 +78,8 @@ def test_two_stage_reads_each_file_job_1_wrote_in_a_task_of_its_own(spark, tmp_p
 @pytest.fixture
 def arrow_batches_of_two(spark):
     keys = ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.parquet.columnarReaderBatchSize")
-    before = {key: spark.conf.get(key) for key in keys}
-    for key in keys:
-        spark.conf.set(key, "2")
-    yield
-    for key, value in before.items():
-        spark.conf.set(key, value)
+    with sql_confs(spark, dict.fromkeys(keys, "2")):
+        yield
 
 
 def test_the_rebuild_option_builds_the_model_for_every_udf_call(
@@ -108,26 +103,11 @@ CLUSTER_CASES = {
 
 @pytest.fixture(scope="module")
 def local_cluster_runs(tmp_path_factory, cache_dir, weights_file) -> dict[str, dict]:
-    """The cluster cases as real runs on one local-cluster[1,4] with 2 emulated GPUs, in a child process."""
+    """The cluster cases as real runs on local-cluster[1,4] with 2 emulated GPUs, each in a process of its own."""
     root = tmp_path_factory.mktemp("local-cluster")
-    script = (
-        "import sys, json\n"
-        "from pathlib import Path\n"
-        "from tests.helpers.config import compose_config\n"
-        "from pipeline.run import run\n"
-        "cases = json.loads(sys.argv[1])\n"
-        "for name, overrides in cases.items():\n"
-        "    base = ['cluster=local_cluster', 'gpu.emulate=2', 'dataset.num_images=16', 'dataset.images_per_file=4',\n"
-        f"            'model.batch_size=4', 'warmup=0', 'repeats=1', 'verify=true', 'cache_dir={cache_dir}']\n"
-        f"    run(compose_config(*base, *overrides), Path('{root}') / name)\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", script, json.dumps(CLUSTER_CASES)],
-        check=True,
-        timeout=900,
-        cwd=Path(__file__).parent.parent,
-    )
-    return {name: json.loads((root / name / "result.json").read_text()) for name in CLUSTER_CASES}
+    base = ["cluster=local_cluster", "gpu.emulate=2", "dataset.num_images=16", "dataset.images_per_file=4"]
+    base += ["model.batch_size=4", "warmup=0", "repeats=1", "verify=true", f"cache_dir={cache_dir}"]
+    return {name: run_apart(root / name, *base, *overrides) for name, overrides in CLUSTER_CASES.items()}
 
 
 @pytest.mark.slow
@@ -151,6 +131,7 @@ def test_fused_with_one_gpu_per_task_runs_at_most_two_tasks_each_with_its_gpu(lo
     assert result["evidence"]["checks"]["model_stage_max_concurrent"] <= 2
     addresses = [task["gpu_addresses"] for task in result["evidence"]["model_task_gpus"]]
     assert addresses and all(len(a) == 1 and a[0] in ("0", "1") for a in addresses)
+    assert gpus_shared(result["tasks"]["records"], "fused") == []  # tasks running at the same time: different GPUs
     assert result["env"]["gpus"] == "emulated"
 
 

@@ -94,6 +94,7 @@ class _Log:
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
     stages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # insertion = submission order
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    updates: dict[int, dict[str, float]] = field(default_factory=dict)  # task id -> accumulable name -> update
     executors: dict[str, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
 
@@ -232,6 +233,17 @@ def _records_read(metrics: Any) -> int | None:
     return (read or 0) + (shuffled or 0)
 
 
+def _updates(info: dict[str, Any]) -> dict[str, float]:
+    """A task attempt's accumulable updates by name, the numeric ones (Spark writes the SQL metrics' as strings)."""
+    found: dict[str, float] = {}
+    for accumulable in info.get("Accumulables") or []:
+        try:
+            found[accumulable["Name"]] = float(accumulable["Update"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
+
+
 def _requests(requests: Any) -> dict[str, float]:
     if not isinstance(requests, dict):
         return {}
@@ -287,6 +299,7 @@ def _parse(path: Path) -> _Log:
                 record["failure"] = _failure_text(reason) if reason else record["end_reason"]
             record["executor_time_s"] = _executor_time(event.get("Task Metrics"))
             record["records_read"] = _records_read(event.get("Task Metrics"))
+            log.updates[record["task_id"]] = _updates(event.get("Task Info") or {})
         elif kind == EXECUTOR_ADDED:
             info = event.get("Executor Info") or {}
             resources = info.get("Resources") or {}
@@ -405,6 +418,10 @@ def _assign_slots(records: list[dict[str, Any]]) -> None:
                 heapq.heappush(free, record["slot"])
 
 
+def _succeeded(record: dict[str, Any]) -> bool:
+    return record["end_reason"] == "Success" and not record["failed"] and not record["killed"]
+
+
 def _executor_order(executor_id: Any) -> tuple[bool, Any]:
     text = str(executor_id)
     return (text.isdigit(), int(text) if text.isdigit() else text)
@@ -442,9 +459,26 @@ def tasks(event_log: Path) -> list[dict[str, Any]]:
             if record["duration_s"] is not None and record["executor_time_s"] is not None
             else None
         )
-        record["successful"] = record["end_reason"] == "Success" and not record["failed"] and not record["killed"]
+        record["successful"] = _succeeded(record)
     _assign_slots(records)
     return records
+
+
+def task_metrics(event_log: Path) -> list[dict[str, Any]]:
+    """One dict per task attempt that ended, by task id: task_id, stage_id, stage_attempt, partition_id, attempt,
+    successful, and `metrics`, its accumulable updates by Spark's name ("internal.metrics.executorRunTime",
+    "scan time", ...). A failed or killed attempt carries only the metrics Spark counts for failed tasks (run
+    and CPU time: the slot it held), none of the SQL metrics."""
+    log = _load(event_log)
+    keys = ("task_id", "stage_id", "stage_attempt", "partition_id", "attempt")
+    return [
+        {
+            **{key: log.tasks[task_id][key] for key in keys},
+            "successful": _succeeded(log.tasks[task_id]),
+            "metrics": dict(log.updates[task_id]),
+        }
+        for task_id in sorted(log.updates)
+    ]
 
 
 def stages(event_log: Path) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from pipeline.spark.utilization import idle_slot_stages, slot_usage
 MODEL_STEPS = tuple(name for name, kind in STEPS.items() if kind.runs_model)
 STAGE_KEYS = (
     "stage_id",
+    "attempt",
     "num_tasks",
     "tasks",
     "failed_tasks",
@@ -61,6 +62,7 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
     chosen = [stage for stage in stages(log) if stage["job_description"] == description]
     ids = {stage["stage_id"] for stage in chosen}
     start = min((stage["submitted"] for stage in chosen if stage["submitted"]), default=0.0)
+    attempts = [task for task in tasks(log) if task["stage_id"] in ids]
     timeline = [
         {
             "stage_id": task["stage_id"],
@@ -71,15 +73,8 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
             "end_s": (task.get("run_end") or task["finish"] or task["launch"]) - start,
             "successful": task["successful"],
         }
-        for task in tasks(log)
-        if task["stage_id"] in ids
+        for task in attempts
     ]
-    gpu_tasks = [
-        {"stage": record["stage"], "partition": record["partition"], "gpu_addresses": record["gpu_addresses"]}
-        for record in last.tasks.get("records", [])
-        if record["step"] in MODEL_STEPS
-    ]
-    attempts = tasks(log)
     rows = [
         {
             "step": step_of.get(stage["stage_id"]),
@@ -94,13 +89,7 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
     ]
     batches = batch_sizes(last.tasks.get("records", []))
     fast_paths = fastpaths.evidence(last.tasks.get("records", []), log, ids)
-    return {
-        "stages": rows,
-        "timeline": timeline,
-        "model_task_gpus": gpu_tasks,
-        "batches": batches,
-        "fast_paths": fast_paths,
-    }
+    return {**collect_tasks(last), "stages": rows, "timeline": timeline, "batches": batches, "fast_paths": fast_paths}
 
 
 def collect_tasks(last: Pass) -> dict[str, Any]:
@@ -200,11 +189,14 @@ def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, An
     checks["every_slot_busy"] = not checks["idle_slot_stages"]
     if topology is Topology.model_server:  # decoding decoupled from the model: every slot, not the GPU count
         width = checks["served_stage_max_concurrent"] = _widest(rows, (Served.name,))
-        checks["preprocessing_on_every_slot"] = width == plan.slots
-        if width != plan.slots:
+        # a stage of fewer tasks than slots (a small data set, spark.partitions below them) can fill only as many
+        tasks = max((row["num_tasks"] for row in rows if row["step"] == Served.name), default=plan.slots)
+        wanted = min(plan.slots, tasks)
+        checks["preprocessing_on_every_slot"] = width == wanted
+        if width != wanted:
             checks["violation"] = (
-                f"topology=model_server: the decoding stage ran {width} tasks at once on {plan.slots} task slots; "
-                "preprocessing did not decouple from the model"
+                f"topology=model_server: the decoding stage ran {width} tasks at once on {plan.slots} task slots "
+                f"({wanted} wanted); preprocessing did not decouple from the model"
             )
     if plan.gpu_slots is None:
         return checks

@@ -8,7 +8,6 @@ pyspark 4.3.0 jars: the keys below are the ones `SQLConf` and `org.apache.spark.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.schema import SparkConfig
+from pipeline.spark.eventlog import task_metrics
 
 # Spark conf -> the `spark.*` config key that sets it
 FAST_PATH_KEYS: dict[str, str] = {
@@ -76,21 +76,10 @@ def python_metrics(event_log: Path, stage_ids: set[int]) -> dict[str, int]:
     """Sums of `PYTHON_METRICS` over the successful task attempts of `stage_ids` (one pass's stages): what
     Spark itself counted crossing JVM <-> Python, e.g. fewer bytes to Python under an Arrow codec."""
     totals = dict.fromkeys(PYTHON_METRICS.values(), 0)
-    with open(event_log, encoding="utf-8") as lines:
-        for line in lines:
-            if '"SparkListenerTaskEnd"' not in line[:60]:
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line of a log still being written
-                continue
-            info = event.get("Task Info") or {}
-            if event.get("Stage ID") not in stage_ids or info.get("Failed") or info.get("Killed"):
-                continue
-            for accumulable in info.get("Accumulables") or []:
-                name = PYTHON_METRICS.get(accumulable.get("Name"))
-                if name is not None:
-                    totals[name] += int(accumulable.get("Update") or 0)
+    for task in task_metrics(event_log):
+        if task["stage_id"] in stage_ids and task["successful"]:
+            for name, key in PYTHON_METRICS.items():
+                totals[key] += int(task["metrics"].get(name, 0))
     return totals
 
 

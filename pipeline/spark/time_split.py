@@ -1,7 +1,7 @@
 """Where a pass's time goes, per stage: the stage's slot time split into its parts.
 
-A stage of wall time W on S slots has W x S slot-seconds. Spark's own metrics (the stage's accumulables in
-the event log) give the executors' run and CPU time, GC, shuffle bytes, the scan time of the Parquet
+A stage of wall time W on S slots has W x S slot-seconds. Spark's own metrics (its tasks' accumulable updates
+in the event log) give the executors' run and CPU time, GC, shuffle bytes, the scan time of the Parquet
 read and the Python UDF SQL metrics; the tasks' own timers (`pipeline.spark.ledger`) give the waits for
 Spark's next batch, decode + preprocess, the model and handing results back. Parts, in slot-seconds:
 
@@ -24,14 +24,12 @@ holds is only as exact as those timers, which the README discusses with measurem
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipeline.inference.steps import STEPS
-from pipeline.spark.eventlog import event_log_file
+from pipeline.spark.eventlog import task_metrics
 
-STAGE_COMPLETED = "SparkListenerStageCompleted"
 SPARK_METRICS = {  # accumulable name -> (key, divisor to seconds or 1 for counts and bytes)
     "internal.metrics.executorRunTime": ("executor_run_s", 1e3),
     "internal.metrics.executorDeserializeTime": ("executor_deserialize_s", 1e3),
@@ -59,43 +57,58 @@ PARTS = (
 )
 
 
-def stage_metrics(event_log_dir: Path, stage_ids: set[int]) -> dict[int, dict[str, float]]:
-    """Spark's own metrics of each stage in `stage_ids`, summed over its tasks (its completed attempt's
-    accumulables), in seconds, bytes and counts as SPARK_METRICS names them."""
-    found: dict[int, dict[str, float]] = {}
-    with event_log_file(event_log_dir).open() as lines:
-        for line in lines:
-            if STAGE_COMPLETED not in line:
-                continue
-            info = json.loads(line).get("Stage Info") or {}
-            if info.get("Stage ID") not in stage_ids:
-                continue
-            metrics: dict[str, float] = {}
-            for accumulable in info.get("Accumulables") or []:
-                known = SPARK_METRICS.get(accumulable.get("Name"))
-                if known is None:
-                    continue
-                key, divisor = known
-                try:
-                    metrics[key] = metrics.get(key, 0.0) + float(accumulable.get("Value")) / divisor
-                except (TypeError, ValueError):
-                    continue
-            found[info["Stage ID"]] = metrics
+def _spark_metrics(ended: list[dict[str, Any]], attempts: set[tuple[int, int]]) -> dict[tuple[int, int], dict]:
+    """Spark's own metrics of each stage attempt (stage id, attempt) in `attempts`, summed over its task attempts
+    that ended (`ended`: `eventlog.task_metrics`; failed and killed ones too: they held their slots, and
+    Spark's stage totals count them), in seconds, bytes and counts as SPARK_METRICS names them. Summed from
+    the tasks, not read from the stage's own accumulables: a SQL metric's there is its running total, which
+    a stage's later attempt carries with the earlier attempts' counts in it."""
+    found: dict[tuple[int, int], dict[str, float]] = {key: {} for key in attempts}
+    for task in ended:
+        metrics = found.get((task["stage_id"], task["stage_attempt"]))
+        if metrics is None:
+            continue
+        for name, value in task["metrics"].items():
+            if name in SPARK_METRICS:
+                key, divisor = SPARK_METRICS[name]
+                metrics[key] = metrics.get(key, 0.0) + value / divisor
     return found
 
 
+def _ran_in(ended: list[dict[str, Any]], records: list[dict[str, Any]], last: dict[int, int]) -> list[int | None]:
+    """The stage attempt each task record ran in: that of the latest task attempt (by task id, as the ledger
+    keeps a partition's latest) of its stage, partition and attempt number, which restarts in every stage
+    attempt; the stage's `last` attempt for a record the log does not show."""
+    ran = {(task["stage_id"], task["partition_id"], task["attempt"]): task["stage_attempt"] for task in ended}
+    return [
+        ran.get((record["stage"], record["partition"], record["attempt"]), last.get(record["stage"]))
+        for record in records
+    ]
+
+
 def split(
-    event_log_dir: Path, stages: list[dict[str, Any]], records: list[dict[str, Any]], slots: dict[bool, int]
+    event_log: Path, stages: list[dict[str, Any]], records: list[dict[str, Any]], slots: dict[bool, int]
 ) -> list[dict[str, Any]]:
-    """One row per stage of `stages` (evidence stage rows of one pass) that ran a step: its wall time, slot
-    time (on `slots[runs_model]` slots: a model stage may run on fewer), the parts (PARTS, slot-seconds) and
-    Spark's own metrics (`spark`)."""
+    """One row per stage attempt of `stages` (evidence stage rows of one pass) that ran a step: its wall time,
+    slot time (on `slots[runs_model]` slots: a model stage may run on fewer), the parts (PARTS, slot-seconds)
+    and Spark's own metrics (`spark`).
+
+    A stage Spark ran again (a lost executor's output recomputed) has a row per attempt, each with its own
+    wall time and Spark's metrics, and the timers of the task records that ran in it. A partition's record
+    is its latest attempt's, so an earlier stage attempt's work that a later one redid counts once, in the
+    later row's parts; in its own row it is `other_task_s`."""
     rows = [stage for stage in stages if stage.get("step")]
-    metrics = stage_metrics(event_log_dir, {stage["stage_id"] for stage in rows})
+    last: dict[int, int] = {}
+    for stage in rows:
+        last[stage["stage_id"]] = max(last.get(stage["stage_id"], 0), stage["attempt"])
+    ended = task_metrics(event_log)
+    metrics = _spark_metrics(ended, {(stage["stage_id"], stage["attempt"]) for stage in rows})
+    ran_in = _ran_in(ended, records, last)
     result = []
     for stage in rows:
-        mine = [record for record in records if record["stage"] == stage["stage_id"]]
-        spark = metrics.get(stage["stage_id"], {})
+        key = (stage["stage_id"], stage["attempt"])
+        mine = [record for record, attempt in zip(records, ran_in) if (record["stage"], attempt) == key]
+        spark = metrics[key]
         wall = stage.get("duration_s") or 0.0
         width = slots[STEPS[stage["step"]].runs_model]
         slot_s = wall * width
@@ -115,6 +128,7 @@ def split(
         result.append(
             {
                 "stage_id": stage["stage_id"],
+                "attempt": key[1],
                 "step": stage["step"],
                 "wall_s": wall,
                 "slots": width,

@@ -13,8 +13,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,24 +167,3 @@ def record(
     info |= figures
     benchmark.extra_info.update(info)
     return info
-
-
-@contextmanager
-def python_worker_reuse(spark: SparkSession, reuse: bool) -> Iterator[None]:
-    """`spark.python.worker.reuse` for the tasks started inside the block.
-
-    It is a SparkContext conf: `spark.conf.set` refuses it (CANNOT_MODIFY_CONFIG) and `getConf()` is a copy.
-    Spark's Python runners read it from the context's live conf as each task starts, and keep one worker
-    daemon per worker environment (which carries the reuse flag), so setting the live conf switches new tasks
-    to a daemon of the matching kind. Measured on pyspark 4.3.0, local mode: with it off every task ran in a
-    new Python process; set back on, the earlier workers served the tasks again. On a cluster the executors
-    hold their own copy of the conf: there it takes a new application.
-    """
-    conf = spark.sparkContext._jsc.sc().conf()  # the live SparkConf, shared with the local executor
-    key = "spark.python.worker.reuse"
-    before = conf.get(key, "true")
-    conf.set(key, str(reuse).lower())
-    try:
-        yield
-    finally:
-        conf.set(key, before)

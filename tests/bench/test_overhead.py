@@ -29,10 +29,9 @@ from tests.bench.harness import (
     expected_sleep_s,
     measure,
     noop,
-    python_worker_reuse,
     record,
 )
-from tests.helpers.spark import sql_conf
+from tests.helpers.spark import context_conf, sql_conf
 
 BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
@@ -145,7 +144,7 @@ def test_python_worker_reuse(benchmark, spark, bench: BenchData, reuse: bool) ->
     log = CallLog(spark.sparkContext)
     case = f"worker_reuse_{'on' if reuse else 'off'}"
     build = lambda: bench.raw.frame.select("id", scalar_udf(log, "id", "string", True, sleep=False))  # noqa: E731
-    with python_worker_reuse(spark, reuse):
+    with context_conf(spark, "spark.python.worker.reuse", str(reuse).lower()):
         measured = measure(benchmark, spark, case, build, log)
         log.clear()
         noop(build())  # once more, untimed: did its tasks find the workers of the timed round?
