@@ -31,6 +31,7 @@ from tests.helpers.cli import cli, result_of
 from tests.helpers.config import compose_config
 from tests.helpers.processes import gone, processes_of
 from tests.helpers.remote import user_cluster, user_connect_server
+from tests.helpers.results import write
 
 RDD_REASON = "rdd_map_partitions: needs the RDD API, which Spark Connect does not offer"
 
@@ -129,18 +130,11 @@ def test_the_ledger_travels_as_its_directory_only(tmp_path):
 
 
 def _result(job_dir: Path, cluster: str, udf: str, status: str = "ok", images_s: float | None = None) -> None:
-    job_dir.mkdir(parents=True)
-    variant = {"engine": "spark", "udf": udf, "topology": "fused", "cluster": cluster, "batch_size": 32}
-    variant |= {"model": "null_model", "dataset_source": "synthetic", "image_format": "jpeg"}
-    metrics = {"num_images": 32}
     error = None
-    if images_s:
-        metrics |= {"throughput_images_per_s": images_s, "wall_s": [32 / images_s], "warmup_s": [32 / images_s * 4]}
-        metrics["throughput_per_repeat"] = [images_s]
     if status == "unavailable":
         error = {"type": "ConnectUnavailable", "message": f"not available under Spark Connect: {RDD_REASON}"}
-    record = {"status": status, "variant": variant, "metrics": metrics, "error": error, "env": {"hostname": "h"}}
-    (job_dir / "result.json").write_text(json.dumps(record))
+    rates = {"images_per_s": images_s, "first": images_s / 4} if images_s else {}
+    write(job_dir, **rates, status=status, num_images=32, error=error, cluster=cluster, udf=udf)
 
 
 def test_the_sweep_summary_gives_connects_ratio_per_style_and_what_it_cannot_run(tmp_path):

@@ -4,7 +4,6 @@ cleans up after itself), and the report compares only runs that did the same wor
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import psutil
 import pytest
 
 from pipeline.processes import descendants, stop_processes
+from pipeline.results import as_record
 from pipeline.run import run
 from pipeline.schema import ConfigError, Engine
 from pipeline.validate import validate
@@ -22,6 +22,8 @@ from reports.html import render
 from reports.plots import throughput_bars
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images
+from tests.helpers.results import result as made
+from tests.helpers.results import write
 
 PRESETS = ["torch", "ray", "spark_map_in_pandas", "spark_map_in_arrow", "spark_iterator_prefetch"]
 needs_ray = pytest.mark.skipif(
@@ -101,29 +103,8 @@ def test_ray_predicts_what_the_reference_does_lists_bad_images_and_leaves_nothin
 def result(
     engine: str, throughput: float, model: str = "resnet50", label_udf: str | None = None, first: float | None = None
 ) -> dict:
-    """A hand-made result of 64 images; `first` is its warm-up pass's images/s (none without)."""
-    spark = engine == "spark"
-    return {
-        "status": "ok",
-        "variant": {
-            "engine": engine,
-            "udf": label_udf if spark else None,
-            "topology": "fused" if spark else None,
-            "cluster": "local" if spark else None,
-            "batch_size": 32,
-            "dataset_source": "synthetic",
-            "image_format": "jpeg",
-            "model": model,
-        },
-        "metrics": {
-            "num_images": 64,
-            "throughput_images_per_s": throughput,
-            "throughput_per_repeat": [throughput],
-            "wall_s": [64 / throughput],
-            "warmup_s": [64 / first] if first else [],
-        },
-        "env": {"hostname": "here"},
-    }
+    """A hand-made record of 64 images; `first` is its warm-up pass's images/s (none without)."""
+    return as_record(made(throughput, first=first, engine=engine, model=model, udf=label_udf))
 
 
 @pytest.fixture
@@ -190,10 +171,8 @@ def test_without_first_passes_the_cold_ratios_are_missing_not_made_up(peer_frame
 
 
 def test_the_summary_a_sweep_prints_gives_each_work_its_ratios(tmp_path):
-    records = [result("torch", 10.0, first=5.0), result("spark", 9.5, label_udf="map_in_arrow", first=2.0)]
-    for number, record in enumerate(records):
-        (tmp_path / str(number)).mkdir()
-        (tmp_path / str(number) / "result.json").write_text(json.dumps(record))
+    write(tmp_path / "0", 10.0, first=5.0, engine="torch", model="resnet50")
+    write(tmp_path / "1", 9.5, first=2.0, model="resnet50", udf="map_in_arrow")
     (line,) = peers.summary([tmp_path])
     assert line.startswith("resnet50 · 64 jpeg images") and "map_in_arrow" in line
     assert "warm 0.95x torch, no ray run" in line and "cold 0.40x torch, no ray first pass" in line

@@ -15,6 +15,7 @@ from pipeline.spark.fastpaths import FAST_PATH_KEYS, fast_path_conf
 from reports import fast_paths
 from reports.build import build
 from tests.helpers.config import compose_config
+from tests.helpers.results import write
 from tests.helpers.spark import context_conf, sql_conf
 
 ROOT = Path(__file__).parent.parent
@@ -137,14 +138,9 @@ def test_every_per_call_style_times_the_gap_between_its_calls(spark, tmp_path, t
 
 
 def _result(job_dir: Path, udf: str, images_s: float, knobs: dict, *, pipelined: int = 0, bytes_in: int = 1000) -> None:
-    job_dir.mkdir(parents=True)
-    variant = {"engine": "spark", "udf": udf, "topology": "fused", "cluster": "local", "batch_size": 16}
-    variant |= {"model": "null_model", "dataset_source": "synthetic", "image_format": "jpeg", **knobs}
-    metrics = {"num_images": 32, "throughput_images_per_s": images_s, "throughput_per_repeat": [images_s]}
     step = {"tasks": 2, "pipelined_tasks": pipelined, "unix_domain_tasks": 0, "later_input_wait_s_total": 0.02}
     evidence = {"fast_paths": {"steps": {"fused": step}, "spark_python_metrics": {"bytes_to_python": bytes_in}}}
-    record = {"status": "ok", "variant": variant, "metrics": metrics, "evidence": evidence, "env": {"hostname": "h"}}
-    (job_dir / "result.json").write_text(json.dumps(record))
+    write(job_dir, images_s, num_images=32, udf=udf, batch_size=16, evidence=evidence, **knobs)
 
 
 PIPELINED = {"python_udf_pipelined": True, "python_udf_pipelined_queue_depth": 8}
