@@ -35,10 +35,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from pipeline.bottleneck import RAW_BYTES, Rates
-from pipeline.results import as_result, read_result
+from pipeline.results import read_results
 
 # figure -> (value, where it came from). Measured 2026-12-03 on this machine (2-core AMD EPYC, no GPU) with nothing
 # else running, see README "Bottleneck model". The same command on 2026-12-02, with other sessions' jobs on the
@@ -106,20 +105,11 @@ def _defaults(image_format: str, decoder: str) -> tuple[dict[str, float], dict[s
     return values, sources
 
 
-def _results(directories: Iterable[Path]) -> Iterable[tuple[Path, Any]]:
-    for directory in directories:
-        for path in sorted(Path(directory).rglob("result.json")):
-            try:
-                yield path, as_result(read_result(path))
-            except (OSError, json.JSONDecodeError):
-                continue
-
-
 def preprocess_runs(directories: Iterable[Path], image_format: str, decoder: str) -> list[tuple[Path, float]]:
     """Every ok one-process `engine=torch model=null_model` run of that format and decoder, with its seconds per
     image (median timed pass / images)."""
     runs = []
-    for path, result in _results(directories):
+    for path, result in read_results(directories):
         variant, metrics = result.variant, result.metrics
         if result.status != "ok" or variant is None or not metrics.wall_s or not metrics.num_images:
             continue
@@ -137,7 +127,7 @@ def task_runs(directories: Iterable[Path]) -> list[tuple[Path, float]]:
     and not moving the images through Arrow (priced apart by the model, at the default per-byte rate)."""
     per_byte = DEFAULTS["transfer_s_per_byte"][0]
     runs = []
-    for path, result in _results(directories):
+    for path, result in read_results(directories):
         variant = result.variant
         if result.status != "ok" or variant is None or (variant.engine, variant.model) != ("spark", "null_model"):
             continue
@@ -155,7 +145,7 @@ def serve_runs(directories: Iterable[Path]) -> list[tuple[Path, float, float]]:
     """Every ok Spark `topology=model_server model=accelerator` run with its `request_s` and
     `serve_cpu_s_per_image` (module docstring), from its last timed pass."""
     runs = []
-    for path, result in _results(directories):
+    for path, result in read_results(directories):
         variant = result.variant
         if result.status != "ok" or variant is None:
             continue

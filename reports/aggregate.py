@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from pipeline.results import VARIANT_FIELDS, Result, as_result, read_result
-from pipeline.rundir import JOB_FILE, RESULT_FILE, RunDir, atomic_write
+from pipeline.rundir import JOB_FILE, RESULT_FILE, RunDir, atomic_write, files_named
 from reports.cost import CostUnavailable, run_cost
 
 SWEEP_FILE = "multirun.yaml"
@@ -149,10 +149,6 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def job_dirs(directory: Path) -> list[Path]:
     """The job dirs at or under `directory` (see the module docstring)."""
     root = Path(directory).resolve()
@@ -160,10 +156,9 @@ def job_dirs(directory: Path) -> list[Path]:
         raise FileNotFoundError(f"no such directory: {directory}")
     found: set[Path] = set()
     for marker in (RESULT_FILE, JOB_FILE):
-        found.update(path.parent for path in root.rglob(marker) if _visible(path, root))
-    for sweep in root.rglob(SWEEP_FILE):
-        if _visible(sweep, root):
-            found.update(child for child in sweep.parent.iterdir() if child.is_dir() and not child.name.startswith("."))
+        found.update(path.parent for path in files_named(root, marker))
+    for sweep in files_named(root, SWEEP_FILE):
+        found.update(child for child in sweep.parent.iterdir() if child.is_dir() and not child.name.startswith("."))
     return sorted(found, key=_natural_key)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.aggregate import Job, find_jobs, job_frame
+from reports.aggregate import Job, fastest_ok, find_jobs, job_frame
 
 WORK = ("model", "dataset_source", "image_format", "num_images", "hostname")
 BASELINES = ("torch", "ray")
@@ -80,9 +80,7 @@ def compare(frame: pd.DataFrame) -> tuple[list[PeerRow], list[Headline]]:
     for _, group in done.groupby(list(WORK), dropna=False, sort=True):
         if group["engine"].nunique() < 2:
             continue
-        best_runs = {
-            engine: runs.loc[runs["throughput_images_per_s"].idxmax()] for engine, runs in group.groupby("engine")
-        }
+        best_runs = {engine: fastest_ok(runs) for engine, runs in group.groupby("engine")}
         warm = {
             engine: (best_runs[engine]["throughput_images_per_s"] if engine in best_runs else None)
             for engine in BASELINES

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.aggregate import Job
+from reports.aggregate import Job, fastest_ok
 
 IN_PROCESS = ("fused", "split", "stage_level", "two_stage")
 
@@ -60,12 +60,10 @@ def ratios(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ok = frame[(frame["status"] == "ok") & (frame["engine"] == "spark")]
     found = []
     for (model, images), group in ok.groupby(["model", "num_images"], dropna=False):
-        served = group[group["topology"] == "model_server"]
-        inside = group[group["topology"].isin(IN_PROCESS)]
-        if served.empty or inside.empty:
+        best_server = fastest_ok(group[group["topology"] == "model_server"])
+        best_inside = fastest_ok(group[group["topology"].isin(IN_PROCESS)])
+        if best_server is None or best_inside is None:
             continue
-        best_server = served.loc[served["throughput_images_per_s"].idxmax()]
-        best_inside = inside.loc[inside["throughput_images_per_s"].idxmax()]
         found.append(
             {
                 "model": model,

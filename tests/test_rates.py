@@ -41,6 +41,15 @@ def test_preprocess_from_one_process_null_model_runs(tmp_path: Path) -> None:
     assert rates.sources["job_s"].startswith("default: ")
 
 
+def test_a_run_counts_once_however_the_directories_overlap_and_a_hidden_one_never(tmp_path: Path) -> None:
+    _result(tmp_path / "a", [0.5], 100)  # 5 ms an image
+    _result(tmp_path / "b", [0.3], 100)  # 3 ms
+    _result(tmp_path / ".trash" / "c", [0.1], 100)  # 1 ms, hidden: [5, 5, 3] or [5, 3, 1] would give 5 or 3
+    rates = measured_rates([tmp_path, tmp_path / "a"])
+    assert rates.preprocess_s == pytest.approx(0.004)
+    assert "2 engine=torch model=null_model" in rates.sources["preprocess_s"]
+
+
 def test_defaults_when_nothing_is_on_disk(tmp_path: Path) -> None:
     rates = measured_rates([tmp_path], decoder="torchvision")
     assert rates.preprocess_s == DEFAULTS["preprocess_s/jpeg/torchvision"][0]
