@@ -229,13 +229,19 @@ def fastest_ok(rows: pd.DataFrame) -> pd.Series | None:
     return None if ok.empty else ok.loc[ok["throughput_images_per_s"].idxmax()]
 
 
-def varying_fields(frame: pd.DataFrame, fields: Iterable[str] = VARIANT_FIELDS) -> list[str]:
-    """The variant fields, of `fields`, that take more than one value among the jobs that have a variant.
+def _values(column: pd.Series) -> int:
+    """How many values a column takes, the missing one (a knob at its default, or not recorded) counted too."""
+    return column.dropna().astype(str).nunique() + int(column.isna().any())
 
-    A field that only some engines have (Spark's Arrow batch size) varies only if it takes two values; the
-    engine is never an extra: a label names it first when it is not Spark."""
-    known = frame[frame["engine"].notna()]
-    return [field for field in fields if field != "engine" and known[field].dropna().astype(str).nunique() > 1]
+
+def varying_fields(frame: pd.DataFrame, fields: Iterable[str] = VARIANT_FIELDS) -> list[str]:
+    """The variant fields, of `fields`, that take more than one value among the runs of one engine.
+
+    A knob left at its default (None) against one set varies (a fast path on against none); a field that only
+    some engines have (Spark's Arrow batch size) does not for that alone. The engine is never an extra: a label
+    names it first when it is not Spark."""
+    known = frame[frame["engine"].notna()].groupby("engine")
+    return [field for field in fields if field != "engine" and known[field].agg(_values).gt(1).any()]
 
 
 def label_fields(frame: pd.DataFrame) -> list[str]:
@@ -247,7 +253,7 @@ def label_fields(frame: pd.DataFrame) -> list[str]:
     known = frame[frame["engine"].notna()]
     for field in RUN_FIELDS:
         named = ["engine", "device", *HEADLINE_FIELDS, *fields]
-        if known.groupby(named, dropna=False)[field].nunique(dropna=False).gt(1).any():
+        if known.groupby(named, dropna=False)[field].agg(_values).gt(1).any():
             fields.append(field)
     return fields
 

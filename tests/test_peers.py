@@ -141,6 +141,47 @@ def test_runs_of_another_model_or_data_set_are_never_compared(peer_frame, tmp_pa
     assert all("128" not in row.work for row in rows)  # a work done by one engine only has nothing to compare
 
 
+@pytest.mark.parametrize(
+    "work",
+    [
+        {"decoder": "torchvision"},
+        {"num_images": 128},
+        {"hostname": "elsewhere"},
+        {"image_format": "raw"},
+        {"precision": "bf16"},
+        {"weights": "file"},
+        {"sink": "parquet"},
+        {"row_group_size": 16},
+    ],
+    ids=lambda work: next(iter(work)),
+)
+def test_a_spark_run_is_never_set_against_a_peer_that_did_other_work(tmp_path, work):
+    records = [made(10.0, engine="torch", model="resnet50", **work), made(9.0, model="resnet50")]
+    frame = job_frame([Job(tmp_path / str(number), as_record(record), ()) for number, record in enumerate(records)])
+    assert peers.compare(frame) == ([], [])
+
+
+def test_the_engine_and_how_it_ran_are_what_a_peer_comparison_compares(tmp_path):
+    torch = made(10.0, engine="torch", loader_workers=2, batch_size=64, compile=True)
+    spark = made(9.0, udf="iterator_pandas_udf", prefetch=2, batch_size=16, max_records_per_batch=16)
+    frame = job_frame([Job(tmp_path / "0", as_record(torch), ()), Job(tmp_path / "1", as_record(spark), ())])
+    _, (headline,) = peers.compare(frame)
+    assert headline.ratios == {"torch": pytest.approx(0.9), "ray": None}
+
+
+def test_the_null_model_is_set_against_torch_per_decoder(tmp_path):
+    for number, (engine, decoder, images_s) in enumerate(
+        [("torch", "pil", 10.0), ("torch", "torchvision", 20.0), ("spark", "pil", 5.0), ("spark", "torchvision", 4.0)]
+    ):
+        write(tmp_path / str(number), images_s, engine=engine, decoder=decoder)
+    lines = peers.summary([tmp_path])
+    assert [line.split(": best Spark")[0] for line in lines] == [
+        "null_model · 64 jpeg images (synthetic) · pil decoder · on here",
+        "null_model · 64 jpeg images (synthetic) · torchvision decoder · on here",
+    ]
+    assert "warm 0.50x torch" in lines[0] and "warm 0.20x torch" in lines[1]
+
+
 def test_the_report_has_a_versus_peers_section_with_the_ratios(peer_frame, tmp_path):
     jobs, frame = peer_frame
     html = render(jobs, frame, tmp_path, [tmp_path])

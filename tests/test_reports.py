@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from reports.__main__ import main
-from reports.aggregate import CSV_COLUMNS, find_jobs, job_frame
+from reports.aggregate import CSV_COLUMNS, comparable, find_jobs, job_frame
 from reports.build import build
 from reports.cost import CostUnavailable, UnknownInstance, run_cost
 from reports.microbench import decomposition
@@ -278,6 +278,15 @@ def test_runs_on_clusters_of_another_shape_get_labels_of_their_own(tmp_path: Pat
         "map_in_pandas · fused · local_cluster · bs=32 · 4 slots, 1 emulated GPUs",
         "map_in_pandas · fused · local_cluster · bs=32 · 4 slots, 4 emulated GPUs",
     ]
+
+
+def test_runs_are_compared_when_they_differ_in_the_compared_axes_only(tmp_path: Path) -> None:
+    write(tmp_path / "0", 10.0, udf="map_in_pandas")
+    write(tmp_path / "1", 12.0, udf="map_in_arrow")
+    write(tmp_path / "2", 12.0, udf="map_in_arrow", cluster_record={"slots": 4})  # another cluster shape
+    frame = job_frame(find_jobs([tmp_path]))
+    groups = [(shared["shape"], list(group.index)) for shared, group in comparable(frame, ["udf"])]
+    assert groups == [("4 slots", [2]), (None, [0, 1])]
 
 
 def test_a_run_under_an_sc_server_is_a_connect_run(tmp_path: Path) -> None:
