@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
+from pipeline.callbacks import SweepProgress
 from reports.__main__ import main
 from reports.aggregate import CSV_COLUMNS, comparable, find_jobs, job_frame
 from reports.build import build
@@ -423,6 +425,25 @@ def test_cli_rebuilds_an_identical_results_csv(tmp_path: Path) -> None:
 def test_cli_without_arguments_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: python -m reports DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--nodes", "2"), ("--device", "t4_fp16")])
+def test_cli_refuses_a_projection_flag_without_project(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    assert main([str(tmp_path), flag, value]) == 2
+    assert f"error: {flag} applies only with --project instance=NAME" in capsys.readouterr().err
+
+
+def test_cli_prints_the_lines_a_sweep_ends_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "0", 40.0)
+    write(tmp_path / "1", 30.0, cluster="connect")
+    write(tmp_path / "2", 48.0, python_udf_pipelined=True)
+    assert main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()[:-2]  # then results.csv and report.html
+    assert "Connect / classic = 0.75x warm" in printed[0] and "pipelined vs map_in_pandas" in printed[1]
+    SweepProgress().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert capsys.readouterr().out.splitlines()[1:-2] == [f"[sweep] {line}" for line in printed]
 
 
 def test_cli_rejects_a_directory_that_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
