@@ -197,9 +197,10 @@ def throughput_vs_cost(frame: pd.DataFrame) -> Chart:
     ax.plot(front[COST], front[THROUGHPUT], linestyle="--", color="0.4", zorder=0, label="Pareto frontier")
     ax.scatter(front[COST], front[THROUGHPUT], s=220, facecolors="none", edgecolors="0.2", label="on the frontier")
     for row in front.drop(index=winner.name).to_dict("records"):
-        ax.annotate(row["label"], (row[COST], row[THROUGHPUT]), xytext=(8, -12), textcoords="offset points", fontsize=7)
+        at = (row[COST], row[THROUGHPUT])
+        ax.annotate(row["run_label"], at, xytext=(8, -12), textcoords="offset points", fontsize=7)
     ax.annotate(
-        f"best: {winner['label']}",
+        f"best: {winner['run_label']}",
         (winner[COST], winner[THROUGHPUT]),
         xytext=(8, 10),
         textcoords="offset points",
@@ -213,7 +214,7 @@ def throughput_vs_cost(frame: pd.DataFrame) -> Chart:
     caption = (
         f"Throughput against cost, one point per successful run (n = {len(points)}); up and left is better. "
         f"Ringed and joined: the Pareto frontier, runs that no other run beats on both. Best (the frontier's "
-        f"cheapest per image): {winner['label']}, {winner[THROUGHPUT]:.2f} images/s at "
+        f"cheapest per image): {winner['run_label']}, {winner[THROUGHPUT]:.2f} images/s at "
         f"${winner[COST]:.4g} per million images."
     )
     return Chart(figure, caption)
