@@ -62,6 +62,13 @@ TASK_SLOTS = "task slots"  # fewer task slots than physical cores, no GPU involv
 PARTITIONS = "too few tasks"  # fewer tasks than cores: partitions, not slots, cap the concurrency
 
 CROP_BYTES = 224 * 224 * 3  # a preprocessed uint8 crop, what split's shuffle and two_stage's files carry
+RAW_BYTES = 256 * 256 * 3  # the original's decoded arrays
+JPEG_BYTES = 120_000.0  # the generator's mean JPEG (110-130 KB, README "Data")
+
+
+def image_bytes(image_format: str | None) -> float:
+    """Bytes a task reads per input image of the format (dataset.format; JPEG when not recorded)."""
+    return float(RAW_BYTES) if image_format == "raw" else JPEG_BYTES
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,7 @@ class Workload:
     records_per_batch: int = 128
     partitions: int | None = None
     predict_partitions: int | None = None
-    input_bytes_per_image: float = 120_000.0
+    input_bytes_per_image: float = JPEG_BYTES
     crop_bytes_per_image: float = float(CROP_BYTES)
     rebuild_model_per_batch: bool = False
     prefetch: bool = False
@@ -436,11 +443,6 @@ def _utilization(
     }
 
 
-def predict_all(rates: Rates, device: Device, shape: Shape, workload: Workload) -> dict[str, Prediction]:
-    """Every topology on the same shape and workload."""
-    return {topology: predict(topology, rates, device, shape, workload) for topology in TOPOLOGIES}
-
-
 def shape_of(
     config: Mapping[str, Any], cpu_count: int | None = None, gpu_plan: Mapping[str, Any] | None = None
 ) -> tuple[str, Shape, Workload]:
@@ -487,7 +489,7 @@ def shape_of(
         records_per_batch=int(spark.get("max_records_per_batch", 128)),
         partitions=spark.get("partitions"),
         predict_partitions=topology_config.get("predict_partitions"),
-        input_bytes_per_image=RAW_BYTES if dataset.get("format") == "raw" else JPEG_BYTES,
+        input_bytes_per_image=image_bytes(dataset.get("format")),
         rebuild_model_per_batch=bool(udf.get("rebuild_model_per_batch", False)),
         prefetch=bool(udf.get("prefetch")) and topology == "fused",
         row_group_size=dataset.get("row_group_size"),
@@ -495,9 +497,6 @@ def shape_of(
     )
     return topology, shape, workload
 
-
-RAW_BYTES = 256 * 256 * 3  # the original's decoded arrays
-JPEG_BYTES = 120_000.0  # the generator's mean JPEG (110-130 KB, README "Data")
 
 
 def device_of(config: Mapping[str, Any]) -> Device:

@@ -86,18 +86,9 @@ class SweepProgress(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from reports import bottleneck_check, connect, fast_paths, peers
-        from reports.build import build
+        from reports.build import build, summaries
 
         sweep_dir = Path(config.hydra.sweep.dir)
         csv, html = build([sweep_dir], sweep_dir)
-        lines = [
-            f"{self.total} jobs in {time.monotonic() - self.started:.0f} s",
-            *peers.summary([sweep_dir]),
-            *connect.summary([sweep_dir]),
-            *fast_paths.summary([sweep_dir]),
-            *bottleneck_check.summary([sweep_dir]),
-            csv,
-            html,
-        ]
+        lines = [f"{self.total} jobs in {time.monotonic() - self.started:.0f} s", *summaries([sweep_dir]), csv, html]
         print("\n".join(f"[sweep] {line}" for line in lines), flush=True)

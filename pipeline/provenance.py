@@ -24,16 +24,23 @@ PACKAGES = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pi
 
 
 def variant_of(config: Config) -> Variant:
-    """The choices and knobs that make this run a variant; the report groups and labels by these."""
+    """The choices and knobs that make this run a variant; the report groups and labels by these.
+
+    A knob is recorded only where it acts, so a result never claims what did not run: Spark's (the UDF style's
+    included) for engine=spark, the torch model's (precision, channels_last, compile) for model=resnet50 (the
+    null model runs no network; a simulated device has the precision of its profile).
+    """
     spark = config.engine.name.value == "spark"
+    network = config.model.name is ModelName.resnet50
+    precision = config.model.precision.value if network else None
     row_group_size = config.dataset.row_group_size
     return Variant(
         engine=config.engine.name.value,
         udf=config.udf.style.value if spark else None,
         topology=config.topology.kind.value if spark else None,
         cluster=config.cluster.mode.value if spark else None,
-        prefetch=getattr(config.udf, "prefetch", 0) or None,  # iterator_pandas_udf only
-        rebuild_model_per_batch=getattr(config.udf, "rebuild_model_per_batch", False) or None,  # scalar only
+        prefetch=(spark and getattr(config.udf, "prefetch", 0)) or None,  # iterator_pandas_udf only
+        rebuild_model_per_batch=(spark and getattr(config.udf, "rebuild_model_per_batch", False)) or None,  # scalar
         loader_workers=config.engine.loader_workers if config.engine.name.value == "torch" else None,
         batch_size=config.model.batch_size,
         max_records_per_batch=config.spark.max_records_per_batch if spark else None,
@@ -46,9 +53,9 @@ def variant_of(config: Config) -> Variant:
         weights=_weights(config),
         model=config.model.name.value,
         device=label(config.device) if config.device is not None else None,
-        precision=config.device.precision if config.device is not None else config.model.precision.value,
-        channels_last=None if config.model.channels_last else False,
-        compile=config.model.compile or None,
+        precision=config.device.precision if config.device is not None else precision,
+        channels_last=None if config.model.channels_last or not network else False,
+        compile=(network and config.model.compile) or None,
         decoder=config.preprocess.decoder.value,
         decode_on=None if config.preprocess.decode_on is DecodeOn.task else config.preprocess.decode_on.value,
         max_bytes_per_batch=config.spark.max_bytes_per_batch if spark else None,

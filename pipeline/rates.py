@@ -35,10 +35,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from pipeline.bottleneck import RAW_BYTES, Rates
-from pipeline.results import as_result, read_result
+from pipeline.results import Result, read_results
 
 # figure -> (value, where it came from). Measured 2026-12-03 on this machine (2-core AMD EPYC, no GPU) with nothing
 # else running, see README "Bottleneck model". The same command on 2026-12-02, with other sessions' jobs on the
@@ -106,20 +105,13 @@ def _defaults(image_format: str, decoder: str) -> tuple[dict[str, float], dict[s
     return values, sources
 
 
-def _results(directories: Iterable[Path]) -> Iterable[tuple[Path, Any]]:
-    for directory in directories:
-        for path in sorted(Path(directory).rglob("result.json")):
-            try:
-                yield path, as_result(read_result(path))
-            except (OSError, json.JSONDecodeError):
-                continue
-
-
-def preprocess_runs(directories: Iterable[Path], image_format: str, decoder: str) -> list[tuple[Path, float]]:
-    """Every ok one-process `engine=torch model=null_model` run of that format and decoder, with its seconds per
-    image (median timed pass / images)."""
+def preprocess_runs(
+    results: Iterable[tuple[Path, Result]], image_format: str, decoder: str
+) -> list[tuple[Path, float]]:
+    """Every ok one-process `engine=torch model=null_model` run of that format and decoder among `results`
+    (`pipeline.results.read_results`), with its seconds per image (median timed pass / images)."""
     runs = []
-    for path, result in _results(directories):
+    for path, result in results:
         variant, metrics = result.variant, result.metrics
         if result.status != "ok" or variant is None or not metrics.wall_s or not metrics.num_images:
             continue
@@ -131,13 +123,13 @@ def preprocess_runs(directories: Iterable[Path], image_format: str, decoder: str
     return runs
 
 
-def task_runs(directories: Iterable[Path]) -> list[tuple[Path, float]]:
-    """Every ok Spark `model=null_model` run with a fused stage in its time split, with its seconds per task
-    spent outside the UDF's Python code (the stage's task run time less the span of each task's UDF record)
+def task_runs(results: Iterable[tuple[Path, Result]]) -> list[tuple[Path, float]]:
+    """Every ok Spark `model=null_model` run of `results` with a fused stage in its time split, with its seconds
+    per task spent outside the UDF's Python code (the stage's task run time less the span of each task's UDF record)
     and not moving the images through Arrow (priced apart by the model, at the default per-byte rate)."""
     per_byte = DEFAULTS["transfer_s_per_byte"][0]
     runs = []
-    for path, result in _results(directories):
+    for path, result in results:
         variant = result.variant
         if result.status != "ok" or variant is None or (variant.engine, variant.model) != ("spark", "null_model"):
             continue
@@ -151,11 +143,11 @@ def task_runs(directories: Iterable[Path]) -> list[tuple[Path, float]]:
     return runs
 
 
-def serve_runs(directories: Iterable[Path]) -> list[tuple[Path, float, float]]:
-    """Every ok Spark `topology=model_server model=accelerator` run with its `request_s` and
+def serve_runs(results: Iterable[tuple[Path, Result]]) -> list[tuple[Path, float, float]]:
+    """Every ok Spark `topology=model_server model=accelerator` run of `results` with its `request_s` and
     `serve_cpu_s_per_image` (module docstring), from its last timed pass."""
     runs = []
-    for path, result in _results(directories):
+    for path, result in results:
         variant = result.variant
         if result.status != "ok" or variant is None:
             continue
@@ -217,24 +209,27 @@ def measured_rates(
     microbenchmark: Path | None = None,
     image_format: str = "jpeg",
     decoder: str = "pil",
+    leave_out: Iterable[Path] = (),
 ) -> Rates:
     """The rates for `image_format` (and JPEG `decoder`): from result.json files under `directories` and the
-    microbenchmark file where they have the figure, `DEFAULTS` elsewhere; `Rates.sources` says which."""
-    directories = list(directories)
+    microbenchmark file where they have the figure, `DEFAULTS` elsewhere; `Rates.sources` says which. The runs in
+    the `leave_out` job dirs are not read: a run checked against the model must not be one it was fitted on."""
+    left_out = {Path(job_dir).resolve() for job_dir in leave_out}
+    results = [(path, result) for path, result in read_results(directories) if path.parent not in left_out]
     values, sources = _defaults(image_format, decoder)
-    runs = preprocess_runs(directories, image_format, decoder)
+    runs = preprocess_runs(results, image_format, decoder)
     if runs:
         values["preprocess_s"] = statistics.median(seconds for _, seconds in runs)
         sources["preprocess_s"] = f"median of {len(runs)} engine=torch model=null_model run(s): " + ", ".join(
             str(path) for path, _ in runs
         )
-    tasks = task_runs(directories)
+    tasks = task_runs(results)
     if tasks:
         values["task_s"] = statistics.median(seconds for _, seconds in tasks)
         sources["task_s"] = f"median of {len(tasks)} Spark model=null_model run(s)' time split: " + ", ".join(
             str(path) for path, _ in tasks
         )
-    served = serve_runs(directories)
+    served = serve_runs(results)
     if served:
         runs_named = ", ".join(str(path) for path, _, _ in served)
         values["request_s"] = statistics.median(request for _, request, _ in served)

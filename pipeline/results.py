@@ -9,12 +9,13 @@ only has the result files. What fills a result (the variant of a config, the env
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.rundir import RunDir, atomic_write
+from pipeline.rundir import RESULT_FILE, RunDir, atomic_write, files_named
 
 SCHEMA_VERSION = 1
 
@@ -134,6 +135,19 @@ def write_result(run_dir: Path, result: Result) -> Path:
 def read_result(path: Path) -> dict[str, Any]:
     """The record in a result.json, as JSON reads it (`as_result` decodes it)."""
     return json.loads(Path(path).read_text())
+
+
+def read_results(directories: Iterable[Path]) -> list[tuple[Path, Result]]:
+    """Every result.json at or under `directories` that is JSON, decoded, each file once however the directories
+    overlap, in path order; found as the reports' job table finds them (`pipeline.rundir.files_named`)."""
+    paths = {path.resolve(): None for directory in directories for path in files_named(directory, RESULT_FILE)}
+    found = []
+    for path in sorted(paths):
+        try:
+            found.append((path, as_result(read_result(path))))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
 
 
 def _decode(cls: type, record: dict[str, Any], **nested: Any) -> Any:

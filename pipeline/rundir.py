@@ -75,6 +75,13 @@ class RunDir:
         return RunDir(self.path / "preprocess")
 
 
+def files_named(root: Path, name: str) -> list[Path]:
+    """The files called `name` at or under `root`, never under a hidden directory (`.hydra/`): what a job left,
+    as the reports and the rates find it. A file being written is hidden too (`atomic_write`)."""
+    root = Path(root)
+    return [path for path in root.rglob(name) if not any(part.startswith(".") for part in path.relative_to(root).parts)]
+
+
 def atomic_write(path: Path, data: str | bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same directory and a rename, so a reader sees
     the old file or the whole new one, never a part (the temporary name is hidden: `.NAME.PID.tmp`). Text is

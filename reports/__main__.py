@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from pipeline.schema import ConfigError
-from reports import bottleneck_check, original, peers
-from reports.build import build
+from reports import original
+from reports.build import build, summaries
 from reports.projection import lines, project_dirs
 
 USAGE = (
@@ -52,6 +52,10 @@ def main(argv: list[str]) -> int:
     except ValueError:
         print(USAGE, file=sys.stderr)
         return 2
+    for flag, value in (("--nodes", nodes), ("--device", device)):
+        if value is not None and instance is None:
+            print(f"error: {flag} applies only with --project instance=NAME\n{USAGE}", file=sys.stderr)
+            return 2
     if table and not any(argument.startswith("-") for argument in arguments):
         missing = [argument for argument in arguments if not Path(argument).is_dir()]
         if missing:
@@ -89,7 +93,7 @@ def main(argv: list[str]) -> int:
         for line in lines(projection):
             print(line)
     csv_path, html_path = build(directories, directories[0], microbenchmark, projection)
-    for line in [*peers.summary(directories), *bottleneck_check.summary(directories)]:
+    for line in summaries(directories):
         print(line)
     print(csv_path)
     print(html_path)

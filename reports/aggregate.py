@@ -17,7 +17,7 @@ import json
 import os
 import re
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from pipeline.results import VARIANT_FIELDS, Result, as_result, read_result
-from pipeline.rundir import JOB_FILE, RESULT_FILE, RunDir, atomic_write
+from pipeline.rundir import JOB_FILE, RESULT_FILE, RunDir, atomic_write, files_named
 from reports.cost import CostUnavailable, run_cost
 
 SWEEP_FILE = "multirun.yaml"
@@ -36,6 +36,12 @@ MISSING_REASON = "no result.json: the job has not finished (interrupted sweep, o
 
 # Always in a label (values only), in this order; the other fields join a label as key=value when they vary.
 HEADLINE_FIELDS = ("udf", "topology", "cluster", "batch_size")
+# What a run did beyond its variant, read from its result: the images, the machine, the cluster's shape and the
+# GPU amounts its tasks took as the run resolved them (`cluster`), the predict stage's partitions (`config`),
+# and whether Spark Connect carried it. A run is only ever compared, pooled or labelled apart with these too.
+RUN_FIELDS = ("num_images", "hostname", "shape", "gpu_amounts", "predict_partitions", "connect")
+SAME_RUN = (*VARIANT_FIELDS, *RUN_FIELDS)
+VALUE_ONLY = ("udf", "topology", "cluster", "device", "shape", "gpu_amounts")  # named by their value in a label
 SHORT_NAMES = {
     "batch_size": "bs",
     "max_records_per_batch": "arrow_batch",
@@ -64,6 +70,9 @@ SHORT_NAMES = {
     "arrow_compression_codec": "arrow_codec",
     "python_unix_domain_socket": "unix_socket",
     "python_udf_arrow": "python_udf_arrow",
+    "num_images": "images",
+    "hostname": "host",
+    "predict_partitions": "predict_partitions",
 }
 CSV_COLUMNS = (
     "label",
@@ -75,6 +84,10 @@ CSV_COLUMNS = (
     "cost_note",
     *VARIANT_FIELDS,
     "num_images",
+    "shape",
+    "gpu_amounts",
+    "predict_partitions",
+    "connect",
     "num_bad_images",
     "repeats",
     "throughput_per_repeat",
@@ -118,8 +131,10 @@ INTEGER_COLUMNS = (
     "max_bytes_per_batch",
     "row_group_size",
     "python_udf_pipelined_queue_depth",
+    "predict_partitions",
 )
 FLAG_COLUMNS = (
+    "connect",
     "python_worker_reuse",
     "rebuild_model_per_batch",
     "channels_last",
@@ -149,10 +164,6 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def job_dirs(directory: Path) -> list[Path]:
     """The job dirs at or under `directory` (see the module docstring)."""
     root = Path(directory).resolve()
@@ -160,10 +171,9 @@ def job_dirs(directory: Path) -> list[Path]:
         raise FileNotFoundError(f"no such directory: {directory}")
     found: set[Path] = set()
     for marker in (RESULT_FILE, JOB_FILE):
-        found.update(path.parent for path in root.rglob(marker) if _visible(path, root))
-    for sweep in root.rglob(SWEEP_FILE):
-        if _visible(sweep, root):
-            found.update(child for child in sweep.parent.iterdir() if child.is_dir() and not child.name.startswith("."))
+        found.update(path.parent for path in files_named(root, marker))
+    for sweep in files_named(root, SWEEP_FILE):
+        found.update(child for child in sweep.parent.iterdir() if child.is_dir() and not child.name.startswith("."))
     return sorted(found, key=_natural_key)
 
 
@@ -193,13 +203,15 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _label_value(field: str, value: Any) -> str:
-    if (field in HEADLINE_FIELDS and field != "batch_size") or field == "device":  # device: "simulated ..."
+    if field == "connect":
+        return "Connect" if value else "classic"
+    if field in VALUE_ONLY:  # device: "simulated ...", shape: "4 slots, 2 emulated GPUs"
         return str(value)
     return f"{SHORT_NAMES[field]}={value}"
 
 
 def variant_label(variant: dict[str, Any], fields: Iterable[str], headline: Iterable[str] = HEADLINE_FIELDS) -> str:
-    """A readable name for a variant: its `headline` fields, then `fields` (those that vary) as key=value.
+    """A readable name for a variant: its `headline` fields, then `fields` (`label_fields`) as key=value.
 
     A plot that shows some fields by facet or colour leaves them out of `headline`.
     """
@@ -217,13 +229,73 @@ def fastest_ok(rows: pd.DataFrame) -> pd.Series | None:
     return None if ok.empty else ok.loc[ok["throughput_images_per_s"].idxmax()]
 
 
-def varying_fields(frame: pd.DataFrame, fields: Iterable[str] = VARIANT_FIELDS) -> list[str]:
-    """The variant fields, of `fields`, that take more than one value among the jobs that have a variant.
+def _values(column: pd.Series) -> int:
+    """How many values a column takes, the missing one (a knob at its default, or not recorded) counted too."""
+    return column.dropna().astype(str).nunique() + int(column.isna().any())
 
-    A field that only some engines have (Spark's Arrow batch size) varies only if it takes two values; the
-    engine is never an extra: a label names it first when it is not Spark."""
+
+def varying_fields(frame: pd.DataFrame, fields: Iterable[str] = VARIANT_FIELDS) -> list[str]:
+    """The variant fields, of `fields`, that take more than one value among the runs of one engine.
+
+    A knob left at its default (None) against one set varies (a fast path on against none); a field that only
+    some engines have (Spark's Arrow batch size) does not for that alone. The engine is never an extra: a label
+    names it first when it is not Spark."""
+    known = frame[frame["engine"].notna()].groupby("engine")
+    return [field for field in fields if field != "engine" and known[field].agg(_values).gt(1).any()]
+
+
+def label_fields(frame: pd.DataFrame) -> list[str]:
+    """The fields a label names beyond HEADLINE_FIELDS: every variant field that varies, then each RUN_FIELDS
+    fact (images, machine, cluster shape...) that tells apart runs the fields before it would name alike, so
+    runs that did different work never share a label (the run's shape follows its cluster mode mostly and is
+    named only where it does not)."""
+    fields = [field for field in varying_fields(frame) if field not in HEADLINE_FIELDS]
     known = frame[frame["engine"].notna()]
-    return [field for field in fields if field != "engine" and known[field].dropna().astype(str).nunique() > 1]
+    for field in RUN_FIELDS:
+        named = ["engine", "device", *HEADLINE_FIELDS, *fields]
+        if known.groupby(named, dropna=False)[field].agg(_values).gt(1).any():
+            fields.append(field)
+    return fields
+
+
+def comparable(frame: pd.DataFrame, compared: Iterable[str]) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
+    """The runs of `frame` in groups that may be set against each other on the `compared` axes, with the values
+    each group shares.
+
+    The rule, for every comparison the reports make (peers, Connect, fast paths, model server): two runs are
+    compared only when they are equal in everything that defines the work and the variant (SAME_RUN: every
+    variant field, the image count, the machine, the cluster's shape and GPU amounts, the predict partitions,
+    Connect or not) except the compared axes. A comparison names its axes; nothing else may differ, so a
+    ratio never mixes the effect of its axis with another knob's, another data set's or another machine's.
+    """
+    compared = set(compared)
+    keys = [field for field in SAME_RUN if field not in compared]
+    for values, group in frame.groupby(keys, dropna=False, sort=True):
+        yield {key: None if _missing(value) else value for key, value in zip(keys, values)}, group
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def work_text(work: dict[str, Any]) -> str:
+    """The work a comparison's runs did, for its table and its sweep-end line: the model (and its simulated
+    device, precision and weights), the data, the JPEG decoder, the sink and the machine."""
+    model = str(work["model"]) + "".join(
+        f" ({value})" for value in (work.get("device"), work.get("precision")) if value is not None
+    )
+    if work.get("weights") not in (None, "none"):
+        model += f", {work['weights']} weights"
+    data = f"{work['num_images']} {work['image_format']} images ({work['dataset_source']})"
+    if work.get("row_group_size") is not None:
+        data += f", row groups of {work['row_group_size']}"
+    parts = [model, data]
+    if work.get("decoder") is not None and work.get("image_format") != "raw":
+        parts.append(f"{work['decoder']} decoder")
+    if work.get("sink") not in (None, "noop"):
+        parts.append(f"sink {work['sink']}")
+    parts.append(f"on {work['hostname']}")
+    return " · ".join(parts)
 
 
 def _median(values: list[float] | None) -> float | None:
@@ -236,6 +308,44 @@ def _reason(status: str, error: dict[str, Any] | None) -> str:
     if error:
         return f"{error.get('type', 'Error')}: {error.get('message', '')}"
     return ""
+
+
+def _shape(result: Result) -> str | None:
+    """The cluster a run had, as it resolved it (its `cluster` record; the workers from its config): task slots,
+    as workers × slots a worker with more than one worker, and GPUs. None without a record (engine=torch)."""
+    record, cluster = result.cluster, result.config.get("cluster") or {}
+    mode = cluster.get("backend") if cluster.get("mode") == "connect" else cluster.get("mode")
+    workers = 1 if mode == "local" else int(cluster.get("workers") or 1)
+    gpus = record.get("gpus") or {}
+    parts = []
+    if record.get("slots"):
+        slots = int(record["slots"])
+        parts.append(f"{workers}×{slots // workers} slots" if workers > 1 else f"{slots} slots")
+    count = gpus.get("count", (gpus.get("per_worker") or 0) * workers)  # Ray records its count, Spark a worker's
+    if count:
+        parts.append(f"{count} {gpus.get('kind')} GPUs")
+    return ", ".join(parts) or None
+
+
+def _gpu_amounts(result: Result) -> str | None:
+    """The GPUs a task took, as the run resolved them (the variant's gpu_task_amount is the config's, where 0
+    means "as the topology needs"), and a stage_level predict task's. None when tasks took no GPU."""
+    gpus = result.cluster.get("gpus") or {}
+    if not gpus.get("task_amount"):
+        return None
+    text = f"{gpus['task_amount']:g} GPU a task"
+    if result.variant and result.variant.topology == "stage_level":
+        text += f", {gpus['predict_task_amount']:g} a predict task"
+    return text
+
+
+def _connect(result: Result) -> bool | None:
+    """Whether a Spark run went through Spark Connect: its cluster record says so, or (a run refused before it
+    had one) its config (cluster=connect, or an sc:// master). None for the other engines."""
+    if not result.variant or result.variant.engine != "spark":
+        return None
+    master = str((result.config.get("cluster") or {}).get("master") or "")
+    return "connect" in result.cluster or result.variant.cluster == "connect" or master.startswith("sc://")
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -252,6 +362,10 @@ def _row(job: Job) -> dict[str, Any]:
         "overrides": " ".join(job.overrides),
         **(asdict(result.variant) if result.variant else dict.fromkeys(VARIANT_FIELDS)),
         "num_images": metrics.num_images,
+        "shape": _shape(result),
+        "gpu_amounts": _gpu_amounts(result),
+        "predict_partitions": (result.config.get("topology") or {}).get("predict_partitions"),
+        "connect": _connect(result),
         "num_bad_images": metrics.num_bad_images,
         "throughput_images_per_s": metrics.throughput_images_per_s,
         "throughput_per_repeat": list(repeats),
@@ -293,8 +407,8 @@ def _row(job: Job) -> dict[str, Any]:
 
 
 def job_frame(jobs: list[Job]) -> pd.DataFrame:
-    """One row per job; `label` names the variant by its headline fields and every other field that varies,
-    `run_label` the run (the label, plus its sweep and job dir when several runs share it).
+    """One row per job; `label` names the variant by its headline fields and `label_fields`, `run_label` the
+    run (the label, plus its sweep and job dir when several runs share it).
 
     Counts are nullable integers and flags nullable booleans, so a job without them stays empty rather than
     turning 32 into 32.0.
@@ -304,7 +418,7 @@ def job_frame(jobs: list[Job]) -> pd.DataFrame:
     frame = frame.astype(
         {column: "Int64" for column in INTEGER_COLUMNS} | {column: "boolean" for column in FLAG_COLUMNS}
     )
-    extra = [field for field in varying_fields(frame) if field not in HEADLINE_FIELDS]
+    extra = label_fields(frame)
     frame["label"] = [
         variant_label(row, extra) if row["engine"] is not None else (row["overrides"] or Path(row["job_dir"]).name)
         for row in rows

@@ -3,8 +3,10 @@
 Why: `pipeline.bottleneck` predicts a run's throughput from measured rates and a cluster shape; its projections
 to GPU instances are only worth what its agreement with real runs here is. Every ok `model=accelerator` run is
 a check: its recorded config gives the topology, the cluster shape and the device (`shape_of`, `device_of`),
-the rates come from `pipeline.rates` (the measurements under the same directories, or its defaults), and its
-measured throughput is set against the prediction. A run also carries the stand-in's evidence of its bound
+the rates come from `pipeline.rates` (the measurements under the same directories, the checked run itself left
+out, or its defaults), and its measured throughput is set against the prediction. A model_server run's request
+and server CPU costs (`SERVER_RATES`) are fitted from model_server runs, which the check sweep's are: those come
+from the other checked runs, and the table says so. A run also carries the stand-in's evidence of its bound
 (`evidence.simulated_device.busy_fraction`), which says whether the run was device-bound as predicted.
 """
 
@@ -16,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bottleneck import device_of, predict, shape_of
-from pipeline.rates import measured_rates
+from pipeline.rates import measured_rates, serve_runs
+from pipeline.results import read_results
 from reports.aggregate import Job, find_jobs
 
 TARGET = (0.8, 1.25)  # predicted / measured within this band counts as a hit (issue 13's target)
+SERVER_RATES = ("request_s", "serve_cpu_s_per_image")  # fitted from model_server runs (`pipeline.rates.serve_runs`)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Check:
     predicted_gpu_busy: float
     measured_busy: float | None  # the devices' busy share of the last pass, measured by the stand-in
     load_average: float | None  # the machine's 1-minute load average when the run ended
+    fitted_on_checked: int = 0  # the other checked runs the prediction's SERVER_RATES were fitted from
 
     @property
     def ratio(self) -> float:
@@ -47,21 +52,31 @@ class Check:
         return TARGET[0] <= self.ratio <= TARGET[1]
 
 
-def _check(job: Job, rates_by_format: dict[tuple[str, str], Any], directories: list[Path]) -> Check | None:
+def _checkable(job: Job) -> bool:
+    """An ok simulated-device run with a throughput."""
     result = job.decoded
-    if result is None or result.status != "ok" or not result.env.get("device"):
-        return None
-    if result.metrics.throughput_images_per_s is None:
-        return None
+    return (
+        result is not None
+        and result.status == "ok"
+        and bool(result.env.get("device"))
+        and result.metrics.throughput_images_per_s is not None
+    )
+
+
+def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path], served: set[Path]) -> Check:
+    """The run against its prediction, from rates that leave the run out (`served`: the job dirs of the
+    model_server runs the SERVER_RATES are fitted from)."""
+    result = job.decoded
     config = result.config
     image_format = (config.get("dataset") or {}).get("format", "jpeg")
     decoder = (config.get("preprocess") or {}).get("decoder", "pil")
-    key = (image_format, decoder)
-    if key not in rates_by_format:
-        rates_by_format[key] = measured_rates(directories, image_format=image_format, decoder=decoder)
+    leave_out = (job.dir,) if job.dir in served else ()
+    key = (image_format, decoder, leave_out)
+    if key not in rates:
+        rates[key] = measured_rates(directories, image_format=image_format, decoder=decoder, leave_out=leave_out)
     topology, shape, workload = shape_of(config, result.env.get("cpu_count"), (result.cluster or {}).get("gpus"))
     device = device_of(config)
-    prediction = predict(topology, rates_by_format[key], device, shape, workload)
+    prediction = predict(topology, rates[key], device, shape, workload)
     usage = result.evidence.get("simulated_device") or {}
     return Check(
         job_dir=str(job.dir),
@@ -75,15 +90,18 @@ def _check(job: Job, rates_by_format: dict[tuple[str, str], Any], directories: l
         predicted_gpu_busy=prediction.utilization.get("gpus", 0.0),
         measured_busy=usage.get("busy_fraction"),
         load_average=usage.get("load_average_1m"),
+        fitted_on_checked=len(served - {job.dir}) if topology == "model_server" else 0,
     )
 
 
 def checks(directories: list[Path]) -> list[Check]:
     """Every ok simulated-device run under `directories`, checked, in sweep order."""
     directories = [Path(directory) for directory in directories]
-    rates: dict[tuple[str, str], Any] = {}
-    found = [_check(job, rates, directories) for job in find_jobs(directories)]
-    return [check for check in found if check is not None]
+    checked = [job for job in find_jobs(directories) if _checkable(job)]
+    dirs = {job.dir for job in checked}
+    served = {path.parent for path, _, _ in serve_runs(read_results(directories))} & dirs
+    rates: dict[tuple[Any, ...], Any] = {}
+    return [_check(job, rates, directories, served) for job in checked]
 
 
 def spread(found: list[Check]) -> dict[str, Any]:
@@ -116,6 +134,7 @@ def table(found: list[Check]) -> list[list[str]]:
             "device busy (measured)",
             "device busy (predicted)",
             "load average",
+            "rates from other checked runs",
         ]
     ]
     for check in found:
@@ -131,6 +150,7 @@ def table(found: list[Check]) -> list[list[str]]:
                 _percent(check.measured_busy),
                 _percent(check.predicted_gpu_busy),
                 "–" if check.load_average is None else f"{check.load_average:.1f}",
+                f"{', '.join(SERVER_RATES)} ({check.fitted_on_checked})" if check.fitted_on_checked else "–",
             ]
         )
     return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.rundir import atomic_write
+from reports import bottleneck_check, connect, fast_paths, peers
 from reports.aggregate import find_jobs, job_frame, write_csv
 from reports.html import render
 from reports.projection import Projection
@@ -36,3 +37,14 @@ def build(
     csv_path = write_csv(frame, out_dir / CSV_FILE)
     html_path = atomic_write(out_dir / HTML_FILE, render(jobs, frame, out_dir, directories, microbenchmark, projection))
     return csv_path, html_path
+
+
+def summaries(directories: list[Path]) -> list[str]:
+    """The lines a sweep prints at its end (`pipeline.callbacks`) and `python -m reports` after its files: each
+    comparison's ratios (peers, Connect, fast paths) and the bottleneck model's check."""
+    return [
+        *peers.summary(directories),
+        *connect.summary(directories),
+        *fast_paths.summary(directories),
+        *bottleneck_check.summary(directories),
+    ]

@@ -1,9 +1,10 @@
 """The fast paths section: each Spark 4.1–4.3 Python fast path against the baseline run of the same work,
 with what the tasks saw, so that an option's effect is read from evidence and not from its name.
 
-A run with a fast-path knob away from its default (`pipeline.spark.fastpaths`) is paired with the runs of the
-same work and shape (model, data set, machine, cluster, topology, UDF style, batch sizes, decoder, device)
-that have none; the best ok run of each side is compared. Beside the ratio, the last timed pass's evidence
+A run with a fast-path knob away from its default (`pipeline.spark.fastpaths`) is paired with the runs that
+have none and differ from it in nothing else: the same work and variant, from the data to the cluster's shape,
+the UDF style, its prefetch and every Arrow knob (`reports.aggregate.comparable`, the fast-path knobs `KNOBS`
+compared); the best ok run of each side is compared. Beside the ratio, the last timed pass's evidence
 (`evidence.fast_paths`): the tasks whose Python worker ran the pipelined reader or Unix-domain sockets, the
 seconds the tasks waited for their later Arrow batches (a reader thread that fetched batch k+1 while batch k
 computed shows as waits near zero) and the bytes Spark sent to Python (what a compression codec shrank).
@@ -17,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.aggregate import Job, fastest_ok, find_jobs, job_frame
+from reports.aggregate import Job, comparable, fastest_ok, find_jobs, job_frame, work_text
 
 KNOBS = (
     "python_udf_pipelined",
@@ -26,22 +27,6 @@ KNOBS = (
     "python_unix_domain_socket",
     "python_udf_arrow",
 )
-PAIR = (
-    "model",
-    "device",
-    "dataset_source",
-    "image_format",
-    "num_images",
-    "hostname",
-    "cluster",
-    "topology",
-    "udf",
-    "batch_size",
-    "max_records_per_batch",
-    "decoder",
-)
-
-
 @dataclass(frozen=True)
 class Evidence:
     """One run's last timed pass, summed over its steps."""
@@ -56,8 +41,8 @@ class Evidence:
 @dataclass(frozen=True)
 class FastPathRow:
     option: str  # e.g. "pipelined, queue depth 8"
-    work: str  # e.g. "resnet50 · 128 jpeg images · fused · local"
-    udf: str
+    work: str  # e.g. "null_model · 128 jpeg images (synthetic) · pil decoder · on vm"
+    baseline_run: str  # the baseline's run label: the variant both runs are but for the option
     baseline: float  # images/s
     with_option: float
     ratio: float  # with_option / baseline
@@ -116,27 +101,18 @@ def _took_effect(run: dict[str, Any], option: Evidence | None, baseline: Evidenc
     return "; ".join(said)
 
 
-def _work(work: dict[str, Any]) -> str:
-    device = f" ({work['device']})" if isinstance(work["device"], str) else ""
-    return (
-        f"{work['model']}{device} · {work['num_images']} {work['image_format']} images · {work['topology']} · "
-        f"{work['cluster']}"
-    )
-
-
 def compare(jobs: list[Job], frame: pd.DataFrame) -> list[FastPathRow]:
-    """One row per (option, work, UDF style) that has an ok run with the option and an ok baseline run."""
+    """One row per option and baseline run (module docstring) with an ok run with the option and an ok baseline."""
     spark = frame[(frame["engine"] == "spark") & frame["udf"].notna()].copy()
     if spark.empty:
         return []
     spark["_option"] = [option_label(row) for row in spark.to_dict("records")]
     by_index = dict(zip(frame.index, jobs))
     rows = []
-    for key, group in spark.groupby(list(PAIR), dropna=False, sort=True):
+    for work, group in comparable(spark, KNOBS):
         baseline = fastest_ok(group[group["_option"].isna()])
         if baseline is None:
             continue
-        work = dict(zip(PAIR, key))
         for label, runs in group[group["_option"].notna()].groupby("_option", sort=True):
             best = fastest_ok(runs)
             if best is None:
@@ -145,8 +121,8 @@ def compare(jobs: list[Job], frame: pd.DataFrame) -> list[FastPathRow]:
             rows.append(
                 FastPathRow(
                     option=str(label),
-                    work=_work(work),
-                    udf=str(work["udf"]),
+                    work=work_text(work),
+                    baseline_run=str(baseline["run_label"]),
                     baseline=float(baseline["throughput_images_per_s"]),
                     with_option=float(best["throughput_images_per_s"]),
                     ratio=float(best["throughput_images_per_s"]) / float(baseline["throughput_images_per_s"]),
@@ -155,16 +131,16 @@ def compare(jobs: list[Job], frame: pd.DataFrame) -> list[FastPathRow]:
                     took_effect=_took_effect(best.to_dict(), after, before),
                 )
             )
-    return sorted(rows, key=lambda row: (row.option, row.work, row.udf))
+    return sorted(rows, key=lambda row: (row.option, row.work, row.baseline_run))
 
 
 def summary(directories: list[Path]) -> list[str]:
-    """The lines a sweep prints at its end: each option's ratio to its baseline, per work and UDF style."""
+    """The lines a sweep prints at its end: each option's ratio to its baseline run, with the work they did."""
     jobs = find_jobs(directories)
     if not jobs:
         return []
     return [
-        f"{row.option} · {row.work} · {row.udf}: {row.ratio:.2f}x the baseline "
+        f"{row.option} vs {row.baseline_run} ({row.work}): {row.ratio:.2f}x the baseline "
         f"({row.with_option:.2f} vs {row.baseline:.2f} img/s); {row.took_effect or 'see evidence.fast_paths'}"
         for row in compare(jobs, job_frame(jobs))
     ]

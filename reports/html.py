@@ -365,7 +365,7 @@ def _connect(frame: pd.DataFrame) -> list[list[Cell]]:
     """The Classic vs Connect table: per work and UDF style, both throughputs and Connect's ratios, or why
     Connect does not run the style."""
     return [
-        [Cell(r.work), Cell(r.udf), Cell(f"not available under Connect: {r.unavailable}"), Cell(""), Cell(""), Cell("")]
+        [Cell(r.work), Cell(r.udf), Cell(r.unavailable), Cell(""), Cell(""), Cell("")]
         if r.unavailable
         else [Cell(r.work), Cell(r.udf), _number(r.classic), _number(r.connect), _ratio(r.ratio), _ratio(r.cold_ratio)]
         for r in connect.compare(frame)
@@ -377,13 +377,13 @@ def _wait_ms(evidence: fast_paths.Evidence | None) -> str:
 
 
 def _fast_paths(jobs: list[Job], frame: pd.DataFrame) -> list[list[Cell]]:
-    """The fast paths table: per option, work and UDF style, the baseline's and the option's throughput, their
-    ratio, the later batches' input waits of each and what the option did in the tasks."""
+    """The fast paths table: per option and baseline run, the work, the baseline's and the option's throughput,
+    their ratio, the later batches' input waits of each and what the option did in the tasks."""
     return [
         [
             Cell(r.option),
             Cell(r.work),
-            Cell(r.udf),
+            Cell(r.baseline_run),
             _number(r.baseline),
             _number(r.with_option),
             _ratio(r.ratio),

@@ -17,7 +17,17 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.bottleneck import DECOUPLED, RAW_BYTES, TOPOLOGIES, Prediction, Rates, Shape, Workload, predict
+from pipeline.bottleneck import (
+    DECOUPLED,
+    RAW_BYTES,
+    TOPOLOGIES,
+    Prediction,
+    Rates,
+    Shape,
+    Workload,
+    image_bytes,
+    predict,
+)
 from pipeline.instances import Instance, device_profile, load, names
 from pipeline.rates import DEFAULTS, measured_rates
 from reports.projection import MILLION, predict_on, scaled, usd_per_million
@@ -219,7 +229,7 @@ def winners(rates: Rates, image_format: str = "jpeg") -> list[Winner]:
             batch_size=OUR_BATCH,
             records_per_batch=OUR_BATCH,
             partitions=MILLION // 1000,
-            input_bytes_per_image=RAW_BYTES if image_format == "raw" else 120_000.0,
+            input_bytes_per_image=image_bytes(image_format),
             prefetch=True,
         )
         by_topology = {}

@@ -1,9 +1,13 @@
 """Spark against its peers on the same work: each run's throughput as a ratio of the single-machine ceiling
 (engine=torch) and of Ray Data, among runs of the same model on the same data.
 
-Only runs that did the same work are compared: the same model (ResNet50 or the null model), the same data
-set (source, format, image count) and the same machine (hostname). Within such a group the baseline of an
-engine is its best successful run; a group without a torch or a ray run says so instead of a ratio.
+Only runs that did the same work are compared (`reports.aggregate.comparable`): the same data (source,
+format, image count, row groups), model, simulated device, weights and precision, JPEG decoder, sink and
+machine (`WORK`). Everything else is how an engine did that work and is what is compared (`COMPARED`): the
+engine, Spark's UDF style, topology, cluster and its shape, Arrow and fast-path knobs, torch's loader workers,
+and the knobs either engine may tune (model batch size, channels_last, compile, decode_on). Within such a group
+the baseline of an engine is its best successful run; a group without a torch or a ray run says so instead of
+a ratio.
 
 Each comparison comes twice: warm, the median timed pass (the run's throughput), and cold, the run's first
 pass (its first warm-up pass, or its first timed pass without warm-up), which pays for starting workers or
@@ -19,16 +23,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.aggregate import Job, find_jobs, job_frame
+from reports.aggregate import SAME_RUN, Job, comparable, fastest_ok, find_jobs, job_frame, work_text
 
-WORK = ("model", "dataset_source", "image_format", "num_images", "hostname")
+WORK = (
+    "dataset_source",
+    "image_format",
+    "num_images",
+    "row_group_size",
+    "model",
+    "device",
+    "weights",
+    "precision",
+    "decoder",
+    "sink",
+    "hostname",
+)
+COMPARED = tuple(field for field in SAME_RUN if field not in WORK)
 BASELINES = ("torch", "ray")
 COLD = "cold_images_per_s"  # images / seconds of the run's first pass
 
 
 @dataclass(frozen=True)
 class PeerRow:
-    work: str  # what was done, e.g. "resnet50 · 64 jpeg images (synthetic)"
+    work: str  # what was done, e.g. "null_model · 64 jpeg images (synthetic) · pil decoder · on vm"
     label: str
     engine: str
     throughput: float
@@ -43,10 +60,6 @@ class Headline:
     best_spark: str
     ratios: dict[str, float | None]  # engine → best Spark / best of that engine (warm: median timed pass)
     cold_ratios: dict[str, float | None] | None = None  # the same two runs' first passes
-
-
-def _work(row: dict) -> str:
-    return f"{row['model']} · {row['num_images']} {row['image_format']} images ({row['dataset_source']})"
 
 
 def first_pass(job: Job) -> float | None:
@@ -77,29 +90,27 @@ def compare(frame: pd.DataFrame) -> tuple[list[PeerRow], list[Headline]]:
         done = done.assign(**{COLD: None})
     rows: list[PeerRow] = []
     headlines: list[Headline] = []
-    for _, group in done.groupby(list(WORK), dropna=False, sort=True):
+    for shared, group in comparable(done, COMPARED):
         if group["engine"].nunique() < 2:
             continue
-        best_runs = {
-            engine: runs.loc[runs["throughput_images_per_s"].idxmax()] for engine, runs in group.groupby("engine")
-        }
+        best_runs = {engine: fastest_ok(runs) for engine, runs in group.groupby("engine")}
         warm = {
             engine: (best_runs[engine]["throughput_images_per_s"] if engine in best_runs else None)
             for engine in BASELINES
         }
         cold = {engine: (best_runs[engine][COLD] if engine in best_runs else None) for engine in BASELINES}
-        work = _work(group.iloc[0].to_dict())
+        work = work_text(shared)
         for row in group.sort_values("throughput_images_per_s", ascending=False).to_dict("records"):
             throughput, first = row["throughput_images_per_s"], row[COLD]
             first = None if first is None or pd.isna(first) else first
             vs = {engine: _ratio(throughput, base) for engine, base in warm.items()}
             cold_vs = {engine: _ratio(first, base) for engine, base in cold.items()}
-            rows.append(PeerRow(work, row["label"], row["engine"], throughput, vs, first, cold_vs))
+            rows.append(PeerRow(work, row["run_label"], row["engine"], throughput, vs, first, cold_vs))
         if "spark" in best_runs:
             top = best_runs["spark"]
             ratios = {engine: _ratio(top["throughput_images_per_s"], base) for engine, base in warm.items()}
             cold_ratios = {engine: _ratio(top[COLD], base) for engine, base in cold.items()}
-            headlines.append(Headline(work, top["label"], ratios, cold_ratios))
+            headlines.append(Headline(work, top["run_label"], ratios, cold_ratios))
     return rows, headlines
 
 

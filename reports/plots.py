@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from reports.aggregate import HEADLINE_FIELDS, variant_label, varying_fields  # noqa: E402
+from reports.aggregate import label_fields, variant_label  # noqa: E402
 from reports.pareto import best, pareto_front  # noqa: E402
 
 THROUGHPUT = "throughput_images_per_s"
@@ -49,10 +50,17 @@ def successful(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(frame["status"] == "ok") & frame[THROUGHPUT].notna()]
 
 
-def _short_label(row: dict[str, Any], frame: pd.DataFrame) -> str:
-    """The label without cluster, topology and batch size, which the throughput plot shows by panel and colour."""
-    extra = [field for field in varying_fields(frame) if field not in HEADLINE_FIELDS]
-    return variant_label(row, extra, headline=("udf",))
+def _short_label(row: dict[str, Any], fields: list[str]) -> str:
+    """The run's label without cluster, topology and batch size, which the throughput plot shows by panel and
+    colour; with the run's sweep and job dir where several runs share its label (`run_label`)."""
+    return variant_label(row, fields, headline=("udf",)) + row["run_label"].removeprefix(row["label"])
+
+
+def _run_throughput(rates: pd.Series) -> float:
+    """One run's throughput from its passes' images/s: images / median wall = 1 / median(1 / rate), the
+    table's figure. (The median rate is not it when the passes are even in number: walls of 4 and 8 s over
+    64 images are 10.67 images/s, the median of 16 and 8 images/s is 12.)"""
+    return 1.0 / statistics.median(1.0 / rates)
 
 
 def _facet(row: dict[str, Any]) -> str:
@@ -77,14 +85,16 @@ def _rotate(ax: Any) -> None:
 
 
 def throughput_bars(frame: pd.DataFrame) -> Chart:
-    """Images/s per variant over its timed passes, faceted by cluster mode · topology, coloured by batch size."""
+    """Images/s of each run, one bar a run (runs are never pooled: two runs that share a label are told apart by
+    their job dirs), faceted by cluster mode · topology, coloured by batch size."""
     runs = successful(frame)
     log_scale = runs["model"].nunique() > 1  # ResNet50 and the null model differ by orders of magnitude
+    fields = label_fields(frame)
     passes = pd.DataFrame(
         [
             {
                 "facet": _facet(row),
-                "variant": _short_label(row, frame),
+                "variant": _short_label(row, fields),
                 "batch size": str(row["batch_size"]),
                 "images/s": value,
             }
@@ -110,7 +120,7 @@ def throughput_bars(frame: pd.DataFrame) -> Chart:
             hue="batch size",
             hue_order=[size for size in sizes if size in set(part["batch size"])],
             palette=palette,
-            estimator="median",
+            estimator=_run_throughput,
             errorbar=("pi", 100),
             capsize=0.2,
             err_kws={"linewidth": 1.2},
@@ -131,33 +141,32 @@ def throughput_bars(frame: pd.DataFrame) -> Chart:
     )
     counts = passes.groupby(["facet", "variant", "batch size"]).size()
     caption = (
-        f"Throughput of each successful variant (images in the data set / seconds of a timed pass). "
-        f"Bars: median over the timed passes; whiskers: min–max over them; n = {_n(counts)} timed passes per "
-        f"bar ({len(runs)} runs). Panels: cluster mode · topology; colour: batch size"
+        f"Throughput of each successful run, one bar a run ({len(runs)} runs). Bars: the run's throughput, images "
+        f"in the data set / its median timed pass (the summary table's figure); whiskers: min–max over its timed "
+        f"passes, n = {_n(counts)} per bar. Panels: cluster mode · topology; colour: batch size"
         + ("; logarithmic scale: the runs include more than one model." if log_scale else ".")
     )
     return Chart(figure, caption)
 
 
 def cost_bars(frame: pd.DataFrame) -> Chart:
-    """USD per million images per variant, cheapest first."""
+    """USD per million images of each run, cheapest first."""
     runs = successful(frame)
     billed = runs[runs[COST].notna()].assign(**{"batch size": lambda rows: rows["batch_size"].astype(str)})
-    order = billed.groupby("label")[COST].median().sort_values().index.tolist()
+    order = billed.sort_values(COST)["run_label"].tolist()
     sizes = sorted(billed["batch size"].unique(), key=int)
     figure = Figure(figsize=(9.5, 1.2 + 0.45 * len(order)), layout="constrained")
     ax = figure.subplots()
     sns.barplot(
         billed,
-        y="label",
+        y="run_label",
         x=COST,
         order=order,
         hue="batch size",
         hue_order=sizes,
         palette=_batch_palette(sizes),
         dodge=False,
-        estimator="median",
-        errorbar=("pi", 100),
+        errorbar=None,
         ax=ax,
     )
     for bars in ax.containers:
@@ -166,12 +175,11 @@ def cost_bars(frame: pd.DataFrame) -> Chart:
     ax.set_ylabel("")
     ax.margins(x=0.15)
     unbilled = runs[runs[COST].isna()]
-    note = "".join(f" Not billed: {row['label']} ({row['cost_note']})." for row in unbilled.to_dict("records"))
+    note = "".join(f" Not billed: {row['run_label']} ({row['cost_note']})." for row in unbilled.to_dict("records"))
     caption = (
         f"Cost per million images: every billed node of the run (cluster.nodes; two_stage's preprocess job on "
         f"topology.preprocess_cluster.nodes) at its on-demand price for the run's median timed pass (see Prices). "
-        f"One bar per variant ({len(billed)} runs); where several runs share a variant, bar: median, whiskers: "
-        f"min–max over the runs.{note}"
+        f"One bar a run ({len(billed)} runs).{note}"
     )
     return Chart(figure, caption)
 
@@ -189,9 +197,10 @@ def throughput_vs_cost(frame: pd.DataFrame) -> Chart:
     ax.plot(front[COST], front[THROUGHPUT], linestyle="--", color="0.4", zorder=0, label="Pareto frontier")
     ax.scatter(front[COST], front[THROUGHPUT], s=220, facecolors="none", edgecolors="0.2", label="on the frontier")
     for row in front.drop(index=winner.name).to_dict("records"):
-        ax.annotate(row["label"], (row[COST], row[THROUGHPUT]), xytext=(8, -12), textcoords="offset points", fontsize=7)
+        at = (row[COST], row[THROUGHPUT])
+        ax.annotate(row["run_label"], at, xytext=(8, -12), textcoords="offset points", fontsize=7)
     ax.annotate(
-        f"best: {winner['label']}",
+        f"best: {winner['run_label']}",
         (winner[COST], winner[THROUGHPUT]),
         xytext=(8, 10),
         textcoords="offset points",
@@ -205,7 +214,7 @@ def throughput_vs_cost(frame: pd.DataFrame) -> Chart:
     caption = (
         f"Throughput against cost, one point per successful run (n = {len(points)}); up and left is better. "
         f"Ringed and joined: the Pareto frontier, runs that no other run beats on both. Best (the frontier's "
-        f"cheapest per image): {winner['label']}, {winner[THROUGHPUT]:.2f} images/s at "
+        f"cheapest per image): {winner['run_label']}, {winner[THROUGHPUT]:.2f} images/s at "
         f"${winner[COST]:.4g} per million images."
     )
     return Chart(figure, caption)
@@ -348,11 +357,11 @@ def time_split(runs: list[tuple[str, dict[str, Any]]]) -> Chart | None:
 
 
 def bad_images(frame: pd.DataFrame) -> Chart:
-    """Undecodable images per variant: a variant that skips more images did less work for its throughput."""
+    """Undecodable images per run: a run that skips more images did less work for its throughput."""
     counted = frame[frame["num_bad_images"].notna()]
     figure = Figure(figsize=(9.5, 1.2 + 0.4 * len(counted)), layout="constrained")
     ax = figure.subplots()
-    bars = ax.barh(counted["label"], counted["num_bad_images"].astype(int), color="#C44E52")
+    bars = ax.barh(counted["run_label"], counted["num_bad_images"].astype(int), color="#C44E52")
     ax.bar_label(bars, fontsize=8, padding=3)
     ax.invert_yaxis()
     ax.set_xlabel("bad images (last timed pass)")

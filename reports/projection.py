@@ -24,6 +24,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from pipeline.bottleneck import (
     DECOUPLED,
@@ -34,11 +37,12 @@ from pipeline.bottleneck import (
     Rates,
     Shape,
     Workload,
+    image_bytes,
     predict,
 )
 from pipeline.instances import Instance, load
 from pipeline.rates import measured_rates
-from pipeline.results import as_result, read_result
+from reports.aggregate import fastest_ok, find_jobs, job_frame
 
 SECONDS_PER_HOUR = 3600
 MILLION = 1_000_000
@@ -179,34 +183,26 @@ def assumptions(rates: Rates, instance: Instance, workload: Workload) -> list[tu
     return items
 
 
-def _runs(directories: Iterable[Path]):
-    for directory in directories:
-        for path in sorted(Path(directory).rglob("result.json")):
-            try:
-                yield as_result(read_result(path))
-            except (OSError, ValueError):
-                continue
-
-
 def workload_of(directories: Iterable[Path], num_images: int = MILLION) -> tuple[Workload, str, str]:
-    """The workload to project: the knobs of the fastest ok result under `directories` (format, model batch,
-    Arrow rows), scaled to `num_images` in files of IMAGES_PER_FILE; defaults when there is none. Returns it
-    with the image format and JPEG decoder it implies."""
-    best = None
-    for result in _runs(directories):
-        if result.status == "ok" and result.variant and result.metrics.throughput_images_per_s:
-            if best is None or result.metrics.throughput_images_per_s > best.metrics.throughput_images_per_s:
-                best = result
-    variant = best.variant if best else None
-    image_format = (variant.image_format if variant else None) or "jpeg"
+    """The workload to project: the knobs of the fastest ok run under `directories` (format, model batch, Arrow
+    rows), scaled to `num_images` in files of IMAGES_PER_FILE; defaults when there is none. Returns it with the
+    image format and JPEG decoder it implies."""
+    jobs = find_jobs(directories)
+    best = fastest_ok(job_frame(jobs)) if jobs else None
+
+    def knob(name: str, default: Any) -> Any:
+        value = None if best is None else best[name]
+        return default if value is None or pd.isna(value) else value
+
+    image_format = knob("image_format", "jpeg")
     workload = Workload(
         num_images=num_images,
-        batch_size=(variant.batch_size if variant else None) or 32,
-        records_per_batch=(variant.max_records_per_batch if variant else None) or 128,
+        batch_size=int(knob("batch_size", 32)),
+        records_per_batch=int(knob("max_records_per_batch", 128)),
         partitions=math.ceil(num_images / IMAGES_PER_FILE),
-        input_bytes_per_image=196_608.0 if image_format == "raw" else 120_000.0,
+        input_bytes_per_image=image_bytes(image_format),
     )
-    return workload, image_format, (variant.decoder if variant else None) or "pil"
+    return workload, image_format, knob("decoder", "pil")
 
 
 def project_dirs(

@@ -1,8 +1,10 @@
 """The model server section: what each topology=model_server run's server did (from Triton's statistics, kept
-in `evidence.server`), and per model the ratio of the server to the best in-process variant of the same data.
+in `evidence.server`), and the ratio of the server to the best in-process run of the same work and variant.
 
 In-process means every other topology of engine=spark (fused, split, stage_level, two_stage): the model in
-the tasks' own Python workers.
+the tasks' own Python workers. The runs compared differ in their topology only, and in what it decides
+(`COMPARED`): everything else, the UDF style, batch sizes, cluster shape and machine included, is the same
+(`reports.aggregate.comparable`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from reports.aggregate import Job
+from reports.aggregate import Job, comparable, fastest_ok, work_text
 
 IN_PROCESS = ("fused", "split", "stage_level", "two_stage")
+# the topology and what it decides: the GPUs a task takes (as the topology needs), the predict stage's partitions
+COMPARED = ("topology", "gpu_amounts", "predict_partitions")
 
 
 def _ms(value: Any) -> str:
@@ -56,20 +60,18 @@ def server_rows(jobs: list[Job], frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def ratios(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per model and data set size: the best model_server run against the best in-process Spark run."""
+    """Per work and variant but the topology (module docstring): the best model_server run against the best
+    in-process Spark run."""
     ok = frame[(frame["status"] == "ok") & (frame["engine"] == "spark")]
     found = []
-    for (model, images), group in ok.groupby(["model", "num_images"], dropna=False):
-        served = group[group["topology"] == "model_server"]
-        inside = group[group["topology"].isin(IN_PROCESS)]
-        if served.empty or inside.empty:
+    for shared, group in comparable(ok, COMPARED):
+        best_server = fastest_ok(group[group["topology"] == "model_server"])
+        best_inside = fastest_ok(group[group["topology"].isin(IN_PROCESS)])
+        if best_server is None or best_inside is None:
             continue
-        best_server = served.loc[served["throughput_images_per_s"].idxmax()]
-        best_inside = inside.loc[inside["throughput_images_per_s"].idxmax()]
         found.append(
             {
-                "model": model,
-                "num_images": int(images),
+                "work": work_text(shared),
                 "server": best_server["run_label"],
                 "server_throughput": best_server["throughput_images_per_s"],
                 "in_process": best_inside["run_label"],

@@ -191,8 +191,9 @@ def test_a_run_and_its_report_say_simulated_everywhere(tmp_path, cache_dir):
     assert "Simulated devices in 1 of 1 jobs" in text and "simulated t4_fp32 380 img/s" in text
 
 
-def _simulated_result(run_dir: Path, throughput: float, *overrides_: str) -> None:
-    """A result.json of an ok simulated-device run as the job writes it, with a measured throughput."""
+def _simulated_result(run_dir: Path, throughput: float, *overrides_: str, served: dict | None = None) -> None:
+    """A result.json of an ok simulated-device run as the job writes it, with a measured throughput; `served`:
+    a model server's last pass (`evidence.server.last_pass`), its tasks waiting 0.2 s for it."""
     from pipeline.provenance import config_record, new_result
     from pipeline.results import write_result
 
@@ -201,6 +202,9 @@ def _simulated_result(run_dir: Path, throughput: float, *overrides_: str) -> Non
     result.status, result.metrics.throughput_images_per_s = "ok", throughput
     result.config, result.env["cpu_count"] = config_record(config), 2
     result.evidence["simulated_device"] = {"busy_fraction": 0.9}
+    if served:
+        result.evidence["server"] = {"last_pass": served}
+        result.tasks = {"records": [{"step": "served", "finish_s": 0.2}]}
     run_dir.mkdir(parents=True)
     write_result(run_dir, result)
 
@@ -233,6 +237,26 @@ def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_predict
         f"{bottleneck_check.spread(found)['hits']} of 3 runs"
     )
     assert bottleneck_check.summary([tmp_path / "2"]) == []
+
+
+def test_a_model_server_run_is_checked_against_rates_fitted_on_the_other_runs_only(tmp_path):
+    from pipeline.bottleneck import device_of, predict, shape_of
+    from pipeline.rates import measured_rates
+    from reports import bottleneck_check
+
+    for number, cpu_s in enumerate((0.05, 0.5)):  # server CPU per image 0.8 ms and 7.8 ms
+        served = {"requests": 4, "images": 64, "cpu_s": cpu_s, "queue_ms": 4.0, "device_wait_s": 0.0}
+        _simulated_result(tmp_path / str(number), 5.0, "topology=model_server", served=served)
+    _simulated_result(tmp_path / "2", 10.0)  # fused: no server rates in its prediction
+    found = bottleneck_check.checks([tmp_path])
+    config = json.loads((tmp_path / "0" / "result.json").read_text())["config"]
+    topology, shape, workload = shape_of(config, 2)
+    alone = measured_rates([tmp_path], leave_out=[tmp_path / "0"])
+    assert alone.serve_cpu_s_per_image != measured_rates([tmp_path]).serve_cpu_s_per_image
+    expected = predict(topology, alone, device_of(config), shape, workload).images_per_s
+    assert found[0].predicted == pytest.approx(expected)
+    rows = bottleneck_check.table(found)
+    assert [row[-1] for row in rows[1:]] == ["request_s, serve_cpu_s_per_image (1)"] * 2 + ["–"]
 
 
 def test_a_served_runs_device_time_is_read_from_the_server_not_the_tasks():

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -28,11 +29,13 @@ from pipeline.spark.ledger import SUFFIX, TaskLedger, TaskRecord
 from pipeline.spark.plan import ClusterError, plan
 from pipeline.spark.standalone import _free_ports
 from pipeline.validate import ConfigError, ConnectUnavailable, validate
-from reports.connect import summary
+from reports.aggregate import find_jobs, job_frame
+from reports.connect import compare, summary
 from tests.helpers.cli import cli, result_of
 from tests.helpers.config import compose_config
 from tests.helpers.processes import gone, processes_of
 from tests.helpers.remote import user_cluster, user_connect_server
+from tests.helpers.results import write
 
 RDD_REASON = "rdd_map_partitions: needs the RDD API, which Spark Connect does not offer"
 
@@ -162,19 +165,14 @@ def test_the_ledger_travels_as_its_directory_only(tmp_path):
 # ------------------------------------------------------------------------------------------ the report
 
 
-def _result(job_dir: Path, cluster: str, udf: str, status: str = "ok", images_s: float | None = None) -> None:
-    job_dir.mkdir(parents=True)
-    variant = {"engine": "spark", "udf": udf, "topology": "fused", "cluster": cluster, "batch_size": 32}
-    variant |= {"model": "null_model", "dataset_source": "synthetic", "image_format": "jpeg"}
-    metrics = {"num_images": 32}
+def _result(
+    job_dir: Path, cluster: str, udf: str, status: str = "ok", images_s: float | None = None, **other: Any
+) -> None:
     error = None
-    if images_s:
-        metrics |= {"throughput_images_per_s": images_s, "wall_s": [32 / images_s], "warmup_s": [32 / images_s * 4]}
-        metrics["throughput_per_repeat"] = [images_s]
     if status == "unavailable":
         error = {"type": "ConnectUnavailable", "message": f"not available under Spark Connect: {RDD_REASON}"}
-    record = {"status": status, "variant": variant, "metrics": metrics, "error": error, "env": {"hostname": "h"}}
-    (job_dir / "result.json").write_text(json.dumps(record))
+    rates = {"images_per_s": images_s, "first": images_s / 4} if images_s else {}
+    write(job_dir, **rates, status=status, num_images=32, error=error, cluster=cluster, udf=udf, **other)
 
 
 def test_the_sweep_summary_gives_connects_ratio_per_style_and_what_it_cannot_run(tmp_path):
@@ -186,10 +184,27 @@ def test_the_sweep_summary_gives_connects_ratio_per_style_and_what_it_cannot_run
     assert any(
         "map_in_pandas: Connect / classic = 0.75x warm (30.00 vs 40.00 img/s), 0.75x cold" in line for line in lines
     )
-    assert any(
-        f"rdd_map_partitions: not available under Connect (not available under Spark Connect: {RDD_REASON})" in line
-        for line in lines
-    )
+    assert any(line.endswith(f"rdd_map_partitions: not available under Spark Connect: {RDD_REASON}") for line in lines)
+
+
+SC_SERVER = {"config": {"cluster": {"mode": "remote", "master": "sc://127.0.0.1:15002"}}}
+
+
+def test_a_run_at_an_sc_server_is_a_connect_run_not_the_classic_baseline(tmp_path):
+    _result(tmp_path / "0", "local", "map_in_pandas", images_s=40.0)
+    _result(tmp_path / "1", "remote", "map_in_pandas", images_s=30.0, **SC_SERVER, cluster_record={"connect": {}})
+    _result(tmp_path / "2", "remote", "rdd_map_partitions", status="unavailable", **SC_SERVER)
+    (compared, refused) = compare(job_frame(find_jobs([tmp_path])))
+    assert (compared.classic, compared.connect, compared.ratio) == (40.0, 30.0, 0.75)
+    assert refused.unavailable == f"not available under Spark Connect: {RDD_REASON}"
+
+
+@pytest.mark.parametrize("other", [{"hostname": "elsewhere"}, {"decoder": "torchvision"}, {"prefetch": 2}], ids=str)
+def test_connect_is_never_set_against_a_classic_run_of_other_work_or_variant(tmp_path, other):
+    _result(tmp_path / "0", "local", "iterator_pandas_udf", images_s=40.0, **other)
+    _result(tmp_path / "1", "connect", "iterator_pandas_udf", images_s=30.0)
+    (row,) = compare(job_frame(find_jobs([tmp_path])))
+    assert (row.classic, row.connect, row.ratio) == (None, 30.0, None)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -389,6 +404,6 @@ def test_the_report_shows_what_connect_cannot_run_apart_from_failures(tmp_path):
     _, html = build([tmp_path], tmp_path)
     text = html.read_text()
     section = text[text.index('<section id="connect">') : text.index('<section id="connect">') + 4000]
-    assert f"not available under Connect: not available under Spark Connect: {RDD_REASON}" in section
+    assert f"<td>not available under Spark Connect: {RDD_REASON}</td>" in section  # the reason once, as recorded
     assert 'data-value="0.75">0.75x' in section
     assert "Every job finished and succeeded." in text  # the unavailable variant is not listed as failed

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import psutil
@@ -29,6 +30,7 @@ from pipeline.validate import ConfigError, validate
 from tests.helpers.cli import cli, result_of
 from tests.helpers.config import compose_config
 from tests.helpers.processes import tree, wait_until_gone
+from tests.helpers.results import write
 
 SERVER = "topology=model_server"
 HAS_CLIENT = all(importlib.util.find_spec(name) is not None for name in ("tritonclient", "grpc"))
@@ -274,33 +276,33 @@ def test_a_server_killed_mid_run_fails_the_run_naming_the_server(tmp_path, cache
     assert not wait_until_gone(killed, 20), f"left running after the server {root} was killed"
 
 
-def test_the_report_sets_the_best_server_run_against_the_best_in_process_one():
+def _served_frame(tmp_path: Path, *runs: tuple[str, float, dict]) -> pd.DataFrame:
+    """The job table of ok simulated-device runs, each (topology, images/s, other fields)."""
+    from reports.aggregate import find_jobs, job_frame
+
+    for number, (topology, rate, other) in enumerate(runs):
+        write(tmp_path / str(number), rate, model="accelerator", topology=topology, **other)
+    return job_frame(find_jobs([tmp_path]))
+
+
+def test_the_report_sets_the_best_server_run_against_the_best_in_process_one(tmp_path):
     from reports.server import ratios
 
-    frame = pd.DataFrame(
-        [
-            {
-                "status": "ok",
-                "engine": "spark",
-                "model": "accelerator",
-                "num_images": 64,
-                "topology": topology,
-                "run_label": topology,
-                "throughput_images_per_s": rate,
-            }
-            for topology, rate in (("fused", 10.0), ("stage_level", 12.0), ("two_stage", 8.0), ("model_server", 24.0))
-        ]
-        + [
-            {
-                "status": "failed",
-                "engine": "spark",
-                "model": "accelerator",
-                "num_images": 64,
-                "topology": "model_server",
-                "run_label": "x",
-                "throughput_images_per_s": None,
-            }
-        ]
+    frame = _served_frame(
+        tmp_path,
+        ("fused", 10.0, {}),
+        ("stage_level", 12.0, {}),
+        ("two_stage", 8.0, {}),
+        ("model_server", 24.0, {}),
+        ("model_server", 99.0, {"status": "failed"}),
     )
     [row] = ratios(frame)
-    assert (row["server"], row["in_process"], row["ratio"]) == ("model_server", "stage_level", 2.0)
+    assert (row["server"], row["in_process"], row["ratio"]) == (frame.loc[3, "run_label"], frame.loc[1, "label"], 2.0)
+    assert row["work"] == "accelerator · 64 jpeg images (synthetic) · pil decoder · on here"
+
+
+@pytest.mark.parametrize("other", [{"hostname": "else"}, {"image_format": "raw"}, {"udf": "map_in_arrow"}], ids=str)
+def test_a_server_run_is_never_set_against_an_in_process_run_of_other_work_or_variant(tmp_path, other):
+    from reports.server import ratios
+
+    assert ratios(_served_frame(tmp_path, ("fused", 10.0, other), ("model_server", 24.0, {}))) == []

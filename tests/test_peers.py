@@ -4,7 +4,6 @@ cleans up after itself), and the report compares only runs that did the same wor
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import psutil
 import pytest
 
 from pipeline.processes import descendants, stop_processes
+from pipeline.results import as_record
 from pipeline.run import run
 from pipeline.schema import ConfigError, Engine
 from pipeline.validate import validate
@@ -22,6 +22,8 @@ from reports.html import render
 from reports.plots import throughput_bars
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images
+from tests.helpers.results import result as made
+from tests.helpers.results import write
 
 PRESETS = ["torch", "ray", "spark_map_in_pandas", "spark_map_in_arrow", "spark_iterator_prefetch"]
 needs_ray = pytest.mark.skipif(
@@ -101,29 +103,8 @@ def test_ray_predicts_what_the_reference_does_lists_bad_images_and_leaves_nothin
 def result(
     engine: str, throughput: float, model: str = "resnet50", label_udf: str | None = None, first: float | None = None
 ) -> dict:
-    """A hand-made result of 64 images; `first` is its warm-up pass's images/s (none without)."""
-    spark = engine == "spark"
-    return {
-        "status": "ok",
-        "variant": {
-            "engine": engine,
-            "udf": label_udf if spark else None,
-            "topology": "fused" if spark else None,
-            "cluster": "local" if spark else None,
-            "batch_size": 32,
-            "dataset_source": "synthetic",
-            "image_format": "jpeg",
-            "model": model,
-        },
-        "metrics": {
-            "num_images": 64,
-            "throughput_images_per_s": throughput,
-            "throughput_per_repeat": [throughput],
-            "wall_s": [64 / throughput],
-            "warmup_s": [64 / first] if first else [],
-        },
-        "env": {"hostname": "here"},
-    }
+    """A hand-made record of 64 images; `first` is its warm-up pass's images/s (none without)."""
+    return as_record(made(throughput, first=first, engine=engine, model=model, udf=label_udf))
 
 
 @pytest.fixture
@@ -160,6 +141,47 @@ def test_runs_of_another_model_or_data_set_are_never_compared(peer_frame, tmp_pa
     assert all("128" not in row.work for row in rows)  # a work done by one engine only has nothing to compare
 
 
+@pytest.mark.parametrize(
+    "work",
+    [
+        {"decoder": "torchvision"},
+        {"num_images": 128},
+        {"hostname": "elsewhere"},
+        {"image_format": "raw"},
+        {"precision": "bf16"},
+        {"weights": "file"},
+        {"sink": "parquet"},
+        {"row_group_size": 16},
+    ],
+    ids=lambda work: next(iter(work)),
+)
+def test_a_spark_run_is_never_set_against_a_peer_that_did_other_work(tmp_path, work):
+    records = [made(10.0, engine="torch", model="resnet50", **work), made(9.0, model="resnet50")]
+    frame = job_frame([Job(tmp_path / str(number), as_record(record), ()) for number, record in enumerate(records)])
+    assert peers.compare(frame) == ([], [])
+
+
+def test_the_engine_and_how_it_ran_are_what_a_peer_comparison_compares(tmp_path):
+    torch = made(10.0, engine="torch", loader_workers=2, batch_size=64, compile=True)
+    spark = made(9.0, udf="iterator_pandas_udf", prefetch=2, batch_size=16, max_records_per_batch=16)
+    frame = job_frame([Job(tmp_path / "0", as_record(torch), ()), Job(tmp_path / "1", as_record(spark), ())])
+    _, (headline,) = peers.compare(frame)
+    assert headline.ratios == {"torch": pytest.approx(0.9), "ray": None}
+
+
+def test_the_null_model_is_set_against_torch_per_decoder(tmp_path):
+    for number, (engine, decoder, images_s) in enumerate(
+        [("torch", "pil", 10.0), ("torch", "torchvision", 20.0), ("spark", "pil", 5.0), ("spark", "torchvision", 4.0)]
+    ):
+        write(tmp_path / str(number), images_s, engine=engine, decoder=decoder)
+    lines = peers.summary([tmp_path])
+    assert [line.split(": best Spark")[0] for line in lines] == [
+        "null_model · 64 jpeg images (synthetic) · pil decoder · on here",
+        "null_model · 64 jpeg images (synthetic) · torchvision decoder · on here",
+    ]
+    assert "warm 0.50x torch" in lines[0] and "warm 0.20x torch" in lines[1]
+
+
 def test_the_report_has_a_versus_peers_section_with_the_ratios(peer_frame, tmp_path):
     jobs, frame = peer_frame
     html = render(jobs, frame, tmp_path, [tmp_path])
@@ -190,10 +212,8 @@ def test_without_first_passes_the_cold_ratios_are_missing_not_made_up(peer_frame
 
 
 def test_the_summary_a_sweep_prints_gives_each_work_its_ratios(tmp_path):
-    records = [result("torch", 10.0, first=5.0), result("spark", 9.5, label_udf="map_in_arrow", first=2.0)]
-    for number, record in enumerate(records):
-        (tmp_path / str(number)).mkdir()
-        (tmp_path / str(number) / "result.json").write_text(json.dumps(record))
+    write(tmp_path / "0", 10.0, first=5.0, engine="torch", model="resnet50")
+    write(tmp_path / "1", 9.5, first=2.0, model="resnet50", udf="map_in_arrow")
     (line,) = peers.summary([tmp_path])
     assert line.startswith("resnet50 · 64 jpeg images") and "map_in_arrow" in line
     assert "warm 0.95x torch, no ray run" in line and "cold 0.40x torch, no ray first pass" in line

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from pipeline import instances
-from pipeline.bottleneck import Rates, Shape, Workload, predict
+from pipeline.bottleneck import JPEG_BYTES, RAW_BYTES, Rates, Shape, Workload, predict
 from pipeline.rates import measured_rates
 from pipeline.schema import ConfigError
 from reports import original
 from reports.__main__ import main
-from reports.projection import LABEL, project, scaled, shape_on, usd_per_million
+from reports.projection import LABEL, project, scaled, shape_on, usd_per_million, workload_of
+from tests.helpers.results import write
 
 SWEEP = Path(__file__).parent / "fixtures" / "results" / "sweep"
 RATES = Rates(preprocess_s=0.006, job_s=0.3, task_s=0.01, batch_s=0.001, transfer_s_per_byte=1e-8)
@@ -72,6 +73,19 @@ def test_the_original_table_is_computed_from_the_model() -> None:
     # other rates, other table: nothing in it is a constant
     slower = original.row(original.CONFIGURATIONS[2], replace(rates, transfer_s_per_byte=rates.transfer_s_per_byte * 2))
     assert slower.original.images_per_s < standard.original.images_per_s
+
+
+def test_the_workload_projected_has_the_knobs_of_the_fastest_ok_run(tmp_path: Path) -> None:
+    write(tmp_path / "0", 10.0, batch_size=16, max_records_per_batch=64, image_format="raw")
+    write(tmp_path / "1", 5.0, batch_size=8, decoder="torchvision")
+    write(tmp_path / "2", 99.0, batch_size=4, status="failed")
+    workload, image_format, decoder = workload_of([tmp_path], num_images=5000)
+    assert (workload.batch_size, workload.records_per_batch, workload.partitions) == (16, 64, 5)
+    assert (image_format, decoder, workload.input_bytes_per_image) == ("raw", "pil", RAW_BYTES)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    defaults = Workload(5000, batch_size=32, records_per_batch=128, partitions=5, input_bytes_per_image=JPEG_BYTES)
+    assert workload_of([empty], num_images=5000) == (defaults, "jpeg", "pil")
 
 
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

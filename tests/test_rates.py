@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.bottleneck import RAW_BYTES
 from pipeline.rates import DEFAULTS, measured_rates, microbenchmark_rates
+from tests.helpers.results import write
 
 
-def _result(path: Path, wall_s: list[float], num_images: int, **variant: object) -> None:
-    path.mkdir(parents=True)
-    fields = {"engine": "torch", "model": "null_model", "image_format": "jpeg", "decoder": None} | variant
-    record = {"status": "ok", "variant": fields, "metrics": {"wall_s": wall_s, "num_images": num_images}}
-    (path / "result.json").write_text(json.dumps(record))
+def _result(path: Path, wall_s: list[float], num_images: int, **kwargs: Any) -> None:
+    """An ok run (engine=torch unless said) with these timed passes' walls."""
+    write(path, [num_images / wall for wall in wall_s], num_images=num_images, **({"engine": "torch"} | kwargs))
 
 
 def _bench(path: Path, cases: dict[str, tuple[float, dict]]) -> Path:
@@ -39,6 +39,15 @@ def test_preprocess_from_one_process_null_model_runs(tmp_path: Path) -> None:
     assert measured_rates([tmp_path], image_format="raw").preprocess_s == pytest.approx(1e-4)
     assert rates.job_s == DEFAULTS["job_s"][0]
     assert rates.sources["job_s"].startswith("default: ")
+
+
+def test_a_run_counts_once_however_the_directories_overlap_and_a_hidden_one_never(tmp_path: Path) -> None:
+    _result(tmp_path / "a", [0.5], 100)  # 5 ms an image
+    _result(tmp_path / "b", [0.3], 100)  # 3 ms
+    _result(tmp_path / ".trash" / "c", [0.1], 100)  # 1 ms, hidden: [5, 5, 3] or [5, 3, 1] would give 5 or 3
+    rates = measured_rates([tmp_path, tmp_path / "a"])
+    assert rates.preprocess_s == pytest.approx(0.004)
+    assert "2 engine=torch model=null_model" in rates.sources["preprocess_s"]
 
 
 def test_defaults_when_nothing_is_on_disk(tmp_path: Path) -> None:
@@ -79,21 +88,10 @@ def test_a_negative_batch_slope_is_left_to_the_default(tmp_path: Path) -> None:
 def test_spark_cost_per_task_from_a_null_model_runs_time_split(tmp_path: Path) -> None:
     # a fused stage of 4 tasks: 2.6 s of task run, of which each task's UDF record spans 0.25 s, and 10 MB
     # through Arrow (priced apart at the default per-byte rate): (2.6 - 4 x 0.25 - 1e7 x rate) / 4 a task
-    job = tmp_path / "null"
-    _result(job, [1.0], 128, engine="spark")
-    record = json.loads((job / "result.json").read_text())
-    record["tasks"] = {"records": [{"stage": 3, "start": 10.0 + i, "end": 10.25 + i} for i in range(4)]}
-    record["evidence"] = {
-        "time": [
-            {
-                "stage_id": 3,
-                "step": "fused",
-                "task_run_s": 2.6,
-                "spark": {"bytes_to_python": 9e6, "bytes_from_python": 1e6},
-            }
-        ],
-    }
-    (job / "result.json").write_text(json.dumps(record))
+    records = {"records": [{"stage": 3, "start": 10.0 + i, "end": 10.25 + i} for i in range(4)]}
+    moved = {"bytes_to_python": 9e6, "bytes_from_python": 1e6}
+    stage = {"stage_id": 3, "step": "fused", "task_run_s": 2.6, "spark": moved}
+    _result(tmp_path / "null", [1.0], 128, engine="spark", tasks=records, evidence={"time": [stage]})
     _result(tmp_path / "resnet", [1.0], 128, engine="spark", model="resnet50")  # a real model: not a cost of Spark's
     rates = measured_rates([tmp_path])
     assert rates.task_s == pytest.approx((1.6 - 1e7 * DEFAULTS["transfer_s_per_byte"][0]) / 4)
@@ -105,14 +103,18 @@ def test_the_model_servers_request_and_cpu_costs_from_a_served_accelerator_run(t
     # request. The server used 0.19 CPU s for 256 images: 0.742 ms an image, 0.712 ms beyond the host cost. The
     # served tasks' model phase took 2 x 0.2 s = 50 ms a request, of which 2 ms queued and 0.5 ms waited for the
     # device: 50 - 12.63 - 2.5 - 32 x 0.712 = 12.08 ms a request is the client's and gRPC's
-    job = tmp_path / "served"
-    _result(job, [1.0], 256, engine="spark", model="accelerator", topology="model_server")
-    record = json.loads((job / "result.json").read_text())
-    record["config"] = {"device": {"latency_s": 0.001, "images_per_s": 3000.0, "host_s_per_image": 3e-5}}
-    record["tasks"] = {"records": [{"step": "served", "finish_s": 0.2}, {"step": "served", "finish_s": 0.2}]}
     served = {"requests": 8, "images": 256, "cpu_s": 0.19, "queue_ms": 16.0, "device_wait_s": 0.004}
-    record["evidence"] = {"server": {"last_pass": served}}
-    (job / "result.json").write_text(json.dumps(record))
+    _result(
+        tmp_path / "served",
+        [1.0],
+        256,
+        engine="spark",
+        model="accelerator",
+        topology="model_server",
+        config={"device": {"latency_s": 0.001, "images_per_s": 3000.0, "host_s_per_image": 3e-5}},
+        tasks={"records": [{"step": "served", "finish_s": 0.2}, {"step": "served", "finish_s": 0.2}]},
+        evidence={"server": {"last_pass": served}},
+    )
     _result(tmp_path / "fused", [1.0], 256, engine="spark", model="accelerator", topology="fused")  # no server
     rates = measured_rates([tmp_path])
     serve_cpu = 0.19 / 256 - 3e-5

@@ -18,16 +18,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
+from pipeline.callbacks import SweepProgress
 from reports.__main__ import main
-from reports.aggregate import CSV_COLUMNS, find_jobs, job_frame
+from reports.aggregate import CSV_COLUMNS, comparable, find_jobs, job_frame
 from reports.build import build
 from reports.cost import CostUnavailable, UnknownInstance, run_cost
 from reports.microbench import decomposition
 from reports.microbench import load as load_microbenchmark
 from reports.pareto import best, pareto_front
 from reports.plots import task_timeline, throughput_bars
+from tests.helpers.results import write
 
 SWEEP = Path(__file__).parent / "fixtures" / "results" / "sweep"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -240,8 +243,60 @@ def test_pareto_front_of_hand_made_points() -> None:
 
 def test_throughput_caption_says_n_and_what_bars_and_whiskers_mean(frame: pd.DataFrame) -> None:
     caption = throughput_bars(frame).caption
-    assert "Bars: median over the timed passes; whiskers: min–max" in caption
-    assert "n = 3 timed passes per bar (4 runs)" in caption
+    assert "one bar a run (4 runs). Bars: the run's throughput" in caption
+    assert "whiskers: min–max over its timed passes, n = 3 per bar" in caption
+
+
+def test_a_bar_is_the_runs_throughput_and_its_whiskers_the_passes(tmp_path: Path) -> None:
+    write(tmp_path / "0", [16.0, 8.0], num_images=64)  # walls of 4 and 8 s: 64 / 6 images/s, the table's figure
+    frame = job_frame(find_jobs([tmp_path]))
+    assert frame.loc[0, "throughput_images_per_s"] == pytest.approx(64 / 6)
+    ax = throughput_bars(frame).figure.axes[0]
+    assert [bar.get_height() for bar in ax.patches if bar.get_height()] == [pytest.approx(64 / 6)]
+    whisker = [y for line in ax.lines for y in line.get_ydata() if y == y]  # the whisker and its caps; no NaN
+    assert (min(whisker), max(whisker)) == (pytest.approx(8.0), pytest.approx(16.0))
+
+
+def test_runs_of_different_image_counts_get_labels_and_bars_of_their_own(tmp_path: Path) -> None:
+    write(tmp_path / "0", [8.0] * 3, num_images=64)
+    write(tmp_path / "1", [31.0] * 3, num_images=1024)
+    frame = job_frame(find_jobs([tmp_path]))
+    assert list(frame["label"]) == [
+        "map_in_pandas · fused · local · bs=32 · images=64",
+        "map_in_pandas · fused · local · bs=32 · images=1024",
+    ]
+    heights = [bar.get_height() for bar in throughput_bars(frame).figure.axes[0].patches if bar.get_height()]
+    assert sorted(heights) == [pytest.approx(8.0), pytest.approx(31.0)]
+
+
+def test_runs_on_clusters_of_another_shape_get_labels_of_their_own(tmp_path: Path) -> None:
+    config = {"cluster": {"mode": "local_cluster", "workers": 1, "worker_cores": 4}}
+    for number, gpus in enumerate((1, 4)):
+        plan = {"kind": "emulated", "per_worker": gpus, "executor_amount": gpus, "task_amount": 0.25}
+        record = {"slots": 4, "gpus": plan | {"predict_task_amount": 1.0}}
+        write(tmp_path / str(number), 10.0, cluster="local_cluster", config=config, cluster_record=record)
+    labels = list(job_frame(find_jobs([tmp_path]))["label"])
+    assert labels == [
+        "map_in_pandas · fused · local_cluster · bs=32 · 4 slots, 1 emulated GPUs",
+        "map_in_pandas · fused · local_cluster · bs=32 · 4 slots, 4 emulated GPUs",
+    ]
+
+
+def test_runs_are_compared_when_they_differ_in_the_compared_axes_only(tmp_path: Path) -> None:
+    write(tmp_path / "0", 10.0, udf="map_in_pandas")
+    write(tmp_path / "1", 12.0, udf="map_in_arrow")
+    write(tmp_path / "2", 12.0, udf="map_in_arrow", cluster_record={"slots": 4})  # another cluster shape
+    frame = job_frame(find_jobs([tmp_path]))
+    groups = [(shared["shape"], list(group.index)) for shared, group in comparable(frame, ["udf"])]
+    assert groups == [("4 slots", [2]), (None, [0, 1])]
+
+
+def test_a_run_under_an_sc_server_is_a_connect_run(tmp_path: Path) -> None:
+    config = {"cluster": {"mode": "remote", "master": "sc://127.0.0.1:15002"}}
+    write(tmp_path / "0", 10.0, cluster="remote", config=config, cluster_record={"connect": {"url": "sc://..."}})
+    write(tmp_path / "1", status="unavailable", cluster="remote", config=config)  # refused: no cluster record
+    write(tmp_path / "2", 10.0, cluster="remote", config={"cluster": {"mode": "remote", "master": "spark://m:7077"}})
+    assert list(job_frame(find_jobs([tmp_path]))["connect"]) == [True, True, False]
 
 
 def test_timeline_has_one_row_per_executor_slot(frame: pd.DataFrame) -> None:
@@ -370,6 +425,25 @@ def test_cli_rebuilds_an_identical_results_csv(tmp_path: Path) -> None:
 def test_cli_without_arguments_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: python -m reports DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--nodes", "2"), ("--device", "t4_fp16")])
+def test_cli_refuses_a_projection_flag_without_project(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    assert main([str(tmp_path), flag, value]) == 2
+    assert f"error: {flag} applies only with --project instance=NAME" in capsys.readouterr().err
+
+
+def test_cli_prints_the_lines_a_sweep_ends_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "0", 40.0)
+    write(tmp_path / "1", 30.0, cluster="connect")
+    write(tmp_path / "2", 48.0, python_udf_pipelined=True)
+    assert main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()[:-2]  # then results.csv and report.html
+    assert "Connect / classic = 0.75x warm" in printed[0] and "pipelined vs map_in_pandas" in printed[1]
+    SweepProgress().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert capsys.readouterr().out.splitlines()[1:-2] == [f"[sweep] {line}" for line in printed]
 
 
 def test_cli_rejects_a_directory_that_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,6 +38,23 @@ def test_variant_fields_are_the_fields_the_producer_fills(overrides: tuple[str, 
     assert tuple(record["variant"]) == VARIANT_FIELDS
 
 
+def test_spark_knobs_are_recorded_for_spark_runs_only() -> None:
+    variant = variant_of(
+        compose_config("engine=torch", "udf=iterator_pandas_udf", "udf.prefetch=4", "spark.max_records_per_batch=7")
+    )
+    assert (variant.engine, variant.udf, variant.prefetch, variant.max_records_per_batch) == ("torch", None, None, None)
+    spark = variant_of(compose_config("udf=iterator_pandas_udf", "udf.prefetch=4", "spark.max_records_per_batch=7"))
+    assert (spark.udf, spark.prefetch, spark.max_records_per_batch) == ("iterator_pandas_udf", 4, 7)
+
+
+def test_model_knobs_are_recorded_for_the_model_that_has_them() -> None:
+    knobs = ("model.precision=bf16", "model.channels_last=false", "model.compile=true")
+    null = variant_of(compose_config("model=null_model", *knobs))
+    assert (null.precision, null.channels_last, null.compile) == (None, None, None)
+    resnet = variant_of(compose_config("model=resnet50", *knobs))
+    assert (resnet.precision, resnet.channels_last, resnet.compile) == ("bf16", False, True)
+
+
 def test_every_variant_field_can_be_labelled() -> None:
     assert set(VARIANT_FIELDS) <= set(HEADLINE_FIELDS) | set(SHORT_NAMES)
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from pipeline.engines.spark import measure
+from pipeline.provenance import variant_of
 from pipeline.spark.fastpaths import FAST_PATH_KEYS, fast_path_conf
 from reports import fast_paths
+from reports.aggregate import find_jobs, job_frame
 from reports.build import build
 from tests.helpers.config import compose_config
+from tests.helpers.results import write
 from tests.helpers.spark import context_conf, sql_conf
 
 ROOT = Path(__file__).parent.parent
@@ -137,37 +141,96 @@ def test_every_per_call_style_times_the_gap_between_its_calls(spark, tmp_path, t
 # ------------------------------------------------------------------------------------------ the report
 
 
-def _result(job_dir: Path, udf: str, images_s: float, knobs: dict, *, pipelined: int = 0, bytes_in: int = 1000) -> None:
-    job_dir.mkdir(parents=True)
-    variant = {"engine": "spark", "udf": udf, "topology": "fused", "cluster": "local", "batch_size": 16}
-    variant |= {"model": "null_model", "dataset_source": "synthetic", "image_format": "jpeg", **knobs}
-    metrics = {"num_images": 32, "throughput_images_per_s": images_s, "throughput_per_repeat": [images_s]}
-    step = {"tasks": 2, "pipelined_tasks": pipelined, "unix_domain_tasks": 0, "later_input_wait_s_total": 0.02}
-    evidence = {"fast_paths": {"steps": {"fused": step}, "spark_python_metrics": {"bytes_to_python": bytes_in}}}
-    record = {"status": "ok", "variant": variant, "metrics": metrics, "evidence": evidence, "env": {"hostname": "h"}}
-    (job_dir / "result.json").write_text(json.dumps(record))
+FAST_PATHS = {  # every conf/fast_path option and the words the report names it by
+    "baseline": None,
+    "pipelined": "pipelined, queue depth 2",
+    "pipelined_depth_8": "pipelined, queue depth 8",
+    "arrow_lz4": "Arrow lz4",
+    "arrow_zstd": "Arrow zstd",
+    "unix_socket": "Unix-domain sockets",
+    "python_udf_arrow_off": "pythonUDF.arrow off",
+}
+
+
+def test_every_fast_path_option_is_named():
+    assert {path.stem for path in (ROOT / "conf" / "fast_path").glob("*.yaml")} == set(FAST_PATHS)
+
+
+@pytest.mark.parametrize("option", FAST_PATHS)
+def test_each_fast_path_option_is_a_variant_the_report_names(option):
+    variant = asdict(variant_of(compose_config(f"+fast_path={option}")))
+    assert fast_paths.option_label(variant) == FAST_PATHS[option]
+    if option == "baseline":
+        assert {knob: variant[knob] for knob in fast_paths.KNOBS} == dict.fromkeys(fast_paths.KNOBS)
+
+
+def _result(
+    job_dir: Path,
+    images_s: float,
+    knobs: dict,
+    *,
+    evidence: bool = True,
+    pipelined: int = 0,
+    unix: int = 0,
+    wait_s: float = 0.02,
+    bytes_in: int = 1000,
+    **other,
+) -> None:
+    """A map_in_arrow run of 32 images with these fast-path knobs and, unless `evidence` is False, what its two
+    tasks saw."""
+    step = {"tasks": 2, "pipelined_tasks": pipelined, "unix_domain_tasks": unix, "later_input_wait_s_total": wait_s}
+    seen = {"fast_paths": {"steps": {"fused": step}, "spark_python_metrics": {"bytes_to_python": bytes_in}}}
+    variant = {"udf": "map_in_arrow", "batch_size": 16, "num_images": 32} | knobs | other
+    write(job_dir, images_s, evidence=seen if evidence else None, **variant)
 
 
 PIPELINED = {"python_udf_pipelined": True, "python_udf_pipelined_queue_depth": 8}
+WORK = "null_model · 32 jpeg images (synthetic) · pil decoder · on here"
 
 
 def test_the_report_gives_each_option_against_its_baseline_with_what_the_tasks_saw(tmp_path):
-    _result(tmp_path / "0", "map_in_arrow", 100.0, {})
-    _result(tmp_path / "1", "map_in_arrow", 120.0, PIPELINED, pipelined=2)
-    _result(tmp_path / "2", "map_in_arrow", 80.0, {"arrow_compression_codec": "lz4"}, bytes_in=1312)
+    _result(tmp_path / "0", 100.0, {}, wait_s=0.02)
+    _result(tmp_path / "1", 120.0, PIPELINED, pipelined=2, wait_s=0.005)
+    _result(tmp_path / "2", 80.0, {"arrow_compression_codec": "lz4"}, bytes_in=1312)
     lines = fast_paths.summary([tmp_path])
-    work = "null_model · 32 jpeg images · fused · local · map_in_arrow"
+    baseline = "map_in_arrow · fused · local · bs=16"
     assert lines == [
-        f"Arrow lz4 · {work}: 0.80x the baseline (80.00 vs 100.00 img/s); 1,312 bytes to Python (+312 against the "
-        "baseline)",
-        f"pipelined, queue depth 8 · {work}: 1.20x the baseline (120.00 vs 100.00 img/s); 2 of 2 tasks in pipelined "
-        "workers",
+        f"Arrow lz4 vs {baseline} ({WORK}): 0.80x the baseline (80.00 vs 100.00 img/s); 1,312 bytes to Python "
+        "(+312 against the baseline)",
+        f"pipelined, queue depth 8 vs {baseline} ({WORK}): 1.20x the baseline (120.00 vs 100.00 img/s); 2 of 2 "
+        "tasks in pipelined workers",
     ]
     _, html = build([tmp_path], tmp_path)
-    assert "Spark's Python fast paths" in html.read_text() and "20.0 → 20.0" in html.read_text()
+    assert "Spark's Python fast paths" in html.read_text() and "20.0 → 5.0" in html.read_text()  # baseline → option
 
 
-def test_an_option_is_compared_only_with_a_baseline_of_the_same_work(tmp_path):
-    _result(tmp_path / "0", "map_in_arrow", 100.0, {})
-    _result(tmp_path / "1", "arrow_udf", 120.0, PIPELINED, pipelined=2)  # no arrow_udf baseline
+@pytest.mark.parametrize(
+    "knobs, seen, said",
+    [
+        ({"python_unix_domain_socket": True}, {"unix": 1}, "1 of 2 tasks over Unix sockets"),
+        ({"python_udf_arrow": False}, {}, "acts on plain @udf functions only; this style is not one"),
+        (
+            PIPELINED | {"python_unix_domain_socket": True},
+            {"pipelined": 2, "unix": 2},
+            "2 of 2 tasks in pipelined workers; 2 of 2 tasks over Unix sockets",
+        ),
+        (PIPELINED, {"evidence": False}, "no task evidence"),
+    ],
+    ids=["unix socket", "pythonUDF.arrow off", "combined", "no evidence"],
+)
+def test_what_an_option_did_is_read_from_its_tasks(tmp_path, knobs, seen, said):
+    _result(tmp_path / "0", 100.0, {})
+    _result(tmp_path / "1", 90.0, knobs, **seen)
+    (row,) = fast_paths.compare(find_jobs([tmp_path]), job_frame(find_jobs([tmp_path])))
+    assert (row.option, row.took_effect) == (fast_paths.option_label(knobs), said)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [{"udf": "arrow_udf"}, {"prefetch": 4}, {"max_bytes_per_batch": 2**20}, {"num_images": 64}, {"hostname": "else"}],
+    ids=str,
+)
+def test_an_option_is_compared_only_with_a_baseline_of_the_same_work_and_variant(tmp_path, other):
+    _result(tmp_path / "0", 100.0, {})
+    _result(tmp_path / "1", 120.0, PIPELINED, pipelined=2, **other)
     assert fast_paths.summary([tmp_path]) == []
