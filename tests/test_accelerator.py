@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,8 +43,9 @@ def _device(lock_dir: str, rate: float = 40.0, latency: float = 0.05, host: floa
 
 
 def held_sleeps(monkeypatch, meet: threading.Barrier | None = None) -> list[tuple[float, float, float]]:
-    """(asked, start, end) of every sleep from now on: the simulated device's holds. With `meet`, each sleep
-    first waits there (at most 30 s) for the other calls to be inside their holds too."""
+    """(asked, start, end) of every sleep of the simulated device from now on: its holds. With `meet`, each
+    sleep first waits there (at most 30 s) for the other calls to be inside their holds too. Only the device
+    module's `time` is replaced: other threads of the process (py4j's) sleep as before."""
     sleeps, sleep = [], time.sleep
 
     def recording(seconds: float) -> None:
@@ -53,7 +55,9 @@ def held_sleeps(monkeypatch, meet: threading.Barrier | None = None) -> list[tupl
         sleep(seconds)
         sleeps.append((seconds, start, time.perf_counter()))
 
-    monkeypatch.setattr(time, "sleep", recording)
+    clock = SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
+    clock.sleep = recording
+    monkeypatch.setattr(accelerator, "time", clock)
     return sleeps
 
 
