@@ -443,8 +443,9 @@ def render(
         failed=_failed_rows(jobs, frame, out_dir),
         bad_images=_bad_image_rows(jobs, frame),
         bad_images_chart=_chart(plots.bad_images(frame), "bad images per run")
-        if frame["num_bad_images"].notna().any()
+        if frame["num_bad_images"].fillna(0).gt(0).any()
         else None,
+        runs_counted=int(frame["num_bad_images"].notna().sum()),
         prices=_price_rows(jobs),
         unbilled=[
             (row["run_label"], row["cost_note"])

@@ -340,6 +340,15 @@ def test_no_banner_without_random_weights_or_emulated_gpus(tmp_path: Path) -> No
     assert 'class="banner"' not in html_path.read_text()
 
 
+def test_bad_images_are_charted_only_when_a_run_had_some(html: str, tmp_path: Path) -> None:
+    assert 'alt="bad images per run"' in html  # the fixture's stage_level run had 2
+    copy_job(SWEEP / "0", tmp_path / "run")  # 0 bad images
+    _, html_path = build([tmp_path], tmp_path)
+    text = html_path.read_text()
+    assert 'alt="bad images per run"' not in text
+    assert "every one of the 1 runs that counted its images decoded them all" in text
+
+
 def test_report_shows_failed_reason_missing_job_and_price_sources(html: str) -> None:
     assert "ClusterError: the standalone worker exited with status 1" in html
     assert "no result.json: the job has not finished" in html
