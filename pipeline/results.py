@@ -182,6 +182,11 @@ def as_result(record: dict[str, Any]) -> Result:
     )
 
 
+def _has_weights(result: Result) -> bool:
+    """The run prepared model weights (not the null model's or a simulated device's none)."""
+    return result.metrics.weights_prepare_s is not None and result.env.get("weights") not in (None, "none")
+
+
 def summary(result: Result) -> str:
     """The one screen a run ends with."""
     metrics = result.metrics
@@ -200,7 +205,7 @@ def summary(result: Result) -> str:
             + ", ".join(
                 [
                     f"data {metrics.data_prepare_s:.1f} s ({'generated' if metrics.data_generated else 'cached'})",
-                    *([f"weights {metrics.weights_prepare_s:.1f} s"] if metrics.weights_prepare_s else []),
+                    *([f"weights {metrics.weights_prepare_s:.1f} s"] if _has_weights(result) else []),
                     *([f"reference {metrics.reference_s:.1f} s"] if metrics.reference_s else []),
                     f"startup {metrics.startup_s:.1f} s",
                     f"warm-up {sum(metrics.warmup_s):.1f} s",

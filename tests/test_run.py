@@ -91,7 +91,8 @@ def test_summary_names_every_untimed_preparation_with_its_seconds():
         num_images=8, wall_s=[1.0], throughput_images_per_s=8.0, data_prepare_s=1.25, weights_prepare_s=8.75,
         reference_s=2.5, startup_s=4.5, warmup_s=[3.0],
     )
-    result = Result(status="ok", variant=None, config={}, env={}, run_dir="run", started_at="now", metrics=metrics)
+    env = {"weights": "random"}
+    result = Result(status="ok", variant=None, config={}, env=env, run_dir="run", started_at="now", metrics=metrics)
     [line] = [line for line in summary(result).splitlines() if line.startswith("not timed:")]
     assert line == "not timed: data 1.2 s (cached), weights 8.8 s, reference 2.5 s, startup 4.5 s, warm-up 3.0 s"
 

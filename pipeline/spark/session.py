@@ -62,8 +62,7 @@ def split_bytes(input_bytes: int, slots: int, largest_file_bytes: int | None = N
     cuts the largest file (`largest_file_bytes`, None: the input is one file) into a whole number of equal
     pieces as near a slot's share as that allows: a split of exactly the share cut a file a little larger than
     the share into the share and a sliver holding no row group's midpoint, a task that read nothing (measured:
-    1,024 JPEGs in 2 files of 512 on 2 slots ran 3 tasks, rows [512, 512, 0]).
-    """
+    32 JPEGs in 2 files of 16, row groups of 8, on 2 slots ran 3 tasks reading [16, 16, 0] rows)."""
     share = -(-input_bytes // slots)
     largest = input_bytes if largest_file_bytes is None else largest_file_bytes
     pieces = max(1, round(largest / share))
