@@ -498,7 +498,6 @@ def shape_of(
     return topology, shape, workload
 
 
-
 def device_of(config: Mapping[str, Any]) -> Device:
     """The device a recorded config ran on: its `device` profile (model=accelerator), no device for
     model=null_model; a real model on this machine's CPU or GPU has no profile to model it by (ValueError)."""

@@ -27,6 +27,8 @@ KNOBS = (
     "python_unix_domain_socket",
     "python_udf_arrow",
 )
+
+
 @dataclass(frozen=True)
 class Evidence:
     """One run's last timed pass, summed over its steps."""

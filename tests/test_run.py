@@ -88,8 +88,14 @@ def test_summary_fits_one_screen(tmp_path, cache_dir, weights_file):
 
 def test_summary_names_every_untimed_preparation_with_its_seconds():
     metrics = Metrics(
-        num_images=8, wall_s=[1.0], throughput_images_per_s=8.0, data_prepare_s=1.25, weights_prepare_s=8.75,
-        reference_s=2.5, startup_s=4.5, warmup_s=[3.0],
+        num_images=8,
+        wall_s=[1.0],
+        throughput_images_per_s=8.0,
+        data_prepare_s=1.25,
+        weights_prepare_s=8.75,
+        reference_s=2.5,
+        startup_s=4.5,
+        warmup_s=[3.0],
     )
     env = {"weights": "random"}
     result = Result(status="ok", variant=None, config={}, env=env, run_dir="run", started_at="now", metrics=metrics)

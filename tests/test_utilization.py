@@ -50,7 +50,9 @@ def _stage_evidence(spark, dataset) -> dict:
     the session's event log once the listener has written the job's stage (it writes asynchronously)."""
     description = f"utilization test {uuid.uuid4().hex[:8]}"
     context = spark.sparkContext
-    with sql_conf(spark, "spark.sql.files.maxPartitionBytes", str(split_bytes(dataset.size_bytes, 2, dataset.largest_file_bytes))):
+    with sql_conf(
+        spark, "spark.sql.files.maxPartitionBytes", str(split_bytes(dataset.size_bytes, 2, dataset.largest_file_bytes))
+    ):
         slow = spark.read.parquet(str(dataset.path)).mapInPandas(_slow_rows, "id string")  # reads the footers
         try:
             for name in (f"{description} warm-up", description):  # as a run: workers start in the warm-up

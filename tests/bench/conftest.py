@@ -30,7 +30,11 @@ TEST_IMAGES = 12
 
 def _cache(spark: SparkSession, dataset: Dataset, slots: int) -> Cached:
     """Read with the pipeline's split size (every slot gets a share), cache, and materialize with a count."""
-    with sql_conf(spark, "spark.sql.files.maxPartitionBytes", str(split_bytes(dataset.size_bytes, slots, dataset.largest_file_bytes))):
+    with sql_conf(
+        spark,
+        "spark.sql.files.maxPartitionBytes",
+        str(split_bytes(dataset.size_bytes, slots, dataset.largest_file_bytes)),
+    ):
         frame = spark.read.parquet(str(dataset.path)).cache()
         assert frame.count() == dataset.num_images
     rows = frame.groupBy(F.spark_partition_id().alias("partition")).count().orderBy("partition").collect()
