@@ -28,6 +28,7 @@ import yaml
 
 from pipeline.results import VARIANT_FIELDS, Result, as_result, read_result
 from pipeline.rundir import JOB_FILE, RESULT_FILE, RunDir, atomic_write, files_named
+from pipeline.spark.plan import is_connect_url
 from reports.cost import CostUnavailable, run_cost
 
 SWEEP_FILE = "multirun.yaml"
@@ -344,8 +345,8 @@ def _connect(result: Result) -> bool | None:
     had one) its config (cluster=connect, or an sc:// master). None for the other engines."""
     if not result.variant or result.variant.engine != "spark":
         return None
-    master = str((result.config.get("cluster") or {}).get("master") or "")
-    return "connect" in result.cluster or result.variant.cluster == "connect" or master.startswith("sc://")
+    master = (result.config.get("cluster") or {}).get("master")
+    return "connect" in result.cluster or result.variant.cluster == "connect" or is_connect_url(master)
 
 
 def _row(job: Job) -> dict[str, Any]:
