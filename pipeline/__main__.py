@@ -19,12 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.lifetime import PARENT_ENV
-from pipeline.overrides import require_composable
+from pipeline.config.overrides import require_composable
+from pipeline.config.schema import register, typed
 from pipeline.provenance import config_record
 from pipeline.results import Result, as_result, now, read_result, summary, write_result
 from pipeline.rundir import RunDir
-from pipeline.schema import register, typed
+from pipeline.runtime.lifetime import PARENT_ENV
 
 register()
 
@@ -51,12 +51,13 @@ def run_child(run_dir: Path) -> tuple[Result, int | None]:
     The child gets a process group of its own, so a Ctrl-C at the terminal reaches this process alone, which
     passes the first SIGINT or SIGTERM on, once: a second signal arriving while the child is still unwinding
     could cut short the stopping of what it started (a standalone cluster). If this process dies (SIGKILL),
-    the child gets a SIGINT of its own and stops the same way (`pipeline.lifetime`).
+    the child gets a SIGINT of its own and stops the same way (`pipeline.runtime.lifetime`).
     """
     child = subprocess.Popen(
         [sys.executable, "-m", "pipeline.job", str(run_dir)],
         process_group=0,
-        env={**os.environ, PARENT_ENV: str(os.getpid())},  # the child dies with this process (pipeline.lifetime)
+        # the child dies with this process (pipeline.runtime.lifetime)
+        env={**os.environ, PARENT_ENV: str(os.getpid())},
     )
     received: list[int] = []
 

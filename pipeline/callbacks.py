@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.progress import sweep_eta
+from pipeline.runtime.progress import sweep_eta
 
 
 def _probe(directory: Path) -> None:

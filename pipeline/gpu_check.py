@@ -30,7 +30,7 @@ from torchvision.models import resnet50
 from pipeline.data.synthetic import synth_jpeg
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
-from pipeline.timing import timed
+from pipeline.runtime.timing import timed
 
 MODES = ("fp32", "bf16", "bf16_compile")
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pipeline.lifetime import die_with_parent, parent_from_env
-from pipeline.processes import descendants, python_helpers, stop_processes
+from pipeline.config.schema import Config, typed
 from pipeline.run import run
 from pipeline.rundir import RunDir
-from pipeline.schema import Config, typed
+from pipeline.runtime.lifetime import die_with_parent, parent_from_env
+from pipeline.runtime.processes import descendants, python_helpers, stop_processes
 from pipeline.spark.session import stop_driver_jvm
 
 log = logging.getLogger(__name__)

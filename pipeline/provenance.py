@@ -16,9 +16,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.config.schema import Config, DatasetConfig, DecodeOn, ModelName
+from pipeline.projection.simulated import device_record, label
 from pipeline.results import Result, Variant, now
-from pipeline.schema import Config, DatasetConfig, DecodeOn, ModelName
-from pipeline.simulated import device_record, label
 
 PACKAGES = ("pyspark", "torch", "torchvision", "pyarrow", "pandas", "numpy", "pillow", "hydra-core")
 
@@ -78,7 +78,7 @@ def _codec(config: Config) -> str | None:
 def _weights(config: Config) -> str:
     if config.model.name in (ModelName.null_model, ModelName.accelerator):
         return "none"
-    from pipeline.inference.weights import weights_kind  # torchvision: its weights names
+    from pipeline.data.weights import weights_kind  # torchvision: its weights names
 
     return weights_kind(config.model.weights)
 

@@ -72,7 +72,7 @@ class Variant:
     image_format: str | None
     weights: str | None
     model: str | None
-    device: str | None  # model=accelerator: "simulated <device> <rate> img/s" (pipeline.simulated.label)
+    device: str | None  # model=accelerator: "simulated <device> <rate> img/s" (pipeline.projection.simulated.label)
     precision: str | None
     channels_last: bool | None
     compile: bool | None

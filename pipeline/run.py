@@ -8,22 +8,22 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from pipeline.config.schema import Config, ModelName, OnBadImage
+from pipeline.config.validate import ConnectUnavailable, validate
+from pipeline.data import weights
 from pipeline.data.datasets import dataset_summary, prepare
 from pipeline.engines import engine
 from pipeline.engines.base import Measurement
-from pipeline.errors import describe_error
-from pipeline.inference import weights
-from pipeline.inference.accelerator import SimulatedDevice, device_locks
-from pipeline.inference.model import ModelSpec
+from pipeline.inference.accelerator import device_locks
+from pipeline.inference.model import ModelSpec, SimulatedDevice
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
+from pipeline.projection.simulated import device_usage
 from pipeline.provenance import new_result
 from pipeline.results import Result, now, write_result
-from pipeline.schema import Config, ModelName, OnBadImage
-from pipeline.simulated import device_usage
+from pipeline.runtime.errors import describe_error
 from pipeline.spark.evidence import enforce
 from pipeline.spark.session import java_version
-from pipeline.validate import ConnectUnavailable, validate
 from pipeline.verify import compare, reference_predictions
 
 log = logging.getLogger(__name__)

@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from pipeline import progress
 from pipeline.data.datasets import Dataset
 from pipeline.engines.torch import loader, predict_all
 from pipeline.inference.model import ModelSpec, use_threads
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import PREDICTION_SCHEMA, Inference, Prepared, fused
 from pipeline.rundir import atomic_write
+from pipeline.runtime import progress
 
 
 def canonical(inference: Inference) -> Inference:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.schema import ConfigError
+from pipeline.config.schema import ConfigError
 from reports import original
 from reports.build import build, summaries
 from reports.projection import lines, project_dirs

@@ -1,10 +1,10 @@
 """The bottleneck model checked against runs under a simulated device (`sweep=bottleneck_check`).
 
-Why: `pipeline.bottleneck` predicts a run's throughput from measured rates and a cluster shape; its projections
-to GPU instances are only worth what its agreement with real runs here is. Every ok `model=accelerator` run is
-a check: its recorded config gives the topology, the cluster shape and the device (`shape_of`, `device_of`),
-the rates come from `pipeline.rates` (the measurements under the same directories, the checked run itself left
-out, or its defaults), and its measured throughput is set against the prediction. A model_server run's request
+Why: `pipeline.projection.bottleneck` predicts a run's throughput from measured rates and a cluster shape; its
+projections to GPU instances are only worth what its agreement with real runs here is. Every ok `model=accelerator`
+run is a check: its recorded config gives the topology, the cluster shape and the device (`shape_of`, `device_of`),
+the rates come from `pipeline.projection.rates` (the measurements under the same directories, the checked run itself
+left out, or its defaults), and its measured throughput is set against the prediction. A model_server run's request
 and server CPU costs (`SERVER_RATES`) are fitted from model_server runs, which the check sweep's are: those come
 from the other checked runs, and the table says so. A run also carries the stand-in's evidence of its bound
 (`evidence.simulated_device.busy_fraction`), which says whether the run was device-bound as predicted.
@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.bottleneck import device_of, predict, shape_of
-from pipeline.rates import measured_rates, serve_runs
+from pipeline.projection.bottleneck import device_of, predict, shape_of
+from pipeline.projection.rates import measured_rates, serve_runs
 from pipeline.results import read_results
 from reports.aggregate import Job, find_jobs
 
 TARGET = (0.8, 1.25)  # predicted / measured within this band counts as a hit (issue 13's target)
-SERVER_RATES = ("request_s", "serve_cpu_s_per_image")  # fitted from model_server runs (`pipeline.rates.serve_runs`)
+# fitted from model_server runs (`pipeline.projection.rates.serve_runs`)
+SERVER_RATES = ("request_s", "serve_cpu_s_per_image")
 
 
 @dataclass(frozen=True)

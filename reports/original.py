@@ -8,7 +8,7 @@ Arrow batch in its scalar UDFs, its Arrow batch sizes, PyTorch fp32 on T4s: devi
 variant* on the same instances (uint8 arrays and crops, the model built once per worker, the fastest
 topology on the shape, a prefetching fused task, Arrow and model batches of 256). Published vs projected and
 their ratio; `python -m reports --original-table [DIR ...]` prints it all, from the rates under the DIRs
-(`pipeline.rates`; its defaults without any). Every projected figure is a projection, never a measurement.
+(`pipeline.projection.rates`; its defaults without any). Every projected figure is a projection, never a measurement.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.bottleneck import (
+from pipeline.projection.bottleneck import (
     DECOUPLED,
     RAW_BYTES,
     TOPOLOGIES,
@@ -28,8 +28,8 @@ from pipeline.bottleneck import (
     image_bytes,
     predict,
 )
-from pipeline.instances import Instance, device_profile, load, names
-from pipeline.rates import DEFAULTS, measured_rates
+from pipeline.projection.instances import Instance, device_profile, load, names
+from pipeline.projection.rates import DEFAULTS, measured_rates
 from reports.projection import MILLION, predict_on, scaled, usd_per_million
 
 IMAGES_10G = 16_232  # "10 GB": 32 input partitions
@@ -101,7 +101,7 @@ class TableRow:
 
 
 def _original_rates(rates: Rates) -> Rates:
-    """Our rates with the original's preprocessing (our reconstruction of it, `pipeline.rates`)."""
+    """Our rates with the original's preprocessing (our reconstruction of it, `pipeline.projection.rates`)."""
     value, source = DEFAULTS["preprocess_s/raw/original"]
     return replace(rates, preprocess_s=value, sources={**rates.sources, "preprocess_s": f"default: {source}"})
 
@@ -256,7 +256,7 @@ def markdown(rows: list[TableRow], rates: Rates, jpeg: Rates) -> str:
     """The table, the ratios and the winners per instance shape as README-ready markdown."""
     t4, _ = device_profile(ORIGINAL_DEVICE)
     out = [
-        "PROJECTION from rates measured on this machine (`pipeline.rates`), not a measurement. Device "
+        "PROJECTION from rates measured on this machine (`pipeline.projection.rates`), not a measurement. Device "
         f"{t4.name} ({t4.images_per_s:g} img/s a T4, approximate). Original's costs: int16 arrays "
         f"({INT16_BYTES:,} B) through Arrow, float preprocessing ({DEFAULTS['preprocess_s/raw/original'][0] * 1000:.2f}"
         f" ms a core here), float32 crops ({FLOAT_CROP_BYTES:,} B), the model rebuilt every Arrow batch "

@@ -1,8 +1,8 @@
 """Results projected onto real instances: what the rates measured here imply on a catalogue machine.
 
 Why: this machine has two cores and no GPU, so what a user asks (throughput and cost on a GPU instance) can
-only be answered by projection: the bottleneck model (`pipeline.bottleneck`) fed with the rates measured
-here (`pipeline.rates`, from the result files on disk), the instance's shape and its device profile. Every
+only be answered by projection: the bottleneck model (`pipeline.projection.bottleneck`) fed with the rates measured
+here (`pipeline.projection.rates`, from the result files on disk), the instance's shape and its device profile. Every
 figure is labelled a projection, never a measurement, and carries the assumptions it rests on:
 
 - CPU costs per image (decode + preprocess, moving bytes, model builds) are divided by the instance's
@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.bottleneck import (
+from pipeline.projection.bottleneck import (
     DECOUPLED,
     NULL_DEVICE,
     TOPOLOGIES,
@@ -40,8 +40,8 @@ from pipeline.bottleneck import (
     image_bytes,
     predict,
 )
-from pipeline.instances import Instance, load
-from pipeline.rates import measured_rates
+from pipeline.projection.instances import Instance, load
+from pipeline.projection.rates import measured_rates
 from reports.aggregate import fastest_ok, find_jobs, job_frame
 
 SECONDS_PER_HOUR = 3600

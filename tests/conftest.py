@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import synthetic
+from pipeline.data import synthetic, weights
 from pipeline.data.datasets import Dataset, prepare
-from pipeline.inference import weights
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference

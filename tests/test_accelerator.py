@@ -15,16 +15,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pipeline.config.schema import UdfStyle
 from pipeline.engines.spark import measure
 from pipeline.inference import accelerator
-from pipeline.inference.accelerator import SimulatedDevice, device_locks, hold, simulated_predictions
-from pipeline.inference.model import ModelSpec, pick_device
+from pipeline.inference.accelerator import device_locks, hold, simulated_predictions
+from pipeline.inference.model import ModelSpec, SimulatedDevice, pick_device
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
+from pipeline.projection.simulated import overrides
 from pipeline.provenance import environment, variant_of
 from pipeline.results import as_result, summary
-from pipeline.schema import UdfStyle
-from pipeline.simulated import overrides
 from tests.helpers.config import compose_config
 
 STYLES = [style.value for style in UdfStyle]
@@ -214,9 +214,9 @@ def _simulated_result(run_dir: Path, throughput: float, *overrides_: str, served
 
 
 def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_prediction(tmp_path):
-    from pipeline.bottleneck import device_of, predict, shape_of
+    from pipeline.projection.bottleneck import device_of, predict, shape_of
+    from pipeline.projection.rates import measured_rates
     from pipeline.provenance import config_record
-    from pipeline.rates import measured_rates
     from reports import bottleneck_check
 
     _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")  # GPU-bound: 2 devices at 20 img/s
@@ -244,8 +244,8 @@ def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_predict
 
 
 def test_a_model_server_run_is_checked_against_rates_fitted_on_the_other_runs_only(tmp_path):
-    from pipeline.bottleneck import device_of, predict, shape_of
-    from pipeline.rates import measured_rates
+    from pipeline.projection.bottleneck import device_of, predict, shape_of
+    from pipeline.projection.rates import measured_rates
     from reports import bottleneck_check
 
     for number, cpu_s in enumerate((0.05, 0.5)):  # server CPU per image 0.8 ms and 7.8 ms
@@ -265,7 +265,7 @@ def test_a_model_server_run_is_checked_against_rates_fitted_on_the_other_runs_on
 
 def test_a_served_runs_device_time_is_read_from_the_server_not_the_tasks():
     from pipeline.engines.base import Pass
-    from pipeline.simulated import device_usage
+    from pipeline.projection.simulated import device_usage
     from pipeline.spark.plan import plan
 
     config = compose_config("model=accelerator", "topology=model_server", "cluster=local_cluster", "gpu.emulate=2")

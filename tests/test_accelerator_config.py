@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from pipeline.instances import device_profiles
-from pipeline.schema import DeviceConfig, DeviceKind, ModelName
-from pipeline.validate import ConfigError, validate
+from pipeline.config.schema import DeviceConfig, DeviceKind, ModelName
+from pipeline.config.validate import ConfigError, validate
+from pipeline.projection.instances import device_profiles
 from tests.helpers.config import compose_config
 
 PROFILES = {  # name -> (images/s, kind): ours are facts.md's H100 figures

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.bottleneck import (
+from pipeline.projection.bottleneck import (
     CORES,
     GPU,
     GPU_SLOTS,

@@ -21,8 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.processes import stop_processes
-from pipeline.schema import ClusterMode, Topology
+from pipeline.config.schema import ClusterMode, Topology
+from pipeline.config.validate import ConfigError, validate
+from pipeline.runtime.processes import stop_processes
 from pipeline.spark import cluster as cluster_module
 from pipeline.spark import plan as plan_module
 from pipeline.spark import standalone as standalone_module
@@ -30,7 +31,6 @@ from pipeline.spark.cluster import cluster, discovery_script, worker_gpu_conf
 from pipeline.spark.evidence import check
 from pipeline.spark.plan import ClusterError, GpuPlan, gpu_plan, memory_mb, plan, tasks_per_executor
 from pipeline.spark.standalone import java_options
-from pipeline.validate import ConfigError, validate
 from tests.helpers.config import compose_config
 from tests.helpers.processes import cmdline, gone, survivors, tree
 

@@ -8,8 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
-from pipeline.provenance import config_record
-from pipeline.schema import (
+from pipeline.config.schema import (
     ClusterMode,
     Config,
     DataSource,
@@ -24,7 +23,8 @@ from pipeline.schema import (
     UdfStyle,
     typed,
 )
-from pipeline.validate import HARNESS_CONFS, ConfigError, validate
+from pipeline.config.validate import HARNESS_CONFS, ConfigError, validate
+from pipeline.provenance import config_record
 from tests.helpers.config import compose_config
 
 PRE = "+cluster@topology.preprocess_cluster"  # any cluster option, as the preprocess job's cluster

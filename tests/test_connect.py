@@ -20,15 +20,15 @@ from typing import Any
 import psutil
 import pytest
 
+from pipeline.config.schema import ClusterMode
+from pipeline.config.validate import ConfigError, ConnectUnavailable, validate
 from pipeline.inference.steps import BadImageRecord
 from pipeline.run import run
 from pipeline.rundir import RunDir
-from pipeline.schema import ClusterMode
 from pipeline.spark.connect import probe
 from pipeline.spark.ledger import SUFFIX, TaskLedger, TaskRecord
 from pipeline.spark.plan import ClusterError, plan
 from pipeline.spark.standalone import _free_ports
-from pipeline.validate import ConfigError, ConnectUnavailable, validate
 from reports.aggregate import find_jobs, job_frame
 from reports.connect import compare, summary
 from tests.helpers.cli import cli, result_of

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipeline.config.validate import validate
 from pipeline.engines.ray import gpus_of
 from pipeline.inference.model import ModelSpec, pick_device
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.run import build_inference
-from pipeline.validate import validate
 from tests.helpers.config import compose_config
 
 

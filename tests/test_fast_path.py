@@ -14,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.config.schema import ConfigError
+from pipeline.config.validate import validate
 from pipeline.data import synthetic
 from pipeline.engines.spark import measure
 from pipeline.inference.model import ModelSpec, load_model, predict
 from pipeline.inference.preprocess import BadImage, Preprocessing, decode_jpegs
 from pipeline.run import build_inference, run
-from pipeline.schema import ConfigError
-from pipeline.validate import validate
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images

@@ -8,8 +8,8 @@ from multiprocessing import get_context
 
 import pytest
 
-from pipeline.processes import descendants, python_helpers
 from pipeline.rundir import RunDir
+from pipeline.runtime.processes import descendants, python_helpers
 from tests.helpers.cli import cli, result_of
 
 

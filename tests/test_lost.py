@@ -31,12 +31,12 @@ from pipeline.data.datasets import (
 )
 from pipeline.data.synthetic import synth_jpeg
 from pipeline.engines.spark import measure
-from pipeline.errors import describe_error
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.job import keep_earlier_result
 from pipeline.rundir import PREVIOUS_RESULT_FILE, RESULT_FILE
+from pipeline.runtime.errors import describe_error
 from pipeline.spark.cluster import cluster
 from pipeline.spark.eventlog import event_log_file
 from pipeline.spark.session import fresh_event_log_dir, spark_conf, sql_confs
@@ -388,7 +388,7 @@ def test_files_spark_skips_are_skipped_up_front_too(tmp_path):
 CHILD = """
 import signal, sys, time
 from pathlib import Path
-from pipeline.lifetime import die_with_parent
+from pipeline.runtime.lifetime import die_with_parent
 try:
     die_with_parent(int(sys.argv[1]), signal.SIGINT, every_s=0.1)
     print("ready", flush=True)

@@ -21,12 +21,12 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
-from pipeline.schema import ModelServerConfig, Topology
+from pipeline.config.schema import ModelServerConfig, Topology
+from pipeline.config.validate import ConfigError, validate
 from pipeline.serving import launcher
 from pipeline.serving.launcher import Instance, delta, instances
 from pipeline.spark.evidence import check
 from pipeline.spark.plan import plan
-from pipeline.validate import ConfigError, validate
 from tests.helpers.cli import cli, result_of
 from tests.helpers.config import compose_config
 from tests.helpers.processes import tree, wait_until_gone

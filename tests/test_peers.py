@@ -11,11 +11,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.processes import descendants, stop_processes
+from pipeline.config.schema import ConfigError, Engine
+from pipeline.config.validate import validate
 from pipeline.results import as_record
 from pipeline.run import run
-from pipeline.schema import ConfigError, Engine
-from pipeline.validate import validate
+from pipeline.runtime.processes import descendants, stop_processes
 from reports import peers
 from reports.aggregate import Job, job_frame
 from reports.html import render

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import progress
-from pipeline.progress import FORCE_ENV, PassProgress, bar, enabled, sweep_eta
+from pipeline.runtime import progress
+from pipeline.runtime.progress import FORCE_ENV, PassProgress, bar, enabled, sweep_eta
 
 
 @pytest.fixture(autouse=True)

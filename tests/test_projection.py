@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import instances
-from pipeline.bottleneck import JPEG_BYTES, RAW_BYTES, Rates, Shape, Workload, predict
-from pipeline.rates import measured_rates
-from pipeline.schema import ConfigError
+from pipeline.config.schema import ConfigError
+from pipeline.projection import instances
+from pipeline.projection.bottleneck import JPEG_BYTES, RAW_BYTES, Rates, Shape, Workload, predict
+from pipeline.projection.rates import measured_rates
 from reports import original
 from reports.__main__ import main
 from reports.projection import LABEL, project, scaled, shape_on, usd_per_million, workload_of

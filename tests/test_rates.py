@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.bottleneck import RAW_BYTES
-from pipeline.rates import DEFAULTS, measured_rates, microbenchmark_rates
+from pipeline.projection.bottleneck import RAW_BYTES
+from pipeline.projection.rates import DEFAULTS, measured_rates, microbenchmark_rates
 from tests.helpers.results import write
 
 

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from pipeline.errors import describe_error
 from pipeline.results import Metrics, Result, read_result, summary, write_result
 from pipeline.run import run
 from pipeline.rundir import RESULT_FILE
+from pipeline.runtime.errors import describe_error
 from pipeline.spark.session import JavaMissing, java_version, split_bytes
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
+from pipeline.config.schema import UdfStyle
 from pipeline.engines.spark import measure
-from pipeline.errors import describe_error
-from pipeline.schema import UdfStyle
+from pipeline.runtime.errors import describe_error
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images

@@ -12,7 +12,6 @@ import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from pipeline.data import synthetic
-from pipeline.inference import steps
 from pipeline.inference.model import ModelSpec, Predictions
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import STEPS, Fused, Inference, Predict, Preprocess, Served, prefetched, rebatch
@@ -30,11 +29,11 @@ def test_step_kinds_say_what_they_read_and_whether_they_run_the_model():
 
 
 def test_the_served_step_times_decoding_and_the_servers_round_trip(monkeypatch):
-    def answer(server, crops):  # a server that takes 50 ms a request
+    def answer(self, crops):  # a server that takes 50 ms a request
         time.sleep(0.05)
         return Predictions(np.zeros(len(crops), np.int64), np.ones(len(crops), np.float32), np.zeros((len(crops), 5)))
 
-    monkeypatch.setattr(steps, "predict_remote", answer)
+    monkeypatch.setattr(ServerAddress, "predict", answer)
     inference = Inference(
         preprocessing=Preprocessing(),
         model=ModelSpec(name="null_model"),

@@ -18,12 +18,12 @@ from omegaconf import OmegaConf
 
 from pipeline.__main__ import done_before
 from pipeline.callbacks import count_jobs
+from pipeline.config.schema import Config, register
+from pipeline.config.schema import typed as retyped
+from pipeline.config.validate import validate
 from pipeline.provenance import new_result
 from pipeline.results import write_result
-from pipeline.schema import Config, register
-from pipeline.schema import typed as retyped
 from pipeline.spark import plan as planning
-from pipeline.validate import validate
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
 

@@ -8,9 +8,8 @@ import uuid
 
 import pytest
 
+from pipeline.config.schema import Topology
 from pipeline.data.datasets import prepare
-from pipeline.engines.base import Pass
-from pipeline.schema import Topology
 from pipeline.spark.evidence import check, collect
 from pipeline.spark.plan import plan
 from pipeline.spark.session import split_bytes
@@ -61,7 +60,7 @@ def _stage_evidence(spark, dataset) -> dict:
         finally:
             context.setJobDescription(None)
     log_dir, _ = completed_stages(spark, lambda stage: stage["job_description"] == description)
-    return collect(log_dir, Pass({}, 0, 0, []), description, slots=2, model_slots=2)
+    return collect(log_dir, [], description, slots=2, model_slots=2)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.config.schema import Topology, UdfStyle
 from pipeline.engines.spark import measure
-from pipeline.schema import Topology, UdfStyle
 from pipeline.spark.session import sql_confs, whole_file_splits
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.cli import cli

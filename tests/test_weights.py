@@ -1,4 +1,4 @@
-"""Specification of where weights come from (pipeline.inference.weights) and of the model built from them
+"""Specification of where weights come from (pipeline.data.weights) and of the model built from them
 (pipeline.inference.model)."""
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import pytest
 import torch
 from torchvision.models import ResNet50_Weights
 
-from pipeline.data import synthetic
-from pipeline.inference import weights
+from pipeline.data import synthetic, weights
+from pipeline.data.weights import WeightsNotFound
 from pipeline.inference.model import ModelSpec, load_model, model_builds, predict
 from pipeline.inference.preprocess import Preprocessing
-from pipeline.inference.weights import WeightsNotFound
 
 NUM_IMAGES = 16
 

@@ -13,8 +13,8 @@ from typing import Protocol
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 
+from pipeline.config.schema import UdfConfig, UdfStyle
 from pipeline.inference.steps import Step
-from pipeline.schema import UdfConfig, UdfStyle
 from pipeline.spark.ledger import TaskLedger
 from variants import (
     arrow_udf,

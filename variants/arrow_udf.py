@@ -15,8 +15,8 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipeline.config.schema import UdfConfig
 from pipeline.inference.steps import Step, aligned, rebatch, to_arrow
-from pipeline.schema import UdfConfig
 from pipeline.spark.ledger import TaskLedger
 from variants.spark_schema import spark_schema
 

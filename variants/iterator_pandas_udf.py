@@ -13,8 +13,8 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipeline.config.schema import UdfConfig
 from pipeline.inference.steps import Step, aligned, prefetched, rebatch
-from pipeline.schema import UdfConfig
 from pipeline.spark.ledger import TaskLedger, arrow_bytes
 from variants.spark_schema import spark_schema
 

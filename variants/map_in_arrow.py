@@ -8,8 +8,8 @@ import pyarrow as pa
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 
+from pipeline.config.schema import UdfConfig
 from pipeline.inference.steps import Step, rebatch, to_arrow
-from pipeline.schema import UdfConfig
 from pipeline.spark.ledger import TaskLedger
 from variants.spark_schema import spark_schema
 

@@ -8,8 +8,8 @@ import pandas as pd
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 
+from pipeline.config.schema import UdfConfig
 from pipeline.inference.steps import Step, rebatch, to_pandas
-from pipeline.schema import UdfConfig
 from pipeline.spark.ledger import TaskLedger, arrow_bytes
 from variants.spark_schema import spark_schema
 

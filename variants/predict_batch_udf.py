@@ -18,10 +18,10 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipeline.config.schema import IteratorPandasUdfConfig, UdfConfig
 from pipeline.inference.steps import Output, Step
-from pipeline.schema import IteratorPandasUdfConfig, UdfConfig
+from pipeline.runtime.timing import timed
 from pipeline.spark.ledger import TaskLedger, arrow_bytes
-from pipeline.timing import timed
 from variants import iterator_pandas_udf
 from variants.spark_schema import spark_schema
 

@@ -8,8 +8,8 @@ from itertools import islice
 from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame, Row
 
+from pipeline.config.schema import UdfConfig
 from pipeline.inference.steps import Columns, Step
-from pipeline.schema import UdfConfig
 from pipeline.spark.ledger import TaskLedger
 from variants.spark_schema import spark_schema
 

@@ -11,11 +11,11 @@ from pyspark.resource import ResourceProfile
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipeline.config.schema import UdfConfig
 from pipeline.inference.model import load_model
 from pipeline.inference.steps import Step, aligned, num_rows
-from pipeline.schema import UdfConfig
+from pipeline.runtime.timing import timed
 from pipeline.spark.ledger import TaskLedger, arrow_bytes
-from pipeline.timing import timed
 from variants.spark_schema import spark_schema
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from pyspark.resource import ResourceProfile, ResourceProfileBuilder, TaskResourceRequests
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline.config.schema import Config, Topology
 from pipeline.inference.steps import Inference, fused, predict_crops, preprocess, served
-from pipeline.schema import Config, Topology
 from pipeline.spark.ledger import TaskLedger
 from pipeline.spark.session import sql_confs, whole_file_splits
 from variants import UDF_STYLES

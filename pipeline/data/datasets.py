@@ -30,11 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline import progress
+from pipeline.config.schema import DatasetConfig, DataSource
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import DEFAULT_MAX_PIXELS, RAW_SIDE, BadImage, bad_raw, decode_rgb
-from pipeline.lifetime import die_with_parent
-from pipeline.schema import DatasetConfig, DataSource
+from pipeline.runtime import progress
+from pipeline.runtime.lifetime import die_with_parent
 
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
 GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt

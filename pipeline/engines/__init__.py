@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+from pipeline.config.schema import Engine
 from pipeline.engines.base import EngineRun
-from pipeline.schema import Engine
 
 ENGINES: dict[Engine, str] = {
     Engine.spark: "pipeline.engines.spark",

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
+from pipeline.config.schema import Config
 from pipeline.data.datasets import Dataset
 from pipeline.inference.steps import BadImageRecord, Inference
-from pipeline.schema import Config
-from pipeline.timing import timed
+from pipeline.runtime.timing import timed
 
 if TYPE_CHECKING:
     from pipeline.spark.plan import Plan

@@ -20,7 +20,7 @@ hidden in one ratio.
 
 Clean-up by PID: every process Ray starts under this one (gcs_server, raylet, its workers and actors) is
 noted while Ray is up, and after `ray.shutdown()` whatever is still alive is stopped with everything it
-spawned (`pipeline.processes.stop_processes`: SIGTERM, then SIGKILL). Ray is an optional dependency:
+spawned (`pipeline.runtime.processes.stop_processes`: SIGTERM, then SIGKILL). Ray is an optional dependency:
 `pip install -e '.[peers]'`.
 """
 
@@ -39,6 +39,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config.schema import Config, Sink
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.model import load_model, model_builds, use_threads
@@ -54,9 +55,8 @@ from pipeline.inference.steps import (
     preprocess,
     to_arrow,
 )
-from pipeline.processes import descendants, stop_processes
 from pipeline.rundir import RunDir
-from pipeline.schema import Config, Sink
+from pipeline.runtime.processes import descendants, stop_processes
 
 log = logging.getLogger(__name__)
 REASON = pa.field("bad_reason", pa.string())

@@ -27,12 +27,12 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline.config.schema import Config, GpuConfig, Sink, Topology
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.steps import STEPS, Inference
-from pipeline.progress import PassProgress
 from pipeline.rundir import RunDir
-from pipeline.schema import Config, GpuConfig, Sink, Topology
+from pipeline.runtime.progress import PassProgress
 from pipeline.spark.batching import check_batches
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.connect import ConnectServer, ConnectServerDied, connect_server, connect_session, is_connect
@@ -143,7 +143,7 @@ def applications(config: Config, plan: Plan, run_dir: RunDir) -> list[Applicatio
 
 def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, plan: Plan | None) -> Measurement:
     """Each application's passes, joined into the run's; see the module docstring. `plan` is validation's."""
-    assert plan is not None, "engine=spark runs the plan pipeline.validate made"
+    assert plan is not None, "engine=spark runs the plan pipeline.config.validate made"
     specs = applications(config, plan, RunDir(run_dir))
     runs = [_run_application(spec, dataset, inference, Path(run_dir)) for spec in specs]
     return _joined_runs(config, runs, dataset.row_group_rows)
@@ -177,15 +177,13 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
                         raise died from error
                 raise
             record = app.record(slots)
+    records = measured.timed[-1].tasks.get("records", [])
     if spec.plan.connect and not spec.plan.connect_server:  # an sc:// server the tool did not start
         unavailable = remote_event_log(config, record["app_id"], spec.run_dir.eventlog)
         if unavailable:
-            evidence = {**collect_tasks(measured.timed[-1]), "unavailable": unavailable}
+            evidence = {**collect_tasks(records), "unavailable": unavailable}
             return ApplicationRun(spec, app, measured, record, evidence, None)
-    evidence = collect(
-        spec.run_dir.eventlog, measured.timed[-1], last_pass(config), spec.plan.slots, spec.plan.model_slots
-    )
-    records = measured.timed[-1].tasks.get("records", [])
+    evidence = collect(spec.run_dir.eventlog, records, last_pass(config), spec.plan.slots, spec.plan.model_slots)
     widths = {True: spec.plan.model_slots, False: spec.plan.slots}
     evidence["time"] = split(spec.run_dir.eventlog, evidence["stages"], records, widths)
     if server is not None:

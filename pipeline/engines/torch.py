@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.config.schema import Config, Sink
 from pipeline.data.datasets import Dataset
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.model import model_builds, pick_device, use_threads
@@ -32,7 +33,6 @@ from pipeline.inference.steps import (
     to_pandas,
 )
 from pipeline.rundir import RunDir
-from pipeline.schema import Config, Sink
 
 
 class ParquetBatches(IterableDataset):

@@ -33,23 +33,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from pipeline.inference.model import SIMULATED, ModelSpec, Predictions, load_model, predict
-
-
-@dataclass(frozen=True)
-class SimulatedDevice:
-    """What a task needs to simulate one device: its rate and costs (`pipeline.schema.DeviceConfig`) and where
-    the GPU locks are."""
-
-    name: str
-    images_per_s: float
-    latency_s: float
-    host_s_per_image: float
-    lock_dir: str
-
-    def call_seconds(self, images: int) -> float:
-        """How long one call of `images` holds the device: the law the stand-in sleeps by."""
-        return self.latency_s + images / self.images_per_s
+from pipeline.inference.model import SIMULATED, ModelSpec, Predictions, SimulatedDevice, load_model, predict
 
 
 @dataclass

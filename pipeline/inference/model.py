@@ -12,22 +12,34 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torchvision.models import resnet50
 
-if TYPE_CHECKING:
-    from pipeline.inference.accelerator import SimulatedDevice
-
 NUM_CLASSES = 1000
 SIMULATED = "simulated"  # the device string of a simulated device's task: "simulated:<gpu address>" or "simulated"
 
 
+@dataclass(frozen=True)
+class SimulatedDevice:
+    """What a task needs to simulate one device: its rate and costs (`pipeline.config.schema.DeviceConfig`) and where
+    the GPU locks are."""
+
+    name: str
+    images_per_s: float
+    latency_s: float
+    host_s_per_image: float
+    lock_dir: str
+
+    def call_seconds(self, images: int) -> float:
+        """How long one call of `images` holds the device: the law the stand-in sleeps by."""
+        return self.latency_s + images / self.images_per_s
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """The model a task loads: ResNet50 from a local state_dict (see `pipeline.inference.weights.resolve`), or null.
+    """The model a task loads: ResNet50 from a local state_dict (see `pipeline.data.weights.resolve`), or null.
 
     `precision="bf16"` runs it under autocast; `channels_last` converts weights and inputs to NHWC, which
     oneDNN and cuDNN convolve faster; `compile` wraps it in torch.compile (once per process and device).

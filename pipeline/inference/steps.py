@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,7 @@ import torch
 from pipeline.inference.accelerator import simulated_predictions
 from pipeline.inference.model import ModelSpec, Predictions, load_model, pick_device, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
-from pipeline.serving.client import ServerAddress, predict_remote
-from pipeline.timing import timed
+from pipeline.runtime.timing import timed
 
 Columns = dict[str, Any]  # column name → a sequence of values, one per row
 
@@ -41,6 +40,13 @@ PREDICTION_SCHEMA = pa.schema(
 CROP_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("crop", pa.binary())])
 IMAGE_COLUMNS = ("id", "label", "image")
 CROP_COLUMNS = ("id", "label", "crop")
+
+
+class RemoteModel(Protocol):
+    """A model that runs in another process (topology=model_server's server, `pipeline.serving.client`): the
+    served step hands it uint8 crops and gets predictions back, knowing nothing of how they travel."""
+
+    def predict(self, crops: np.ndarray) -> Predictions: ...
 
 
 class BadImageError(RuntimeError):
@@ -104,7 +110,7 @@ class Inference:
     model: ModelSpec
     batch_size: int
     fail_on_bad_image: bool = False
-    server: ServerAddress | None = None  # topology=model_server: where the `served` step sends its crops
+    server: RemoteModel | None = None  # topology=model_server: where the `served` step sends its crops
     gpus: str = "none"  # the kind of GPU addresses its tasks are handed (`GpuPlan.kind`): real, emulated or none
 
     def device(self, addresses: Sequence[str]) -> str:
@@ -183,7 +189,7 @@ class Inference:
         if not prepared.ids:
             return Output(empty_columns(PREDICTION_SCHEMA), [], prepared.bad)
         assert self.server is not None, "the served step needs the model server's address"
-        return self.output(prepared, predict_remote(self.server, prepared.crops.numpy()))
+        return self.output(prepared, self.server.predict(prepared.crops.numpy()))
 
     def output(self, prepared: Prepared, predicted: Predictions) -> Output:
         """Prediction columns of a batch's good rows."""

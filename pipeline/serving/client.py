@@ -26,14 +26,6 @@ class ServerUnavailable(RuntimeError):
     """The model server did not answer a request."""
 
 
-@dataclass(frozen=True)
-class ServerAddress:
-    """Where a task finds the model server: a gRPC endpoint on 127.0.0.1, and a request's deadline."""
-
-    url: str
-    timeout_s: float = 120.0
-
-
 @lru_cache(maxsize=4)
 def _client(url: str) -> Any:
     import tritonclient.grpc as grpc
@@ -41,23 +33,30 @@ def _client(url: str) -> Any:
     return grpc.InferenceServerClient(url)
 
 
-def predict_remote(server: ServerAddress, crops: np.ndarray) -> Predictions:
-    """Predictions for a uint8 NCHW batch from the server at `server.url`; raises ServerUnavailable."""
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where a task finds the model server: a gRPC endpoint on 127.0.0.1, and a request's deadline."""
 
-    batch = grpc.InferInput(INPUT, list(crops.shape), "UINT8")
-    batch.set_data_from_numpy(np.ascontiguousarray(crops, dtype=np.uint8))
-    outputs = [grpc.InferRequestedOutput(name) for name in OUTPUTS]
-    try:
-        result = _client(server.url).infer(MODEL_NAME, [batch], outputs=outputs, client_timeout=server.timeout_s)
-    except InferenceServerException as error:
-        raise ServerUnavailable(
-            f"the model server at {server.url} did not answer a batch of {len(crops)} crops: {error.message()} "
-            f"(status {error.status()}); the run fails rather than retry against a restarted server"
-        ) from None
-    return Predictions(
-        top1=result.as_numpy("top1").reshape(-1).astype(np.int64),
-        prob=result.as_numpy("prob").reshape(-1),
-        top5=result.as_numpy("top5").astype(np.int64),
-    )
+    url: str
+    timeout_s: float = 120.0
+
+    def predict(self, crops: np.ndarray) -> Predictions:
+        """Predictions for a uint8 NCHW batch from the server at `url`; raises ServerUnavailable."""
+        import tritonclient.grpc as grpc
+        from tritonclient.utils import InferenceServerException
+
+        batch = grpc.InferInput(INPUT, list(crops.shape), "UINT8")
+        batch.set_data_from_numpy(np.ascontiguousarray(crops, dtype=np.uint8))
+        outputs = [grpc.InferRequestedOutput(name) for name in OUTPUTS]
+        try:
+            result = _client(self.url).infer(MODEL_NAME, [batch], outputs=outputs, client_timeout=self.timeout_s)
+        except InferenceServerException as error:
+            raise ServerUnavailable(
+                f"the model server at {self.url} did not answer a batch of {len(crops)} crops: {error.message()} "
+                f"(status {error.status()}); the run fails rather than retry against a restarted server"
+            ) from None
+        return Predictions(
+            top1=result.as_numpy("top1").reshape(-1).astype(np.int64),
+            prob=result.as_numpy("prob").reshape(-1),
+            top5=result.as_numpy("top5").astype(np.int64),
+        )

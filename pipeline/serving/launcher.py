@@ -6,7 +6,7 @@ them on this machine, so that is one server per run, started before the Spark ap
 be had fails before Spark starts) and stopped after it. Its process runs in the server environment
 (`pipeline.serving.environment`) with this interpreter's libpython first on LD_LIBRARY_PATH, binds 127.0.0.1
 on free ports (or `topology.grpc_port`), logs to `<run dir>/server/server.log`, and gets SIGTERM from the
-kernel if the job dies (`pipeline.lifetime`). A watcher thread notices when the server process is gone
+kernel if the job dies (`pipeline.runtime.lifetime`). A watcher thread notices when the server process is gone
 mid-run, stops what it left (the Triton server and its Python stubs) so the tasks' requests fail at once
 instead of waiting, and the run then fails with `ServerDied` naming the server and its exit. PyTriton's
 handshake with its stubs has a fixed 1 s deadline that a loaded machine can miss: a start that fails that way
@@ -33,11 +33,11 @@ from typing import Any
 
 import psutil
 
+from pipeline.config.schema import Config, ModelName
 from pipeline.inference.model import SIMULATED
 from pipeline.inference.steps import Inference
-from pipeline.lifetime import PARENT_ENV
-from pipeline.processes import SignalGuard, running, stop_processes
-from pipeline.schema import Config, ModelName
+from pipeline.runtime.lifetime import PARENT_ENV
+from pipeline.runtime.processes import SignalGuard, running, stop_processes
 from pipeline.serving import environment
 from pipeline.serving.client import MODEL_NAME, ServerAddress
 from pipeline.spark.plan import Plan

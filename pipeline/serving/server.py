@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from pipeline.inference import accelerator
-from pipeline.inference.accelerator import SimulatedDevice, simulated_predictions
-from pipeline.inference.model import ModelSpec, load_model, predict
+from pipeline.inference.accelerator import simulated_predictions
+from pipeline.inference.model import ModelSpec, SimulatedDevice, load_model, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
-from pipeline.lifetime import die_with_parent, parent_from_env
 from pipeline.rundir import atomic_write
+from pipeline.runtime.lifetime import die_with_parent, parent_from_env
 
 log = logging.getLogger("pipeline.serving.server")
 

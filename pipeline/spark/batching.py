@@ -16,8 +16,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from pipeline.config.schema import Config, UdfStyle
 from pipeline.inference.steps import STEPS
-from pipeline.schema import Config, UdfStyle
 
 MAX_BYTES_KEY = "spark.sql.execution.arrow.maxBytesPerBatch"
 DEFAULT_MAX_BYTES_PER_BATCH = 64 * 2**20  # Spark 4.3's default for the internal conf (checked by a test)

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.schema import ClusterMode, Config
+from pipeline.config.schema import ClusterMode, Config
 from pipeline.spark import plan as planning
 from pipeline.spark.plan import GpuPlan, Plan
 from pipeline.spark.standalone import standalone

@@ -7,7 +7,7 @@ the foreground, as a child in its own process group, so the harness holds its PI
 of the run (`spark.master` = the backend: `local[N]`, `local-cluster[...]` or the standalone master the
 harness started; the event log in the run dir) goes on its command line, because a Connect client may set
 only runtime SQL confs. It binds gRPC to 127.0.0.1 on a free port, writes `RUN_DIR/connect/server.log` and
-`server.json` (command, PID, URL, timings), and is stopped by PID (`pipeline.processes.stop_processes`)
+`server.json` (command, PID, URL, timings), and is stopped by PID (`pipeline.runtime.processes.stop_processes`)
 however the block ends; SIGTERM lets its shutdown hook stop the SparkContext, which closes the event log.
 
 `connect_session(url, conf)` builds `SparkSession.builder.remote(url)` with a bounded retry policy and
@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 import psutil
 
-from pipeline.processes import SignalGuard, running, stop_processes
+from pipeline.runtime.processes import SignalGuard, running, stop_processes
 from pipeline.spark.plan import ClusterError
 from pipeline.spark.standalone import LOOPBACK, _free_ports, _tail, spark_home
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.engines.base import Pass
+from pipeline.config.schema import Topology
 from pipeline.inference.steps import STEPS, Preprocess, Served
-from pipeline.schema import Topology
 from pipeline.spark import fastpaths
 from pipeline.spark.batching import batch_sizes
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
@@ -54,11 +53,14 @@ def _usage(stage: dict[str, Any], attempts: list[dict[str, Any]], slots: int) ->
     return {"slots": slots, **usage, "rows_per_task": [t["records_read"] for t in done]}
 
 
-def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model_slots: int) -> dict[str, Any]:
-    """Stages, timeline and GPU assignments of the pass whose jobs carry `description`; each stage with its
-    slot utilization over `slots` task slots (`model_slots` for a stage that runs the model)."""
+def collect(
+    event_log_dir: Path, records: list[dict[str, Any]], description: str, slots: int, model_slots: int
+) -> dict[str, Any]:
+    """Stages, timeline and GPU assignments of the pass whose jobs carry `description` and whose tasks reported
+    `records` (`pipeline.spark.ledger.summarize`); each stage with its slot utilization over `slots` task slots
+    (`model_slots` for a stage that runs the model)."""
     log = event_log_file(event_log_dir)
-    step_of = {record["stage"]: record["step"] for record in last.tasks.get("records", [])}
+    step_of = {record["stage"]: record["step"] for record in records}
     chosen = [stage for stage in stages(log) if stage["job_description"] == description]
     ids = {stage["stage_id"] for stage in chosen}
     start = min((stage["submitted"] for stage in chosen if stage["submitted"]), default=0.0)
@@ -87,17 +89,23 @@ def collect(event_log_dir: Path, last: Pass, description: str, slots: int, model
         }
         for stage in chosen
     ]
-    batches = batch_sizes(last.tasks.get("records", []))
-    fast_paths = fastpaths.evidence(last.tasks.get("records", []), log, ids)
-    return {**collect_tasks(last), "stages": rows, "timeline": timeline, "batches": batches, "fast_paths": fast_paths}
+    batches = batch_sizes(records)
+    fast_paths = fastpaths.evidence(records, log, ids)
+    return {
+        **collect_tasks(records),
+        "stages": rows,
+        "timeline": timeline,
+        "batches": batches,
+        "fast_paths": fast_paths,
+    }
 
 
-def collect_tasks(last: Pass) -> dict[str, Any]:
-    """What the tasks' own reports prove without an event log (an sc:// server's log out of reach): the GPU
+def collect_tasks(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the tasks' own reports (`records`) prove without an event log (an sc:// server's log out of reach): the GPU
     addresses each model task received; no stages, no timeline."""
     gpu_tasks = [
         {"stage": record["stage"], "partition": record["partition"], "gpu_addresses": record["gpu_addresses"]}
-        for record in last.tasks.get("records", [])
+        for record in records
         if record["step"] in MODEL_STEPS
     ]
     return {"stages": [], "timeline": [], "model_task_gpus": gpu_tasks}

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.schema import SparkConfig
+from pipeline.config.schema import SparkConfig
 from pipeline.spark.eventlog import task_metrics
 
 # Spark conf -> the `spark.*` config key that sets it

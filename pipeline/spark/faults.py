@@ -49,7 +49,7 @@ def executor_jvm(pid: int) -> psutil.Process:
 
 def kill_executor() -> None:
     """SIGKILL this task's executor JVM, wait until it is gone, and end this Python worker with it."""
-    from pipeline.processes import running
+    from pipeline.runtime.processes import running
 
     jvm = executor_jvm(os.getpid())
     context = TaskContext.get()

@@ -41,9 +41,9 @@ from pipeline.inference import accelerator
 from pipeline.inference.model import model_builds, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.rundir import atomic_write
+from pipeline.runtime.timing import now
 from pipeline.spark import faults
 from pipeline.spark.fastpaths import worker_view
-from pipeline.timing import now
 
 T = TypeVar("T")
 _END: Any = object()  # the end of an iterator, for next(iterator, _END)

@@ -5,7 +5,7 @@
 how many tasks can run at once by CPU, by GPU and in the model stage, and the memory sizes. It raises
 ConfigError for a combination Spark would refuse or hang on, naming the key, and ClusterError when real
 GPUs are asked for and nvidia-smi finds none; nvidia-smi is its only look outside the config. Validation
-builds it (`pipeline.validate.validate` returns it), the cluster context starts what it describes
+builds it (`pipeline.config.validate.validate` returns it), the cluster context starts what it describes
 (`pipeline.spark.cluster.cluster`), and the evidence checks the run against it (`pipeline.spark.evidence`).
 """
 
@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from pipeline.schema import (
+from pipeline.config.schema import (
     ClusterConfig,
     ClusterMode,
     Config,

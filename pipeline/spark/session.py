@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.config.schema import Config
 from pipeline.rundir import RunDir
-from pipeline.schema import Config
 from pipeline.spark.cluster import Cluster
 from pipeline.spark.fastpaths import fast_path_conf
 

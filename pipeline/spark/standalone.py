@@ -5,7 +5,7 @@
 worker has registered (failing fast, with the logs' last lines, if a process exits), checks that each offers
 the planned GPUs, and records commands, PIDs and timings in `run_dir/cluster/cluster.json`. However the
 block ends (return, exception, Ctrl-C, SIGTERM), the workers are stopped first, with the executors they
-spawned, then the master (`pipeline.processes`).
+spawned, then the master (`pipeline.runtime.processes`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from pipeline.processes import SignalGuard, stop_processes
+from pipeline.runtime.processes import SignalGuard, stop_processes
 from pipeline.spark.plan import ClusterError, GpuPlan, Plan
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from pipeline.data import weights
 from pipeline.data.datasets import prepare
 from pipeline.engines.spark import measure
-from pipeline.inference import weights
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType
 
-from pipeline.schema import UdfStyle
+from pipeline.config.schema import UdfStyle
 from tests.bench.harness import CallLog
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

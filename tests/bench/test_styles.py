@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.config.schema import UdfStyle
 from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference, fused
-from pipeline.schema import UdfStyle
 from pipeline.spark.ledger import TaskLedger, summarize
 from tests.bench.harness import BenchData, CallLog, measure, record
 from tests.bench.styles import IDENTITY

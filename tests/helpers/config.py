@@ -6,7 +6,7 @@ from __future__ import annotations
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from pipeline.schema import Config, register
+from pipeline.config.schema import Config, register
 
 register()
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import psutil
 
-from pipeline.processes import running
+from pipeline.runtime.processes import running
 
 
 def cmdline(pid: int) -> str:

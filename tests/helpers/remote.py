@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.processes import running, stop_processes
+from pipeline.runtime.processes import running, stop_processes
 from pipeline.spark.connect import SERVER_CLASS
 from pipeline.spark.standalone import LOOPBACK, _free_ports, spark_home
 

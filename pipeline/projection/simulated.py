@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from pipeline.schema import Config, DeviceConfig, Engine
+from pipeline.config.schema import Config, DeviceConfig, Engine
 
 if TYPE_CHECKING:  # a report imports this through provenance: no torch, no Spark
     from pipeline.engines.base import Pass

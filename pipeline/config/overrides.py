@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from pipeline.schema import ClusterMode
+from pipeline.config.schema import ClusterMode
 
 PREPROCESS_CLUSTER_KEY = re.compile(r"^\+{0,2}topology\.preprocess_cluster\.[^=]+=")
 

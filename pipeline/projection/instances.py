@@ -3,7 +3,7 @@
 Why a catalogue of its own: a projection needs each machine's vCPUs, GPUs and their device profile
 (conf/device/), its memory and its price, with their sources; the price stays in the cost table
 (conf/cost/aws_on_demand.yaml), so a price lives in one place. Each file is typed by
-`pipeline.schema.InstanceConfig`: a misspelt key, a wrong type, an unknown instance, a price or device the
+`pipeline.config.schema.InstanceConfig`: a misspelt key, a wrong type, an unknown instance, a price or device the
 other tables lack all fail naming the key and the choices.
 """
 
@@ -15,8 +15,8 @@ from importlib import resources
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.bottleneck import Device
-from pipeline.schema import ConfigError, CostConfig, DeviceConfig, InstanceConfig, PriceConfig
+from pipeline.config.schema import ConfigError, CostConfig, DeviceConfig, InstanceConfig, PriceConfig
+from pipeline.projection.bottleneck import Device
 
 COST_TABLE = "aws_on_demand"
 

@@ -5,7 +5,7 @@ of CPU decoding, GPU speed and Spark's concurrency rules, and most sessions have
 rates measured here (decode + preprocess per core, Spark's fixed costs) and a device profile into each
 topology's throughput on any shape, so the check sweep can compare it with runs under a simulated device and
 the reports can project to real instances. Pure functions over numbers: no Spark, torch or file I/O
-(`pipeline.rates` reads the rates from disk; the split size is the harness's own rule, the pure
+(`pipeline.projection.rates` reads the rates from disk; the split size is the harness's own rule, the pure
 `pipeline.spark.session.split_bytes`).
 
 Spark's concurrency rules, as modelled:

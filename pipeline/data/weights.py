@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
-from pipeline import progress
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.rundir import atomic_write
+from pipeline.runtime import progress
 
 CALIBRATION_VERSION = 1
 CALIBRATION_IMAGES = 32

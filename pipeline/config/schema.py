@@ -4,7 +4,7 @@ Every axis of the matrix is a Hydra config group whose YAML options are merged i
 misspelt key, a wrong type or an unknown enum value fails at compose time with the key and the choices.
 The groups whose options take different knobs (engine, udf, cluster, topology) have a dataclass per option,
 so a key of another option fails there too; `typed` rebuilds them from a resolved config.
-What a type cannot say (ranges, combinations) is checked by `pipeline.validate` before anything starts.
+What a type cannot say (ranges, combinations) is checked by `pipeline.config.validate` before anything starts.
 """
 
 from __future__ import annotations
@@ -406,10 +406,10 @@ class CostConfig:
 
 @dataclass
 class InstanceConfig:
-    """A machine of the instance catalogue (conf/instance/, `pipeline.instances`), which reports project results
-    onto. `price` names its entry in the cost table (one place for a price); `device` a profile of conf/device/
-    (None: no GPU); `vcpu_speed` is one vCPU's preprocessing rate with all busy relative to one core here, and
-    `vcpu_speed_source` says whether it is measured or assumed."""
+    """A machine of the instance catalogue (conf/instance/, `pipeline.projection.instances`), which reports project
+    results onto. `price` names its entry in the cost table (one place for a price); `device` a profile of
+    conf/device/ (None: no GPU); `vcpu_speed` is one vCPU's preprocessing rate with all busy relative to one core
+    here, and `vcpu_speed_source` says whether it is measured or assumed."""
 
     name: str = ""
     price: str = ""

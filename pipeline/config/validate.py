@@ -1,6 +1,6 @@
 """Checks the schema's types cannot express, run before any data, model or Spark work starts.
 
-Which keys an option takes is the schema's: each option has a dataclass of its own (`pipeline.schema`), so
+Which keys an option takes is the schema's: each option has a dataclass of its own (`pipeline.config.schema`), so
 `udf.prefetch` with `udf=map_in_pandas` or `cluster.master` with `cluster=local` fail at compose time.
 """
 
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
-from pipeline.instances import device_profiles
-from pipeline.schema import (
+from pipeline.config.schema import (
     ClusterMode,
     Config,
     ConfigError,
@@ -25,6 +23,8 @@ from pipeline.schema import (
     TorchEngineConfig,
     UdfStyle,
 )
+from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
+from pipeline.projection.instances import device_profiles
 from pipeline.spark.fastpaths import FAST_PATH_KEYS
 from pipeline.spark.plan import Plan, plan
 

@@ -1,7 +1,7 @@
 """The bottleneck model's rates, read from measurements on disk, with defaults measured on this machine.
 
-Why: `pipeline.bottleneck` predicts from numbers; those numbers must be measurements, each saying where it came
-from. Two kinds of file give them:
+Why: `pipeline.projection.bottleneck` predicts from numbers; those numbers must be measurements, each saying where
+it came from. Two kinds of file give them:
 
 - result.json files (read through `pipeline.results`): an ok `engine=torch model=null_model` run (one process,
   `engine.loader_workers=0`) decodes and preprocesses every image on one core and runs no model, so its median
@@ -21,7 +21,7 @@ from. Two kinds of file give them:
   sizes the cost per batch (the slope over batches per slot), and `image_round_trip` minus `tiny_no_sleep` the
   cost of moving the raw images through Arrow both ways, per byte.
 
-A figure neither gives comes from `DEFAULTS`, measured here with `python -m pipeline.rates DATASET_DIR` (CPU
+A figure neither gives comes from `DEFAULTS`, measured here with `python -m pipeline.projection.rates DATASET_DIR` (CPU
 time of one process, so a busy machine does not inflate it) or from the runs named in its source.
 """
 
@@ -36,14 +36,17 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.bottleneck import RAW_BYTES, Rates
+from pipeline.projection.bottleneck import RAW_BYTES, Rates
 from pipeline.results import Result, read_results
 
 # figure -> (value, where it came from). Measured 2026-12-03 on this machine (2-core AMD EPYC, no GPU) with nothing
 # else running, see README "Bottleneck model". The same command on 2026-12-02, with other sessions' jobs on the
 # machine (load average 6-10), gave CPU times about 2.2 times these: shared cores slow even a process's CPU time.
 MEASURED = "measured here 2026-12-03, idle machine"
-HERE = "python -m pipeline.rates DATASET_DIR --images 256 (CPU time of one process, 1 torch thread, generated JPEGs)"
+HERE = (
+    "python -m pipeline.projection.rates DATASET_DIR --images 256 "
+    "(CPU time of one process, 1 torch thread, generated JPEGs)"
+)
 ASSUMED = "assumed, not measured"
 ARROW_S_PER_IMAGE = 1.41e-3  # a raw 192 KiB image through Arrow both ways, core-seconds (the microbenchmark)
 DEFAULTS: dict[str, tuple[float, str]] = {
@@ -306,7 +309,7 @@ def original_preprocess_s(images: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.rates", description=measure_here.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.projection.rates", description=measure_here.__doc__)
     parser.add_argument("dataset_dir", type=Path, help="a generated JPEG data set (Parquet files)")
     parser.add_argument("--images", type=int, default=64)
     arguments = parser.parse_args(argv)
