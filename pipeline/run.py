@@ -12,6 +12,7 @@ from pipeline.config.schema import Config, ModelName, OnBadImage
 from pipeline.config.validate import ConnectUnavailable, validate
 from pipeline.data import weights
 from pipeline.data.datasets import dataset_summary, prepare
+from pipeline.data.storage import Storage
 from pipeline.engines import engine
 from pipeline.engines.base import Measurement
 from pipeline.inference.accelerator import device_locks
@@ -105,7 +106,9 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
     if plan is not None and plan.starts_jvm:
         java_version()
     cache = config.cache_dir
-    dataset = prepare(config.dataset, cache, config.preprocess.max_pixels)
+    dataset = prepare(
+        config.dataset, Storage.of(config.storage, run_dir, cache).dataset_cache, config.preprocess.max_pixels
+    )
     result.dataset = dataset_summary(dataset)
     result.metrics.num_images = dataset.num_images
     result.metrics.data_prepare_s = dataset.prepare_s

@@ -198,8 +198,8 @@ def test_plan_names_the_master_memory_and_confs_of_each_mode():
     assert (pair.master, pair.worker_memory_mb, pair.executor_memory_mb) == ("local-cluster[2,4,1536]", 1536, 1024)
     standalone = plan(compose_config("cluster=standalone", "cluster.worker_memory=1g", "cluster.executor_memory=512m"))
     assert (standalone.master, standalone.worker_memory_mb, standalone.starts_workers) == (None, 1024, True)
-    remote = plan(compose_config("cluster=remote", "cluster.master=spark://x:7077", "cluster.workers=3"))
-    assert (remote.master, remote.worker_memory_mb, remote.executor_memory_mb) == ("spark://x:7077", None, 4096)
+    remote = plan(compose_config("cluster=remote", "cluster.master=spark://127.0.0.1:7077", "cluster.workers=3"))
+    assert (remote.master, remote.worker_memory_mb, remote.executor_memory_mb) == ("spark://127.0.0.1:7077", None, 4096)
     assert remote.conf["spark.executor.instances"] == "3" and not remote.starts_workers
 
 
@@ -325,9 +325,9 @@ def test_worker_options_quote_paths_with_spaces():
 
 
 def test_remote_passes_the_master_through_and_starts_nothing(tmp_path):
-    config = compose_config("cluster=remote", "cluster.master=spark://x:7077", "cluster.workers=3")
+    config = compose_config("cluster=remote", "cluster.master=spark://127.0.0.1:7077", "cluster.workers=3")
     with cluster(config, tmp_path) as c:
-        assert (c.master, c.pids, c.log_dir, c.slots) == ("spark://x:7077", (), None, 12)
+        assert (c.master, c.pids, c.log_dir, c.slots) == ("spark://127.0.0.1:7077", (), None, 12)
         assert c.conf == {
             "spark.executor.cores": "4",
             "spark.executor.memory": "4g",
@@ -338,7 +338,7 @@ def test_remote_passes_the_master_through_and_starts_nothing(tmp_path):
 
 
 def test_remote_without_master_is_refused(tmp_path):
-    config = compose_config("cluster=remote", "cluster.master=spark://x:7077")
+    config = compose_config("cluster=remote", "cluster.master=spark://127.0.0.1:7077")
     config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, master=None))
     with pytest.raises(ConfigError, match="cluster.master"):
         with cluster(config, tmp_path):

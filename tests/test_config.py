@@ -98,7 +98,8 @@ def test_compose_rejects(override, error, named):
             ["topology=stage_level", "cluster=standalone", "gpu.emulate=2", "udf=scalar_pandas_udf"],
             "only map_in_pandas",
         ),
-        (["topology=two_stage", "topology.intermediate_path=null"], "topology.intermediate_path"),
+        (["storage=s3://bucket/root"], "storage='s3://bucket/root': s3:// is not served yet"),
+        (["cluster=remote", "cluster.master=spark://nowhere.invalid:7077"], "cluster.driver_host=ADDR"),
         (
             ["engine=ray", "preprocess.decoder=torchvision", "preprocess.decode_on=model_device"],
             "preprocess.decode_on=model_device with engine=ray",

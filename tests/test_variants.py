@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config.schema import Topology, UdfStyle
+from pipeline.data.storage import Storage, parquet_sizes
 from pipeline.engines.spark import measure
 from pipeline.spark.session import sql_confs, whole_file_splits
 from pipeline.verify import compare, reference_predictions
@@ -51,13 +52,14 @@ def test_every_style_and_topology_agrees_with_the_reference(
     assert list(timed.jobs) == (["preprocess", "predict"] if topology == "two_stage" else ["predict"])
 
 
-def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset, inference):
-    config = compose_config(
-        "topology=two_stage", f"topology.intermediate_path={tmp_path / 'crops'}", "warmup=0", "repeats=1"
-    )
+@pytest.mark.parametrize("where", ["topology.intermediate_path", "storage"])
+def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset, inference, where):
+    config = compose_config("topology=two_stage", f"{where}={tmp_path / 'crops'}", "warmup=0", "repeats=1")
     measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
     crop_bytes = tiny_dataset.num_images * 3 * 224 * 224
-    assert intermediate_bytes(config) >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
+    written = intermediate_bytes(config, Storage.of(config.storage, tmp_path, config.cache_dir))
+    assert written >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
+    assert list((tmp_path / "crops").rglob("*.parquet"))  # where the key put them
 
 
 def test_two_stage_reads_each_file_job_1_wrote_in_a_task_of_its_own(spark, tmp_path):
@@ -71,7 +73,7 @@ def test_two_stage_reads_each_file_job_1_wrote_in_a_task_of_its_own(spark, tmp_p
 
     with sql_conf(spark, "spark.sql.files.maxPartitionBytes", str(200 * 1024)):
         assert sorted(rows_per_task()) == [0, 0, 0, 0, 8, 8]  # the application's split cuts each file in 3
-        with sql_confs(spark, whole_file_splits(path)):
+        with sql_confs(spark, whole_file_splits(parquet_sizes(path))):
             assert rows_per_task() == [8, 8]
 
 

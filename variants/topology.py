@@ -3,7 +3,8 @@
 - fused: preprocess and predict in one stage (the original "standard" cluster);
 - split: preprocess → repartition → predict (the original "local"): two stages, the predict stage with
   `topology.predict_partitions` tasks (default: the GPU slots, else the task slots);
-- two_stage: job 1 preprocesses and writes the crops as Parquet to `topology.intermediate_path`; job 2 reads
+- two_stage: job 1 preprocesses and writes the crops as Parquet to `topology.intermediate_path` (by default the
+  run's area of the storage root, `pipeline.data.storage`, which every executor reaches); job 2 reads
   them with the schema job 1 wrote, one task per file (`pipeline.spark.session.whole_file_splits`), and
   predicts (the original CPU cluster + GPU cluster; with `topology.preprocess_cluster`, each job runs in an
   application of its own, see `pipeline.engines.spark`);
@@ -15,7 +16,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ from pyspark.resource import ResourceProfile, ResourceProfileBuilder, TaskResour
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline.config.schema import Config, Topology
+from pipeline.data import storage
+from pipeline.data.storage import Storage
 from pipeline.inference.steps import Inference, fused, predict_crops, preprocess, served
 from pipeline.spark.ledger import TaskLedger
 from pipeline.spark.session import sql_confs, whole_file_splits
@@ -45,6 +47,12 @@ def predict_profile(config: Config) -> ResourceProfile:
     return ResourceProfileBuilder().require(requests).build
 
 
+def intermediate(config: Config, run_storage: Storage) -> Path:
+    """Where two_stage's job 1 writes the crops job 2 reads: `topology.intermediate_path`, else the run's area."""
+    configured = config.topology.intermediate_path
+    return Path(configured).expanduser().resolve() if configured else run_storage.intermediate
+
+
 def jobs(
     spark: SparkSession,
     config: Config,
@@ -53,6 +61,7 @@ def jobs(
     ledger: TaskLedger,
     predict_slots: int,
     sink: Sink,
+    run_storage: Storage,
 ) -> list[Job]:
     style = UDF_STYLES[config.udf.style]
     options, kind = config.udf, config.topology.kind
@@ -62,14 +71,14 @@ def jobs(
         return [Job("predict", lambda: sink(predictions))]
     crops = style(images, preprocess(inference), ledger, options)
     if kind is Topology.two_stage:
-        path = Path(config.topology.intermediate_path).expanduser().resolve()
+        path = intermediate(config, run_storage)
 
         def write_crops() -> None:
-            shutil.rmtree(path, ignore_errors=True)
-            crops.write.parquet(str(path))
+            crops.write.mode("overwrite").parquet(str(path))
 
         def predict_written() -> None:
-            with sql_confs(spark, whole_file_splits(path)):  # the scan's splits are cut when the action runs
+            # the scan's splits are cut when the action runs
+            with sql_confs(spark, whole_file_splits(storage.parquet_sizes(path))):
                 # the schema job 1 wrote: without it Spark runs a job of its own to read a footer, every pass
                 written = spark.read.schema(crops.schema).parquet(str(path))
                 sink(style(written, predict_crops(inference), ledger, options))
@@ -81,9 +90,8 @@ def jobs(
     return [Job("predict", lambda: sink(predictions))]
 
 
-def intermediate_bytes(config: Config) -> int | None:
+def intermediate_bytes(config: Config, run_storage: Storage) -> int | None:
     """Size of the crops two_stage wrote between its jobs."""
     if config.topology.kind is not Topology.two_stage:
         return None
-    path = Path(config.topology.intermediate_path).expanduser()
-    return sum(file.stat().st_size for file in path.rglob("*.parquet"))
+    return sum(storage.parquet_sizes(intermediate(config, run_storage)))

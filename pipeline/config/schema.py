@@ -291,6 +291,13 @@ class RemoteConfig(ExecutorsConfig):
 
     mode: ClusterMode = ClusterMode.remote
     master: Optional[str] = None
+    # the address the executors reach the driver at, which it also binds (None: this machine's address on the
+    # route to the master); the modes the harness starts here keep the driver on 127.0.0.1
+    driver_host: Optional[str] = None
+    # seconds the driver waits for `workers` executors to register before the run fails saying why
+    register_timeout_s: float = 120.0
+    # the master's web UI, read only to say why executors did not register (None: http://MASTER_HOST:8080)
+    master_webui: Optional[str] = None
     # an sc:// server's spark.eventLog.dir, when this machine can read it: the evidence is read from its
     # application's log there (a spark:// master's driver is the job's own and logs to the run dir)
     event_log_dir: Optional[str] = None
@@ -326,7 +333,7 @@ class SplitConfig(TopologyConfig):
 @dataclass
 class TwoStageConfig(TopologyConfig):
     kind: Topology = Topology.two_stage
-    intermediate_path: Optional[str] = None
+    intermediate_path: Optional[str] = None  # None: the run's area of the storage root (pipeline.data.storage)
     # job 1 runs as its own application on this cluster (None: both jobs in one application)
     preprocess_cluster: Optional[ClusterConfig] = None
 
@@ -465,6 +472,7 @@ class Config:
     verify: bool = False
     resume: bool = False
     cache_dir: str = "~/.cache/spark-inference-bench"
+    storage: Optional[str] = None  # what tasks read or write, for every node (None: cache_dir and the run dir)
 
 
 def typed(container: Any) -> Config:

@@ -23,6 +23,7 @@ from pipeline.config.schema import (
     TorchEngineConfig,
     UdfStyle,
 )
+from pipeline.data import storage
 from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.projection.instances import device_profiles
 from pipeline.spark.fastpaths import FAST_PATH_KEYS
@@ -118,8 +119,6 @@ def _spark(config: Config) -> Plan:
         raise ConnectUnavailable(f"{CONNECT_UNAVAILABLE_PREFIX}{reason}")
     if planned.connect:
         mode = planned.mode  # cluster=connect is checked as its backend (cluster=remote stays remote)
-    if kind is Topology.two_stage and not config.topology.intermediate_path:
-        raise ConfigError("topology=two_stage needs topology.intermediate_path, where job 1 writes the crops")
     if kind is Topology.stage_level:
         if mode is ClusterMode.local:
             raise ConfigError(
@@ -283,6 +282,8 @@ def validate(config: Config) -> Plan | None:
                 "decodes in the model's task (the others make crops in a stage of their own)"
             )
     _device(config)
+    if config.storage is not None:
+        storage.check(config.storage)
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:
         raise ConfigError("engine=ray needs Ray Data, an optional dependency: pip install -e '.[peers]'")
     if config.engine.name is Engine.spark:

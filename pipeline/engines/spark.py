@@ -27,8 +27,9 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline.config.schema import Config, GpuConfig, Sink, Topology
+from pipeline.config.schema import ClusterMode, Config, GpuConfig, Sink, Topology
 from pipeline.data.datasets import Dataset
+from pipeline.data.storage import Storage
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.steps import STEPS, Inference
 from pipeline.rundir import RunDir
@@ -37,11 +38,17 @@ from pipeline.spark.batching import check_batches
 from pipeline.spark.cluster import Cluster, cluster
 from pipeline.spark.connect import ConnectServer, ConnectServerDied, connect_server, connect_session, is_connect
 from pipeline.spark.evidence import check, collect, collect_tasks, faults, join, join_faults
+from pipeline.spark.executors import master_webui, wait_for_executors
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
 from pipeline.spark.session import runtime_conf, spark_conf, spark_session
+from pipeline.spark.shipping import ship_weights
 from pipeline.spark.time_split import split
 from variants.topology import intermediate_bytes, jobs
+
+
+class TasksUnheard(RuntimeError):
+    """A pass ran, but no task's record reached the driver."""
 
 
 @dataclass
@@ -99,6 +106,10 @@ def application(config: Config, run_dir: Path, dataset: Dataset, plan: Plan) -> 
                 yield Application(spark, running, runtime, cluster_s, time.perf_counter() - started)
         else:
             with spark_session(conf) as spark:
+                if plan.mode is ClusterMode.remote:  # a cluster the harness did not start: its executors may never come
+                    cl = config.cluster
+                    webui = master_webui(running.master, cl.master_webui)
+                    wait_for_executors(spark, plan.workers, cl.register_timeout_s, webui)
                 yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
 
 
@@ -165,6 +176,9 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
         if server is not None:
             inference = dataclasses.replace(inference, server=server.address)
         with application(config, spec.run_dir.path, dataset, spec.plan) as app:
+            shipped: dict[str, Any] = {}
+            if spec.plan.mode is ClusterMode.remote:  # executors that may see nothing of this machine's disk
+                inference, shipped = ship_weights(app.spark, inference)
             try:
                 measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job, server=server)
             except Exception as error:
@@ -176,7 +190,7 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
                     except ConnectServerDied as died:
                         raise died from error
                 raise
-            record = app.record(slots)
+            record = {**app.record(slots), "shipped": shipped}
     records = measured.timed[-1].tasks.get("records", [])
     if spec.plan.connect and not spec.plan.connect_server:  # an sc:// server the tool did not start
         unavailable = remote_event_log(config, record["app_id"], spec.run_dir.eventlog)
@@ -241,7 +255,9 @@ def _joined_runs(config: Config, runs: list[ApplicationRun], row_group_rows: int
         cluster=record,
         cluster_start_s=sum(run.app.cluster_s for run in runs),
         spark_conf=last.app.conf,
-        intermediate_bytes=intermediate_bytes(config),
+        intermediate_bytes=intermediate_bytes(
+            config, Storage.of(config.storage, last.spec.run_dir.path, config.cache_dir)
+        ),
         evidence=evidence,
         checks=checks,
         faults=found_faults,
@@ -294,7 +310,8 @@ def measure(
     """Warm-up and timed passes of the configured variant in a running application; `only` names the one
     job of each pass this application runs (two_stage on two clusters), None runs them all. A model `server`
     (topology=model_server) has its statistics read before each pass and after the last."""
-    ledger = TaskLedger(RunDir(run_dir).tasks / (only or "all"))
+    run_storage = Storage.of(config.storage, run_dir, config.cache_dir)
+    ledger = TaskLedger(run_storage.tasks / (only or "all"))
     # the pass bars poll a SparkContext's status tracker; under Connect there is none (the bar shows no tasks)
     context = None if is_connect(spark) else spark.sparkContext
     images = spark.read.parquet(str(dataset.path))
@@ -306,12 +323,14 @@ def measure(
         collected["predictions"] = predictions
         writer = predictions.write.mode("overwrite")
         if config.sink is Sink.parquet:
-            writer.parquet(str(RunDir(run_dir).predictions.resolve()))
+            writer.parquet(str(run_storage.predictions))
         else:
             writer.format("noop").save()
 
     plan = [
-        job for job in jobs(spark, config, images, inference, ledger, predict_slots, sink) if only in (None, job.name)
+        job
+        for job in jobs(spark, config, images, inference, ledger, predict_slots, sink, run_storage)
+        if only in (None, job.name)
     ]
     number = iter(range(1, 1 + config.warmup + config.repeats))
     shown: list[PassProgress] = []  # the running pass's bar: its polling thread starts before the timer
@@ -329,6 +348,17 @@ def measure(
         progress = shown.pop()
         progress.__exit__()  # after the timer stopped
         records = ledger.records()
+        if not records:
+            fix = (
+                f"is storage={run_storage.root} the same shared directory on every node and here?"
+                if run_storage.shared
+                else "executors on other machines see nothing of its run dir: set storage=DIR to a directory every "
+                "node and this machine share at the same path"
+            )
+            raise TasksUnheard(
+                f"the pass's tasks finished, but none of their records reached {ledger.directory}: the executors "
+                f"wrote them where this machine cannot read; {fix}"
+            )
         first = [r for r in records if STEPS[r.step].reads_images]
         last = [r for r in records if STEPS[r.step].runs_model]
         bad = [image for record in first for image in record.bad]
@@ -350,6 +380,6 @@ def measure(
         # sink=parquet: what the last timed pass wrote; a noop sink keeps nothing, so the pass runs once more,
         # untimed, for its predictions
         written = config.sink is Sink.parquet
-        source = spark.read.parquet(str(RunDir(run_dir).predictions.resolve())) if written else collected["predictions"]
+        source = spark.read.parquet(str(run_storage.predictions)) if written else collected["predictions"]
         measurement.predictions = source.select("id", "top1", "prob").toPandas()
     return measurement

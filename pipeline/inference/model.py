@@ -48,7 +48,8 @@ class ModelSpec:
     """
 
     name: str = "resnet50"
-    weights_file: str | None = None
+    # a path, or a path-like an engine resolves where the model is built (a file Spark shipped to an executor)
+    weights_file: str | os.PathLike[str] | None = None
     precision: str = "fp32"
     channels_last: bool = True
     compile: bool = False

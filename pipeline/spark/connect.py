@@ -36,8 +36,8 @@ from urllib.parse import urlparse
 import psutil
 
 from pipeline.runtime.processes import SignalGuard, running, stop_processes
-from pipeline.spark.plan import ClusterError
-from pipeline.spark.standalone import LOOPBACK, _free_ports, _tail, spark_home
+from pipeline.spark.plan import LOOPBACK, ClusterError
+from pipeline.spark.standalone import _free_ports, _tail, spark_home
 
 log = logging.getLogger(__name__)
 

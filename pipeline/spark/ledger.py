@@ -1,19 +1,20 @@
 """What each Spark task reports about itself, gathered on the driver through one side file per task report.
 
-Each task attempt writes its records into the ledger's directory in the run dir (one pickled file per
-report, written to a hidden temporary name and renamed, so the driver reads whole files only), named by
-step, stage, partition, task attempt and part. No accumulator: Spark Connect has no SparkContext to make one
-with, and one channel serves every mode (classic or Connect, local or a cluster whose executors see the run
-dir, as the Parquet sink and the data set path need already). The driver keeps, per (step, stage,
-partition), only the parts of its latest task attempt (the highest task attempt id, unique in an
-application): a retried or recomputed partition replaces its earlier attempt's parts instead of counting
-twice, and a failed attempt's partial parts never count, as Spark's accumulators would drop them.
-Whole-partition variants report one part per task; per-batch variants (scalar UDFs, predict_batch_udf) one
-part per batch, keyed by the batch's ordinal in its task attempt (0, 1, ...): something the data cannot
-repeat (a key taken from the batch's first image id let two batches that start with the same id overwrite
-each other). The records are the run's evidence: rows in and out and bad images per task, the worker
-process, how many times it built the model, the device and the GPU addresses the scheduler gave the task,
-and when it ran.
+Each task attempt writes its records into the ledger's directory on the storage root (`pipeline.data.storage`:
+the run dir on one machine, a directory every node shares on a cluster of other machines), one pickled file per
+report, written to a hidden temporary name and renamed, so the driver reads whole files only, named by step,
+stage, partition, task attempt and part. No accumulator: Spark Connect has no SparkContext to make one with,
+and one channel serves every mode (classic or Connect, this machine or others, whose executors reach the storage
+root for the data set and the sink already). Its cost inside a timed pass is measured (`tests/bench`).
+
+The driver keeps, per (step, stage, partition), only the parts of its latest task attempt (the highest task attempt
+id, unique in an application): a retried or recomputed partition replaces its earlier attempt's parts instead of
+counting twice, and a failed attempt's partial parts never count, as Spark's accumulators would drop them.
+Whole-partition variants report one part per task; per-batch variants (scalar UDFs, predict_batch_udf) one part per
+batch, keyed by the batch's ordinal in its task attempt (0, 1, ...): something the data cannot repeat (a key taken
+from the batch's first image id let two batches that start with the same id overwrite each other). The records are
+the run's evidence: rows in and out and bad images per task, the worker process, how many times it built the model,
+the device and the GPU addresses the scheduler gave the task, and when it ran.
 
 They also prove the batch axes and split the task's time: the rows and Arrow bytes of every batch Spark
 handed the UDF (`udf_call_rows`, `udf_call_bytes`), the rows of every model call (`model_call_rows`), and

@@ -1,4 +1,5 @@
-"""The Spark application of one run: Java check, every conf written down, loopback only, stopped on exit."""
+"""The Spark application of one run: Java check, every conf written down, the driver on the address its executors
+reach (loopback for the clusters the harness starts here), stopped on exit."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pipeline.config.schema import Config
 from pipeline.rundir import RunDir
 from pipeline.spark.cluster import Cluster
 from pipeline.spark.fastpaths import fast_path_conf
+from pipeline.spark.plan import LOOPBACK
 
 if TYPE_CHECKING:  # the bottleneck model imports split_bytes without pyspark
     from pyspark.sql import SparkSession
@@ -69,15 +71,15 @@ def split_bytes(input_bytes: int, slots: int, largest_file_bytes: int | None = N
     return min(128 * 2**20, max(2**20, -(-largest // pieces)))
 
 
-def whole_file_splits(path: Path) -> dict[str, str]:
-    """Read confs under which every Parquet file under `path` is one split of its own.
+def whole_file_splits(sizes: list[int]) -> dict[str, str]:
+    """Read confs under which every Parquet file of these `sizes` is one split of its own.
 
     two_stage's job 2 reads the crops job 1 wrote, one file (one row group) a task and larger than the JPEGs
     the application's split size was set for: under that size Spark cut each file in two and the half without
     the row group's midpoint was a task that read nothing. A split and an open cost of the largest file's bytes
     keep each file whole and alone in its task, so job 2 runs one task per file job 1 wrote.
     """
-    largest = max((file.stat().st_size for file in path.rglob("*.parquet")), default=0)
+    largest = max(sizes, default=0)
     if not largest:
         return {}
     return {"spark.sql.files.maxPartitionBytes": str(largest), "spark.sql.files.openCostInBytes": str(largest)}
@@ -125,8 +127,8 @@ def spark_conf(
     conf = {
         "spark.master": cluster.master,
         "spark.app.name": f"spark-inference-bench:{run_dir.name}",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": cluster.plan.driver_host,
+        "spark.driver.bindAddress": cluster.plan.driver_host,
         "spark.driver.memory": config.cluster.driver_memory,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -159,9 +161,9 @@ def runtime_conf(conf: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in conf.items() if key.startswith("spark.sql.")}
 
 
-def loopback_env() -> None:
-    """Keep Spark on 127.0.0.1 and its Python workers on this interpreter."""
-    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+def driver_env(host: str) -> None:
+    """Keep the driver on `host` (its `spark.driver.host`) and its Python workers on this interpreter."""
+    os.environ["SPARK_LOCAL_IP"] = host
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 
@@ -192,7 +194,7 @@ def stop_driver_jvm(timeout: float = 30.0) -> None:
 @contextmanager
 def spark_session(conf: dict[str, str]) -> Iterator["SparkSession"]:  # noqa: F821
     """A SparkSession built from `conf` (nothing else), stopped however the block ends."""
-    loopback_env()
+    driver_env(conf.get("spark.driver.host", LOOPBACK))
     from pyspark.sql import SparkSession
 
     if SparkSession.getActiveSession() is not None:

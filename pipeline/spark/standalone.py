@@ -29,14 +29,13 @@ from typing import Any
 import psutil
 
 from pipeline.runtime.processes import SignalGuard, stop_processes
-from pipeline.spark.plan import ClusterError, GpuPlan, Plan
+from pipeline.spark.plan import LOOPBACK, ClusterError, GpuPlan, Plan
 
 log = logging.getLogger(__name__)
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 REGISTER_TIMEOUT = 90.0
-LOOPBACK = "127.0.0.1"
 
 
 def java_options(conf: dict[str, str]) -> str:
