@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 import pipeline
-from pipeline.processes import running
+from pipeline.runtime.processes import running
 from tests.helpers import nscluster
 from tests.helpers.nscluster import NamespaceCluster, checkouts, namespace_cluster, unavailable
 from tests.helpers.processes import survivors, tree

@@ -24,7 +24,7 @@ ends in `exec sleep infinity`) holding three namespaces:
 Spark processes of a node run inside its namespaces through `nsenter --target ANCHOR`, each in its own
 process group, with a clean environment (`Node.env`) and its log in the node's directory. However the block
 ends (return, exception, Ctrl-C, SIGTERM), the Spark processes are stopped by PID with their children
-(`pipeline.processes.stop_processes`), whatever else runs in a node is killed (`ip netns pids`), and the
+(`pipeline.runtime.processes.stop_processes`), whatever else runs in a node is killed (`ip netns pids`), and the
 veths, the bridge and the namespaces are deleted; `LeftBehind` is raised if anything survives. Namespaces and
 links are named after the creating PID, so a later cluster removes what a killed test session left.
 """
@@ -50,7 +50,7 @@ from typing import Any
 
 import psutil
 
-from pipeline.processes import SignalGuard, running, stop_processes
+from pipeline.runtime.processes import SignalGuard, running, stop_processes
 from pipeline.spark.connect import SERVER_CLASS
 from pipeline.spark.standalone import spark_home
 
