@@ -66,6 +66,11 @@ class RunDir:
         return self.path / "tasks"
 
     @property
+    def intermediate(self) -> Path:
+        """two_stage's crops between its jobs (unless `topology.intermediate_path` names a place)."""
+        return self.path / "intermediate"
+
+    @property
     def ray_logs(self) -> Path:
         return self.path / "ray-logs"
 

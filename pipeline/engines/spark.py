@@ -61,6 +61,7 @@ class Application:
     cluster_s: float
     startup_s: float
     server: ConnectServer | None = None  # the Spark Connect server the harness started (cluster=connect)
+    executors_wait_s: float | None = None  # cluster=remote: until its executors registered (in startup_s)
 
     def record(self, model_slots: int) -> dict[str, Any]:
         """What the result keeps about the application; read while it runs (the app id is the JVM's). Under
@@ -76,6 +77,7 @@ class Application:
             "log_dir": str(self.running.log_dir) if self.running.log_dir else None,
             "app_id": self.spark.conf.get("spark.app.id"),
             "driver_pid": (self.server.pid if self.server else None) if connect else os.getpid(),
+            "executors_wait_s": self.executors_wait_s,
             "driver_jvm_max_memory_mb": None
             if connect
             else self.spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
@@ -106,11 +108,12 @@ def application(config: Config, run_dir: Path, dataset: Dataset, plan: Plan) -> 
                 yield Application(spark, running, runtime, cluster_s, time.perf_counter() - started)
         else:
             with spark_session(conf) as spark:
+                waited = None
                 if plan.mode is ClusterMode.remote:  # a cluster the harness did not start: its executors may never come
                     cl = config.cluster
                     webui = master_webui(running.master, cl.master_webui)
-                    wait_for_executors(spark, plan.workers, cl.register_timeout_s, webui)
-                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
+                    waited = wait_for_executors(spark, plan.workers, cl.register_timeout_s, webui)
+                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, None, waited)
 
 
 @dataclass(frozen=True)
@@ -372,6 +375,7 @@ def measure(
     finally:
         for failed in shown:  # a pass that raised: stop its thread, leave its bar where it stood
             failed.__exit__(RuntimeError)
+        ledger.remove()  # the last pass's records are in the result; none is left on the storage root
     if server is not None:
         server.mark()
     measurement = Measurement(warmups, timed_passes)

@@ -193,6 +193,11 @@ class TaskLedger:
         for path in self.directory.iterdir():
             path.unlink(missing_ok=True)
 
+    def remove(self) -> None:
+        """Remove the directory with what is in it, when the run has read the last pass."""
+        self.clear()
+        self.directory.rmdir()
+
     def records(self) -> list[TaskRecord]:
         """One record per (step, stage, partition): the parts of its latest task attempt, merged."""
         latest: dict[tuple, int] = {}
