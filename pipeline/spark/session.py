@@ -127,8 +127,8 @@ def spark_conf(
     conf = {
         "spark.master": cluster.master,
         "spark.app.name": f"spark-inference-bench:{run_dir.name}",
-        "spark.driver.host": cluster.plan.driver_host,
-        "spark.driver.bindAddress": cluster.plan.driver_host,
+        "spark.driver.host": cluster.driver_host,
+        "spark.driver.bindAddress": cluster.driver_host,
         "spark.driver.memory": config.cluster.driver_memory,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
