@@ -252,7 +252,11 @@ class TaskLedger:
         attempt_id = context.taskAttemptId()
         key = (step.name, record.stage, record.partition, attempt_id, part)
         name = f"{step.name}-stage{record.stage}-part{record.partition}-attempt{record.attempt}-tid{attempt_id}-{part}"
-        atomic_write(self.directory / f"{name}{SUFFIX}", pickle.dumps((key, record)))
+        self.report(f"{name}{SUFFIX}", pickle.dumps((key, record)))
+
+    def report(self, name: str, data: bytes) -> None:
+        """Executor side: one task report, whole, under `name` in the directory (its one write)."""
+        atomic_write(self.directory / name, data)
 
 
 def summarize(records: list[TaskRecord]) -> dict:
