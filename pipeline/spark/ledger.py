@@ -186,7 +186,18 @@ class TaskLedger:
         builds of it (another run in the same application, a test session's) are not this run's."""
         for record in records:
             self._builds[record.pid] += record.model_builds
-        return {**summarize(records), "max_model_loads_per_worker": max(self._builds.values(), default=0)}
+        reports = list(self.directory.glob(f"*{SUFFIX}"))
+        channel = {
+            "how": "a file per task report on the storage root",
+            "directory": str(self.directory),
+            "reports": len(reports),
+            "bytes": sum(path.stat().st_size for path in reports),
+        }
+        return {
+            **summarize(records),
+            "max_model_loads_per_worker": max(self._builds.values(), default=0),
+            "channel": channel,
+        }
 
     def clear(self) -> None:
         """Remove every report (and any temporary file a killed task left): the next pass starts empty."""
@@ -284,6 +295,11 @@ def merge(first: dict, second: dict) -> dict:
         "max_model_loads_per_worker": max(first["max_model_loads_per_worker"], second["max_model_loads_per_worker"]),
         "model_builds": first["model_builds"] + second["model_builds"],
         "records": first["records"] + second["records"],
+        "channel": {
+            **second["channel"],
+            "reports": first["channel"]["reports"] + second["channel"]["reports"],
+            "bytes": first["channel"]["bytes"] + second["channel"]["bytes"],
+        },
     }
 
 
