@@ -21,10 +21,12 @@ import psutil
 import pytest
 
 from pipeline.config.validate import ConfigError, validate
-from pipeline.serving import client, environment, nodes
+from pipeline.serving import client, environment, on_node
 from pipeline.serving.client import ServerAddress, ServerPerNode, ServerUnavailable
 from pipeline.serving.launcher import Instance, ServerError
-from pipeline.serving.nodes import NodeServers, left_running, servers_of, stop_recorded
+from pipeline.serving.node_stats import NodeServers, servers_of
+from pipeline.serving.nodes import left_running
+from pipeline.serving.on_node import stop_recorded
 from pipeline.spark.evidence import check, node_usage
 from pipeline.spark.ledger import TaskRecord, summarize
 from pipeline.spark.plan import plan
@@ -191,7 +193,7 @@ def test_a_record_left_by_the_stop_pass_counts_only_while_its_server_answers(tmp
         alive, gone = tmp_path / "node-a", tmp_path / "node-b"
         alive.mkdir(), gone.mkdir()
         kept = _record_file(alive, psutil.Process(), f"127.0.0.1:{port}")
-        dropped = _record_file(gone, psutil.Process(os.getppid()), f"127.0.0.1:{nodes.free_port('127.0.0.1')}")
+        dropped = _record_file(gone, psutil.Process(os.getppid()), f"127.0.0.1:{on_node.free_port('127.0.0.1')}")
         left = left_running(tmp_path)
     assert [(r["node"], r["url"]) for r in left] == [("node-a", f"127.0.0.1:{port}")]
     assert kept.exists() and not dropped.exists()
@@ -229,7 +231,7 @@ def test_a_node_server_lives_as_long_as_the_process_it_watches_not_its_parent():
 
 
 def test_a_node_binds_its_address_on_the_route_to_the_driver():
-    assert nodes.node_address("127.0.0.1") == "127.0.0.1"
+    assert on_node.node_address("127.0.0.1") == "127.0.0.1"
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -405,7 +407,9 @@ def _wait_for(check, seconds: float):
 @pytest.mark.slow
 def test_a_classic_driver_runs_a_server_on_each_worker_node_and_leaves_nothing(ns_cluster, node_storage, tmp_path):
     before = {node.name: set(node.pids()) for node in ns_cluster.nodes}
-    result = _job(ns_cluster, node_storage, tmp_path / "run", ns_cluster.master_url)
+    # each Python worker ends with its task: a server outlives the worker that started it (not its executor)
+    reuse = "spark.python_worker_reuse=false"
+    result = _job(ns_cluster, node_storage, tmp_path / "run", ns_cluster.master_url, reuse)
     _assert_served_per_node(ns_cluster, result)
     # the application's executors and Python workers, and the servers with all they started, are gone
     assert not _wait_for(lambda: _new_processes(ns_cluster, before), 60)
@@ -418,3 +422,57 @@ def test_a_spark_connect_client_runs_a_server_on_each_worker_node_and_leaves_non
     _assert_served_per_node(ns_cluster, result)
     assert result["evidence"]["checks"]["preprocessing_on_every_slot"]  # the server's event log was read
     assert not _wait_for(lambda: _serving(ns_cluster), 30)  # the Connect server's own executors live on
+
+
+@pytest.mark.slow
+def test_an_executor_killed_mid_run_takes_its_nodes_server_with_it_and_the_run_names_the_node(
+    ns_cluster, node_storage, tmp_path
+):
+    from tests.helpers.cli import result_of
+    from tests.helpers.nscluster import checkouts
+
+    run_dir, victim = tmp_path / "run", ns_cluster.workers[0]
+    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    env |= {"PYTHONPATH": str(checkouts()[0]), "PYSPARK_PYTHON": sys.executable, "SPARK_CONF_DIR": str(tmp_path)}
+    slow = ["model=accelerator", "device=t4_fp16", "device.images_per_s=2", "spark.task_max_failures=2"]
+    shape = ["cluster=remote", f"cluster.master={ns_cluster.master_url}", "cluster.workers=2", "cluster.worker_cores=1"]
+    shape += [
+        "cluster.executor_memory=1g",
+        f"storage={node_storage}",
+        f"topology.server_env={node_storage / 'server-env'}",
+    ]
+    args = ["topology=model_server", *shape, *slow, "dataset.num_images=32", "dataset.images_per_file=16"]
+    args += ["warmup=0", "repeats=1", f"hydra.run.dir={run_dir}"]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        status = _wait_for(
+            lambda: not list(node_storage.glob(f"runs/*{run_dir.parent.name}*/server/{victim.hostname}/status.json")),
+            300,
+        )
+        assert not status, "the victim node's server never became ready"
+        [record_file] = node_storage.glob(f"runs/*{run_dir.parent.name}*/server/{victim.hostname}/pid-*.json")
+        record = json.loads(record_file.read_text())
+        spec = json.loads(victim.run(["cat", f"{record['workspace']}/spec.json"]).stdout)
+        executor = psutil.Process(spec["watch"]["pid"])
+        assert executor.pid in victim.pids() and "java" in executor.name()
+        time.sleep(3)  # the pass is running: each node's task is waiting on its server's simulated device
+        executor.kill()
+        server = psutil.Process(record["pid"])
+        assert not _wait_for(lambda: server.is_running() and server.status() != psutil.STATUS_ZOMBIE, 30)
+        _, stderr = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait(30)
+    result = result_of(run_dir)
+    assert result["status"] == "failed", stderr[-3000:]
+    assert result["error"]["type"] == "ServerDied", result["error"]
+    assert f"the model server on node {victim.hostname}" in result["error"]["message"]
+    assert not _wait_for(lambda: _serving(ns_cluster), 30)
