@@ -443,36 +443,29 @@ def test_an_executor_killed_mid_run_takes_its_nodes_server_with_it_and_the_run_n
     ]
     args = ["topology=model_server", *shape, *slow, "dataset.num_images=32", "dataset.images_per_file=16"]
     args += ["warmup=0", "repeats=1", f"hydra.run.dir={run_dir}"]
-    job = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    output = tmp_path / "job.log"
+    with open(output, "wb") as out:
+        job = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env, stdout=out, stderr=out)
     try:
-        status = _wait_for(
-            lambda: not list(node_storage.glob(f"runs/*{run_dir.parent.name}*/server/{victim.hostname}/status.json")),
-            300,
-        )
-        assert not status, "the victim node's server never became ready"
+        log = run_dir / "pipeline.log"
+        started = _wait_for(lambda: "model servers on 2 nodes" not in (log.read_text() if log.exists() else ""), 300)
+        assert not started, "the servers never became ready"
         [record_file] = node_storage.glob(f"runs/*{run_dir.parent.name}*/server/{victim.hostname}/pid-*.json")
         record = json.loads(record_file.read_text())
         spec = json.loads(victim.run(["cat", f"{record['workspace']}/spec.json"]).stdout)
         executor = psutil.Process(spec["watch"]["pid"])
         assert executor.pid in victim.pids() and "java" in executor.name()
-        time.sleep(3)  # the pass is running: each node's task is waiting on its server's simulated device
-        executor.kill()
         server = psutil.Process(record["pid"])
+        time.sleep(4)  # the pass is running: each node's task waits 8 s on its server's simulated device
+        executor.kill()
         assert not _wait_for(lambda: server.is_running() and server.status() != psutil.STATUS_ZOMBIE, 30)
-        _, stderr = job.communicate(timeout=600)
+        job.wait(600)
     finally:
         if job.poll() is None:
             job.kill()
             job.wait(30)
     result = result_of(run_dir)
-    assert result["status"] == "failed", stderr[-3000:]
+    assert result["status"] == "failed", output.read_text()[-3000:]
     assert result["error"]["type"] == "ServerDied", result["error"]
     assert f"the model server on node {victim.hostname}" in result["error"]["message"]
     assert not _wait_for(lambda: _serving(ns_cluster), 30)
