@@ -25,7 +25,7 @@ from pipeline.serving import client, environment, on_node
 from pipeline.serving.client import ServerAddress, ServerPerNode, ServerUnavailable
 from pipeline.serving.launcher import Instance, ServerError
 from pipeline.serving.node_stats import NodeServers, servers_of
-from pipeline.serving.nodes import left_running
+from pipeline.serving.nodes import keep_logs, left_running
 from pipeline.serving.on_node import stop_recorded
 from pipeline.spark.evidence import check, node_usage
 from pipeline.spark.ledger import TaskRecord, summarize
@@ -197,6 +197,25 @@ def test_a_record_left_by_the_stop_pass_counts_only_while_its_server_answers(tmp
         left = left_running(tmp_path)
     assert [(r["node"], r["url"]) for r in left] == [("node-a", f"127.0.0.1:{port}")]
     assert kept.exists() and not dropped.exists()
+
+
+def test_the_servers_logs_go_to_the_run_dir_and_nothing_of_theirs_stays_on_the_storage_root(tmp_path):
+    area, run_dir = tmp_path / "storage" / "server", tmp_path / "run" / "server"
+    for node in ("node-a", "node-b"):
+        (area / node).mkdir(parents=True)
+        (area / node / "server.log").write_text(f"log of {node}")
+        (area / node / "status.json").write_text("{}")
+    keep_logs(area, run_dir)
+    assert (run_dir / "node-b" / "server.log").read_text() == "log of node-b"
+    assert not area.exists()
+
+
+def test_the_records_of_servers_that_may_still_run_stay_on_the_storage_root(tmp_path):
+    area = tmp_path / "storage" / "server"
+    (area / "node-a").mkdir(parents=True)
+    (area / "node-a" / "pid-123.json").write_text("{}")
+    keep_logs(area, tmp_path / "run" / "server")
+    assert (area / "node-a" / "pid-123.json").exists()
 
 
 WATCHER = """

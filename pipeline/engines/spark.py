@@ -182,8 +182,9 @@ def _node_servers(spark: SparkSession, config: Config, plan: Plan, run_dir: Path
         return nullcontext(None)
     from pipeline.serving.nodes import node_servers
 
-    directory = Storage.of(config.storage, run_dir, config.cache_dir).run_area / "server"
-    return node_servers(spark, config, plan, inference, directory, lambda text: describe(spark, text))
+    directory = Storage.of(config.storage, run_dir, config.cache_dir).run_area.server
+    logs = RunDir(run_dir).server
+    return node_servers(spark, config, plan, inference, directory, logs, lambda text: describe(spark, text))
 
 
 def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:

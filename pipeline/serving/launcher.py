@@ -36,6 +36,7 @@ import psutil
 from pipeline.config.schema import Config, ModelName
 from pipeline.inference.model import SIMULATED
 from pipeline.inference.steps import Inference
+from pipeline.rundir import RunDir
 from pipeline.runtime.lifetime import PARENT_ENV
 from pipeline.runtime.processes import SignalGuard, running, stop_processes
 from pipeline.serving import environment
@@ -399,7 +400,7 @@ def _watch(server: RunningServer, tree: list[psutil.Process], stop: threading.Ev
 def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference) -> Iterator[RunningServer]:
     """The model server for the block: started, ready, watched; then stopped by PID with all it started."""
     topology = config.topology
-    server_dir = Path(run_dir) / "server"
+    server_dir = RunDir(Path(run_dir)).server
     server_dir.mkdir(parents=True, exist_ok=True)
     (server_dir / USAGE_FILE).unlink(missing_ok=True)  # a simulated device's totals start at this server's
     started = time.perf_counter()

@@ -117,6 +117,7 @@ class NodeServers:
     died: dict[str, Any] | None = None
     stopped: list[dict[str, Any]] = field(default_factory=list)  # what the stop pass did on each node
     stop_s: float | None = None  # the stop pass, on the driver's clock
+    logs: Path | None = None  # where each node's server's log is kept once it stopped: logs/<node>/server.log
 
     @property
     def address(self) -> ServerPerNode:
@@ -185,7 +186,7 @@ class NodeServers:
             server = next(s for s in self.servers if s.node == self.died["node"])
             raise ServerDied(
                 f"the model server on node {server.node} (pid {server.pid}, {server.url}) died during the run "
-                f"({self.died['reason']}); the tasks' requests failed; log: {server.log}"
+                f"({self.died['reason']}); the tasks' requests failed; log: {self.log_of(server)}"
             ) from error
 
     def evidence(self, warmup: int) -> dict[str, Any]:
@@ -212,8 +213,13 @@ class NodeServers:
         found |= _passes(self.marks, warmup)
         return found
 
+    def log_of(self, server: NodeServer) -> str:
+        """Where the server's log is kept once the servers stopped (the run dir), else where it is written."""
+        return str(self.logs / server.node / Path(server.log).name) if self.logs else server.log
+
     def _node_evidence(self, server: NodeServer, warmup: int) -> dict[str, Any]:
-        return {**asdict(server), **_passes(self.node_marks.get(server.node, []), warmup)}
+        found = {**asdict(server), **_passes(self.node_marks.get(server.node, []), warmup)}
+        return found | {"log": self.log_of(server)}
 
 
 def _passes(marks: list[dict[str, Any]], warmup: int) -> dict[str, Any]:

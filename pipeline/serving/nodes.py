@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,8 @@ from pipeline.serving import environment
 from pipeline.serving.launcher import ServerError, instances
 from pipeline.serving.node_stats import NodeServers, answers, servers_of
 from pipeline.serving.on_node import PID_FILES, NodeLaunch, start_here, stop_here
-from pipeline.spark.plan import Plan, driver_host
+from pipeline.spark.cluster import driver_host
+from pipeline.spark.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,17 @@ def _launch(config: Config, plan: Plan, inference: Inference, python: Path, dire
     )
 
 
+def keep_logs(directory: Path, logs: Path) -> None:
+    """The servers' logs moved from the storage root into the run dir (`logs/<node>/`), and what the servers left
+    on the storage root removed with them, unless a record says a server may still run."""
+    for log_file in sorted(directory.glob("*/server*.log")):
+        target = logs / log_file.parent.name / log_file.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(log_file, target)
+    if directory.exists() and not any(directory.glob(f"*/{PID_FILES}")):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def left_running(directory: Path) -> list[dict[str, Any]]:
     """The servers whose records the stop pass left (their node or executor gone since the start): each is
     dropped if nothing answers on its port any more (it died with its executor), else returned."""
@@ -133,10 +146,17 @@ def left_running(directory: Path) -> list[dict[str, Any]]:
 
 @contextmanager
 def node_servers(
-    spark: Any, config: Config, plan: Plan, inference: Inference, directory: Path, describe: Callable[[str], None]
+    spark: Any,
+    config: Config,
+    plan: Plan,
+    inference: Inference,
+    directory: Path,
+    logs: Path,
+    describe: Callable[[str], None],
 ) -> Iterator[NodeServers]:
-    """A model server on each of the cluster's `cluster.workers` nodes for the block (module docstring); then
-    stopped by the cluster however the block ends. `describe` names the next Spark job."""
+    """A model server on each of the cluster's `cluster.workers` nodes for the block (module docstring), their
+    records in `directory` on the storage root; then stopped by the cluster however the block ends, and their logs
+    moved to `logs` (the run dir's), a folder per node. `describe` names the next Spark job."""
     topology = config.topology
     began = time.perf_counter()
     python = environment.ensure(environment.root(config))
@@ -167,6 +187,7 @@ def node_servers(
             environment_s,
             directory,
             usage=config.model.name is ModelName.accelerator,
+            logs=logs,
         )
         servers.read_model_config()
         log.info(
@@ -185,6 +206,7 @@ def node_servers(
         stopped = _stop_all(spark, count, cpus, directory, describe, failing)
         if servers is not None:
             servers.stopped, servers.stop_s = stopped, time.perf_counter() - began
+        keep_logs(directory, logs)
 
 
 def _stop_all(
