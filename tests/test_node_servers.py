@@ -406,6 +406,9 @@ def _assert_served_per_node(up, result: dict) -> None:
     assert server["last_pass"]["images"] == 16 and result["evidence"]["checks"]["server_answered_every_image"]
     stopped = {(report["node"], pid) for report in server["stopped"] for pid in report["stopped"]}
     assert stopped == {(n["node"], n["pid"]) for n in server["nodes"]}
+    for node in server["nodes"]:  # each server's log kept in the run dir, nothing of it left on the storage root
+        assert Path(node["log"]).is_file() and Path(node["log"]).is_relative_to(result["run_dir"])
+        assert not Path(node["status"]).parent.exists()
 
 
 def _new_processes(up, before: dict[str, set[int]]) -> dict[str, list[str]]:
