@@ -79,6 +79,13 @@ class RunDir:
         return self.path / "intermediate"
 
     @property
+    def server(self) -> Path:
+        """topology=model_server's server: its spec and log here; on a cluster of other machines, in the run's area of
+        the storage root, each node's server's record, log and status file while it runs (`pipeline.serving.nodes`),
+        and its log here afterwards, a folder per node."""
+        return self.path / "server"
+
+    @property
     def ray_logs(self) -> Path:
         return self.path / "ray-logs"
 

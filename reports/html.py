@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import bottleneck_check, connect, fast_paths, microbench, peers, plots, server
+from reports import bottleneck_check, connect, fast_paths, microbench, nodes, peers, plots, server
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -460,4 +460,5 @@ def render(
         projection=projection,
         bottleneck_check=_bottleneck_check(sources),
         server={"rows": server.server_rows(jobs, frame), "ratios": server.ratios(frame)},
+        nodes=nodes.node_rows(jobs, frame),
     )

@@ -31,7 +31,7 @@ STYLES = [
     "predict_batch_udf",
     "arrow_udf",
 ]
-TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: every style above; model_server: test_model_server
+TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: every style above; model_server: tests/test_node_servers.py
 
 
 @pytest.fixture(scope="module")

@@ -367,10 +367,12 @@ class ModelServerConfig(TopologyConfig):
     threads: Optional[int] = None  # the server's torch threads; None: every core of the machine
     max_batch_size: int = 128  # the largest batch Triton's dynamic batcher forms
     max_queue_delay_us: int = 2000  # how long a request may wait for others to join its batch
-    grpc_port: Optional[int] = None  # None: a free port on 127.0.0.1
+    grpc_port: Optional[int] = None  # None: a free port (on 127.0.0.1; on each node with cluster=remote)
     request_timeout_s: float = 120.0  # a task's deadline for one batch
     start_timeout_s: float = 300.0  # the server's start, model loads included
-    server_env: str = "~/.cache/spark-inference-bench/server-env"  # PyTriton + NumPy < 2 (see pipeline.serving)
+    # PyTriton + NumPy < 2 (pipeline.serving.environment.root); None: the driver's cache, or <storage>/server-env
+    # for cluster=remote, whose nodes run it
+    server_env: Optional[str] = None
 
 
 # group -> (discriminator, {option: schema}); conf/GROUP/OPTION.yaml names /schema/GROUP/OPTION
