@@ -23,7 +23,6 @@ kept run is listed as awaiting re-measurement, with its command, never with figu
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import shlex
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from pipeline.config.reference import publish
 from pipeline.rundir import RESULT_FILE, atomic_write
 from reports import bottleneck_check, connect, fast_paths, peers, server
 from reports.aggregate import OVERRIDES_FILE, SWEEP_FILE, Job, find_jobs, job_frame
@@ -157,19 +157,21 @@ def runs_table(jobs: list[Job], frame: pd.DataFrame, directories: list[Path]) ->
 
 
 def peers_table(jobs: list[Job], frame: pd.DataFrame, _: list[Path]) -> list[str]:
-    """`reports.peers.compare`: each run against the best of each peer engine on the same work, warm and cold."""
+    """`reports.peers.compare`: each run against the best of each peer engine on the same work, warm and cold;
+    an engine with no kept run has no column."""
     rows, headlines = peers.compare(peers.with_cold(frame, jobs))
     if not rows:
         return []
+    engines = [engine for engine in peers.BASELINES if engine in set(frame["engine"].dropna())]
     lines = ["Warm: the median timed pass; cold: the first pass (workers started, model loaded).", ""]
     body = [
         [
             row.work,
             row.label,
             _rate(row.throughput),
-            *(_times(row.vs.get(engine)) for engine in peers.BASELINES),
+            *(_times(row.vs.get(engine)) for engine in engines),
             _rate(row.cold),
-            *(_times((row.cold_vs or {}).get(engine)) for engine in peers.BASELINES),
+            *(_times((row.cold_vs or {}).get(engine)) for engine in engines),
         ]
         for row in rows
     ]
@@ -177,14 +179,18 @@ def peers_table(jobs: list[Job], frame: pd.DataFrame, _: list[Path]) -> list[str
         "work",
         "run",
         "warm img/s",
-        *(f"warm / best {engine}" for engine in peers.BASELINES),
+        *(f"warm / best {engine}" for engine in engines),
         "cold img/s",
-        *(f"cold / best {engine}" for engine in peers.BASELINES),
+        *(f"cold / best {engine}" for engine in engines),
     ]
     lines += markdown(header, body)
     for headline in headlines:
-        ratios = ", ".join(f"{_times(value)} {engine}" for engine, value in headline.ratios.items() if value)
-        lines += [f"Best Spark run ({headline.best_spark}) on {headline.work}: {ratios or 'no peer ran'} (warm).", ""]
+        warm = ", ".join(f"{_times(headline.ratios.get(engine))} {engine}" for engine in engines)
+        cold = ", ".join(f"{_times((headline.cold_ratios or {}).get(engine))} {engine}" for engine in engines)
+        lines += [f"Best Spark run ({headline.best_spark}) on {headline.work}: warm {warm}; cold {cold}.", ""]
+    missing = [engine for engine in peers.BASELINES if engine not in engines]
+    if missing:
+        lines += [f"No kept run of {', '.join(f'engine={engine}' for engine in missing)}.", ""]
     return lines
 
 
@@ -440,19 +446,6 @@ def _anchor(text: str) -> str:
     return kept.replace(" ", "-")
 
 
-def drift(path: Path, expected: str) -> str | None:
-    """A diff of the page at `path` against `expected`; None when they are equal."""
-    current = path.read_text() if path.is_file() else ""
-    if current == expected:
-        return None
-    shown = list(
-        difflib.unified_diff(
-            current.splitlines(), expected.splitlines(), f"{path} (checked in)", f"{path} (generated)", lineterm=""
-        )
-    )
-    return "\n".join(shown[:60]) + (f"\n... {len(shown) - 60} more diff lines" if len(shown) > 60 else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description="Write docs/findings.md from the kept results.")
     parser.add_argument("--check", action="store_true", help="exit 1 when the page differs from what would be written")
@@ -473,17 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         print(f"kept {len(written)} runs in {arguments.results / name}; now run `{COMMAND}`")
         return 0
-    text = render(arguments.results)
-    if arguments.check:
-        difference = drift(arguments.output, text)
-        if difference:
-            print(f"{difference}\n{arguments.output} is out of date: run `{COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(text)
-    print(arguments.output)
-    return 0
+    return publish(arguments.output, render(arguments.results), arguments.check, COMMAND)
 
 
 if __name__ == "__main__":

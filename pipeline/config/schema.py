@@ -119,7 +119,7 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    name: ModelName = ModelName.resnet50  # the option itself (model=OPTION sets it)
+    name: ModelName = ModelName.resnet50
     weights: str = "random"
     seed: int = 0
     batch_size: int = 32
@@ -172,7 +172,7 @@ class PreprocessConfig:
 
 @dataclass
 class EngineConfig:
-    name: Engine = Engine.spark  # the option itself (engine=OPTION sets it)
+    name: Engine = Engine.spark
 
 
 @dataclass
@@ -193,7 +193,7 @@ class RayEngineConfig(EngineConfig):
 
 @dataclass
 class UdfConfig:
-    style: UdfStyle = UdfStyle.map_in_pandas  # the option itself (udf=OPTION sets it)
+    style: UdfStyle = UdfStyle.map_in_pandas
 
 
 @dataclass
@@ -246,7 +246,7 @@ class NodeConfig:
 class ClusterConfig:
     """What every cluster mode has: the driver's memory and the billed machines."""
 
-    mode: ClusterMode = ClusterMode.local  # the option itself (cluster=OPTION sets it)
+    mode: ClusterMode = ClusterMode.local
     driver_memory: str = "2g"  # the driver JVM's heap (spark.driver.memory)
     nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])  # the machines the report bills
 
@@ -316,7 +316,7 @@ class ConnectConfig(ExecutorsConfig):
 
 @dataclass
 class TopologyConfig:
-    kind: Topology = Topology.fused  # the option itself (topology=OPTION sets it)
+    kind: Topology = Topology.fused
 
 
 @dataclass
