@@ -95,6 +95,14 @@ class ClusterMode(Enum):
     connect = "connect"  # a Spark Connect server started by the harness in front of a backend
 
 
+class Ship(Enum):
+    """What cluster=remote sends its executors before any pass (`pipeline.spark.shipping`)."""
+
+    installed = "installed"  # nothing: the nodes have the tool and its environment
+    code = "code"  # the tool's packages as a zip; the nodes have its dependencies
+    env = "env"  # this machine's virtualenv, packed, and the code zip; the nodes have its base interpreter
+
+
 class Sink(Enum):
     noop = "noop"
     parquet = "parquet"
@@ -301,6 +309,12 @@ class RemoteConfig(ExecutorsConfig):
     # an sc:// server's spark.eventLog.dir, when this machine can read it: the evidence is read from its
     # application's log there (a spark:// master's driver is the job's own and logs to the run dir)
     event_log_dir: Optional[str] = None
+    # what the executors get before any pass: nothing (the nodes have the tool), the tool's code, or this
+    # machine's whole Python environment with it (`pipeline.spark.shipping`)
+    ship: Ship = Ship.installed
+    # seconds the check that every executor can run the tool (one task per slot, before any pass) may take; an
+    # environment shipped is unpacked by the first task on each executor, inside this bound
+    preflight_timeout_s: float = 600.0
 
 
 @dataclass

@@ -75,6 +75,8 @@ HARNESS_CONFS: dict[str, str | None] = {
     "spark.task.resource.gpu.amount": "gpu.task_amount",
     "spark.worker.resource.gpu.amount": "gpu.emulate",
     "spark.worker.resource.gpu.discoveryScript": None,
+    "spark.archives": "cluster.ship",  # cluster.ship=env: the virtualenv's archive
+    "spark.pyspark.python": "cluster.ship",  # ... and the Python in it the workers run
     **FAST_PATH_KEYS,
 }
 

@@ -41,8 +41,9 @@ from pipeline.spark.evidence import check, collect, collect_tasks, faults, join,
 from pipeline.spark.executors import master_webui, wait_for_executors
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
+from pipeline.spark.preflight import first_tasks, preflight
 from pipeline.spark.session import runtime_conf, spark_conf, spark_session
-from pipeline.spark.shipping import ship_weights
+from pipeline.spark.shipping import Shipment, ship_weights, shipment
 from pipeline.spark.time_split import split
 from variants.topology import intermediate_bytes, jobs
 
@@ -92,12 +93,16 @@ class Application:
 
 
 @contextmanager
-def application(config: Config, run_dir: Path, dataset: Dataset, plan: Plan) -> Iterator[Application]:
-    """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped."""
+def application(
+    config: Config, run_dir: Path, dataset: Dataset, plan: Plan, shipped: Shipment | None = None
+) -> Iterator[Application]:
+    """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped; a classic
+    one starts with what `shipped` needs at the start (a virtualenv's archive)."""
     started = time.perf_counter()
     with cluster(config, run_dir, plan) as running:
         cluster_s = time.perf_counter() - started
-        conf = spark_conf(config, run_dir, dataset.size_bytes, running, dataset.largest_file_bytes)
+        startup = shipped.startup_conf(plan.connect) if shipped else {}
+        conf = spark_conf(config, run_dir, dataset.size_bytes, running, dataset.largest_file_bytes, startup)
         started = time.perf_counter()
         if plan.connect_server:  # every conf on the server's command line; the server is the driver
             with connect_server(conf, run_dir) as server, connect_session(server.url, {}) as spark:
@@ -178,11 +183,16 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
     with _model_server(config, spec.plan, spec.run_dir.path, inference) as server:
         if server is not None:
             inference = dataclasses.replace(inference, server=server.address)
-        with application(config, spec.run_dir.path, dataset, spec.plan) as app:
+        remote = spec.plan.mode is ClusterMode.remote  # executors that may see nothing of this machine's disk
+        made = shipment(config, remote)  # the tool's code or environment (cluster.ship), before the application
+        with application(config, spec.run_dir.path, dataset, spec.plan, made) as app:
             shipped: dict[str, Any] = {}
-            if spec.plan.mode is ClusterMode.remote:  # executors that may see nothing of this machine's disk
-                inference, shipped = ship_weights(app.spark, inference)
             try:
+                if remote:  # all of it before any pass, none of it timed
+                    inference, shipped = ship_weights(app.spark, inference)
+                    shipped.update(made.ship(app.spark))
+                    cl = config.cluster
+                    shipped["preflight"] = preflight(app.spark, spec.plan.slots, made.mode, cl.preflight_timeout_s)
                 measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job, server=server)
             except Exception as error:
                 if server is not None:  # a model server that died mid-run is the reason
@@ -200,6 +210,8 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
         if unavailable:
             evidence = {**collect_tasks(records), "unavailable": unavailable}
             return ApplicationRun(spec, app, measured, record, evidence, None)
+    if "preflight" in shipped:  # where each executor fetched and unpacked what was shipped
+        shipped["preflight"]["executor_ready_s"] = first_tasks(spec.run_dir.eventlog)
     evidence = collect(spec.run_dir.eventlog, records, last_pass(config), spec.plan.slots, spec.plan.model_slots)
     widths = {True: spec.plan.model_slots, False: spec.plan.slots}
     evidence["time"] = split(spec.run_dir.eventlog, evidence["stages"], records, widths)

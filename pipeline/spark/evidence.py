@@ -53,6 +53,10 @@ def _usage(stage: dict[str, Any], attempts: list[dict[str, Any]], slots: int) ->
     return {"slots": slots, **usage, "rows_per_task": [t["records_read"] for t in done]}
 
 
+class EvidenceMissing(RuntimeError):
+    """The event log lacks what a finished pass must have left in it."""
+
+
 def collect(
     event_log_dir: Path, records: list[dict[str, Any]], description: str, slots: int, model_slots: int
 ) -> dict[str, Any]:
@@ -62,6 +66,11 @@ def collect(
     log = event_log_file(event_log_dir)
     step_of = {record["stage"]: record["step"] for record in records}
     chosen = [stage for stage in stages(log) if stage["job_description"] == description]
+    if not chosen:  # the pass ran: a log without its stages was cut short, and every claim from it would be empty
+        raise EvidenceMissing(
+            f"the event log {log} holds no stage of {description!r}: Spark could not write it whole (a full or "
+            "unwritable run dir?), so the run's evidence cannot be read"
+        )
     ids = {stage["stage_id"] for stage in chosen}
     start = min((stage["submitted"] for stage in chosen if stage["submitted"]), default=0.0)
     attempts = [task for task in tasks(log) if task["stage_id"] in ids]

@@ -186,7 +186,18 @@ class TaskLedger:
         builds of it (another run in the same application, a test session's) are not this run's."""
         for record in records:
             self._builds[record.pid] += record.model_builds
-        return {**summarize(records), "max_model_loads_per_worker": max(self._builds.values(), default=0)}
+        reports = list(self.directory.glob(f"*{SUFFIX}"))
+        channel = {
+            "how": "a file per task report on the storage root",
+            "directory": str(self.directory),
+            "reports": len(reports),
+            "bytes": sum(path.stat().st_size for path in reports),
+        }
+        return {
+            **summarize(records),
+            "max_model_loads_per_worker": max(self._builds.values(), default=0),
+            "channel": channel,
+        }
 
     def clear(self) -> None:
         """Remove every report (and any temporary file a killed task left): the next pass starts empty."""
@@ -252,7 +263,11 @@ class TaskLedger:
         attempt_id = context.taskAttemptId()
         key = (step.name, record.stage, record.partition, attempt_id, part)
         name = f"{step.name}-stage{record.stage}-part{record.partition}-attempt{record.attempt}-tid{attempt_id}-{part}"
-        atomic_write(self.directory / f"{name}{SUFFIX}", pickle.dumps((key, record)))
+        self.report(f"{name}{SUFFIX}", pickle.dumps((key, record)))
+
+    def report(self, name: str, data: bytes) -> None:
+        """Executor side: one task report, whole, under `name` in the directory (its one write)."""
+        atomic_write(self.directory / name, data)
 
 
 def summarize(records: list[TaskRecord]) -> dict:
@@ -280,6 +295,11 @@ def merge(first: dict, second: dict) -> dict:
         "max_model_loads_per_worker": max(first["max_model_loads_per_worker"], second["max_model_loads_per_worker"]),
         "model_builds": first["model_builds"] + second["model_builds"],
         "records": first["records"] + second["records"],
+        "channel": {
+            **second["channel"],
+            "reports": first["channel"]["reports"] + second["channel"]["reports"],
+            "bytes": first["channel"]["bytes"] + second["channel"]["bytes"],
+        },
     }
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from pipeline.config.schema import (
@@ -30,6 +31,7 @@ from pipeline.config.schema import (
     LocalClusterConfig,
     LocalConfig,
     RemoteConfig,
+    Ship,
     StandaloneConfig,
     Topology,
 )
@@ -250,8 +252,8 @@ def _memory(cl: ClusterConfig, key: str) -> tuple[int | None, int | None]:
         if cl.cores is not None and cl.cores < 1:
             raise ConfigError(f"{key}.cores={cl.cores}: must be an integer >= 1")
         return None, None
-    if isinstance(cl, RemoteConfig) and (not cl.master or cl.master == "???"):
-        raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
+    if isinstance(cl, RemoteConfig):
+        _remote(cl, key)
     assert isinstance(cl, ExecutorsConfig)
     for name in ("workers", "worker_cores", "task_cpus"):
         if getattr(cl, name) < 1:
@@ -270,6 +272,20 @@ def _memory(cl: ClusterConfig, key: str) -> tuple[int | None, int | None]:
             "could never launch an executor and the application would wait forever"
         )
     return worker_mb, executor_mb
+
+
+def _remote(cl: RemoteConfig, key: str) -> None:
+    """A remote cluster's own keys: its master, the preflight's bound, an environment there is to ship."""
+    if not cl.master or cl.master == "???":
+        raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
+    if not cl.preflight_timeout_s > 0:
+        raise ConfigError(f"{key}.preflight_timeout_s={cl.preflight_timeout_s}: must be > 0 seconds")
+    if cl.ship is Ship.env and sys.prefix == sys.base_prefix:
+        raise ConfigError(
+            f"{key}.ship=env packs this Python's virtualenv, and {sys.executable} runs in none (sys.prefix is its "
+            f"installation, {sys.prefix}): run the tool from a virtualenv, or install it on the nodes "
+            f"({key}.ship=installed) or ship its code ({key}.ship=code)"
+        )
 
 
 def _app_conf(cl: ClusterConfig, gpus: GpuPlan) -> dict[str, str]:
