@@ -20,7 +20,7 @@ from pipeline.inference.model import ModelSpec, SimulatedDevice
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.projection.simulated import device_usage
-from pipeline.provenance import new_result
+from pipeline.provenance import load_average, new_result
 from pipeline.results import Result, now, write_result
 from pipeline.rundir import StorageError, WriteRoot, as_storage_error, explain_storage
 from pipeline.runtime.errors import describe_error
@@ -178,6 +178,7 @@ def run(config: Config, run_dir: Path) -> Result:
             result.error["message"] = explain_storage(result.error["message"], roots)
     finally:
         result.finished_at = now()
+        result.env["load_average_end"] = load_average()
         try:
             write_result(run_dir, result)
         except StorageError as error:
