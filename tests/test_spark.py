@@ -11,6 +11,7 @@ import pytest
 from pipeline.config.schema import UdfStyle
 from pipeline.engines.spark import measure
 from pipeline.runtime.errors import describe_error
+from pipeline.spark.ledger import TaskLedger
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images
@@ -32,13 +33,20 @@ def test_map_in_pandas_agrees_with_the_reference(spark, tmp_path, tiny_dataset, 
 
 @pytest.mark.parametrize(("sink", "passes"), [("parquet", 1), ("noop", 2)])
 def test_verify_reads_what_the_last_pass_wrote_and_runs_again_only_after_a_noop_sink(
-    spark, tmp_path, tiny_dataset, inference, sink, passes
+    spark, tmp_path, tiny_dataset, inference, sink, passes, monkeypatch
 ):
+    reported: list[str] = []  # what the ledger holds when the run removes it: the last timed pass's reports,
+    remove = TaskLedger.remove  # and a verify pass's if one ran
+
+    def spied(ledger: TaskLedger) -> None:
+        reported.extend(path.name for path in ledger.directory.glob("*.task"))
+        remove(ledger)
+
+    monkeypatch.setattr(TaskLedger, "remove", spied)
     run = measured(spark, tmp_path, tiny_dataset, inference, "verify=true", f"sink={sink}")
     assert run.predictions["id"].nunique() == len(run.predictions) == tiny_dataset.num_images
-    # the ledger holds the reports of the last timed pass's stage, and of a verify pass's if one ran
-    stages = {path.name.split("-")[1] for path in (tmp_path / "tasks" / "all").glob("*.task")}
-    assert len(stages) == passes
+    assert len({name.split("-")[1] for name in reported}) == passes
+    assert not (tmp_path / "tasks" / "all").exists()  # nothing left of them
 
 
 def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, inference):

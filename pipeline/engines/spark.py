@@ -402,21 +402,23 @@ def measure(
         return Pass(times, read, predicted, bad, {**ledger.summary(records), "progress_thread": progress.cost()})
 
     try:
-        warmups, timed_passes = run_passes(
-            config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
-        )
+        try:
+            warmups, timed_passes = run_passes(
+                config.warmup, config.repeats, [(job.name, job.action) for job in plan], observe, reset
+            )
+        finally:
+            for failed in shown:  # a pass that raised: stop its thread, leave its bar where it stood
+                failed.__exit__(RuntimeError)
+        if server is not None:
+            server.mark()
+        measurement = Measurement(warmups, timed_passes)
+        if config.verify and "predictions" in collected:
+            describe(spark, "verify: collect predictions")
+            # sink=parquet: what the last timed pass wrote; a noop sink keeps nothing, so the pass runs once more,
+            # untimed, for its predictions
+            written = config.sink is Sink.parquet
+            source = spark.read.parquet(str(run_storage.predictions)) if written else collected["predictions"]
+            measurement.predictions = source.select("id", "top1", "prob").toPandas()
+        return measurement
     finally:
-        for failed in shown:  # a pass that raised: stop its thread, leave its bar where it stood
-            failed.__exit__(RuntimeError)
-        ledger.remove()  # the last pass's records are in the result; none is left on the storage root
-    if server is not None:
-        server.mark()
-    measurement = Measurement(warmups, timed_passes)
-    if config.verify and "predictions" in collected:
-        describe(spark, "verify: collect predictions")
-        # sink=parquet: what the last timed pass wrote; a noop sink keeps nothing, so the pass runs once more,
-        # untimed, for its predictions
-        written = config.sink is Sink.parquet
-        source = spark.read.parquet(str(run_storage.predictions)) if written else collected["predictions"]
-        measurement.predictions = source.select("id", "top1", "prob").toPandas()
-    return measurement
+        ledger.remove()  # the passes' records are in the result: none is left on the storage root
