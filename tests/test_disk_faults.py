@@ -179,9 +179,8 @@ def test_a_result_json_left_by_an_earlier_run_is_not_taken_for_that_of_a_job_tha
     assert read_result(tmp_path / RESULT_FILE)["error"] == lost.error  # where the parent can write it
 
 
-def test_a_log_file_that_cannot_be_opened_costs_one_warning_not_a_trace_per_record(tmp_path, capsys):
-    handler = LogFile(tmp_path / "gone" / "pipeline.log")
-    logger = logging.getLogger("tests.storage.unopened")
+def _log_three_records(handler: logging.Handler) -> None:
+    logger = logging.getLogger(f"tests.storage.{id(handler)}")
     logger.addHandler(handler)
     try:
         for number in range(3):
@@ -189,6 +188,11 @@ def test_a_log_file_that_cannot_be_opened_costs_one_warning_not_a_trace_per_reco
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def test_a_log_file_that_cannot_be_opened_costs_one_warning_not_a_trace_per_record(tmp_path, capsys):
+    handler = LogFile(tmp_path / "gone" / "pipeline.log")
+    _log_three_records(handler)
     err = capsys.readouterr().err
     assert err == f"warning: logging to stderr only: no such file or directory writing {handler.baseFilename}\n"
 
@@ -204,15 +208,7 @@ def test_a_full_run_dir_is_refused_before_hydra_writes_its_snapshot_there(tmp_pa
 def test_a_log_file_on_a_full_disk_costs_one_warning_not_a_trace_per_record(tmp_path, capsys):
     with tiny_filesystem(tmp_path / "run") as run_dir:
         fill(run_dir)
-        handler = LogFile(RunDir(run_dir).log)
-        logger = logging.getLogger("tests.storage.full")
-        logger.addHandler(handler)
-        try:
-            for number in range(3):
-                logger.error("record %d", number)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+        _log_three_records(LogFile(RunDir(run_dir).log))
     err = capsys.readouterr().err
     assert err == f"warning: logging to stderr only: no space left on device writing {run_dir / 'pipeline.log'}\n"
 

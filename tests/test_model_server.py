@@ -23,6 +23,7 @@ from omegaconf.errors import ConfigKeyError
 
 from pipeline.config.schema import ModelServerConfig, Topology
 from pipeline.config.validate import ConfigError, validate
+from pipeline.runtime.processes import tree_cpu_s
 from pipeline.serving import launcher
 from pipeline.serving.launcher import Instance, delta, instances
 from pipeline.spark.evidence import check
@@ -168,8 +169,8 @@ def test_the_server_cpu_counts_every_process_of_its_tree_and_skips_one_gone():
         deadline = time.monotonic() + 20
         while sum(busy.cpu_times()[:2]) < 0.3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert launcher.tree_cpu_s([busy]) >= 0.3
-        assert launcher.tree_cpu_s([busy, gone]) == pytest.approx(launcher.tree_cpu_s([busy]), abs=0.02)
+        assert tree_cpu_s([busy]) >= 0.3
+        assert tree_cpu_s([busy, gone]) == pytest.approx(tree_cpu_s([busy]), abs=0.02)
     finally:
         busy.kill()
         busy.wait()

@@ -8,29 +8,15 @@ run dir (0 images counted). Each test is one whole `python -m pipeline` in a sub
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers.cli import cli, result_of
 from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
-from tests.helpers.processes import cmdline
+from tests.helpers.otherhosts import STYLES, left_on, on, run, sweep
 
 pytestmark = pytest.mark.slow
 
-STYLES = [
-    "map_in_pandas",
-    "scalar_pandas_udf",
-    "iterator_pandas_udf",
-    "map_in_arrow",
-    "rdd_map_partitions",
-    "predict_batch_udf",
-    "arrow_udf",
-]
 TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: every style above; model_server: tests/test_node_servers.py
 
 
@@ -50,34 +36,6 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespaceCluster
         yield cluster
 
 
-def on(cluster: NamespaceCluster, cache_dir: Path, *overrides: str) -> list[str]:
-    """The overrides of a run on `cluster`: its master, two 1-core executors, the shared storage, 8 JPEGs in two
-    files (two tasks), one timed pass."""
-    return [
-        "cluster=remote",
-        f"cluster.master={cluster.master_url}",
-        "cluster.workers=2",
-        "cluster.worker_cores=1",
-        "cluster.executor_memory=1g",
-        "cluster.register_timeout_s=90",
-        f"storage={cluster.storage}",
-        f"cache_dir={cache_dir}",
-        "dataset.num_images=8",
-        "dataset.images_per_file=4",
-        "dataset.row_group_size=4",
-        "warmup=0",
-        "repeats=1",
-        *overrides,
-    ]
-
-
-def run(tmp_path: Path, *overrides: str, timeout: int = 600) -> dict[str, Any]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    completed = cli(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", *overrides, timeout=timeout)
-    assert (tmp_path / "run" / "result.json").exists(), completed.stderr[-3000:]
-    return result_of(tmp_path / "run")
-
-
 def test_a_run_on_other_machines_counts_every_image_and_agrees_with_the_reference(nodes, cache_dir, tmp_path):
     result = run(tmp_path, *on(nodes, cache_dir, "verify=true"))
     assert result["status"] == "ok", result["error"]
@@ -87,24 +45,6 @@ def test_a_run_on_other_machines_counts_every_image_and_agrees_with_the_referenc
     assert result["dataset"]["path"].startswith(str(nodes.storage))
     assert len({task["executor_id"] for task in result["evidence"]["timeline"]}) == 2  # one task on each node
     assert not left_on(nodes), "the run's executors outlived it"
-
-
-def left_on(cluster: NamespaceCluster, seconds: float = 60.0) -> list[str]:
-    """The application processes (executors, Python workers) still running on any worker node after `seconds`:
-    a worker stops an application's executors once its driver has gone."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = [
-            f"{node.name}: {cmdline(pid)[:160]}"
-            for node in cluster.workers
-            for pid in node.pids()
-            if any(
-                mark in cmdline(pid) for mark in ("CoarseGrainedExecutorBackend", "pyspark.daemon", "pyspark.worker")
-            )
-        ]
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(1)
 
 
 def test_executors_that_cannot_reach_the_driver_fail_the_run_in_bounded_time_naming_why(nodes, cache_dir, tmp_path):
@@ -134,18 +74,9 @@ def test_records_the_driver_cannot_read_fail_the_run_naming_the_storage_key(node
 )
 def test_every_variant_on_other_machines_agrees_with_the_reference(nodes, cache_dir, tmp_path, axis):
     key, options = axis
-    completed = cli(
-        tmp_path,
-        "-m",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"{key}={','.join(options)}",
-        *on(nodes, cache_dir, "verify=true", "sink=parquet", "gpu.emulate=1"),  # verify reads the sink back
-        timeout=1800,
-    )
-    results = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").glob("*/result.json"))]
-    assert len(results) == len(options), completed.stderr[-3000:]
-    for result in results:
-        name = result["config"][key]["style" if key == "udf" else "kind"]
+    # sink=parquet: verify reads back what the pass wrote instead of running it again
+    results = sweep(tmp_path, key, options, *on(nodes, cache_dir, "verify=true", "sink=parquet", "gpu.emulate=1"))
+    for name, result in results.items():
         assert result["status"] == "ok", (name, result["error"])
         assert result["metrics"]["num_predicted"] == 8, name
         assert result["metrics"]["top1_agreement"] == 1.0, name

@@ -5,15 +5,12 @@ in-process reference, every image counted once."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import cli
 from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
-from tests.test_remote_cluster import STYLES
+from tests.helpers.otherhosts import STYLES, on, sweep
 
 pytestmark = pytest.mark.slow
 
@@ -53,31 +50,10 @@ def test_every_variant_through_a_connect_server_on_another_node_agrees_with_the_
     server, cache_dir, tmp_path, axis
 ):
     key, options = axis
-    completed = cli(
-        tmp_path,
-        "-m",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"{key}={','.join(options)}",
-        "cluster=remote",
-        f"cluster.master={server.connect_url}",
-        f"cluster.event_log_dir={server.storage / 'events'}",
-        "cluster.workers=2",
-        "cluster.worker_cores=1",
-        f"storage={server.storage}",
-        f"cache_dir={cache_dir}",
-        "dataset.num_images=8",
-        "dataset.images_per_file=4",
-        "dataset.row_group_size=4",
-        "warmup=0",
-        "repeats=1",
-        "verify=true",
-        "sink=parquet",  # verify reads back what the pass wrote instead of running it again
-        timeout=1800,
-    )
-    results = [json.loads(path.read_text()) for path in sorted(Path(tmp_path / "sweep").glob("*/result.json"))]
-    assert len(results) == len(options), completed.stderr[-3000:]
-    for result in results:
-        name = result["config"][key]["style" if key == "udf" else "kind"]
+    events = f"cluster.event_log_dir={server.storage / 'events'}"
+    # sink=parquet: verify reads back what the pass wrote instead of running it again
+    overrides = on(server, cache_dir, events, "verify=true", "sink=parquet", master=server.connect_url)
+    for name, result in sweep(tmp_path, key, options, *overrides).items():
         assert result["status"] == "ok", (name, result["error"])
         assert result["metrics"]["num_predicted"] == 8, name
         assert result["metrics"]["top1_agreement"] == 1.0, name

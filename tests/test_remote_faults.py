@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers.cli import result_of
 from tests.helpers.nscluster import namespace_cluster, unavailable
-from tests.test_remote_cluster import left_on
+from tests.helpers.otherhosts import left_on
 
 pytestmark = pytest.mark.slow
 

@@ -191,3 +191,16 @@ def stop_processes(targets: Iterable[int | psutil.Process], timeout: float = 20.
     alive = _wait(alive, 5.0)
     if alive:
         raise ProcessesSurvived(f"processes still running after SIGKILL: {', '.join(map(_describe, alive))}")
+
+
+def tree_cpu_s(tree: list[psutil.Process]) -> float:
+    """CPU seconds (user + system) the processes of `tree` have used so far (a process gone counts nothing): what
+    a model server's PyTriton, Triton and Python stubs take from the decoding tasks beside it."""
+    total = 0.0
+    for process in tree:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total

@@ -38,7 +38,7 @@ from pipeline.inference.model import SIMULATED
 from pipeline.inference.steps import Inference
 from pipeline.rundir import RunDir
 from pipeline.runtime.lifetime import PARENT_ENV
-from pipeline.runtime.processes import SignalGuard, running, stop_processes
+from pipeline.runtime.processes import SignalGuard, running, stop_processes, tree_cpu_s
 from pipeline.serving import environment
 from pipeline.serving.client import MODEL_NAME, ServerAddress
 from pipeline.spark.plan import Plan
@@ -122,19 +122,6 @@ def _flat(stats: dict[str, Any]) -> dict[str, Any]:
             for row in stats.get("batch_stats", [])
         },
     }
-
-
-def tree_cpu_s(tree: list[psutil.Process]) -> float:
-    """CPU seconds (user + system) the server's processes have used so far: PyTriton's, Triton's and its
-    Python stubs' (the cores the server takes from the decoding tasks beside it)."""
-    total = 0.0
-    for process in tree:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from pipeline.inference import accelerator
@@ -37,6 +38,7 @@ from pipeline.inference.model import ModelSpec, SimulatedDevice, load_model, pre
 from pipeline.inference.preprocess import Preprocessing, to_device
 from pipeline.rundir import atomic_write
 from pipeline.runtime.lifetime import die_with_parent, die_with_process, parent_from_env
+from pipeline.runtime.processes import tree_cpu_s
 
 log = logging.getLogger("pipeline.serving.server")
 
@@ -57,21 +59,6 @@ def publish_usage(path: Path) -> None:
     atomic_write(path, json.dumps({"busy_s": usage.busy_s, "wait_s": usage.wait_s, "calls": usage.calls}).encode())
 
 
-def tree_cpu_s() -> float:
-    """CPU seconds (user + system) of this process and every process under it (Triton, its Python stubs)."""
-    import psutil
-
-    total = 0.0
-    me = psutil.Process()
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def publish_status(path: Path, stop: threading.Event) -> None:
     """Until `stop`: every STATUS_EVERY_S, `path` rewritten (atomically) with the next sequence number, the
     CPU seconds of this process tree and the simulated devices' totals. A reader that waits for the number to
@@ -81,7 +68,7 @@ def publish_status(path: Path, stop: threading.Event) -> None:
         usage = accelerator.usage()
         status = {
             "sequence": sequence,
-            "cpu_s": tree_cpu_s(),
+            "cpu_s": tree_cpu_s([psutil.Process(), *psutil.Process().children(recursive=True)]),
             "busy_s": usage.busy_s,
             "wait_s": usage.wait_s,
             "calls": usage.calls,
