@@ -150,6 +150,14 @@ def test_a_factory_s_random_weights_are_keyed_by_its_initial_weights(tmp_path):
     assert weights.resolve("random", 0, tmp_path, factory=TINY, preprocessing=SMALL) == tiny
 
 
+def test_random_weights_depend_on_the_crop_sizes_only_not_the_image_format_or_decoder(tmp_path):
+    raw = Preprocessing(image_format="raw", decoder="torchvision", resize_size=56, crop_size=48)
+    assert weights.resolve("random", 0, tmp_path, factory=TINY, preprocessing=raw) == weights.resolve(
+        "random", 0, tmp_path, factory=TINY, preprocessing=SMALL
+    )
+    assert torch.equal(calibration_images(0, raw), calibration_images(0, SMALL))
+
+
 def test_a_factory_s_own_weights_have_no_file_and_are_the_same_in_every_build(tmp_path):
     assert weights.resolve("factory", 3, tmp_path, factory=TINY) is None
     first, second = call_factory(TINY, 3).state_dict(), call_factory(TINY, 3).state_dict()

@@ -64,14 +64,17 @@ def weights_kind(weights: str, arch: str = DEFAULT_ARCH, factory: str | None = N
 
 
 def calibration_images(seed: int, preprocessing: Preprocessing) -> torch.Tensor:
-    """The normalized batch of seeded synthetic photos that random weights are calibrated on."""
+    """The normalized batch of seeded synthetic photos that random weights are calibrated on: JPEGs decoded by
+    Pillow and cropped at `preprocessing`'s sizes, whatever the run's image format and decoder, so the weights
+    depend on the sizes only."""
+    plain = Preprocessing(resize_size=preprocessing.resize_size, crop_size=preprocessing.crop_size)
     crops = torch.stack(
         [
-            preprocessing.crop(synthetic.synth_jpeg(seed + CALIBRATION_SEED_OFFSET, i))
+            plain.crop(synthetic.synth_jpeg(seed + CALIBRATION_SEED_OFFSET, i))
             for i in progress.iterate(range(CALIBRATION_IMAGES), "weights: calibration images", CALIBRATION_IMAGES)
         ]
     )
-    return preprocessing.normalize(crops)
+    return plain.normalize(crops)
 
 
 def calibrate(model: torch.nn.Module, images: torch.Tensor) -> None:
