@@ -23,14 +23,21 @@ from pipeline.config.overrides import require_composable
 from pipeline.config.schema import register, typed
 from pipeline.provenance import config_record
 from pipeline.results import Result, as_result, now, read_result, summary, write_result
-from pipeline.rundir import RunDir
+from pipeline.rundir import RESULT_UNWRITABLE, RunDir, StorageError, WriteRoot, atomic_write, explain_storage
 from pipeline.runtime.lifetime import PARENT_ENV
 
 register()
 
 
 def _lost(run_dir: Path, code: int) -> Result:
-    """The record of a job whose process died without writing its result (killed, out of memory)."""
+    """The record of a job whose process ended without writing its result: killed, out of memory, or unable to
+    write it (RESULT_UNWRITABLE; its stderr said why). Writing it raises a StorageError where the run dir fails
+    this process too."""
+    message = (
+        "the job could not write its result.json (its stderr says why)"
+        if code == RESULT_UNWRITABLE
+        else f"the job process exited with code {code} without a result"
+    )
     result = Result(
         status="failed",
         variant=None,
@@ -39,14 +46,14 @@ def _lost(run_dir: Path, code: int) -> Result:
         run_dir=str(run_dir),
         started_at=now(),
         finished_at=now(),
-        error={"type": "JobProcessDied", "message": f"the job process exited with code {code} without a result"},
+        error={"type": "JobProcessDied", "message": message},
     )
     write_result(run_dir, result)
     return result
 
 
-def run_child(run_dir: Path) -> tuple[Result, int | None]:
-    """Run the job in RUN_DIR in a child process; its result, and the signal that stopped it, if any.
+def run_child(run_dir: Path) -> tuple[int, int | None]:
+    """Run the job in RUN_DIR in a child process; its exit status, and the signal that stopped it, if any.
 
     The child gets a process group of its own, so a Ctrl-C at the terminal reaches this process alone, which
     passes the first SIGINT or SIGTERM on, once: a second signal arriving while the child is still unwinding
@@ -72,11 +79,16 @@ def run_child(run_dir: Path) -> tuple[Result, int | None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    stopped_by = received[0] if received else None
+    return code, received[0] if received else None
+
+
+def job_result(run_dir: Path, code: int) -> Result:
+    """The result the job in RUN_DIR wrote, or the record of a lost job (`_lost`) where it wrote none: a
+    result.json there after RESULT_UNWRITABLE is an earlier run's."""
     path = RunDir(run_dir).result
-    if not path.is_file():
-        return _lost(run_dir, code), stopped_by
-    return as_result(read_result(path)), stopped_by
+    if code == RESULT_UNWRITABLE or not path.is_file():
+        return _lost(run_dir, code)
+    return as_result(read_result(path))
 
 
 def done_before(run_dir: Path, cfg: DictConfig) -> Result | None:
@@ -103,19 +115,26 @@ def done_before(run_dir: Path, cfg: DictConfig) -> Result | None:
 def main(cfg: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    earlier = done_before(run_dir, cfg) if cfg.resume else None
-    if earlier is not None:
-        print(f"resume: {run_dir} already holds an ok result of this config; not run again", flush=True)
-        result, stopped_by = earlier, None
-    else:
-        RunDir(run_dir).job.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        result, stopped_by = run_child(run_dir)
-    print(summary(result), flush=True)
+    result = done_before(run_dir, cfg) if cfg.resume else None
+    stopped_by = None
+    try:
+        if result is not None:
+            print(f"resume: {run_dir} already holds an ok result of this config; not run again", flush=True)
+        else:
+            atomic_write(RunDir(run_dir).job, OmegaConf.to_yaml(cfg, resolve=True))
+            code, stopped_by = run_child(run_dir)
+            result = job_result(run_dir, code)
+        print(summary(result), flush=True)
+    except StorageError as error:  # a full or read-only run dir: one line, not Hydra's trace; a sweep goes on
+        setting = "hydra.run.dir" if hydra_config.mode is RunMode.RUN else "hydra.sweep.dir"
+        root = WriteRoot("run dir", run_dir, setting)
+        print(f"error: {explain_storage(str(error), [root])}", file=sys.stderr, flush=True)
+        result = None
     if stopped_by == signal.SIGINT:  # stop here, and the rest of a sweep with it
         raise KeyboardInterrupt
     if stopped_by is not None:
         sys.exit(128 + stopped_by)
-    if result.status != "ok" and hydra_config.mode is RunMode.RUN:
+    if (result is None or result.status != "ok") and hydra_config.mode is RunMode.RUN:
         sys.exit(1)
 
 

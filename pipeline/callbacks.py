@@ -22,10 +22,15 @@ from pipeline.runtime.progress import sweep_eta
 
 
 def _probe(directory: Path) -> None:
-    """Create and remove a file in `directory`; raises OSError where that is refused (read-only, not a dir)."""
+    """Create a file of one byte in `directory` and remove it; raises OSError where that is refused (read-only,
+    not a dir, full: an empty file takes no space, so only a byte finds a full disk before Hydra's trace does)."""
     handle, name = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
-    os.close(handle)
-    os.unlink(name)
+    try:
+        os.write(handle, b"\0")
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+        os.unlink(name)
 
 
 def unwritable(directory: Path) -> str | None:

@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from pipeline.config.schema import Config, typed
 from pipeline.run import run
-from pipeline.rundir import RunDir
+from pipeline.rundir import RESULT_UNWRITABLE, RunDir, StorageError, storage_error
 from pipeline.runtime.lifetime import die_with_parent, parent_from_env
 from pipeline.runtime.processes import descendants, python_helpers, stop_processes
 from pipeline.spark.session import stop_driver_jvm
@@ -47,9 +48,45 @@ def keep_earlier_result(run_dir: Path) -> Path | None:
     if not isinstance(earlier, dict) or earlier.get("status") != "ok":
         return None
     kept = files.previous_result
-    os.replace(path, kept)
+    try:
+        os.replace(path, kept)
+    except OSError as error:  # a read-only run dir: this run could not write its own result either
+        raise storage_error(error, kept) from error
     log.info("%s held an ok result of an earlier run: kept as %s", run_dir, kept.name)
     return kept
+
+
+class LogFile(logging.FileHandler):
+    """RUN_DIR/pipeline.log, opened at the first record: a run dir that cannot be written (full, read-only) costs
+    the log file, said once on stderr, instead of failing the job at its start (opening) or printing a trace per
+    record (logging's way with a failed write); stderr still gets every record."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True)
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        try:
+            super().emit(record)  # a failure to open the file comes out here, one to write it in handleError
+        except OSError as error:
+            self._give_up(error)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            self._give_up(error)
+        else:
+            super().handleError(record)
+
+    def _give_up(self, error: OSError) -> None:
+        self.failed = True
+        stream, self.stream = self.stream, None
+        with suppress(OSError):  # what it holds cannot be written either
+            if stream is not None:
+                stream.close()
+        print(f"warning: logging to stderr only: {storage_error(error, self.baseFilename)}", file=sys.stderr)
 
 
 def configure_logging(run_dir: Path) -> None:
@@ -58,7 +95,7 @@ def configure_logging(run_dir: Path) -> None:
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(RunDir(run_dir).log)],
+        handlers=[logging.StreamHandler(), LogFile(RunDir(run_dir).log)],
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
@@ -68,9 +105,15 @@ def main(run_dir: Path) -> int:
     if parent is not None:  # started by `python -m pipeline`: a SIGKILL of it reaches us as a Ctrl-C
         die_with_parent(parent, signal.SIGINT)
     configure_logging(run_dir)
-    keep_earlier_result(run_dir)
+    try:
+        keep_earlier_result(run_dir)
+    except StorageError as error:
+        log.error("the run did not start: %s", error)
+        return RESULT_UNWRITABLE
     try:
         return 0 if run(load(run_dir), run_dir).status == "ok" else 1
+    except StorageError:  # run() said why in one line; the parent must not take an older result.json for this run's
+        return RESULT_UNWRITABLE
     finally:
         # the driver JVM pyspark started (and a local-cluster's executors under it) outlives a stopped
         # SparkSession until this process is gone: stop it, then whatever is left by PID, so the job leaves

@@ -145,6 +145,15 @@ def _git_sha() -> str | None:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15-minute load averages: how busy it was besides the run (a 2-core machine at
+    load 6 runs a job at a fraction of its idle speed), kept with every result so a figure says its load."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -181,6 +190,7 @@ def environment(config: Config) -> dict[str, Any]:
         else None,
         "model": model_record(config),
         "git_sha": _git_sha(),
+        "load_average": load_average(),  # at the start; `load_average_end` when the run ends (pipeline.run)
         "device": device_record(config.device) if config.device is not None else None,
     }
 

@@ -20,8 +20,9 @@ from pipeline.inference.model import ModelSpec, SimulatedDevice, check_model
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.projection.simulated import device_usage
-from pipeline.provenance import new_result
+from pipeline.provenance import load_average, new_result
 from pipeline.results import Result, now, write_result
+from pipeline.rundir import StorageError, WriteRoot, as_storage_error, explain_storage
 from pipeline.runtime.errors import describe_error
 from pipeline.spark.evidence import enforce
 from pipeline.spark.session import java_version
@@ -166,9 +167,23 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
     enforce(result.evidence.get("checks", {}))
 
 
+def storage_roots(config: Config, run_dir: Path) -> list[WriteRoot]:
+    """Where a run writes, for the advice in a storage error: the run dir (which a single run and a sweep choose
+    by different settings), the cache dir, and the storage root where one is given (`pipeline.data.storage`)."""
+    roots = [
+        WriteRoot("run dir", Path(run_dir), "hydra.run.dir (hydra.sweep.dir for a sweep)"),
+        WriteRoot("cache dir", Path(config.cache_dir), "cache_dir"),
+    ]
+    shared = Storage.of(config.storage, run_dir, config.cache_dir).root
+    return roots + ([WriteRoot("storage root", shared, "storage")] if shared is not None else [])
+
+
 def run(config: Config, run_dir: Path) -> Result:
-    """Run one configured benchmark; result.json is written however it ends."""
+    """Run one configured benchmark; result.json is written however it ends. A write that fails (a full or
+    read-only run dir or cache dir) fails the run with one line naming the file and its root; when even
+    result.json cannot be written, that is logged in one line and the StorageError raised (`pipeline.job`)."""
     result = new_result(config, run_dir)
+    roots = storage_roots(config, run_dir)
     try:
         execute(config, run_dir, result)
         result.status = "ok"
@@ -178,8 +193,16 @@ def run(config: Config, run_dir: Path) -> Result:
     except ConnectUnavailable as error:  # refused at validation: what Connect cannot do, not a failure
         result.status, result.error = "unavailable", describe_error(error)
     except Exception as error:
-        result.status, result.error = "failed", describe_error(error)
+        result.status, result.error = "failed", describe_error(as_storage_error(error))
+        if result.error["type"] == StorageError.__name__:  # raised here or in a Spark task
+            result.error["message"] = explain_storage(result.error["message"], roots)
     finally:
         result.finished_at = now()
-        write_result(run_dir, result)
+        result.env["load_average_end"] = load_average()
+        try:
+            write_result(run_dir, result)
+        except StorageError as error:
+            why = f": {result.error['type']}: {result.error['message']}" if result.error else ""
+            log.error("run %s%s; and its result not written: %s", result.status, why, error)
+            raise
     return result

@@ -20,7 +20,7 @@ import jinja2
 import pandas as pd
 
 from pipeline.results import model_text
-from reports import bottleneck_check, connect, fast_paths, microbench, peers, plots, server
+from reports import bottleneck_check, connect, fast_paths, microbench, nodes, peers, plots, server
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -463,4 +463,5 @@ def render(
         projection=projection,
         bottleneck_check=_bottleneck_check(sources),
         server={"rows": server.server_rows(jobs, frame), "ratios": server.ratios(frame)},
+        nodes=nodes.node_rows(jobs, frame),
     )

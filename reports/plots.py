@@ -29,7 +29,13 @@ from reports.pareto import best, pareto_front  # noqa: E402
 
 THROUGHPUT = "throughput_images_per_s"
 COST = "usd_per_million_images"
-STEP_COLOURS = {"preprocess": "#4C72B0", "predict": "#DD8452", "fused": "#55A868", "other": "#8C8C8C"}
+STEP_COLOURS = {
+    "preprocess": "#4C72B0",
+    "predict": "#DD8452",
+    "fused": "#55A868",
+    "served": "#C44E52",
+    "other": "#8C8C8C",
+}
 
 
 @dataclass(frozen=True)
@@ -221,27 +227,39 @@ def throughput_vs_cost(frame: pd.DataFrame) -> Chart:
 
 
 def task_timeline(result: dict[str, Any], label: str) -> Chart:
-    """A Gantt chart of the last timed pass: one row per executor task slot, tasks coloured by step."""
+    """A Gantt chart of the last timed pass: one row per executor task slot, tasks coloured by step; on a cluster
+    of several nodes the rows are grouped by node (the executor's host), a line between nodes."""
     tasks = pd.DataFrame(result["evidence"]["timeline"])
     tasks["step"] = tasks["step"].where(tasks["step"].isin(list(STEP_COLOURS)), "other")
+    hosts = tasks["host"].fillna("") if "host" in tasks else pd.Series([""] * len(tasks), index=tasks.index)
+    tasks["host"] = hosts.astype(str)
+    by_node = tasks["host"].nunique() > 1
     slots = sorted(
-        {(str(executor), int(slot)) for executor, slot in zip(tasks["executor_id"], tasks["slot"])},
-        key=lambda key: (not key[0].isdigit(), int(key[0]) if key[0].isdigit() else 0, key[0], key[1]),
+        {
+            (host if by_node else "", str(executor), int(slot))
+            for host, executor, slot in zip(tasks["host"], tasks["executor_id"], tasks["slot"])
+        },
+        key=lambda key: (key[0], not key[1].isdigit(), int(key[1]) if key[1].isdigit() else 0, key[1], key[2]),
     )
     row_of = {slot: number for number, slot in enumerate(slots)}
     figure = Figure(figsize=(9.5, 1.3 + 0.38 * len(slots)), layout="constrained")
     ax = figure.subplots()
     for task in tasks.to_dict("records"):
         failed = not task.get("successful", True)
+        key = (task["host"] if by_node else "", str(task["executor_id"]), int(task["slot"]))
         ax.broken_barh(
             [(task["start_s"], max(task["end_s"] - task["start_s"], 0.005))],
-            (row_of[(str(task["executor_id"]), int(task["slot"]))] - 0.38, 0.76),
+            (row_of[key] - 0.38, 0.76),
             facecolors=STEP_COLOURS[task["step"]],
             edgecolor="red" if failed else "white",
             hatch="///" if failed else None,
             linewidth=0.8,
         )
-    ax.set_yticks(range(len(slots)), [f"executor {executor} · slot {slot}" for executor, slot in slots])
+    names = [f"{host + ' · ' if host else ''}executor {executor} · slot {slot}" for host, executor, slot in slots]
+    ax.set_yticks(range(len(slots)), names)
+    for number in range(1, len(slots)):
+        if slots[number][0] != slots[number - 1][0]:
+            ax.axhline(number - 0.5, color="#444444", linewidth=0.8)
     ax.invert_yaxis()
     ax.set_xlim(left=0)
     ax.set_xlabel("seconds since the pass's first stage was submitted")
@@ -251,9 +269,10 @@ def task_timeline(result: dict[str, Any], label: str) -> Chart:
         handles.append(Patch(facecolor="white", edgecolor="red", hatch="///", label="failed attempt"))
     figure.legend(handles=handles, fontsize=8, loc="outside right upper")
     ax.set_title(label, fontsize=10)
+    where = f" on {tasks['host'].nunique()} nodes (grouped by node)" if by_node else ""
     caption = (
         f"Task timeline of the last timed pass of {label}: {len(tasks)} task attempts on {len(slots)} executor "
-        f"task slots (from the Spark event log). Colour: the step a task ran "
+        f"task slots{where} (from the Spark event log). Colour: the step a task ran "
         f"({', '.join(steps)})."
     )
     return Chart(figure, caption)

@@ -61,6 +61,13 @@ def held_sleeps(monkeypatch, meet: threading.Barrier | None = None) -> list[tupl
     return sleeps
 
 
+def test_on_a_machine_without_the_runs_lock_directory_the_locks_are_in_the_working_directory(tmp_path, monkeypatch):
+    """An executor on another machine sees nothing of the driver's temporary directory: its GPUs are its own."""
+    monkeypatch.chdir(tmp_path)
+    accelerator.hold(_device(str(tmp_path / "the-drivers-lock-dir"), latency=0.0), CROPS[:1], ["0"])
+    assert [path.name for path in tmp_path.iterdir()] == [accelerator.lock_path(_device("x"), ["0"]).name]
+
+
 def test_a_call_holds_the_device_for_latency_plus_images_over_rate(lock_dir, monkeypatch):
     device = _device(lock_dir)  # 0.05 + 8 / 40 = 0.25 s
     sleeps = held_sleeps(monkeypatch)

@@ -99,7 +99,6 @@ def test_compose_rejects(override, error, named):
             "only map_in_pandas",
         ),
         (["storage=s3://bucket/root"], "storage='s3://bucket/root': s3:// is not served yet"),
-        (["cluster=remote", "cluster.master=spark://nowhere.invalid:7077"], "cluster.driver_host=ADDR"),
         (
             ["engine=ray", "preprocess.decoder=torchvision", "preprocess.decode_on=model_device"],
             "preprocess.decode_on=model_device with engine=ray",

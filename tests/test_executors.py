@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.config.schema import ConfigError
+from pipeline.spark.cluster import cluster, driver_host
 from pipeline.spark.executors import diagnosis, master_webui
-from pipeline.spark.plan import LOOPBACK, driver_host, plan
+from pipeline.spark.plan import LOOPBACK, ClusterError
 from tests.helpers.config import compose_config
 
 APP = "app-20261206141509-0000"
@@ -81,14 +81,20 @@ def test_the_master_web_ui_is_port_8080_of_the_masters_host_unless_configured():
     assert master_webui("spark://10.1.2.3:7077", "http://10.1.2.3:9090/") == "http://10.1.2.3:9090"
 
 
+def test_a_yarn_or_kubernetes_application_is_sent_to_its_cluster_managers_logs():
+    assert master_webui("yarn", None) is None and master_webui("k8s://https://api:443", None) is None
+    assert "yarn logs -applicationId application_1_0001" in diagnosis("application_1_0001", None)
+
+
 def test_the_clusters_the_harness_starts_keep_the_driver_on_loopback():
     for overrides in ([], ["cluster=local_cluster"], ["cluster=standalone"], ["cluster=connect"]):
-        assert plan(compose_config(*overrides)).driver_host == LOOPBACK
+        assert driver_host(compose_config(*overrides).cluster) == LOOPBACK
 
 
-def test_a_remote_masters_driver_is_this_machines_address_on_the_route_to_it():
+def test_a_remote_masters_driver_is_this_machines_address_on_the_route_to_it(tmp_path):
     config = compose_config("cluster=remote", "cluster.master=spark://127.0.0.1:7077")
-    assert plan(config).driver_host == "127.0.0.1"
+    with cluster(config, tmp_path) as remote:
+        assert remote.driver_host == "127.0.0.1"
 
 
 def test_cluster_driver_host_names_the_drivers_address_itself():
@@ -96,7 +102,8 @@ def test_cluster_driver_host_names_the_drivers_address_itself():
     assert driver_host(config.cluster) == "10.9.8.7"
 
 
-def test_a_master_this_machine_has_no_route_to_fails_before_spark_starts_naming_the_key():
+def test_a_master_this_machine_has_no_route_to_fails_before_spark_starts_naming_the_key(tmp_path):
     config = compose_config("cluster=remote", "cluster.master=spark://nowhere.invalid:7077")
-    with pytest.raises(ConfigError, match="cluster.driver_host=ADDR"):
-        plan(config)
+    with pytest.raises(ClusterError, match="cluster.driver_host=ADDR"):
+        with cluster(config, tmp_path):
+            pass

@@ -56,7 +56,6 @@ def test_keys_of_another_topology_fail_at_compose_time(overrides):
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        (["cluster=remote", "cluster.master=spark://127.0.0.1:7077"], "cluster=remote"),
         (["model.batch_size=64", "topology.max_batch_size=32"], "topology.max_batch_size=32"),
         (["topology.instances=0"], "topology.instances=0"),
         (["topology.request_timeout_s=0"], "topology.request_timeout_s=0"),

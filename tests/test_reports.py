@@ -305,6 +305,40 @@ def test_timeline_has_one_row_per_executor_slot(frame: pd.DataFrame) -> None:
     assert labels == [f"executor 0 · slot {slot}" for slot in range(4)]
 
 
+def _task(host: str, executor: str, start: float) -> dict:
+    place = {"stage_id": 1, "step": "served", "executor_id": executor, "host": host, "slot": 0}
+    return place | {"start_s": start, "end_s": start + 1.0, "successful": True}
+
+
+def test_a_timeline_of_several_nodes_groups_the_slots_by_node() -> None:
+    timeline = [_task("10.0.0.4", "1", 0.0), _task("10.0.0.3", "0", 0.5), _task("10.0.0.4", "1", 1.0)]
+    chart = task_timeline({"evidence": {"timeline": timeline}}, "run")
+    labels = [tick.get_text() for tick in chart.figure.axes[0].get_yticklabels()]
+    assert labels == ["10.0.0.3 · executor 0 · slot 0", "10.0.0.4 · executor 1 · slot 0"]
+    assert "on 2 nodes (grouped by node)" in chart.caption
+
+
+def test_slot_use_and_each_nodes_server_are_shown_per_node(tmp_path: Path) -> None:
+    from reports.nodes import node_rows
+
+    usage = {"slots": 1, "tasks": 2, "idle_slot_fraction": 0.1, "busy_s": 9.0}
+    nodes = [
+        {"host": "10.0.0.3", "executors": ["0"], "slot_utilization": 0.9, **usage},
+        {"host": "10.0.0.4", "executors": ["1"], "slot_utilization": 0.5, **usage},
+    ]
+    served = {"last_pass": {"images": 8, "batches": 1, "cpu_ms_per_image": 12.34}}
+    server = {"nodes": [{"node": "worker-1", "address": "10.0.0.3", **served}]}  # none found on 10.0.0.4
+    write(tmp_path / "0", 10.0, topology="model_server", cluster="remote", evidence={"nodes": nodes, "server": server})
+    write(tmp_path / "1", 10.0, evidence={"nodes": nodes[:1]})  # one node: nothing to show per node
+    jobs = find_jobs([tmp_path])
+    rows = node_rows(jobs, job_frame(jobs))
+    assert [(r["node"], r["slot_use"], r["server_images"]) for r in rows] == [
+        ("worker-1 (10.0.0.3)", "90%", 8),
+        ("10.0.0.4", "50%", "–"),
+    ]
+    assert rows[0]["server_cpu_ms_per_image"] == "12.3"
+
+
 # ----------------------------------------------------------------------------------------------- the files
 
 

@@ -23,9 +23,9 @@ def test_without_a_storage_root_the_run_dir_and_cache_dir_serve_as_before(tmp_pa
 def test_a_storage_root_holds_the_data_sets_and_each_runs_own_area(tmp_path):
     places = Storage.of(str(tmp_path / "shared"), tmp_path / "outputs" / "2026-12-06" / "14-00-00", tmp_path / "cache")
     assert places.dataset_cache == tmp_path / "shared"
-    assert places.run_area.parent == tmp_path / "shared" / "runs"
-    assert places.run_area.name.startswith("outputs_2026-12-06_14-00-00-")
-    assert {places.tasks.parent, places.predictions.parent, places.intermediate.parent} == {places.run_area}
+    assert places.run_area.path.parent == tmp_path / "shared" / "runs"
+    assert places.run_area.path.name.startswith("outputs_2026-12-06_14-00-00-")
+    assert {places.tasks.parent, places.predictions.parent, places.intermediate.parent} == {places.run_area.path}
 
 
 def test_two_run_dirs_of_the_same_second_get_different_areas(tmp_path):

@@ -10,12 +10,12 @@ import pytest
 
 from pipeline.config.schema import Topology
 from pipeline.data.datasets import prepare
-from pipeline.spark.evidence import check, collect
+from pipeline.spark.evidence import EvidenceMissing, check, collect
 from pipeline.spark.plan import plan
 from pipeline.spark.session import split_bytes
 from pipeline.spark.utilization import slot_usage
 from tests.helpers.config import compose_config
-from tests.helpers.eventlog import completed_stages
+from tests.helpers.eventlog import completed_stages, job_start, write_log
 from tests.helpers.spark import sql_conf
 
 
@@ -86,3 +86,13 @@ def test_a_slot_idle_most_of_a_stage_is_flagged(spark, cache_dir, overrides, row
         assert stage["idle_slot_fraction"] > 0.5 and "rows per task [16, 0]" in checks["idle_slot_stages"][0]
     else:
         assert stage["idle_slot_fraction"] < 0.5
+
+
+def test_an_event_log_cut_short_before_the_pass_fails_the_evidence_naming_the_log(tmp_path):
+    """Spark only logs an error when it cannot write its event log (a full run dir): the stages of the pass are
+    then missing, and a result that claimed an idle-free, fault-free pass from nothing would lie."""
+    log_dir = tmp_path / "eventlog"
+    log_dir.mkdir()
+    write_log(log_dir / "app-1", [job_start(0, [0], "pass 1 (warm-up)")])
+    with pytest.raises(EvidenceMissing, match=r"app-1 holds no stage of 'pass 2 \(timed\)'"):
+        collect(log_dir, [], "pass 2 (timed)", slots=2, model_slots=2)

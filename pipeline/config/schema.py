@@ -95,6 +95,14 @@ class ClusterMode(Enum):
     connect = "connect"  # a Spark Connect server started by the harness in front of a backend
 
 
+class Ship(Enum):
+    """What cluster=remote sends its executors before any pass (`pipeline.spark.shipping`)."""
+
+    installed = "installed"  # nothing: the nodes have the tool and its environment
+    code = "code"  # the tool's packages as a zip; the nodes have its dependencies
+    env = "env"  # this machine's virtualenv, packed, and the code zip; the nodes have its base interpreter
+
+
 class Sink(Enum):
     noop = "noop"
     parquet = "parquet"
@@ -107,21 +115,21 @@ class OnBadImage(Enum):
 
 @dataclass
 class DatasetConfig:
-    source: DataSource = DataSource.synthetic
-    format: ImageFormat = ImageFormat.jpeg
-    num_images: Optional[int] = 64
-    images_per_file: int = 1000
+    source: DataSource = DataSource.synthetic  # generated images, your folder of images, or your Parquet
+    format: ImageFormat = ImageFormat.jpeg  # JPEG bytes, or decoded 256x256x3 uint8 arrays (raw)
+    num_images: Optional[int] = 64  # images generated or imported (None: every image of the folder or Parquet)
+    images_per_file: int = 1000  # images per Parquet file of a generated or imported data set
     row_group_size: int = 32  # images per Parquet row group of a generated or imported data set
-    seed: int = 0
-    folder: Optional[str] = None
-    path: Optional[str] = None
+    seed: int = 0  # the generated data set's seed
+    folder: Optional[str] = None  # source=folder: your images, one subfolder per class (the ImageNet layout)
+    path: Optional[str] = None  # source=parquet: a directory of Parquet with columns id, label, image
 
 
 @dataclass
 class ModelConfig:
     name: ModelName = ModelName.resnet50
-    arch: str = "resnet50"  # any torchvision classification model (pipeline.inference.networks)
-    factory: Optional[str] = None  # "package.module:function" returning a torch.nn.Module; excludes another arch
+    arch: str = "resnet50"  # any torchvision classification model; model=resnet50 only (pipeline.inference.networks)
+    factory: Optional[str] = None  # "package.module:function" returning a torch.nn.Module; model=resnet50, no arch
     weights: str = "random"
     seed: int = 0
     batch_size: int = 32
@@ -145,15 +153,15 @@ class DeviceConfig:
     `source` and `date` say where the figure comes from; overriding a field (`device.images_per_s=200`) is
     recorded in the result as an override of the profile."""
 
-    name: str = "t4_fp16"
-    images_per_s: float = 1.0
-    batch_size: int = 32
-    latency_s: float = 0.0
-    host_s_per_image: float = 0.0
-    precision: str = "fp16"
-    source: str = ""
-    date: str = ""
-    kind: DeviceKind = DeviceKind.published
+    name: str = "t4_fp16"  # the profile's name, as reports label it ("simulated t4_fp16 3000 img/s")
+    images_per_s: float = 1.0  # one device's ResNet50 images/s at batch_size
+    batch_size: int = 32  # the batch size the figure was measured or assumed at
+    latency_s: float = 0.0  # seconds every model call holds the device beyond its images
+    host_s_per_image: float = 0.0  # host CPU seconds spent per image (the copy to pinned memory)
+    precision: str = "fp16"  # the precision the figure is for
+    source: str = ""  # where the figure comes from (a published result, ours, or how it was derived)
+    date: str = ""  # when the figure was measured or recorded
+    kind: DeviceKind = DeviceKind.published  # published (a vendor's or MLPerf's, or derived from one) or ours
 
 
 @dataclass
@@ -241,9 +249,9 @@ class ArrowUdfConfig(UdfConfig):
 class NodeConfig:
     """Machines billed for a run: `count` x `instance` (a key of `cost.prices`) in a `role`."""
 
-    role: str = "driver"
-    instance: str = "this_machine"
-    count: int = 1
+    role: str = "driver"  # what the machines do (driver, worker, ...), as the report's cost lists them
+    instance: str = "this_machine"  # a key of cost.prices
+    count: int = 1  # how many such machines
 
 
 @dataclass
@@ -251,8 +259,8 @@ class ClusterConfig:
     """What every cluster mode has: the driver's memory and the billed machines."""
 
     mode: ClusterMode = ClusterMode.local
-    driver_memory: str = "2g"
-    nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
+    driver_memory: str = "2g"  # the driver JVM's heap (spark.driver.memory)
+    nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])  # the machines the report bills
 
 
 @dataclass
@@ -267,10 +275,10 @@ class LocalConfig(ClusterConfig):
 class ExecutorsConfig(ClusterConfig):
     """The modes with executors: `workers` executors of `worker_cores` cores, `task_cpus` cores a task."""
 
-    workers: int = 1
-    worker_cores: int = 2
-    executor_memory: str = "1g"
-    task_cpus: int = 1
+    workers: int = 1  # executors (one per worker)
+    worker_cores: int = 2  # task slots of each executor (spark.executor.cores)
+    executor_memory: str = "1g"  # each executor JVM's heap (Python workers are outside it)
+    task_cpus: int = 1  # cores a task takes (spark.task.cpus), and torch threads per task
 
 
 @dataclass
@@ -278,7 +286,7 @@ class LocalClusterConfig(ExecutorsConfig):
     """`local-cluster[W,C,M]`: worker JVMs started by the driver."""
 
     mode: ClusterMode = ClusterMode.local_cluster
-    worker_memory: str = "2g"
+    worker_memory: str = "2g"  # memory a worker offers its executor
 
 
 @dataclass
@@ -286,7 +294,7 @@ class StandaloneConfig(ExecutorsConfig):
     """A standalone master and workers started by the harness on 127.0.0.1."""
 
     mode: ClusterMode = ClusterMode.standalone
-    worker_memory: str = "2g"
+    worker_memory: str = "2g"  # memory a worker offers its executor
 
 
 @dataclass
@@ -294,7 +302,7 @@ class RemoteConfig(ExecutorsConfig):
     """An existing cluster at `master`; `workers` is `spark.executor.instances`."""
 
     mode: ClusterMode = ClusterMode.remote
-    master: Optional[str] = None
+    master: Optional[str] = None  # the cluster's master URL: spark://HOST:7077, yarn, k8s://..., sc://HOST:15002
     # the address the executors reach the driver at, which it also binds (None: this machine's address on the
     # route to the master); the modes the harness starts here keep the driver on 127.0.0.1
     driver_host: Optional[str] = None
@@ -305,6 +313,12 @@ class RemoteConfig(ExecutorsConfig):
     # an sc:// server's spark.eventLog.dir, when this machine can read it: the evidence is read from its
     # application's log there (a spark:// master's driver is the job's own and logs to the run dir)
     event_log_dir: Optional[str] = None
+    # what the executors get before any pass: nothing (the nodes have the tool), the tool's code, or this
+    # machine's whole Python environment with it (`pipeline.spark.shipping`)
+    ship: Ship = Ship.installed
+    # seconds the check that every executor can run the tool (one task per slot, before any pass) may take; an
+    # environment shipped is unpacked by the first task on each executor, inside this bound
+    preflight_timeout_s: float = 600.0
 
 
 @dataclass
@@ -314,8 +328,8 @@ class ConnectConfig(ExecutorsConfig):
     `sc://`. Its own schema rather than a nested cluster: one level of keys, as every other mode has."""
 
     mode: ClusterMode = ClusterMode.connect
-    backend: ClusterMode = ClusterMode.local
-    worker_memory: str = "2g"
+    backend: ClusterMode = ClusterMode.local  # what the server runs on: local, local_cluster or standalone
+    worker_memory: str = "2g"  # memory a worker offers its executor
 
 
 @dataclass
@@ -357,10 +371,12 @@ class ModelServerConfig(TopologyConfig):
     threads: Optional[int] = None  # the server's torch threads; None: every core of the machine
     max_batch_size: int = 128  # the largest batch Triton's dynamic batcher forms
     max_queue_delay_us: int = 2000  # how long a request may wait for others to join its batch
-    grpc_port: Optional[int] = None  # None: a free port on 127.0.0.1
+    grpc_port: Optional[int] = None  # None: a free port (on 127.0.0.1; on each node with cluster=remote)
     request_timeout_s: float = 120.0  # a task's deadline for one batch
     start_timeout_s: float = 300.0  # the server's start, model loads included
-    server_env: str = "~/.cache/spark-inference-bench/server-env"  # PyTriton + NumPy < 2 (see pipeline.serving)
+    # PyTriton + NumPy < 2 (pipeline.serving.environment.root); None: the driver's cache, or <storage>/server-env
+    # for cluster=remote, whose nodes run it
+    server_env: Optional[str] = None
 
 
 # group -> (discriminator, {option: schema}); conf/GROUP/OPTION.yaml names /schema/GROUP/OPTION
@@ -403,16 +419,16 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, type]]] = {
 
 @dataclass
 class PriceConfig:
-    usd_per_hour: float = 0.0
-    region: str = ""
-    source: str = ""
-    date: str = ""
+    usd_per_hour: float = 0.0  # on-demand price of one machine
+    region: str = ""  # the region the price is for
+    source: str = ""  # where the price comes from
+    date: str = ""  # when it was read
 
 
 @dataclass
 class CostConfig:
-    name: str = "aws_on_demand"
-    prices: dict[str, PriceConfig] = field(default_factory=dict)
+    name: str = "aws_on_demand"  # the price table's name, as the report cites it
+    prices: dict[str, PriceConfig] = field(default_factory=dict)  # instance -> its price (cluster.nodes' instances)
 
 
 @dataclass
@@ -422,21 +438,21 @@ class InstanceConfig:
     conf/device/ (None: no GPU); `vcpu_speed` is one vCPU's preprocessing rate with all busy relative to one core
     here, and `vcpu_speed_source` says whether it is measured or assumed."""
 
-    name: str = ""
-    price: str = ""
-    vcpus: int = 0
-    gpus: int = 0
-    device: Optional[str] = None
-    memory_gib: float = 0.0
-    vcpu_speed: float = 1.0
-    vcpu_speed_source: str = ""
+    name: str = ""  # the catalogue entry's name (conf/instance/NAME.yaml)
+    price: str = ""  # its key in the cost table's prices
+    vcpus: int = 0  # vCPUs (hyperthreads on x86)
+    gpus: int = 0  # GPUs of the instance
+    device: Optional[str] = None  # a profile of conf/device/ for its GPUs (None: no GPU)
+    memory_gib: float = 0.0  # memory, GiB
+    vcpu_speed: float = 1.0  # one vCPU's preprocessing rate with all busy, relative to one core of this machine
+    vcpu_speed_source: str = ""  # whether vcpu_speed is measured or assumed, and from what
 
 
 @dataclass
 class GpuConfig:
     executor_amount: int = 0
     task_amount: float = 0.0
-    predict_task_amount: float = 1.0
+    predict_task_amount: float = 1.0  # GPUs per task of stage_level's predict stage (its ResourceProfile)
     emulate: int = 0
 
 

@@ -77,6 +77,8 @@ HARNESS_CONFS: dict[str, str | None] = {
     "spark.task.resource.gpu.amount": "gpu.task_amount",
     "spark.worker.resource.gpu.amount": "gpu.emulate",
     "spark.worker.resource.gpu.discoveryScript": None,
+    "spark.archives": "cluster.ship",  # cluster.ship=env: the virtualenv's archive
+    "spark.pyspark.python": "cluster.ship",  # ... and the Python in it the workers run
     **FAST_PATH_KEYS,
 }
 
@@ -165,13 +167,16 @@ def _fast_paths(config: Config) -> None:
 
 
 def _model_server(config: Config) -> None:
-    """topology=model_server: a cluster whose nodes are this machine, sane batching, a free port, then the client
-    extra (a wrong key is named whatever is installed)."""
+    """topology=model_server: sane batching, a free port, the client extra (a wrong key is named whatever is
+    installed); on a cluster of other machines (cluster=remote, one server per node, `pipeline.serving.nodes`),
+    the storage root its nodes' servers keep their records, logs and status in."""
     topology = config.topology
-    if config.cluster.mode is ClusterMode.remote:
+    remote = config.cluster.mode is ClusterMode.remote
+    if remote and config.storage is None:
         raise ConfigError(
-            "topology=model_server with cluster=remote: the harness starts the server on this machine only; use "
-            "cluster=local, local_cluster or standalone"
+            "topology=model_server with cluster=remote needs storage=DIR, a directory every node and this machine "
+            "share at the same path: each node's server keeps its record, log and status there, and its environment "
+            "is made there (unless topology.server_env names another such path)"
         )
     _at_least("topology.instances", topology.instances, 1, optional=True)
     _at_least("topology.threads", topology.threads, 1, optional=True)
@@ -190,7 +195,7 @@ def _model_server(config: Config) -> None:
 
         if not 1 <= port <= 65535:
             raise ConfigError(f"topology.grpc_port={port}: must be a port number 1..65535 (or null for a free one)")
-        if port_in_use(port):
+        if not remote and port_in_use(port):  # a node's port is for its own server to find free
             raise ConfigError(
                 f"topology.grpc_port={port}: 127.0.0.1:{port} is already in use; choose another port or "
                 "topology.grpc_port=null for a free one"

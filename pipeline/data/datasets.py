@@ -33,6 +33,7 @@ from PIL import Image
 from pipeline.config.schema import DatasetConfig, DataSource
 from pipeline.data import synthetic
 from pipeline.inference.preprocess import DEFAULT_MAX_PIXELS, RAW_SIDE, BadImage, bad_raw, decode_rgb
+from pipeline.rundir import WRITE_ERRNOS, storage_error
 from pipeline.runtime import progress
 from pipeline.runtime.lifetime import die_with_parent
 
@@ -361,6 +362,10 @@ def prepare(config: DatasetConfig, cache_dir: str | Path, max_pixels: int = DEFA
                 (staging / META_FILE).write_text(json.dumps(meta, indent=2))
                 shutil.rmtree(path, ignore_errors=True)
                 staging.rename(path)
+            except OSError as error:
+                if error.errno not in WRITE_ERRNOS:  # a source image that cannot be read, say
+                    raise
+                raise storage_error(error, path) from error  # pyarrow's error names no file
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return describe(path, spec, generated, time.perf_counter() - started)

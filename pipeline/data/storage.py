@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline.config.schema import ConfigError
+from pipeline.rundir import RunDir
 
 
 def local_path(uri: str) -> Path:
@@ -74,21 +75,22 @@ class Storage:
         return self.root if self.root is not None else self.cache_dir
 
     @property
-    def run_area(self) -> Path:
-        """This run's directory for what its tasks write."""
-        return self.root / "runs" / run_id(self.run_dir) if self.root is not None else self.run_dir
+    def run_area(self) -> RunDir:
+        """This run's directory for what its tasks write, named as a run dir's files are: the run dir itself
+        without a storage root."""
+        return RunDir(self.root / "runs" / run_id(self.run_dir) if self.root is not None else self.run_dir)
 
     @property
     def tasks(self) -> Path:
         """The tasks' records of the pass running now (`pipeline.spark.ledger`)."""
-        return self.run_area / "tasks"
+        return self.run_area.tasks
 
     @property
     def predictions(self) -> Path:
         """The Parquet sink (`sink=parquet`)."""
-        return self.run_area / "predictions"
+        return self.run_area.predictions
 
     @property
     def intermediate(self) -> Path:
         """two_stage's crops between its jobs, unless `topology.intermediate_path` names a place."""
-        return self.run_area / "intermediate"
+        return self.run_area.intermediate

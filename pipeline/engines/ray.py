@@ -55,7 +55,7 @@ from pipeline.inference.steps import (
     preprocess,
     to_arrow,
 )
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, staged
 from pipeline.runtime.processes import descendants, stop_processes
 
 log = logging.getLogger(__name__)
@@ -197,9 +197,9 @@ def _measure(
         )
         table = pa.concat_tables(predictions.iter_batches(batch_format="pyarrow", batch_size=None))
         good, bad = _split(table)
-        if sink_dir is not None:  # the sink is part of the job, timed as Spark's and torch's are
-            sink_dir.mkdir(parents=True, exist_ok=True)
-            pq.write_table(good.select(PREDICTION_SCHEMA.names), sink_dir / "part-00000.parquet")
+        if sink_dir is not None:  # the sink is part of the job, timed as Spark's and torch's are; staged as torch's
+            with staged(sink_dir / "part-00000.parquet") as staging:
+                pq.write_table(good.select(PREDICTION_SCHEMA.names), staging)
         outcome.update(table=table, good=good, bad=bad)
 
     def observe(times: dict[str, float]) -> Pass:

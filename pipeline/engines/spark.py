@@ -9,8 +9,10 @@ preprocess application never schedules GPUs (`gpu.*` configures the predict clus
 for standalone its master and worker logs, are in `run_dir/preprocess/`.
 
 `topology=model_server` starts its model server (`pipeline.serving.launcher`) before the application and
-stops it after; the tasks find it through `inference.server`. A Spark failure while the server was gone is
-reported as `ServerDied`, naming the server; the server's statistics go into `evidence.server`.
+stops it after; on a cluster of other machines (cluster=remote) the application starts one server per worker
+node once it runs and stops them before it ends (`pipeline.serving.nodes`). The tasks find their server through
+`inference.server`. A Spark failure while a server was gone is reported as `ServerDied`, naming the server (and
+its node); the servers' statistics go into `evidence.server`.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from pipeline.spark.evidence import check, collect, collect_tasks, faults, join,
 from pipeline.spark.executors import master_webui, wait_for_executors
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
+from pipeline.spark.preflight import MODULES, first_tasks, preflight
 from pipeline.spark.session import runtime_conf, spark_conf, spark_session
-from pipeline.spark.shipping import ship_weights
+from pipeline.spark.shipping import Shipment, ship_weights, shipment
 from pipeline.spark.time_split import split
 from variants.topology import intermediate_bytes, jobs
 
@@ -61,6 +64,7 @@ class Application:
     cluster_s: float
     startup_s: float
     server: ConnectServer | None = None  # the Spark Connect server the harness started (cluster=connect)
+    executors_wait_s: float | None = None  # cluster=remote: until its executors registered (in startup_s)
 
     def record(self, model_slots: int) -> dict[str, Any]:
         """What the result keeps about the application; read while it runs (the app id is the JVM's). Under
@@ -76,6 +80,7 @@ class Application:
             "log_dir": str(self.running.log_dir) if self.running.log_dir else None,
             "app_id": self.spark.conf.get("spark.app.id"),
             "driver_pid": (self.server.pid if self.server else None) if connect else os.getpid(),
+            "executors_wait_s": self.executors_wait_s,
             "driver_jvm_max_memory_mb": None
             if connect
             else self.spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
@@ -90,12 +95,16 @@ class Application:
 
 
 @contextmanager
-def application(config: Config, run_dir: Path, dataset: Dataset, plan: Plan) -> Iterator[Application]:
-    """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped."""
+def application(
+    config: Config, run_dir: Path, dataset: Dataset, plan: Plan, shipped: Shipment | None = None
+) -> Iterator[Application]:
+    """A fresh Spark application (and, for standalone, a fresh cluster) for the block, then stopped; a classic
+    one starts with what `shipped` needs at the start (a virtualenv's archive)."""
     started = time.perf_counter()
     with cluster(config, run_dir, plan) as running:
         cluster_s = time.perf_counter() - started
-        conf = spark_conf(config, run_dir, dataset.size_bytes, running, dataset.largest_file_bytes)
+        startup = shipped.startup_conf(plan.connect) if shipped else {}
+        conf = spark_conf(config, run_dir, dataset.size_bytes, running, dataset.largest_file_bytes, startup)
         started = time.perf_counter()
         if plan.connect_server:  # every conf on the server's command line; the server is the driver
             with connect_server(conf, run_dir) as server, connect_session(server.url, {}) as spark:
@@ -106,11 +115,12 @@ def application(config: Config, run_dir: Path, dataset: Dataset, plan: Plan) -> 
                 yield Application(spark, running, runtime, cluster_s, time.perf_counter() - started)
         else:
             with spark_session(conf) as spark:
+                waited = None
                 if plan.mode is ClusterMode.remote:  # a cluster the harness did not start: its executors may never come
                     cl = config.cluster
                     webui = master_webui(running.master, cl.master_webui)
-                    wait_for_executors(spark, plan.workers, cl.register_timeout_s, webui)
-                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started)
+                    waited = wait_for_executors(spark, plan.workers, cl.register_timeout_s, webui)
+                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, None, waited)
 
 
 @dataclass(frozen=True)
@@ -161,49 +171,76 @@ def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, p
 
 
 def _model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference) -> Any:
-    """The model server of topology=model_server, started before the application (else nothing)."""
-    if config.topology.kind is not Topology.model_server:
+    """The model server of topology=model_server on this machine, started before the application (else nothing;
+    a cluster of other machines has one per node, `_node_servers`)."""
+    if config.topology.kind is not Topology.model_server or plan.mode is ClusterMode.remote:
         return nullcontext(None)
     from pipeline.serving.launcher import model_server
 
     return model_server(config, plan, run_dir, inference)
 
 
+def _node_servers(spark: SparkSession, config: Config, plan: Plan, run_dir: Path, inference: Inference) -> Any:
+    """topology=model_server on a cluster of other machines: a server on each worker node, started by the running
+    application (else nothing); their records, logs and status files in the run's area of the storage root."""
+    if config.topology.kind is not Topology.model_server or plan.mode is not ClusterMode.remote:
+        return nullcontext(None)
+    from pipeline.serving.nodes import node_servers
+
+    directory = Storage.of(config.storage, run_dir, config.cache_dir).run_area.server
+    logs = RunDir(run_dir).server
+    return node_servers(spark, config, plan, inference, directory, logs, lambda text: describe(spark, text))
+
+
 def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inference, run_dir: Path) -> ApplicationRun:
     config = spec.config
     slots = spec.plan.slots if spec.job == "preprocess" else spec.plan.model_slots
-    with _model_server(config, spec.plan, spec.run_dir.path, inference) as server:
-        if server is not None:
-            inference = dataclasses.replace(inference, server=server.address)
-        with application(config, spec.run_dir.path, dataset, spec.plan) as app:
+    with _model_server(config, spec.plan, spec.run_dir.path, inference) as local:
+        if local is not None:
+            inference = dataclasses.replace(inference, server=local.address)
+        remote = spec.plan.mode is ClusterMode.remote  # executors that may see nothing of this machine's disk
+        made = shipment(config, remote)  # the tool's code or environment (cluster.ship), before the application
+        with application(config, spec.run_dir.path, dataset, spec.plan, made) as app:
             shipped: dict[str, Any] = {}
-            if spec.plan.mode is ClusterMode.remote:  # executors that may see nothing of this machine's disk
+            if remote:  # all of it before any pass, none of it timed
                 inference, shipped = ship_weights(app.spark, inference)
-            try:
-                measured = measure(app.spark, config, dataset, inference, run_dir, slots, only=spec.job, server=server)
-            except Exception as error:
-                if server is not None:  # a model server that died mid-run is the reason
-                    server.check_alive(error)
-                if app.server is not None:  # so is a Connect server: not the client's gRPC error
-                    try:
-                        app.server.check_alive("during the run")
-                    except ConnectServerDied as died:
-                        raise died from error
-                raise
+                shipped.update(made.ship(app.spark))
+                cl = config.cluster
+                modules = (*MODULES, config.model.factory.split(":")[0]) if config.model.factory else MODULES
+                shipped["preflight"] = preflight(app.spark, spec.plan.slots, made.mode, cl.preflight_timeout_s, modules)
+            with _node_servers(app.spark, config, spec.plan, run_dir, inference) as nodes:
+                server = local or nodes
+                if nodes is not None:
+                    inference = dataclasses.replace(inference, server=nodes.address)
+                try:
+                    measured = measure(
+                        app.spark, config, dataset, inference, run_dir, slots, only=spec.job, server=server
+                    )
+                except Exception as error:
+                    if server is not None:  # a model server that died mid-run is the reason
+                        server.check_alive(error)
+                    if app.server is not None:  # so is a Connect server: not the client's gRPC error
+                        try:
+                            app.server.check_alive("during the run")
+                        except ConnectServerDied as died:
+                            raise died from error
+                    raise
             record = {**app.record(slots), "shipped": shipped}
     records = measured.timed[-1].tasks.get("records", [])
+    served = {"server": server.evidence(config.warmup)} if server is not None else {}
+    if server is not None:
+        record["server_start_s"] = server.start_s
     if spec.plan.connect and not spec.plan.connect_server:  # an sc:// server the tool did not start
         unavailable = remote_event_log(config, record["app_id"], spec.run_dir.eventlog)
         if unavailable:
-            evidence = {**collect_tasks(records), "unavailable": unavailable}
+            evidence = {**collect_tasks(records), **served, "unavailable": unavailable}
             return ApplicationRun(spec, app, measured, record, evidence, None)
+    if "preflight" in shipped:  # where each executor fetched and unpacked what was shipped
+        shipped["preflight"]["executor_ready_s"] = first_tasks(spec.run_dir.eventlog)
     evidence = collect(spec.run_dir.eventlog, records, last_pass(config), spec.plan.slots, spec.plan.model_slots)
     widths = {True: spec.plan.model_slots, False: spec.plan.slots}
     evidence["time"] = split(spec.run_dir.eventlog, evidence["stages"], records, widths)
-    if server is not None:
-        evidence["server"] = server.evidence(config.warmup)
-        record["server_start_s"] = server.start_s
-    return ApplicationRun(spec, app, measured, record, evidence, faults(spec.run_dir.eventlog))
+    return ApplicationRun(spec, app, measured, record, {**evidence, **served}, faults(spec.run_dir.eventlog))
 
 
 def remote_event_log(config: Config, app_id: str, event_log: Path) -> str | None:
@@ -372,6 +409,7 @@ def measure(
     finally:
         for failed in shown:  # a pass that raised: stop its thread, leave its bar where it stood
             failed.__exit__(RuntimeError)
+        ledger.remove()  # the last pass's records are in the result; none is left on the storage root
     if server is not None:
         server.mark()
     measurement = Measurement(warmups, timed_passes)

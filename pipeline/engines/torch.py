@@ -32,7 +32,7 @@ from pipeline.inference.steps import (
     rebatch,
     to_pandas,
 )
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, staged
 
 
 class ParquetBatches(IterableDataset):
@@ -91,10 +91,10 @@ def run(config: Config, dataset: Dataset, inference: Inference, run_dir: Path, p
 
     def action() -> None:
         predictions, bad = predict_all(batches, step, device)
-        if sink_dir is not None:
-            sink_dir.mkdir(parents=True, exist_ok=True)
+        if sink_dir is not None:  # staged: a failed write (a full disk) leaves no half file to read as predictions
             table = pa.Table.from_pandas(predictions, schema=PREDICTION_SCHEMA, preserve_index=False)
-            pq.write_table(table, sink_dir / "part-00000.parquet")
+            with staged(sink_dir / "part-00000.parquet") as staging:
+                pq.write_table(table, staging)
         outcome.update(predictions=predictions, bad=bad)
 
     def observe(times: dict[str, float]) -> Pass:

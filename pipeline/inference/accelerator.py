@@ -12,7 +12,8 @@ A GPU is named by the executor that owns it and its address: emulated addresses 
 worker, so the lock key is the executor JVM's PID (the nearest `java` ancestor of the Python worker) and the
 address. A task without GPU addresses (`cluster=local`, `engine=torch`) shares one device with every task of
 its JVM (or process): the single-GPU machine. Locks live in `lock_dir`, a temporary directory the run
-creates and removes (`device_locks`); they work between processes of one machine only.
+creates and removes (`device_locks`), or on a machine that does not see it, in the executor's own working
+directory; a GPU belongs to one machine, so its lock never needs to be seen by another.
 
 Each process counts the time its calls held a device, waited for one and spent on the host (`usage`), which
 task records carry as evidence of the bound: a GPU-bound run shows its devices busy near 100%, a CPU-bound
@@ -70,11 +71,14 @@ _OWNER: list[int] = []  # this process's executor PID, looked up once
 
 
 def lock_path(device: SimulatedDevice, gpu_addresses: list[str]) -> Path:
-    """The lock file of the GPU a task holds: its executor's and its first address's."""
+    """The lock file of the GPU a task holds: its executor's and its first address's. In the run's lock directory
+    on the machine that made it; on another machine, which sees nothing of the driver's temporary directories, in
+    the process's working directory (a Spark executor's own directory of the application on its worker)."""
     if not _OWNER:
         _OWNER.append(_executor_pid())
     address = gpu_addresses[0] if gpu_addresses else "any"
-    return Path(device.lock_dir) / f"executor-{_OWNER[0]}-gpu-{address}.lock"
+    made = Path(device.lock_dir)
+    return (made if made.is_dir() else Path.cwd()) / f"executor-{_OWNER[0]}-gpu-{address}.lock"
 
 
 def _host_copy(crops: torch.Tensor, device: SimulatedDevice) -> None:

@@ -4,6 +4,10 @@ cluster it started; a data generation worker: SIGTERM).
 
 Linux: `prctl(PR_SET_PDEATHSIG)`, delivered by the kernel the moment the parent exits. Elsewhere (or if prctl
 fails): a daemon thread that notices the parent is gone within a second.
+
+A process that must outlive its parent but not another process (`die_with_process`: a model server started
+on a worker node by a reused Python worker, which Spark ends after a minute idle, must live as long as the
+executor JVM above it): a daemon thread that watches that process by PID and start time.
 """
 
 from __future__ import annotations
@@ -41,6 +45,30 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM, eve
         threading.Thread(target=_watch, args=(parent, signum, every_s), name="die-with-parent", daemon=True).start()
     if os.getppid() != parent:
         os.kill(os.getpid(), signum)
+
+
+def _watch_process(pid: int, started: float, signum: int, every_s: float) -> None:
+    import psutil
+
+    while True:
+        try:
+            process = psutil.Process(pid)
+            alive = process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            alive = False
+        if not alive:
+            os.kill(os.getpid(), signum)
+            return
+        time.sleep(every_s)
+
+
+def die_with_process(pid: int, started: float, signum: int = signal.SIGTERM, every_s: float = 0.5) -> None:
+    """Send `signum` to this process within `every_s` of process `pid` (created at `started`, psutil's
+    create_time, so a reused PID does not count) being gone, at once if it is gone already; any process, not
+    only the parent (prctl knows the parent only)."""
+    threading.Thread(
+        target=_watch_process, args=(pid, started, signum, every_s), name="die-with-process", daemon=True
+    ).start()
 
 
 def parent_from_env() -> int | None:

@@ -12,6 +12,12 @@ index), followed by this environment's site-packages (a `.pth` line), so torch, 
 come from here. The stub the Triton server starts runs in the server's interpreter (PyTriton puts
 `sys.exec_prefix/bin` first on its PATH), so it gets NumPy 1.26 too. Made under an exclusive `flock`, in a
 temporary directory renamed into place: whole or absent.
+
+Where (`root`): `topology.server_env`, else the driver's cache (~/.cache/spark-inference-bench/server-env) for
+the clusters the harness starts here, and `<storage root>/server-env` for cluster=remote, whose nodes see the
+storage root but not this machine's cache. The driver makes it (it needs the package index, which a cluster's
+nodes may not reach); the nodes run it, so they need this interpreter and these site-packages at the same paths
+(one image for the driver and the nodes, as the namespace cluster of the tests has).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,23 @@ MAIN_PTH = "zz_spark_inference_bench.pth"  # sorted last: this environment's pac
 
 class ServerEnvironmentError(RuntimeError):
     """The server's environment could not be made (pip failed, no package index)."""
+
+
+LOCAL_ROOT = "~/.cache/spark-inference-bench/server-env"
+NODES_ROOT = "server-env"  # under the storage root, for cluster=remote
+
+
+def root(config: Any) -> Path:
+    """Where the server environment of a run is made (module docstring)."""
+    from pipeline.config.schema import ClusterMode
+    from pipeline.data.storage import local_path
+
+    configured = getattr(config.topology, "server_env", None)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    if config.cluster.mode is ClusterMode.remote and config.storage:
+        return local_path(config.storage) / NODES_ROOT
+    return Path(LOCAL_ROOT).expanduser()
 
 
 def name() -> str:

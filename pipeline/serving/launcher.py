@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ import psutil
 from pipeline.config.schema import Config, ModelName
 from pipeline.inference.model import SIMULATED
 from pipeline.inference.steps import Inference
+from pipeline.rundir import RunDir
 from pipeline.runtime.lifetime import PARENT_ENV
 from pipeline.runtime.processes import SignalGuard, running, stop_processes
 from pipeline.serving import environment
@@ -303,22 +304,32 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip()[:300] for line in interesting[-lines:])
 
 
-def _start_once(python: Path, spec: dict, server_dir: Path, timeout_s: float, attempt: int) -> tuple[Any, ...]:
+def _start_once(
+    python: Path,
+    spec: dict,
+    server_dir: Path,
+    timeout_s: float,
+    attempt: int,
+    env: dict[str, str],
+    log_dir: Path,
+    started: Callable[[psutil.Process], None],
+) -> tuple[Any, ...]:
     spec_file, ready_file = server_dir / "spec.json", Path(spec["ready"])
     ready_file.unlink(missing_ok=True)
     spec_file.write_text(json.dumps(spec))
     spec_file.chmod(0o600)  # it holds the statistics token
-    log_file = server_dir / ("server.log" if attempt == 1 else f"server.{attempt}.log")
+    log_file = log_dir / ("server.log" if attempt == 1 else f"server.{attempt}.log")
     with open(log_file, "w") as out:
         popen = subprocess.Popen(
             [str(python), "-m", "pipeline.serving.server", str(spec_file)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_environment(),
+            env=env,
             start_new_session=True,  # a Ctrl-C of the job's group reaches the harness, which stops it by PID
         )
     process = psutil.Process(popen.pid)
+    started(process)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready_file.exists():
@@ -331,6 +342,34 @@ def _start_once(python: Path, spec: dict, server_dir: Path, timeout_s: float, at
     raise ServerError(
         f"the model server did not get ready within {timeout_s:.0f} s (topology.start_timeout_s); log: {log_file}"
     )
+
+
+def start(
+    python: Path,
+    spec_for: Callable[[], dict[str, Any]],
+    server_dir: Path,
+    timeout_s: float,
+    env: dict[str, str],
+    log_dir: Path | None = None,
+    started: Callable[[psutil.Process], None] = lambda process: None,
+) -> tuple[subprocess.Popen, psutil.Process, dict[str, Any], Path, dict[str, Any]]:
+    """Start the server of `spec_for()` (a fresh spec each attempt: new free ports) and wait until it is ready:
+    (popen, process, its ready file, its log, the spec). `started` is told each process as soon as it runs.
+    A start that failed in PyTriton's 1 s handshake is tried again, any other failure raises ServerError."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        spec = spec_for()
+        popen, process, ready, log_file = _start_once(
+            python, spec, server_dir, timeout_s, attempt, env, log_dir or server_dir, started
+        )
+        if process is not None:
+            return popen, process, ready, log_file, spec
+        tail = _tail(log_file)
+        if HANDSHAKE_FAILURE not in log_file.read_text(errors="replace") or attempt == START_ATTEMPTS:
+            raise ServerError(
+                f"the model server exited before it was ready (exit {popen.returncode}): {tail}; log: {log_file}"
+            )
+        log.warning("model server start %d failed in PyTriton's 1 s handshake: starting it again", attempt)
+    raise AssertionError("unreachable")
 
 
 def _exit_of(popen: subprocess.Popen) -> dict[str, Any]:
@@ -361,11 +400,11 @@ def _watch(server: RunningServer, tree: list[psutil.Process], stop: threading.Ev
 def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference) -> Iterator[RunningServer]:
     """The model server for the block: started, ready, watched; then stopped by PID with all it started."""
     topology = config.topology
-    server_dir = Path(run_dir) / "server"
+    server_dir = RunDir(Path(run_dir)).server
     server_dir.mkdir(parents=True, exist_ok=True)
     (server_dir / USAGE_FILE).unlink(missing_ok=True)  # a simulated device's totals start at this server's
     started = time.perf_counter()
-    python = environment.ensure(topology.server_env)
+    python = environment.ensure(environment.root(config))
     env_s = time.perf_counter() - started
     planned = instances(config, plan)
     workspace = Path(tempfile.mkdtemp(prefix="sib-triton-"))  # unix socket paths must stay under 108 bytes
@@ -377,18 +416,15 @@ def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference
     watcher: threading.Thread | None = None
     try:
         started = time.perf_counter()
-        for attempt in range(1, START_ATTEMPTS + 1):
+
+        def spec_for() -> dict[str, Any]:
             ports = {"grpc": topology.grpc_port or free_port(), "http": free_port(), "metrics": free_port()}
-            spec = _spec(config, inference, planned, server_dir, workspace, token, ports)
-            popen, process, ready, log_file = _start_once(python, spec, server_dir, topology.start_timeout_s, attempt)
-            if process is not None:
-                break
-            tail = _tail(log_file)
-            if HANDSHAKE_FAILURE not in log_file.read_text(errors="replace") or attempt == START_ATTEMPTS:
-                raise ServerError(
-                    f"the model server exited before it was ready (exit {popen.returncode}): {tail}; log: {log_file}"
-                )
-            log.warning("model server start %d failed in PyTriton's 1 s handshake: starting it again", attempt)
+            return _spec(config, inference, planned, server_dir, workspace, token, ports)
+
+        popen, process, ready, log_file, spec = start(
+            python, spec_for, server_dir, topology.start_timeout_s, _environment()
+        )
+        ports = spec["ports"]
         server = RunningServer(
             address=ServerAddress(f"127.0.0.1:{ports['grpc']}", topology.request_timeout_s),
             process=process,

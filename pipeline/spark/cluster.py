@@ -28,14 +28,16 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
-from pipeline.config.schema import ClusterMode, Config
+from pipeline.config.schema import ClusterConfig, ClusterMode, Config, RemoteConfig
 from pipeline.spark import plan as planning
-from pipeline.spark.plan import GpuPlan, Plan
+from pipeline.spark.plan import LOOPBACK, ClusterError, GpuPlan, Plan
 from pipeline.spark.standalone import standalone
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Cluster:
     conf: dict[str, str]  # executor cores/memory, task cpus, GPU resources, discovery
     pids: tuple[int, ...]  # processes the harness started (standalone master + workers), empty otherwise
     log_dir: Path | None  # where their logs are (standalone)
+    driver_host: str = LOOPBACK  # the address the executors reach the driver at, which it binds (`driver_host`)
 
     @property
     def slots(self) -> int:
@@ -70,6 +73,29 @@ class Cluster:
     @property
     def gpus(self) -> GpuPlan:
         return self.plan.gpus
+
+
+def driver_host(cl: ClusterConfig) -> str:
+    """Where the executors reach the driver: loopback for every cluster the harness starts on this machine; for
+    cluster=remote, `cluster.driver_host`, else this machine's address on the route to the master (the source
+    address the kernel picks for it: no packet is sent), else the address this machine's name resolves to
+    (yarn names no host). An executor told 127.0.0.1 on another machine exits at launch, over and over."""
+    if not isinstance(cl, RemoteConfig):
+        return LOOPBACK
+    if cl.driver_host:
+        return cl.driver_host
+    host = urlparse(str(cl.master).replace("k8s://", "", 1)).hostname
+    try:
+        if host is None:
+            return socket.gethostbyname(socket.gethostname())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((socket.gethostbyname(host), 9))
+            return probe.getsockname()[0]
+    except OSError as error:
+        raise ClusterError(
+            f"cluster.master={cl.master}: no route from this machine to {host or 'its own name'} ({error}); set "
+            "cluster.driver_host=ADDR, the address the cluster's executors reach this machine at"
+        ) from None
 
 
 def discovery_script(run_dir: Path, gpus: GpuPlan) -> Path:
@@ -143,5 +169,5 @@ def cluster(config: Config, run_dir: Path, plan: Plan | None = None) -> Iterator
             yield Cluster(plan, master, dict(plan.conf), pids, log_dir)
     elif plan.mode is ClusterMode.local_cluster:  # its workers live in the driver JVM and read the app's conf
         yield Cluster(plan, plan.master, {**plan.conf, **worker_conf}, (), None)
-    else:  # remote: its workers were configured by whoever started them
-        yield Cluster(plan, plan.master, dict(plan.conf), (), None)
+    else:  # remote: its workers were configured by whoever started them, on other machines maybe
+        yield Cluster(plan, plan.master, dict(plan.conf), (), None, driver_host(config.cluster))

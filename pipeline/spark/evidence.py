@@ -53,6 +53,10 @@ def _usage(stage: dict[str, Any], attempts: list[dict[str, Any]], slots: int) ->
     return {"slots": slots, **usage, "rows_per_task": [t["records_read"] for t in done]}
 
 
+class EvidenceMissing(RuntimeError):
+    """The event log lacks what a finished pass must have left in it."""
+
+
 def collect(
     event_log_dir: Path, records: list[dict[str, Any]], description: str, slots: int, model_slots: int
 ) -> dict[str, Any]:
@@ -62,6 +66,11 @@ def collect(
     log = event_log_file(event_log_dir)
     step_of = {record["stage"]: record["step"] for record in records}
     chosen = [stage for stage in stages(log) if stage["job_description"] == description]
+    if not chosen:  # the pass ran: a log without its stages was cut short, and every claim from it would be empty
+        raise EvidenceMissing(
+            f"the event log {log} holds no stage of {description!r}: Spark could not write it whole (a full or "
+            "unwritable run dir?), so the run's evidence cannot be read"
+        )
     ids = {stage["stage_id"] for stage in chosen}
     start = min((stage["submitted"] for stage in chosen if stage["submitted"]), default=0.0)
     attempts = [task for task in tasks(log) if task["stage_id"] in ids]
@@ -70,6 +79,7 @@ def collect(
             "stage_id": task["stage_id"],
             "step": step_of.get(task["stage_id"]),
             "executor_id": task["executor_id"],
+            "host": task.get("host"),
             "slot": task["slot"],
             "start_s": task["launch"] - start,
             "end_s": (task.get("run_end") or task["finish"] or task["launch"]) - start,
@@ -91,13 +101,44 @@ def collect(
     ]
     batches = batch_sizes(records)
     fast_paths = fastpaths.evidence(records, log, ids)
+    end = max((stage["completed"] for stage in chosen if stage["completed"]), default=start)
     return {
         **collect_tasks(records),
         "stages": rows,
         "timeline": timeline,
+        "nodes": node_usage(attempts, executors(log), start, end, slots),
         "batches": batches,
         "fast_paths": fast_paths,
     }
+
+
+def node_usage(
+    attempts: list[dict[str, Any]], added: list[dict[str, Any]], start: float, end: float, slots: int
+) -> list[dict[str, Any]]:
+    """Per node (an executor's host) over the pass's wall time [start, end]: its executors, the task attempts it
+    ran, and how busy it kept its share of the `slots` task slots (by its executors' cores); a cluster of other
+    machines shows here a node that idled while another worked."""
+    executors = [e for e in added if e["executor_id"] != "driver" and e.get("host")]
+    cores = {e["executor_id"]: e.get("cores") or 0 for e in executors}
+    total = sum(cores.values())
+    hosts = sorted({e["host"] for e in executors} | {t["host"] for t in attempts if t.get("host")})
+    found = []
+    for host in hosts:
+        ran = [t for t in attempts if t.get("host") == host]
+        ids = sorted({e["executor_id"] for e in executors if e["host"] == host} | {str(t["executor_id"]) for t in ran})
+        share = sum(cores.get(i, 0) for i in ids)
+        host_slots = max(1, round(slots * share / total)) if total and share else slots
+        busy = [(t["launch"], t["run_end"]) for t in ran if t["launch"] is not None and t.get("run_end") is not None]
+        found.append(
+            {
+                "host": host,
+                "executors": ids,
+                "slots": host_slots,
+                "tasks": len(ran),
+                **slot_usage(busy, start, end, host_slots),
+            }
+        )
+    return found
 
 
 def collect_tasks(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,7 +149,7 @@ def collect_tasks(records: list[dict[str, Any]]) -> dict[str, Any]:
         for record in records
         if record["step"] in MODEL_STEPS
     ]
-    return {"stages": [], "timeline": [], "model_task_gpus": gpu_tasks}
+    return {"stages": [], "timeline": [], "nodes": [], "model_task_gpus": gpu_tasks}
 
 
 def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
@@ -136,6 +177,7 @@ def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str
         "stages": stages,
         "timeline": timeline,
         "model_task_gpus": predict["model_task_gpus"],
+        "nodes": tagged("nodes"),
         "batches": tagged("batches"),
         "time": tagged("time"),
         "fast_paths": fast_paths,
@@ -195,7 +237,9 @@ def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, An
     checks["min_slot_utilization"] = min(utilizations, default=None)
     checks["idle_slot_stages"] = idle_slot_stages(rows)  # flagged, not a violation: the split is what is wrong
     checks["every_slot_busy"] = not checks["idle_slot_stages"]
-    if topology is Topology.model_server:  # decoding decoupled from the model: every slot, not the GPU count
+    if topology is Topology.model_server and not rows:  # no event log (an sc:// server's, out of reach)
+        checks["preprocessing_on_every_slot"] = None  # not measured: not a violation
+    elif topology is Topology.model_server:  # decoding decoupled from the model: every slot, not the GPU count
         width = checks["served_stage_max_concurrent"] = _widest(rows, (Served.name,))
         # a stage of fewer tasks than slots (a small data set, spark.partitions below them) can fill only as many
         tasks = max((row["num_tasks"] for row in rows if row["step"] == Served.name), default=plan.slots)

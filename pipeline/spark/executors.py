@@ -31,10 +31,13 @@ class ExecutorsMissing(ClusterError):
     """The cluster did not give the application the executors it asked for within the bound."""
 
 
-def master_webui(master: str, configured: str | None) -> str:
-    """The master's web UI: `cluster.master_webui`, else port 8080 of the spark:// master's host."""
+def master_webui(master: str, configured: str | None) -> str | None:
+    """The standalone master's web UI: `cluster.master_webui`, else port 8080 of the spark:// master's host; None
+    for a YARN or Kubernetes master, which has no such page."""
     if configured:
         return configured.rstrip("/")
+    if not master.startswith("spark://"):
+        return None
     return f"http://{urlparse(master).hostname}:{DEFAULT_WEBUI_PORT}"
 
 
@@ -53,7 +56,7 @@ def _registered(spark: Any) -> int:
     return spark.sparkContext._jsc.sc().getExecutorIds().size()
 
 
-def wait_for_executors(spark: Any, expected: int, timeout_s: float, webui: str) -> float:
+def wait_for_executors(spark: Any, expected: int, timeout_s: float, webui: str | None) -> float:
     """Seconds until `expected` executors registered; raises ExecutorsMissing saying why after `timeout_s`, or
     as soon as Spark stopped the application (a standalone master removes one whose executors keep failing)."""
     started = time.monotonic()
@@ -70,8 +73,15 @@ def wait_for_executors(spark: Any, expected: int, timeout_s: float, webui: str) 
     return time.monotonic() - started
 
 
-def diagnosis(app_id: str, webui: str) -> str:
-    """What the standalone master and its workers say about application `app_id`, as advice."""
+def diagnosis(app_id: str, webui: str | None) -> str:
+    """What the standalone master and its workers say about application `app_id`, as advice (for another cluster
+    manager: where its logs are)."""
+    if webui is None:
+        return (
+            f"Read the cluster manager's logs of application {app_id} (YARN: `yarn logs -applicationId {app_id}`; "
+            "Kubernetes: the executor pods' events and logs); check that the executors reach this machine at "
+            "cluster.driver_host and that every node can run them."
+        )
     state = read_json(webui)
     if state is None:
         return (

@@ -14,7 +14,7 @@ Whole-partition variants report one part per task; per-batch variants (scalar UD
 batch, keyed by the batch's ordinal in its task attempt (0, 1, ...): something the data cannot repeat (a key taken
 from the batch's first image id let two batches that start with the same id overwrite each other). The records are
 the run's evidence: rows in and out and bad images per task, the worker process, how many times it built the model,
-the device and the GPU addresses the scheduler gave the task, and when it ran.
+the device and the GPU addresses the scheduler gave the task, the node it ran on, and when it ran.
 
 They also prove the batch axes and split the task's time: the rows and Arrow bytes of every batch Spark
 handed the UDF (`udf_call_rows`, `udf_call_bytes`), the rows of every model call (`model_call_rows`), and
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -86,6 +87,7 @@ class TaskRecord:
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
     device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
     device_calls: int = 0
+    host: str = ""  # the node the task ran on (`socket.gethostname()` there): a cluster's executors each have one
 
     def add(self, output: Output) -> None:
         if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
@@ -148,6 +150,7 @@ class TaskRecord:
         )
 
 
+_HOST = socket.gethostname()  # once per Python worker: a task's record names its node without a system call
 _parts: dict[tuple[int, str], int] = {}  # (task attempt id, step) -> parts this worker process has reported
 
 
@@ -186,12 +189,28 @@ class TaskLedger:
         builds of it (another run in the same application, a test session's) are not this run's."""
         for record in records:
             self._builds[record.pid] += record.model_builds
-        return {**summarize(records), "max_model_loads_per_worker": max(self._builds.values(), default=0)}
+        reports = list(self.directory.glob(f"*{SUFFIX}"))
+        channel = {
+            "how": "a file per task report on the storage root",
+            "directory": str(self.directory),
+            "reports": len(reports),
+            "bytes": sum(path.stat().st_size for path in reports),
+        }
+        return {
+            **summarize(records),
+            "max_model_loads_per_worker": max(self._builds.values(), default=0),
+            "channel": channel,
+        }
 
     def clear(self) -> None:
         """Remove every report (and any temporary file a killed task left): the next pass starts empty."""
         for path in self.directory.iterdir():
             path.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Remove the directory with what is in it, when the run has read the last pass."""
+        self.clear()
+        self.directory.rmdir()
 
     def records(self) -> list[TaskRecord]:
         """One record per (step, stage, partition): the parts of its latest task attempt, merged."""
@@ -236,6 +255,7 @@ class TaskLedger:
             gpu_addresses=addresses,
             start=time.time(),
             python_worker=worker_view(),
+            host=_HOST,
         )
         yield record
         record.end = time.time()
@@ -247,7 +267,11 @@ class TaskLedger:
         attempt_id = context.taskAttemptId()
         key = (step.name, record.stage, record.partition, attempt_id, part)
         name = f"{step.name}-stage{record.stage}-part{record.partition}-attempt{record.attempt}-tid{attempt_id}-{part}"
-        atomic_write(self.directory / f"{name}{SUFFIX}", pickle.dumps((key, record)))
+        self.report(f"{name}{SUFFIX}", pickle.dumps((key, record)))
+
+    def report(self, name: str, data: bytes) -> None:
+        """Executor side: one task report, whole, under `name` in the directory (its one write)."""
+        atomic_write(self.directory / name, data)
 
 
 def summarize(records: list[TaskRecord]) -> dict:
@@ -262,6 +286,7 @@ def summarize(records: list[TaskRecord]) -> dict:
     return {
         "steps": steps,
         "worker_pids": sorted({record.pid for record in records}),
+        "hosts": sorted({record.host for record in records}),
         "model_builds": sum(record.model_builds for record in records),
         "records": [asdict(record) for record in records],
     }
@@ -272,9 +297,15 @@ def merge(first: dict, second: dict) -> dict:
     return {
         "steps": {**first["steps"], **second["steps"]},
         "worker_pids": sorted({*first["worker_pids"], *second["worker_pids"]}),
+        "hosts": sorted({*first.get("hosts", []), *second.get("hosts", [])}),
         "max_model_loads_per_worker": max(first["max_model_loads_per_worker"], second["max_model_loads_per_worker"]),
         "model_builds": first["model_builds"] + second["model_builds"],
         "records": first["records"] + second["records"],
+        "channel": {
+            **second["channel"],
+            "reports": first["channel"]["reports"] + second["channel"]["reports"],
+            "bytes": first["channel"]["bytes"] + second["channel"]["bytes"],
+        },
     }
 
 

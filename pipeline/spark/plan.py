@@ -16,10 +16,9 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
+import sys
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 from pipeline.config.schema import (
     ClusterConfig,
@@ -32,6 +31,7 @@ from pipeline.config.schema import (
     LocalClusterConfig,
     LocalConfig,
     RemoteConfig,
+    Ship,
     StandaloneConfig,
     Topology,
 )
@@ -89,8 +89,6 @@ class Plan:
     # (cluster=connect, in front of the backend `mode`), False for a server at cluster.master=sc://...
     connect: bool = False
     connect_server: bool = False
-    # the address the executors reach the driver at and the driver binds (`driver_host`)
-    driver_host: str = LOOPBACK
 
     @property
     def starts_jvm(self) -> bool:
@@ -254,8 +252,8 @@ def _memory(cl: ClusterConfig, key: str) -> tuple[int | None, int | None]:
         if cl.cores is not None and cl.cores < 1:
             raise ConfigError(f"{key}.cores={cl.cores}: must be an integer >= 1")
         return None, None
-    if isinstance(cl, RemoteConfig) and (not cl.master or cl.master == "???"):
-        raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
+    if isinstance(cl, RemoteConfig):
+        _remote(cl, key)
     assert isinstance(cl, ExecutorsConfig)
     for name in ("workers", "worker_cores", "task_cpus"):
         if getattr(cl, name) < 1:
@@ -274,6 +272,20 @@ def _memory(cl: ClusterConfig, key: str) -> tuple[int | None, int | None]:
             "could never launch an executor and the application would wait forever"
         )
     return worker_mb, executor_mb
+
+
+def _remote(cl: RemoteConfig, key: str) -> None:
+    """A remote cluster's own keys: its master, the preflight's bound, an environment there is to ship."""
+    if not cl.master or cl.master == "???":
+        raise ConfigError(f"{key}=remote needs {key}.master, e.g. {key}.master=spark://host:7077")
+    if not cl.preflight_timeout_s > 0:
+        raise ConfigError(f"{key}.preflight_timeout_s={cl.preflight_timeout_s}: must be > 0 seconds")
+    if cl.ship is Ship.env and sys.prefix == sys.base_prefix:
+        raise ConfigError(
+            f"{key}.ship=env packs this Python's virtualenv, and {sys.executable} runs in none (sys.prefix is its "
+            f"installation, {sys.prefix}): run the tool from a virtualenv, or install it on the nodes "
+            f"({key}.ship=installed) or ship its code ({key}.ship=code)"
+        )
 
 
 def _app_conf(cl: ClusterConfig, gpus: GpuPlan) -> dict[str, str]:
@@ -351,29 +363,6 @@ def _preprocess(config: Config) -> Plan | None:
     return _application(dataclasses.replace(config, cluster=cl, gpu=GpuConfig()), memory, none, None)
 
 
-def driver_host(cl: ClusterConfig) -> str:
-    """Where the executors reach the driver: loopback for every cluster the harness starts on this machine; for
-    cluster=remote, `cluster.driver_host`, else this machine's address on the route to the master (the source
-    address the kernel picks for it: no packet is sent), else the address this machine's name resolves to
-    (yarn names no host). An executor told 127.0.0.1 on another machine exits at launch, over and over."""
-    if not isinstance(cl, RemoteConfig):
-        return LOOPBACK
-    if cl.driver_host:
-        return cl.driver_host
-    host = urlparse(str(cl.master).replace("k8s://", "", 1)).hostname
-    try:
-        if host is None:
-            return socket.gethostbyname(socket.gethostname())
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect((socket.gethostbyname(host), 9))
-            return probe.getsockname()[0]
-    except OSError as error:
-        raise ConfigError(
-            f"cluster.master={cl.master}: no route from this machine to {host or 'its own name'} ({error}); set "
-            "cluster.driver_host=ADDR, the address the cluster's executors reach this machine at"
-        ) from None
-
-
 def is_connect_url(master: str | None) -> bool:
     """Whether `master` is a Spark Connect server's URL (sc://HOST:PORT) rather than a cluster's."""
     return bool(master) and str(master).startswith("sc://")
@@ -409,7 +398,7 @@ def plan(config: Config) -> Plan:
         return dataclasses.replace(backend, connect=True, connect_server=True)
     if isinstance(config.cluster, RemoteConfig) and is_connect_url(config.cluster.master):
         return dataclasses.replace(_plan(config), connect=True)
-    return dataclasses.replace(_plan(config), driver_host=driver_host(config.cluster))
+    return _plan(config)
 
 
 def _plan(config: Config) -> Plan:

@@ -119,16 +119,22 @@ def fresh_event_log_dir(run_dir: Path) -> Path:
 
 
 def spark_conf(
-    config: Config, run_dir: Path, input_bytes: int, cluster: Cluster, largest_file_bytes: int | None = None
+    config: Config,
+    run_dir: Path,
+    input_bytes: int,
+    cluster: Cluster,
+    largest_file_bytes: int | None = None,
+    shipped: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Every conf the application is started with; results record exactly this. Creates the event log dir,
-    empty (`fresh_event_log_dir`). The input's bytes (and its largest file's) set the split size."""
+    empty (`fresh_event_log_dir`). The input's bytes (and its largest file's) set the split size; `shipped` are
+    the confs of what `cluster.ship` sends at the start (`pipeline.spark.shipping.Shipment.startup_conf`)."""
     event_log = fresh_event_log_dir(run_dir)
     conf = {
         "spark.master": cluster.master,
         "spark.app.name": f"spark-inference-bench:{run_dir.name}",
-        "spark.driver.host": cluster.plan.driver_host,
-        "spark.driver.bindAddress": cluster.plan.driver_host,
+        "spark.driver.host": cluster.driver_host,
+        "spark.driver.bindAddress": cluster.driver_host,
         "spark.driver.memory": config.cluster.driver_memory,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -151,6 +157,7 @@ def spark_conf(
         conf["spark.sql.execution.arrow.maxBytesPerBatch"] = str(config.spark.max_bytes_per_batch)
     conf.update(fast_path_conf(config.spark))
     conf.update(cluster.conf)
+    conf.update(shipped or {})
     conf.update({key: str(value) for key, value in config.spark.conf.items()})
     return conf
 
@@ -161,10 +168,12 @@ def runtime_conf(conf: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in conf.items() if key.startswith("spark.sql.")}
 
 
-def driver_env(host: str) -> None:
-    """Keep the driver on `host` (its `spark.driver.host`) and its Python workers on this interpreter."""
+def driver_env(host: str, python: str | None = None) -> None:
+    """Keep the driver on `host` (its `spark.driver.host`) and its Python workers on `python` (None: this
+    interpreter). pyspark reads the workers' Python from PYSPARK_PYTHON when the SparkContext starts, not from
+    the `spark.pyspark.python` conf, which only spark-submit reads."""
     os.environ["SPARK_LOCAL_IP"] = host
-    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_PYTHON"] = python or sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 
 
@@ -194,7 +203,7 @@ def stop_driver_jvm(timeout: float = 30.0) -> None:
 @contextmanager
 def spark_session(conf: dict[str, str]) -> Iterator["SparkSession"]:  # noqa: F821
     """A SparkSession built from `conf` (nothing else), stopped however the block ends."""
-    driver_env(conf.get("spark.driver.host", LOOPBACK))
+    driver_env(conf.get("spark.driver.host", LOOPBACK), conf.get("spark.pyspark.python"))
     from pyspark.sql import SparkSession
 
     if SparkSession.getActiveSession() is not None:

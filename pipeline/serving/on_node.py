@@ -1,0 +1,213 @@
+"""The node's side of `pipeline.serving.nodes`: what a task of the barrier stages runs on its node to start
+the node's model server (`start_here`) and to stop it (`stop_here`).
+
+What outlives what: the server's parent is the Python worker that ran the task, which Spark ends when it has
+idled a minute (or at once with `spark.python.worker.reuse=false`), long before the run is over; the server
+must outlive it but not the executor. So it runs in a session of its own (the pyspark daemon's SIGHUP to its
+group on shutdown does not reach it) and watches the executor JVM above its parent by PID and start time
+(`pipeline.runtime.lifetime.die_with_process`, from the spec's `watch`): an executor that dies, or an
+application that ends, takes its node's server with it within a second.
+
+Every server's PID, start time, workspace and URL are recorded on the storage root as soon as its process runs
+(`<run area>/server/<node>/pid-PID.json`): the stop task stops what is recorded there (a server whose start
+failed, or an earlier attempt's, too), and a start task first stops what an earlier attempt of its stage left.
+A task returns what went wrong instead of raising it: a failed barrier task would restart every node's start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pipeline.inference.model import ModelSpec
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.rundir import atomic_write
+from pipeline.runtime.lifetime import PARENT_ENV
+from pipeline.runtime.processes import ProcessesSurvived, running, stop_processes
+from pipeline.serving import environment
+from pipeline.serving.launcher import USAGE_FILE, ServerError, start
+
+STATUS_FILE = "status.json"
+PID_FILES = "pid-*.json"
+STOP_GRACE_S = 20.0  # SIGTERM to SIGKILL, per server
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    """What each server-starting task needs, pickled into the barrier stage."""
+
+    model: ModelSpec  # its weights a SparkFile (shipped with the application), resolved on the node
+    preprocessing: Preprocessing
+    settings: dict[str, Any]  # the spec every node's server shares: instances, batching, token
+    python: str  # the server environment's interpreter, at a path every node sees
+    directory: str  # <run area>/server on the storage root: each node's files under <directory>/<node>/
+    reach: str  # the harness's address as the nodes reach it: a node binds its own address on that route
+    grpc_port: int | None
+    threads: int | None
+    timeout_s: float
+
+
+def node_address(reach: str) -> str:
+    """This node's address on the route to `reach` (the kernel's choice of source address; no packet sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((reach, 9))
+        return probe.getsockname()[0]
+
+
+def free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
+
+
+def executor_jvm() -> psutil.Process:
+    """The executor JVM above this Python worker (worker -> pyspark daemon -> JVM): the first java ancestor,
+    else the parent."""
+    me = psutil.Process()
+    for ancestor in me.parents():
+        try:
+            if ancestor.name() == "java":
+                return ancestor
+        except psutil.Error:
+            continue
+    return me.parent()
+
+
+def node_environment() -> dict[str, str]:
+    """The server's environment on a node: the Python worker's (its PYTHONPATH finds the tool), this
+    interpreter's libpython first (`environment.libpython_dir`), no parent for it to die with."""
+    env = {key: value for key, value in os.environ.items() if key != PARENT_ENV}
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        part for part in (environment.libpython_dir(), env.get("LD_LIBRARY_PATH", "")) if part
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _pid_file(node_dir: Path, pid: int) -> Path:
+    return node_dir / f"pid-{pid}.json"
+
+
+def _recorded_process(record: dict[str, Any]) -> psutil.Process | None:
+    """The recorded server process if it still runs (same PID and start time), else None."""
+    try:
+        process = psutil.Process(record["pid"])
+        if process.create_time() != record["started"]:
+            return None
+    except psutil.Error:
+        return None
+    return process if running(process) else None
+
+
+def stop_recorded(node_dir: Path, grace_s: float = STOP_GRACE_S) -> dict[str, list[int]]:
+    """Stop every server recorded in `node_dir` (run on its node) with all it started, remove its record and
+    workspace: {"stopped": PIDs, "gone": PIDs that had ended already, "survived": PIDs SIGKILL did not end}."""
+    found: dict[str, list[int]] = {"stopped": [], "gone": [], "survived": []}
+    for path in sorted(node_dir.glob(PID_FILES)):
+        record = json.loads(path.read_text())
+        process = _recorded_process(record)
+        if process is None:
+            found["gone"].append(record["pid"])
+        else:
+            try:
+                stop_processes([process], timeout=grace_s)
+                found["stopped"].append(record["pid"])
+            except ProcessesSurvived:
+                found["survived"].append(record["pid"])
+                continue
+        shutil.rmtree(record["workspace"], ignore_errors=True)
+        path.unlink(missing_ok=True)
+    return found
+
+
+def start_here(launch: NodeLaunch) -> dict[str, Any]:
+    """The server-starting task's work on its node: the node's record, or {"node", "error"} saying why not."""
+    node = socket.gethostname()
+    try:
+        return _start_here(launch, node)
+    except Exception as error:  # returned, not raised: a failed barrier task would restart every node's start
+        return {"node": node, "error": f"node {node}: {type(error).__name__}: {error}"}
+
+
+def _start_here(launch: NodeLaunch, node: str) -> dict[str, Any]:
+    node_dir = Path(launch.directory) / node
+    node_dir.mkdir(parents=True, exist_ok=True)
+    python = Path(launch.python)
+    if not python.exists():
+        raise ServerError(
+            f"no model server environment at {python} on this node: topology.server_env must be a directory every "
+            "node sees at the same path (default: <storage>/server-env)"
+        )
+    earlier = stop_recorded(node_dir)  # an earlier attempt of this stage on this node
+    address = node_address(launch.reach)
+    executor = executor_jvm()
+    workspace = Path(tempfile.mkdtemp(prefix="sib-triton-"))  # on the node: unix socket paths under 108 bytes
+    weights = launch.model.weights_file
+    model = dataclasses.replace(launch.model, weights_file=os.fspath(weights) if weights is not None else None)
+    common = {
+        **launch.settings,
+        "model": asdict(model),
+        "preprocessing": asdict(launch.preprocessing),
+        "address": address,
+        "threads": launch.threads or os.cpu_count() or 1,
+        "workspace": str(workspace / "triton"),
+        "ready": str(workspace / "ready.json"),
+        "usage": str(node_dir / USAGE_FILE),
+        "status": str(node_dir / STATUS_FILE),
+        "watch": {"pid": executor.pid, "started": executor.create_time()},
+    }
+    specs: list[dict[str, Any]] = []
+
+    def spec_for() -> dict[str, Any]:
+        ports = {"grpc": launch.grpc_port or free_port(address), "http": free_port(address)}
+        specs.append({**common, "ports": {**ports, "metrics": free_port(address)}})
+        return specs[-1]
+
+    def record(process: psutil.Process) -> None:
+        found = {"pid": process.pid, "started": process.create_time(), "workspace": str(workspace)}
+        found["url"] = f"{address}:{specs[-1]['ports']['grpc']}"
+        atomic_write(_pid_file(node_dir, process.pid), json.dumps(found).encode())
+
+    began = time.perf_counter()
+    try:
+        _, process, ready, log_file, spec = start(
+            python, spec_for, workspace, launch.timeout_s, node_environment(), node_dir, record
+        )
+    except BaseException:
+        shutil.rmtree(workspace, ignore_errors=True)
+        raise
+    return {
+        "node": node,
+        "address": address,
+        "url": f"{address}:{spec['ports']['grpc']}",
+        "pid": process.pid,
+        "started": process.create_time(),
+        "ports": spec["ports"],
+        "start_s": time.perf_counter() - began,
+        "model_load_s": ready.get("model_load_s"),
+        "torch_threads": ready.get("torch_threads"),
+        "log": str(log_file),
+        "status": common["status"],
+        "usage": common["usage"],
+        "executor_pid": executor.pid,
+        "stopped_earlier": earlier["stopped"],
+    }
+
+
+def stop_here(directory: str) -> dict[str, Any]:
+    """The stopping task's work on its node: stop what is recorded for it (`stop_recorded`)."""
+    node = socket.gethostname()
+    try:
+        return {"node": node, **stop_recorded(Path(directory) / node)}
+    except Exception as error:
+        return {"node": node, "error": f"node {node}: {type(error).__name__}: {error}"}

@@ -1,0 +1,57 @@
+"""The cost of the tasks' records inside a timed pass: the channel every variant reports through (one side file
+per task report on the storage root, `pipeline.spark.ledger`) against the same pass whose ledger writes nothing.
+
+The target (issue 26): within 1% of a pass without records, at 1,024 images with the null model. The per-batch
+style (scalar pandas UDF: one report per Arrow batch) is the worst case; mapInPandas reports once per task.
+`python -m pytest tests/bench/test_ledger.py --benchmark-only --benchmark-json=FILE` prints and keeps them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from pipeline.config.schema import UdfStyle
+from pipeline.inference.model import ModelSpec
+from pipeline.inference.preprocess import Preprocessing
+from pipeline.inference.steps import Inference, fused
+from pipeline.spark.ledger import TaskLedger
+from tests.bench.harness import ROUNDS, BenchData, SilentLedger, measure, noop, record
+from tests.helpers.config import compose_config
+from variants import UDF_STYLES
+
+
+@pytest.mark.parametrize("style", ["map_in_pandas", "scalar_pandas_udf"])
+def test_task_records(benchmark, spark, bench: BenchData, style: str, tmp_path) -> None:
+    inference = Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=32)
+    options = compose_config(f"udf={style}").udf
+
+    def build(ledger: TaskLedger):
+        return lambda: UDF_STYLES[UdfStyle(style)](bench.jpeg.frame, fused(inference), ledger, options)
+
+    written, silent = TaskLedger(tmp_path / "written"), SilentLedger(tmp_path / "silent")
+    case = f"task_records:{style}"
+    measured = measure(benchmark, spark, case, build(written), reset=written.clear)
+    reports = len(list(written.directory.iterdir()))
+    without = []
+    for _ in range(1 if benchmark.disabled else ROUNDS):  # the same pass, a ledger that writes nothing, timed alike
+        frame = build(silent)()
+        started = time.perf_counter()
+        noop(frame)
+        without.append(time.perf_counter() - started)
+    without_s = statistics.median(without)
+    record(
+        benchmark,
+        case,
+        "task_records",
+        measured,
+        bench.images,
+        bench.slots,
+        style=style,
+        reports_per_pass=reports,
+        without_records_s=without_s,
+        cost_ratio=measured.median_s / without_s,
+    )
+    assert reports and not list(silent.directory.iterdir())

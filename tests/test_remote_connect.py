@@ -1,0 +1,85 @@
+"""A run through a Spark Connect server on the master's node of the namespace cluster (`tests.helpers.nscluster`):
+the job here is a gRPC client only; the server is the driver, on another address, and its executors on two other
+nodes see only the shared storage directory. Every UDF style Connect offers and every topology agree with the
+in-process reference, every image counted once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import cli
+from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
+from tests.test_remote_cluster import STYLES
+
+pytestmark = pytest.mark.slow
+
+CONNECT_STYLES = [style for style in STYLES if style != "rdd_map_partitions"]  # no RDD API under Connect
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespaceCluster]:
+    """A master, two workers of 1 core, the tool installed on them, a storage directory every node and this
+    machine share, and a Connect server on the master's node logging its events there (the run's evidence)."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"namespace clusters cannot be made here: {reason}")
+    directory = tmp_path_factory.mktemp("remote-connect")
+    storage = directory / "storage"
+    (storage / "events").mkdir(parents=True)
+    conf = {
+        "spark.executor.cores": "1",
+        "spark.executor.memory": "1g",
+        "spark.cores.max": "2",
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": (storage / "events").as_uri(),
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+    }
+    with namespace_cluster(
+        directory / "cluster", workers=2, storage=storage, tool_on_nodes=True, connect=True, connect_conf=conf
+    ) as cluster:
+        yield cluster
+
+
+@pytest.mark.timeout(2400)  # one whole run per option, each with its own Spark application
+@pytest.mark.parametrize(
+    "axis", [("udf", CONNECT_STYLES), ("topology", ["split", "two_stage"])], ids=["every udf style", "topologies"]
+)
+def test_every_variant_through_a_connect_server_on_another_node_agrees_with_the_reference(
+    server, cache_dir, tmp_path, axis
+):
+    key, options = axis
+    completed = cli(
+        tmp_path,
+        "-m",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"{key}={','.join(options)}",
+        "cluster=remote",
+        f"cluster.master={server.connect_url}",
+        f"cluster.event_log_dir={server.storage / 'events'}",
+        "cluster.workers=2",
+        "cluster.worker_cores=1",
+        f"storage={server.storage}",
+        f"cache_dir={cache_dir}",
+        "dataset.num_images=8",
+        "dataset.images_per_file=4",
+        "dataset.row_group_size=4",
+        "warmup=0",
+        "repeats=1",
+        "verify=true",
+        "sink=parquet",  # verify reads back what the pass wrote instead of running it again
+        timeout=1800,
+    )
+    results = [json.loads(path.read_text()) for path in sorted(Path(tmp_path / "sweep").glob("*/result.json"))]
+    assert len(results) == len(options), completed.stderr[-3000:]
+    for result in results:
+        name = result["config"][key]["style" if key == "udf" else "kind"]
+        assert result["status"] == "ok", (name, result["error"])
+        assert result["metrics"]["num_predicted"] == 8, name
+        assert result["metrics"]["top1_agreement"] == 1.0, name
+        assert result["cluster"]["shipped"]["weights"]["how"].startswith("Spark Connect artifact"), name
+        assert result["evidence"]["stages"], name  # read from the server's event log on the shared storage
