@@ -5,8 +5,8 @@ of where weights come from; `pipeline.inference.model` builds and loads, `pipeli
 Both are built where the model runs (each Spark executor, the torch and Ray workers, the model server), so a
 factory's module must be importable there as well as in the driver: installed, or on PYTHONPATH, or, on a
 cluster of other machines, shipped with the tool's code (`cluster.ship=code|env` adds the factory's top-level
-package to the code zip, and the preflight names an executor that cannot import it). A factory is called under `torch.manual_seed(model.seed)`, so whatever it initialises
-randomly comes out the same in every process.
+package to the code zip, and the preflight names an executor that cannot import it). A factory is called
+under `torch.manual_seed(model.seed)`, so whatever it initialises randomly comes out the same in every process.
 """
 
 from __future__ import annotations
