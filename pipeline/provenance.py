@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline.config.schema import Config, DatasetConfig, DecodeOn, ModelName
+from pipeline.config.schema import Config, DatasetConfig, DecodeOn, ModelName, PreprocessConfig
 from pipeline.projection.simulated import device_record, label
 from pipeline.results import Result, Variant, now
 
@@ -27,8 +27,9 @@ def variant_of(config: Config) -> Variant:
     """The choices and knobs that make this run a variant; the report groups and labels by these.
 
     A knob is recorded only where it acts, so a result never claims what did not run: Spark's (the UDF style's
-    included) for engine=spark, the torch model's (precision, channels_last, compile) for model=resnet50 (the
-    null model runs no network; a simulated device has the precision of its profile).
+    included) for engine=spark, the torch model's (precision, channels_last, compile) for a network (the null
+    model runs none; a simulated device has the precision of its profile). `model` names the network
+    (`model_name`); the crop sizes are recorded where they are not the defaults.
     """
     spark = config.engine.name.value == "spark"
     network = config.model.name is ModelName.resnet50
@@ -51,7 +52,7 @@ def variant_of(config: Config) -> Variant:
         dataset_source=config.dataset.source.value,
         image_format=config.dataset.format.value,
         weights=_weights(config),
-        model=config.model.name.value,
+        model=model_name(config),
         device=label(config.device) if config.device is not None else None,
         precision=config.device.precision if config.device is not None else precision,
         channels_last=None if config.model.channels_last or not network else False,
@@ -67,7 +68,56 @@ def variant_of(config: Config) -> Variant:
         arrow_compression_codec=_codec(config) if spark else None,
         python_unix_domain_socket=(spark and config.spark.python_unix_domain_socket) or None,
         python_udf_arrow=False if spark and not config.spark.python_udf_arrow else None,
+        resize_size=_unless_default(config.preprocess, "resize_size"),
+        crop_size=_unless_default(config.preprocess, "crop_size"),
     )
+
+
+def _unless_default(preprocess: PreprocessConfig, key: str) -> int | None:
+    value = getattr(preprocess, key)
+    return None if value == getattr(PreprocessConfig, key) else value
+
+
+def model_name(config: Config) -> str:
+    """The model as results and reports name it: the architecture ("resnet50", "resnet18", ...), "factory
+    package.module:function", or the option of a model that runs no network (null_model, accelerator)."""
+    model = config.model
+    if model.name is not ModelName.resnet50:
+        return model.name.value
+    return f"factory {model.factory}" if model.factory else model.arch
+
+
+WEIGHTS_TEXT = {
+    "random": "random weights",
+    "file": "weights from a file",
+    "factory": "the factory's own weights",
+    "none": "no weights",
+}
+
+
+def model_label(config: Config) -> str:
+    """The model and its weights in words, e.g. "resnet18 (random weights)", "factory mypkg.models:tiny (the
+    factory's own weights)", "resnet50 (torchvision IMAGENET1K_V2 weights)"."""
+    kind = _weights(config)
+    weights = f"torchvision {config.model.weights} weights" if kind == "torchvision" else WEIGHTS_TEXT[kind]
+    return f"{model_name(config)} ({weights})"
+
+
+def model_record(config: Config) -> dict[str, Any]:
+    """The result's model section (env.model): what ran, with which weights, on which input. The network's
+    classes and parameters are added once it was built (`pipeline.run`)."""
+    network = config.model.name is ModelName.resnet50
+    preprocess = config.preprocess
+    return {
+        "name": model_name(config),
+        "label": model_label(config),
+        "arch": config.model.arch if network and config.model.factory is None else None,
+        "factory": config.model.factory if network else None,
+        "weights": _weights(config),
+        "seed": config.model.seed if network and _weights(config) in ("random", "factory") else None,
+        "input": [3, preprocess.crop_size, preprocess.crop_size],
+        "resize_size": preprocess.resize_size,
+    }
 
 
 def _codec(config: Config) -> str | None:
@@ -80,7 +130,7 @@ def _weights(config: Config) -> str:
         return "none"
     from pipeline.data.weights import weights_kind  # torchvision: its weights names
 
-    return weights_kind(config.model.weights)
+    return weights_kind(config.model.weights, config.model.arch, config.model.factory)
 
 
 def _git_sha() -> str | None:
@@ -138,6 +188,7 @@ def environment(config: Config) -> dict[str, Any]:
         "weights_note": "random weights: predictions are deterministic but accuracy is meaningless"
         if weights == "random"
         else None,
+        "model": model_record(config),
         "git_sha": _git_sha(),
         "load_average": load_average(),  # at the start; `load_average_end` when the run ends (pipeline.run)
         "device": device_record(config.device) if config.device is not None else None,

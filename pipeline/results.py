@@ -71,7 +71,7 @@ class Variant:
     dataset_source: str | None
     image_format: str | None
     weights: str | None
-    model: str | None
+    model: str | None  # the network ("resnet50", "resnet18", "factory pkg.mod:fn"), or null_model, accelerator
     device: str | None  # model=accelerator: "simulated <device> <rate> img/s" (pipeline.projection.simulated.label)
     precision: str | None
     channels_last: bool | None
@@ -85,6 +85,8 @@ class Variant:
     arrow_compression_codec: str | None  # JVM -> Python Arrow compression (None: none)
     python_unix_domain_socket: bool | None  # None: TCP on 127.0.0.1
     python_udf_arrow: bool | None  # spark.sql.execution.pythonUDF.arrow.enabled (None: on, 4.3's default)
+    resize_size: int | None  # preprocess.resize_size (None: the default 256)
+    crop_size: int | None  # preprocess.crop_size, the model's input side (None: the default 224)
 
 
 VARIANT_FIELDS = tuple(variant_field.name for variant_field in fields(Variant))
@@ -187,6 +189,18 @@ def _has_weights(result: Result) -> bool:
     return result.metrics.weights_prepare_s is not None and result.env.get("weights") not in (None, "none")
 
 
+def model_text(model: dict[str, Any]) -> str:
+    """A result's model section (env.model) in words: network and weights, input, size once it was built."""
+    text = f"{model.get('label')}, input {'x'.join(str(side) for side in model.get('input') or [])}"
+    if model.get("resize_size"):
+        text += f" (resize {model['resize_size']})"
+    parameters = model.get("parameters")
+    if parameters:
+        size = f"{parameters / 1e6:.1f} M" if parameters >= 100_000 else f"{parameters:,}"
+        text += f", {size} parameters, {model.get('classes')} classes"
+    return text
+
+
 def summary(result: Result) -> str:
     """The one screen a run ends with."""
     metrics = result.metrics
@@ -195,6 +209,9 @@ def summary(result: Result) -> str:
     lines = [f"status: {result.status}    {name}"]
     if result.error:
         lines.append(f"error: {result.error['type']}: {result.error['message']}")
+    model = result.env.get("model") or {}
+    if model.get("parameters"):
+        lines.append(f"model: {model_text(model)}")
     if metrics.throughput_images_per_s is not None:
         walls = ", ".join(f"{seconds:.2f}" for seconds in metrics.wall_s)
         lines += [

@@ -16,7 +16,7 @@ from pipeline.data.storage import Storage
 from pipeline.engines import engine
 from pipeline.engines.base import Measurement
 from pipeline.inference.accelerator import device_locks
-from pipeline.inference.model import ModelSpec, SimulatedDevice
+from pipeline.inference.model import ModelSpec, SimulatedDevice, check_model
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.projection.simulated import device_usage
@@ -47,15 +47,16 @@ def build_inference(
         if device is not None and lock_dir is not None
         else None
     )
+    network = model.name is ModelName.resnet50
+    kind = weights.weights_kind(model.weights, model.arch, model.factory) if network else None
     return Inference(
-        preprocessing=Preprocessing(
-            image_format=config.dataset.format.value,
-            max_pixels=config.preprocess.max_pixels,
-            decoder=config.preprocess.decoder.value,
-            decode_on=config.preprocess.decode_on.value,
-        ),
+        preprocessing=preprocessing_of(config),
         model=ModelSpec(
             name=model.name.value,
+            arch=model.arch,
+            factory=model.factory,
+            seed=model.seed,
+            pretrained=model.weights if kind == "torchvision" else None,
             weights_file=str(weights_file) if weights_file else None,
             precision=model.precision.value,
             channels_last=model.channels_last,
@@ -65,6 +66,19 @@ def build_inference(
         batch_size=model.batch_size,
         fail_on_bad_image=config.on_bad_image is OnBadImage.fail,
         gpus=gpus,
+    )
+
+
+def preprocessing_of(config: Config) -> Preprocessing:
+    """The preprocessing every path of the run applies (tasks, the model server, the weights' calibration)."""
+    preprocess = config.preprocess
+    return Preprocessing(
+        image_format=config.dataset.format.value,
+        max_pixels=preprocess.max_pixels,
+        decoder=preprocess.decoder.value,
+        decode_on=preprocess.decode_on.value,
+        resize_size=preprocess.resize_size,
+        crop_size=preprocess.crop_size,
     )
 
 
@@ -123,10 +137,16 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
     )
     started = time.perf_counter()
     model = config.model
-    needs_weights = model.name not in (ModelName.null_model, ModelName.accelerator)
-    weights_file = weights.resolve(model.weights, model.seed, cache) if needs_weights else None
+    network = model.name is ModelName.resnet50
+    preprocessing = preprocessing_of(config)
+    weights_file = (
+        weights.resolve(model.weights, model.seed, cache, model.arch, model.factory, preprocessing) if network else None
+    )
     with device_locks() if config.device is not None else nullcontext() as lock_dir:
         inference = build_inference(config, weights_file, lock_dir, plan.gpus.kind if plan else "none")
+        if network:  # the network as every task will build it, once here: what does not fit fails before any task
+            facts = check_model(inference.model, preprocessing.crop_size)
+            result.env["model"].update(classes=facts.classes, parameters=facts.parameters)
         result.metrics.weights_prepare_s = time.perf_counter() - started
         reference = None
         if config.verify:

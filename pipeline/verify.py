@@ -28,14 +28,22 @@ from pipeline.inference.steps import PREDICTION_SCHEMA, Inference, Prepared, fus
 from pipeline.rundir import atomic_write
 from pipeline.runtime import progress
 
+# what makes a ModelSpec's predictions (the rest is how fast they come: precision aside, which the reference fixes)
+NETWORK_KEYS = ("name", "arch", "factory", "seed", "pretrained", "weights_file")
+
 
 def canonical(inference: Inference) -> Inference:
-    """The same data format, model and weights in the plain path every option is checked against: Pillow
-    decoding on the CPU, fp32, not compiled."""
+    """The same data format, crop sizes, network and weights in the plain path every option is checked against:
+    Pillow decoding on the CPU, fp32, not compiled."""
+    preprocessing = inference.preprocessing
     return replace(
         inference,
-        preprocessing=Preprocessing(image_format=inference.preprocessing.image_format),
-        model=ModelSpec(name=inference.model.name, weights_file=inference.model.weights_file),
+        preprocessing=Preprocessing(
+            image_format=preprocessing.image_format,
+            resize_size=preprocessing.resize_size,
+            crop_size=preprocessing.crop_size,
+        ),
+        model=replace(ModelSpec(), **{key: getattr(inference.model, key) for key in NETWORK_KEYS}),
     )
 
 

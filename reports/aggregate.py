@@ -71,6 +71,8 @@ SHORT_NAMES = {
     "arrow_compression_codec": "arrow_codec",
     "python_unix_domain_socket": "unix_socket",
     "python_udf_arrow": "python_udf_arrow",
+    "resize_size": "resize",
+    "crop_size": "crop",
     "num_images": "images",
     "hostname": "host",
     "predict_partitions": "predict_partitions",
@@ -219,9 +221,17 @@ def variant_label(variant: dict[str, Any], fields: Iterable[str], headline: Iter
     wanted = list(dict.fromkeys([*headline, *fields]))
     if pd.notna(variant.get("device")) and "device" not in wanted:  # a simulated device is always named
         wanted.append("device")
+    if other_network(variant.get("model")) and "model" not in wanted:  # so is a network other than ResNet50
+        wanted.append("model")
     if pd.notna(variant.get("engine")) and variant["engine"] != "spark":
         wanted = ["engine", *[field for field in wanted if field not in ("udf", "topology", "cluster")]]
     return " · ".join(_label_value(field, variant[field]) for field in wanted if pd.notna(variant.get(field)))
+
+
+def other_network(model: Any) -> bool:
+    """A network other than ResNet50 (`model.arch`, `model.factory`); the null model and a simulated device are
+    not networks, and ResNet50 is every older result's."""
+    return isinstance(model, str) and model not in ("resnet50", "null_model", "accelerator")
 
 
 def fastest_ok(rows: pd.DataFrame) -> pd.Series | None:
@@ -285,6 +295,8 @@ def work_text(work: dict[str, Any]) -> str:
     model = str(work["model"]) + "".join(
         f" ({value})" for value in (work.get("device"), work.get("precision")) if value is not None
     )
+    if work.get("crop_size") is not None or work.get("resize_size") is not None:
+        model += f", input {work.get('crop_size') or 224} px (resize {work.get('resize_size') or 256})"
     if work.get("weights") not in (None, "none"):
         model += f", {work['weights']} weights"
     data = f"{work['num_images']} {work['image_format']} images ({work['dataset_source']})"

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from pipeline.results import model_text
 from reports import bottleneck_check, connect, fast_paths, microbench, nodes, peers, plots, server
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
@@ -36,6 +37,7 @@ WEIGHTS_MEANING = {
     "random": "seeded, calibrated random weights; accuracy meaningless",
     "file": "a state_dict file",
     "torchvision": "torchvision's pretrained weights from the local hub cache",
+    "factory": "a model.factory's own weights, as its function returns them (called under model.seed)",
 }
 
 
@@ -303,6 +305,7 @@ def _provenance(jobs: list[Job], frame: pd.DataFrame, out_dir: Path) -> dict[str
             (f"{kind}: {WEIGHTS_MEANING.get(kind, kind)}", runs)
             for kind, runs in _tally(list(frame["weights"].dropna()))
         ],
+        "models": _tally([model_text(env["model"]) for env in envs if env.get("model")]),
         "devices": _tally([_device_text(env["device"]) for env in envs if env.get("device")]),
         "spark_confs": [
             {

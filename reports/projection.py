@@ -42,7 +42,7 @@ from pipeline.projection.bottleneck import (
 )
 from pipeline.projection.instances import Instance, load
 from pipeline.projection.rates import measured_rates
-from reports.aggregate import fastest_ok, find_jobs, job_frame
+from reports.aggregate import fastest_ok, find_jobs, job_frame, other_network
 
 SECONDS_PER_HOUR = 3600
 MILLION = 1_000_000
@@ -216,7 +216,22 @@ def project_dirs(
     `directories`, projected onto `nodes` of the instance."""
     workload, image_format, decoder = workload_of(directories)
     rates = measured_rates(directories, microbenchmark, image_format=image_format, decoder=decoder)
-    return project(rates, load(instance, device), nodes, workload)
+    projection = project(rates, load(instance, device), nodes, workload)
+    others = other_networks(directories)
+    if others:
+        note = (
+            f"the runs here include {', '.join(others)}; the device profiles (conf/device/) and the model build "
+            "cost are ResNet50's, so a GPU's rate in this projection is ResNet50's, not theirs"
+        )
+        projection = replace(projection, assumptions=[*projection.assumptions, ("model", note)])
+    return projection
+
+
+def other_networks(directories: Iterable[Path]) -> list[str]:
+    """The networks other than ResNet50 that ran under `directories` (`model.arch`, `model.factory`)."""
+    jobs = find_jobs(directories)
+    models = job_frame(jobs)["model"].dropna().unique() if jobs else []
+    return sorted(str(model) for model in models if other_network(model))
 
 
 def lines(projection: Projection) -> list[str]:

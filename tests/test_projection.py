@@ -16,7 +16,7 @@ from pipeline.projection.bottleneck import JPEG_BYTES, RAW_BYTES, Rates, Shape, 
 from pipeline.projection.rates import measured_rates
 from reports import original
 from reports.__main__ import main
-from reports.projection import LABEL, project, scaled, shape_on, usd_per_million, workload_of
+from reports.projection import LABEL, project, project_dirs, scaled, shape_on, usd_per_million, workload_of
 from tests.helpers.results import write
 
 SWEEP = Path(__file__).parent / "fixtures" / "results" / "sweep"
@@ -86,6 +86,15 @@ def test_the_workload_projected_has_the_knobs_of_the_fastest_ok_run(tmp_path: Pa
     empty.mkdir()
     defaults = Workload(5000, batch_size=32, records_per_batch=128, partitions=5, input_bytes_per_image=JPEG_BYTES)
     assert workload_of([empty], num_images=5000) == (defaults, "jpeg", "pil")
+
+
+def test_a_projection_over_runs_of_another_network_says_its_device_rates_are_resnet50_s(tmp_path: Path) -> None:
+    write(tmp_path / "0", 10.0, model="resnet18")
+    write(tmp_path / "1", 10.0, model="null_model")
+    said = dict(project_dirs([tmp_path], "g6_xlarge").assumptions)
+    assert "the runs here include resnet18" in said["model"] and "ResNet50's" in said["model"]
+    write(tmp_path / "0", 10.0, model="resnet50")
+    assert "model" not in dict(project_dirs([tmp_path], "g6_xlarge").assumptions)
 
 
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ from pipeline.spark.shipping import (
     CODE_PACKAGES,
     Shipment,
     SparkFile,
+    code_packages,
     code_zip,
     environment_key,
     pack_environment,
@@ -104,6 +105,22 @@ def test_the_code_zip_is_made_once_per_content_of_the_tree(tmp_path, monkeypatch
     assert (first.cached, again.cached, changed.cached) == (False, True, False)
     assert again.path == first.path != changed.path
     assert first.path.read_bytes() == again.path.read_bytes()  # no clock in the zip: the bytes decide
+
+
+def test_a_factory_s_top_level_package_goes_in_the_code_zip(tmp_path):
+    config = compose_config("model.factory=tests.helpers.models:tiny")
+    assert code_packages(config) == (*CODE_PACKAGES, "tests")
+    assert code_packages(compose_config()) == CODE_PACKAGES
+    assert "tests/helpers/models.py" in zipfile.ZipFile(code_zip(tmp_path, code_packages(config)).path).namelist()
+
+
+def test_a_factory_in_a_top_level_module_goes_in_the_code_zip_as_that_file(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mymodels.py").write_text("def tiny(): ...\n")
+    (tmp_path / "src" / "unrelated.txt").write_text("not shipped\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    names = zipfile.ZipFile(code_zip(tmp_path / "cache", ("mymodels",)).path).namelist()
+    assert names == ["mymodels.py"]
 
 
 def _venv(path: Path) -> Path:

@@ -64,6 +64,13 @@ def test_the_calibrated_random_model_predicts_different_classes_for_different_im
     assert len(set(predictions.top1.tolist())) >= 5
 
 
+def test_resnet50_random_weights_predict_as_before_model_arch_existed(predictions):
+    """The default network, seed and crop sizes give the very predictions they gave before `model.arch` and the
+    general calibration (recorded from the code before them on these 16 photos; the weights file is byte-identical)."""
+    before = [462, 920, 462, 920, 713, 564, 462, 172, 67, 462, 561, 462, 296, 800, 462, 554]
+    assert predictions.top1.tolist() == before
+
+
 def test_the_calibrated_random_model_gives_probabilities_in_zero_to_one(predictions):
     assert np.all(predictions.prob > 0)
     assert np.all(predictions.prob <= 1)

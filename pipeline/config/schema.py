@@ -29,7 +29,7 @@ class Engine(Enum):
 
 
 class ModelName(Enum):
-    resnet50 = "resnet50"
+    resnet50 = "resnet50"  # a network: torchvision's ResNet50, another architecture (`arch`) or a factory's
     null_model = "null_model"  # fixed outputs, no computation: exposes the harness and engine overhead
     accelerator = "accelerator"  # a simulated device (`device=`): holds a GPU slot as long as the device would
 
@@ -128,6 +128,8 @@ class DatasetConfig:
 @dataclass
 class ModelConfig:
     name: ModelName = ModelName.resnet50
+    arch: str = "resnet50"  # any torchvision classification model; model=resnet50 only (pipeline.inference.networks)
+    factory: Optional[str] = None  # "package.module:function" returning a torch.nn.Module; model=resnet50, no arch
     weights: str = "random"
     seed: int = 0
     batch_size: int = 32
@@ -167,6 +169,8 @@ class PreprocessConfig:
     decoder: Decoder = Decoder.pil
     decode_on: DecodeOn = DecodeOn.task
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb warning threshold
+    resize_size: int = 256  # the shorter side is resized to it, then
+    crop_size: int = 224  # the centre crop of this side is the model's input
 
 
 # ------------------------------------------------------------------------------------ per-option schemas

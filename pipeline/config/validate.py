@@ -24,6 +24,8 @@ from pipeline.config.schema import (
     UdfStyle,
 )
 from pipeline.data import storage
+from pipeline.data.weights import FACTORY_WEIGHTS
+from pipeline.inference.networks import DEFAULT_ARCH, FactoryError, check_arch, load_factory
 from pipeline.inference.preprocess import PILLOW_PIXEL_LIMIT
 from pipeline.projection.instances import device_profiles
 from pipeline.spark.fastpaths import FAST_PATH_KEYS
@@ -204,6 +206,47 @@ def _model_server(config: Config) -> None:
         )
 
 
+def _model(config: Config) -> None:
+    """The network: a torchvision architecture torchvision has, or a factory this process can import (so it fails
+    here, not in the first task), never both; neither with a model that runs no network; sizes a crop can have."""
+    model = config.model
+    preprocess = config.preprocess
+    _at_least("preprocess.crop_size", preprocess.crop_size, 1)
+    _at_least("preprocess.resize_size", preprocess.resize_size, 1)
+    if preprocess.crop_size > preprocess.resize_size:
+        raise ConfigError(
+            f"preprocess.crop_size={preprocess.crop_size} > preprocess.resize_size={preprocess.resize_size}: the "
+            "centre crop would pad the resized image"
+        )
+    chosen = []  # the keys that name a network other than the default
+    if model.arch != DEFAULT_ARCH:
+        chosen.append(f"model.arch={model.arch}")
+    if model.factory is not None:
+        chosen.append(f"model.factory={model.factory}")
+    if model.name is not ModelName.resnet50:
+        if chosen:
+            why = {
+                ModelName.null_model: "the null model runs no network",
+                ModelName.accelerator: "a simulated device's profiles (conf/device/) are ResNet50 figures",
+            }[model.name]
+            raise ConfigError(f"{chosen[0]} with model={model.name.value}: {why}; use model=resnet50 {chosen[0]}")
+        return
+    if len(chosen) == 2:
+        raise ConfigError(f"{chosen[1]} and {chosen[0]}: the factory builds the network, leave model.arch unset")
+    if model.factory is None:
+        try:
+            check_arch(model.arch)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        if model.weights == FACTORY_WEIGHTS:
+            raise ConfigError(f"model.weights={FACTORY_WEIGHTS} (the factory's own weights) needs model.factory")
+        return
+    try:
+        load_factory(model.factory)
+    except FactoryError as error:
+        raise ConfigError(str(error)) from error
+
+
 def _device(config: Config) -> None:
     """A simulated device goes with model=accelerator and only with it, at a rate and costs it can hold."""
     device, accelerator = config.device, config.model.name is ModelName.accelerator
@@ -286,6 +329,7 @@ def validate(config: Config) -> Plan | None:
                 f"preprocess.decode_on=model_device with topology={config.topology.kind.value}: only topology=fused "
                 "decodes in the model's task (the others make crops in a stage of their own)"
             )
+    _model(config)
     _device(config)
     if config.storage is not None:
         storage.check(config.storage)

@@ -43,7 +43,7 @@ from pipeline.spark.evidence import check, collect, collect_tasks, faults, join,
 from pipeline.spark.executors import master_webui, wait_for_executors
 from pipeline.spark.ledger import TaskLedger, merge
 from pipeline.spark.plan import Plan
-from pipeline.spark.preflight import first_tasks, preflight
+from pipeline.spark.preflight import MODULES, first_tasks, preflight
 from pipeline.spark.session import runtime_conf, spark_conf, spark_session
 from pipeline.spark.shipping import Shipment, ship_weights, shipment
 from pipeline.spark.time_split import split
@@ -206,7 +206,8 @@ def _run_application(spec: ApplicationSpec, dataset: Dataset, inference: Inferen
                 inference, shipped = ship_weights(app.spark, inference)
                 shipped.update(made.ship(app.spark))
                 cl = config.cluster
-                shipped["preflight"] = preflight(app.spark, spec.plan.slots, made.mode, cl.preflight_timeout_s)
+                modules = (*MODULES, config.model.factory.split(":")[0]) if config.model.factory else MODULES
+                shipped["preflight"] = preflight(app.spark, spec.plan.slots, made.mode, cl.preflight_timeout_s, modules)
             with _node_servers(app.spark, config, spec.plan, run_dir, inference) as nodes:
                 server = local or nodes
                 if nodes is not None:

@@ -1,9 +1,10 @@
-"""torchvision ResNet50 for inference: loaded once per process, batched top-1/top-5 prediction.
+"""The model for inference: loaded once per process, batched top-1/top-5 prediction.
 
-It knows nothing of Spark. `load_model` caches per process, so a Spark Python worker that is reused
-across tasks builds the model once (the original study rebuilt it for every Arrow batch); `model_builds`
-is the proof that results record. The null model (MLPerf's null backend) answers without computing, so a
-run with it measures everything but the model.
+The network is torchvision's ResNet50 unless `model.arch` names another torchvision classifier or
+`model.factory` the user's own (`pipeline.inference.networks`). It knows nothing of Spark. `load_model` caches
+per process, so a Spark Python worker that is reused across tasks builds the model once (the original study
+rebuilt it for every Arrow batch); `model_builds` is the proof that results record. The null model (MLPerf's
+null backend) answers without computing, so a run with it measures everything but the model.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.models import resnet50
 
-NUM_CLASSES = 1000
+from pipeline.inference.networks import DEFAULT_ARCH, FACTORY_KEY, network, pretrained
+
+NUM_CLASSES = 1000  # the null model's classes (ImageNet's)
+MIN_CLASSES = 5  # predictions hold the top five
+NETWORK = "resnet50"  # ModelSpec.name of a network (the option `model=resnet50`), whatever `arch` or `factory` it is
 SIMULATED = "simulated"  # the device string of a simulated device's task: "simulated:<gpu address>" or "simulated"
 
 
@@ -39,15 +43,22 @@ class SimulatedDevice:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """The model a task loads: ResNet50 from a local state_dict (see `pipeline.data.weights.resolve`), or null.
+    """The model a task loads: a network (`name="resnet50"`: torchvision's `arch`, or `factory`'s) with its
+    weights (see `pipeline.data.weights.resolve`), or null. Small and hashable: it travels with every task.
 
+    `weights_file` is a state_dict, or with `pretrained` torchvision's checkpoint of those weights; None runs a
+    factory's own weights (it is called under `seed`, so they are the same in every process).
     `precision="bf16"` runs it under autocast; `channels_last` converts weights and inputs to NHWC, which
     oneDNN and cuDNN convolve faster; `compile` wraps it in torch.compile (once per process and device).
     `device` is the simulated device of `name="accelerator"` (`pipeline.inference.accelerator`); None there
     means predictions only, without holding a device (the in-process reference).
     """
 
-    name: str = "resnet50"
+    name: str = NETWORK
+    arch: str = DEFAULT_ARCH
+    factory: str | None = None  # "package.module:function"; then `arch` is not used
+    seed: int = 0
+    pretrained: str | None = None  # torchvision's weights name (IMAGENET1K_V1, ...) for `arch`
     # a path, or a path-like an engine resolves where the model is built (a file Spark shipped to an executor)
     weights_file: str | os.PathLike[str] | None = None
     precision: str = "fp32"
@@ -58,6 +69,22 @@ class ModelSpec:
     @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def network(self) -> bool:
+        return self.name == NETWORK
+
+    @property
+    def label(self) -> str:
+        """What results call the model: the architecture, "factory package.module:function", or the option."""
+        if not self.network:
+            return self.name
+        return f"factory {self.factory}" if self.factory else self.arch
+
+    @property
+    def key(self) -> str:
+        """The config key that chose the network, for messages."""
+        return f"{FACTORY_KEY}={self.factory}" if self.factory else f"model.arch={self.arch}"
 
 
 class NullModel(torch.nn.Module):
@@ -73,13 +100,64 @@ class NullModel(torch.nn.Module):
         return self.logits.expand(batch.shape[0], NUM_CLASSES)
 
 
+class ModelError(ValueError):
+    """A network that cannot run here as configured: weights that do not fit it, an input it refuses, an
+    output that is not logits. The message names the keys."""
+
+
+def _network(spec: ModelSpec) -> torch.nn.Module:
+    if spec.pretrained is not None:
+        return pretrained(spec.arch, spec.pretrained, spec.weights_file)
+    model = network(spec.arch, spec.factory, spec.seed)
+    if spec.weights_file is not None:
+        state = torch.load(spec.weights_file, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()
+            raise ModelError(
+                f"the weights {os.fspath(spec.weights_file)} do not fit {spec.key}: {' '.join(reason[:3])[:600]}"
+            ) from error
+    return model
+
+
 def _build(spec: ModelSpec, device: str) -> torch.nn.Module:
-    if spec.name in ("null_model", "accelerator"):  # the accelerator's predictions are the null model's
+    if not spec.network:  # the accelerator's predictions are the null model's
         return NullModel().to(device)
-    model = resnet50(weights=None)
-    model.load_state_dict(torch.load(spec.weights_file, map_location="cpu", weights_only=True))
-    model = model.eval().to(device=device, memory_format=spec.memory_format)
+    model = _network(spec).eval().to(device=device, memory_format=spec.memory_format)
     return torch.compile(model) if spec.compile else model
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a run's network turned out to be, for its result."""
+
+    classes: int
+    parameters: int
+
+
+def check_model(spec: ModelSpec, crop_size: int) -> ModelFacts:
+    """Build `spec`'s network here, as every task will, and run one blank crop through it, so that a factory that
+    does not import, weights that do not fit, an input size the network refuses or an output that is not a
+    (batch, classes) tensor of logits fail before any task, naming the keys."""
+    model = _network(spec).eval()
+    blank = torch.zeros((1, 3, crop_size, crop_size))
+    try:
+        with torch.inference_mode():
+            logits = model(blank)
+    except Exception as error:
+        raise ModelError(
+            f"{spec.key} fails on a 3x{crop_size}x{crop_size} crop (preprocess.crop_size={crop_size}): "
+            f"{type(error).__name__}: {str(error).strip()[:400]}"
+        ) from error
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(f"{spec.key}: the model returns {type(logits).__name__}; predict needs a tensor of logits")
+    if logits.dim() != 2 or logits.shape[0] != 1 or logits.shape[1] < MIN_CLASSES:
+        raise ModelError(
+            f"{spec.key}: the model returns logits of shape {tuple(logits.shape)} for one image; predict needs "
+            f"(batch, classes) with at least {MIN_CLASSES} classes (it reports the top {MIN_CLASSES})"
+        )
+    return ModelFacts(classes=int(logits.shape[1]), parameters=sum(p.numel() for p in model.parameters()))
 
 
 class _Models:

@@ -1,4 +1,6 @@
-"""MLPerf/torchvision ResNet50 preprocessing, shared by every engine and every Spark variant.
+"""MLPerf/torchvision ResNet50 preprocessing, shared by every engine and every Spark variant: resize the shorter
+side to 256 and centre-crop 224, or the sizes `preprocess.resize_size` and `preprocess.crop_size` give another
+network.
 
 It knows nothing of Spark so that the reference run and each variant transform pixels identically. The
 per-image step ends at a uint8 crop; scaling to [0,1] and normalizing happen once per batch on the device

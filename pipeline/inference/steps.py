@@ -84,7 +84,7 @@ class Output:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A batch after its CPU phase: uint8 crops (N,3,224,224) of the good rows, or, when images are decoded
+    """A batch after its CPU phase: uint8 crops (N,3,crop,crop) of the good rows, or, when images are decoded
     on the model's device, the still-encoded images of every row."""
 
     ids: list[str]

@@ -10,7 +10,8 @@ sent, its size and the seconds the driver spent are in the result (`cluster.ship
 
 The tool itself, by `cluster.ship` (cluster=remote; every other mode runs on this machine, `installed`):
 - `installed`: nothing; the nodes have the tool and its dependencies.
-- `code`: the packages the tasks import (`CODE_PACKAGES`, from where this process imports them) as one zip,
+- `code`: the packages the tasks import (`CODE_PACKAGES`, and a `model.factory`'s top-level package or module:
+  `code_packages`; from where this process imports them) as one zip,
   `SparkContext.addPyFile` / `addArtifacts(pyfile=True)`, first on the Python workers' path; the nodes need the
   dependencies (the same Python minor version, torch, pyarrow, ...). Cached per content in `cache_dir/shipped/`.
 - `env`: this process's virtualenv packed whole (`pack_environment`), unpacked by Spark into each executor's
@@ -120,15 +121,29 @@ class Made:
 
 
 def _package_dir(package: str) -> Path:
-    return Path(importlib.import_module(package).__file__).resolve().parent
+    """A package's directory, or a top-level module's file."""
+    module = importlib.import_module(package)
+    source = Path(module.__file__).resolve()
+    return source.parent if hasattr(module, "__path__") else source
+
+
+def code_packages(config: Config) -> tuple[str, ...]:
+    """What the code zip holds: the tool's packages, and a `model.factory`'s top-level package (or module), which
+    the tasks import to build the model."""
+    factory = config.model.factory
+    top = factory.split(":")[0].split(".")[0] if factory else None
+    return CODE_PACKAGES if top is None or top in CODE_PACKAGES else (*CODE_PACKAGES, top)
 
 
 def code_files(packages: tuple[str, ...] = CODE_PACKAGES) -> list[tuple[Path, str]]:
-    """(source, name in the zip) of every file of `packages` as this process imports them, sorted; compiled
-    bytecode left out (zipimport would not check it against the sources)."""
+    """(source, name in the zip) of every file of `packages` (or top-level modules) as this process imports them,
+    sorted; compiled bytecode left out (zipimport would not check it against the sources)."""
     files = []
     for package in packages:
         root = _package_dir(package)
+        if root.is_file():
+            files.append((root, root.name))
+            continue
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 files.append((path, f"{package}/{path.relative_to(root).as_posix()}"))
@@ -297,4 +312,4 @@ def shipment(config: Config, remote: bool) -> Shipment:
             environment.path.stat().st_size,
             "cached" if environment.cached else f"packed in {environment.seconds:.1f} s",
         )
-    return Shipment(mode, code_zip(directory), environment)
+    return Shipment(mode, code_zip(directory, code_packages(config)), environment)

@@ -23,6 +23,15 @@ def cli(cwd: Path, *overrides: str, env: dict[str, str] | None = None, timeout: 
     )
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def checkout_env() -> dict[str, str]:
+    """PYTHONPATH with this checkout first, for `cli`: the run's processes (its Spark Python workers inherit it)
+    import this checkout's code and the tests' helpers, such as the factory `tests.helpers.models:tiny`."""
+    return {"PYTHONPATH": os.pathsep.join(part for part in (str(CHECKOUT), os.environ.get("PYTHONPATH")) if part)}
+
+
 def result_of(run_dir: Path) -> dict[str, Any]:
     """The result.json a run left in `run_dir`, as the reports read it."""
     return json.loads(RunDir(run_dir).result.read_text())
