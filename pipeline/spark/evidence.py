@@ -19,6 +19,7 @@ from pipeline.inference.steps import STEPS, Preprocess, Served
 from pipeline.spark import fastpaths
 from pipeline.spark.batching import batch_sizes
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
+from pipeline.spark.nodes import nodes_of
 from pipeline.spark.plan import Plan
 from pipeline.spark.utilization import idle_slot_stages, slot_usage
 
@@ -117,7 +118,7 @@ def collect_tasks(records: list[dict[str, Any]]) -> dict[str, Any]:
         for record in records
         if record["step"] in MODEL_STEPS
     ]
-    return {"stages": [], "timeline": [], "model_task_gpus": gpu_tasks}
+    return {"stages": [], "timeline": [], "model_task_gpus": gpu_tasks, "nodes": nodes_of(records)}
 
 
 def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
@@ -145,6 +146,7 @@ def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str
         "stages": stages,
         "timeline": timeline,
         "model_task_gpus": predict["model_task_gpus"],
+        "nodes": predict.get("nodes", {}),  # the predict cluster's: where the model ran
         "batches": tagged("batches"),
         "time": tagged("time"),
         "fast_paths": fast_paths,
@@ -200,6 +202,7 @@ def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, An
     }
     if topology in (Topology.split, Topology.stage_level, Topology.two_stage):
         checks["preprocess_stage_max_concurrent"] = _widest(rows, (Preprocess.name,))
+    checks["nodes_ran_tasks"] = len(found.get("nodes") or {})  # which ones: evidence.nodes
     utilizations = [row["slot_utilization"] for row in rows if row.get("slot_utilization") is not None]
     checks["min_slot_utilization"] = min(utilizations, default=None)
     checks["idle_slot_stages"] = idle_slot_stages(rows)  # flagged, not a violation: the split is what is wrong

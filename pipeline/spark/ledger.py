@@ -14,7 +14,7 @@ Whole-partition variants report one part per task; per-batch variants (scalar UD
 batch, keyed by the batch's ordinal in its task attempt (0, 1, ...): something the data cannot repeat (a key taken
 from the batch's first image id let two batches that start with the same id overwrite each other). The records are
 the run's evidence: rows in and out and bad images per task, the worker process, how many times it built the model,
-the device and the GPU addresses the scheduler gave the task, and when it ran.
+the device and the GPU addresses the scheduler gave the task, the node and machine it ran on, and when it ran.
 
 They also prove the batch axes and split the task's time: the rows and Arrow bytes of every batch Spark
 handed the UDF (`udf_call_rows`, `udf_call_bytes`), the rows of every model call (`model_call_rows`), and
@@ -45,6 +45,7 @@ from pipeline.rundir import atomic_write
 from pipeline.runtime.timing import now
 from pipeline.spark import faults
 from pipeline.spark.fastpaths import worker_view
+from pipeline.spark.nodes import where
 
 T = TypeVar("T")
 _END: Any = object()  # the end of an iterator, for next(iterator, _END)
@@ -83,6 +84,9 @@ class TaskRecord:
     # result back and handing the next batch over; the first call's wait is not seen from inside the UDF
     between_calls: list[float] = field(default_factory=list)
     python_worker: dict = field(default_factory=dict)  # `fastpaths.worker_view` of the worker that ran it
+    host: str = ""  # the node it ran on, and its machine and CPUs (`pipeline.spark.nodes.where`)
+    machine: str = ""
+    cpu_count: int | None = None
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
     device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
     device_calls: int = 0
@@ -241,6 +245,7 @@ class TaskLedger:
             gpu_addresses=addresses,
             start=time.time(),
             python_worker=worker_view(),
+            **where(),
         )
         yield record
         record.end = time.time()
