@@ -72,7 +72,7 @@ def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path],
     config = result.config
     image_format = (config.get("dataset") or {}).get("format", "jpeg")
     decoder = (config.get("preprocess") or {}).get("decoder", "pil")
-    leave_out = (job.dir,) if job.dir in served else ()
+    leave_out = (job.dir,)  # its own task cost (`rates.task_runs`) and server costs are not its prediction's
     key = (image_format, decoder, leave_out)
     if key not in rates:
         rates[key] = measured_rates(directories, image_format=image_format, decoder=decoder, leave_out=leave_out)

@@ -75,7 +75,9 @@ class NullModel(torch.nn.Module):
 
 def _build(spec: ModelSpec, device: str) -> torch.nn.Module:
     if spec.name in ("null_model", "accelerator"):  # the accelerator's predictions are the null model's
-        return NullModel().to(device)
+        # a simulated device's task (`simulated:<address>`, `pick_device`) keeps its model on the CPU: a build per
+        # batch (udf.rebuild_model_per_batch) is asked for on the task's device string
+        return NullModel().to("cpu" if device.startswith(SIMULATED) else device)
     model = resnet50(weights=None)
     model.load_state_dict(torch.load(spec.weights_file, map_location="cpu", weights_only=True))
     model = model.eval().to(device=device, memory_format=spec.memory_format)
