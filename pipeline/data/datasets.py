@@ -16,7 +16,6 @@ the staging directory (`pipeline.spark.generation`). Both make rows and write fi
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -28,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -410,7 +409,7 @@ def prepare(
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         dataset = describe(path, spec, generated, time.perf_counter() - started)
-        return dataclasses.replace(dataset, generation=generation)
+        return replace(dataset, generation=generation)
 
 
 def dataset_summary(dataset: Dataset) -> dict:
