@@ -25,6 +25,7 @@ from pipeline.results import Result, now, write_result
 from pipeline.rundir import StorageError, WriteRoot, as_storage_error, explain_storage
 from pipeline.runtime.errors import describe_error
 from pipeline.spark.evidence import enforce
+from pipeline.spark.generation import generator
 from pipeline.spark.session import java_version
 from pipeline.verify import compare, reference_predictions
 
@@ -122,7 +123,10 @@ def execute(config: Config, run_dir: Path, result: Result) -> None:
         java_version()
     cache = config.cache_dir
     dataset = prepare(
-        config.dataset, Storage.of(config.storage, run_dir, cache).dataset_cache, config.preprocess.max_pixels
+        config.dataset,
+        Storage.of(config.storage, run_dir, cache).dataset_cache,
+        config.preprocess.max_pixels,
+        generator(config, plan),  # the run's cluster, when it is other machines sharing a storage root
     )
     result.dataset = dataset_summary(dataset)
     result.metrics.num_images = dataset.num_images

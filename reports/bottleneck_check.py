@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.projection.bottleneck import device_of, predict, shape_of
 from pipeline.projection.rates import measured_rates, serve_runs
 from pipeline.results import read_results
+from pipeline.spark.nodes import machine_cpus
 from reports.aggregate import Job, find_jobs
 
 TARGET = (0.8, 1.25)  # predicted / measured within this band counts as a hit (issue 13's target)
@@ -71,11 +72,16 @@ def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path],
     config = result.config
     image_format = (config.get("dataset") or {}).get("format", "jpeg")
     decoder = (config.get("preprocess") or {}).get("decoder", "pil")
-    leave_out = (job.dir,) if job.dir in served else ()
+    leave_out = (job.dir,)  # its own task cost (`rates.task_runs`) and server costs are not its prediction's
     key = (image_format, decoder, leave_out)
     if key not in rates:
         rates[key] = measured_rates(directories, image_format=image_format, decoder=decoder, leave_out=leave_out)
-    topology, shape, workload = shape_of(config, result.env.get("cpu_count"), (result.cluster or {}).get("gpus"))
+    topology, shape, workload = shape_of(
+        config,
+        result.env.get("cpu_count"),
+        (result.cluster or {}).get("gpus"),
+        machine_cpus(result.evidence.get("task_nodes") or {}),
+    )
     device = device_of(config)
     prediction = predict(topology, rates[key], device, shape, workload)
     usage = result.evidence.get("simulated_device") or {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.rundir import atomic_write
-from reports import bottleneck_check, connect, fast_paths, peers
+from reports import bottleneck_check, connect, fast_paths, peers, scaling
 from reports.aggregate import find_jobs, job_frame, write_csv
 from reports.html import render
 from reports.projection import Projection
@@ -41,10 +41,11 @@ def build(
 
 def summaries(directories: list[Path]) -> list[str]:
     """The lines a sweep prints at its end (`pipeline.callbacks`) and `python -m reports` after its files: each
-    comparison's ratios (peers, Connect, fast paths) and the bottleneck model's check."""
+    comparison's ratios (peers, Connect, fast paths), the bottleneck model's check and the scaling targets."""
     return [
         *peers.summary(directories),
         *connect.summary(directories),
         *fast_paths.summary(directories),
         *bottleneck_check.summary(directories),
+        *scaling.summary(directories),
     ]

@@ -20,7 +20,7 @@ import jinja2
 import pandas as pd
 
 from pipeline.results import model_text
-from reports import bottleneck_check, connect, fast_paths, microbench, nodes, peers, plots, server
+from reports import bottleneck_check, connect, fast_paths, microbench, nodes, peers, plots, scaling, server
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
 from reports.projection import Projection
@@ -407,6 +407,20 @@ def _bottleneck_check(sources: list[Path]) -> dict[str, Any] | None:
     return {"header": header, "rows": rows, "spread": bottleneck_check.spread(found), "target": bottleneck_check.TARGET}
 
 
+def _scaling(sources: list[Path]) -> dict[str, Any] | None:
+    """The scaling section: throughput against nodes (figure and table) and the targets; None without scaling runs."""
+    found = scaling.points(sources)
+    if not found:
+        return None
+    header, *rows = scaling.table(found)
+    return {
+        "chart": _chart(plots.scaling_lines(found), "throughput against nodes: measured, ideal and predicted"),
+        "header": header,
+        "rows": rows,
+        "targets": scaling.targets(found),
+    }
+
+
 def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
     """The microbenchmark section's tables and figure, when a pytest-benchmark JSON was given."""
     if path is None:
@@ -462,6 +476,7 @@ def render(
         microbenchmark=_microbenchmark(microbenchmark),
         projection=projection,
         bottleneck_check=_bottleneck_check(sources),
+        scaling=_scaling(sources),
         server={"rows": server.server_rows(jobs, frame), "ratios": server.ratios(frame)},
         nodes=nodes.node_rows(jobs, frame),
     )

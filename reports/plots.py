@@ -390,3 +390,51 @@ def bad_images(frame: pd.DataFrame) -> Chart:
         f"last timed pass; they are skipped (on_bad_image=skip) and listed with their reasons in result.json."
     )
     return Chart(figure, caption)
+
+
+def scaling_lines(points: list[Any]) -> Chart:
+    """Throughput against nodes, a panel per scaling mode (`reports.scaling.Point`s): each series measured (solid),
+    its ideal line (dashed: the fewest nodes' throughput times nodes / fewest) and the bottleneck model's prediction
+    for each point (dotted)."""
+    modes = sorted({point.mode for point in points})
+    figure = Figure(figsize=(5.0 * len(modes) + 1.5, 4.4), layout="constrained")
+    axes = figure.subplots(1, len(modes), squeeze=False)[0]
+    series = sorted({point.series for point in points})
+    colours = dict(zip(series, sns.color_palette("colorblind", len(series))))
+    for ax, mode in zip(axes, modes):
+        for name in series:
+            line = [point for point in points if point.mode == mode and point.series == name]
+            if not line:
+                continue
+            nodes = [point.nodes for point in line]
+            colour = colours[name]
+            ax.plot(nodes, [p.measured for p in line], marker="o", color=colour, label=f"measured: {name}")
+            ax.plot(nodes, [p.ideal for p in line], linestyle="--", color=colour, alpha=0.6, label="ideal")
+            predicted = [(p.nodes, p.predicted) for p in line if p.predicted is not None]
+            if predicted:
+                ax.plot(*zip(*predicted), linestyle=":", marker="x", color=colour, label="bottleneck model")
+            for point in line:
+                ax.annotate(
+                    f"{point.measured:.1f}",
+                    (point.nodes, point.measured),
+                    fontsize=8,
+                    xytext=(4, -10),
+                    textcoords="offset points",
+                )
+        ax.set_title(f"{mode} scaling", fontsize=10)
+        ax.set_xlabel("nodes (cluster.workers)")
+        ax.set_ylabel("images/s")
+        ax.set_xticks(sorted({point.nodes for point in points if point.mode == mode}))
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8, loc="upper left")
+    machines = sorted({point.machines for point in points})
+    loads = [point.load_average for point in points if point.load_average is not None]
+    caption = (
+        f"Throughput against nodes ({len(points)} runs). Solid: each run's throughput (images / its median timed "
+        "pass); dashed: ideal, the fewest nodes' throughput times nodes / fewest; dotted: the bottleneck model's "
+        "prediction for the run's shape. Weak: the same images on every node; strong: the same data set. The nodes "
+        f"ran on {'/'.join(map(str, machines))} machine(s)"
+        + (f"; load average {min(loads):.1f}–{max(loads):.1f} when the runs ended" if loads else "")
+        + ". Nodes that share a machine share its cores: their figures are ratios, not speeds."
+    )
+    return Chart(figure, caption)

@@ -19,7 +19,7 @@ from pipeline.config.schema import UdfStyle
 from pipeline.engines.spark import measure
 from pipeline.inference import accelerator
 from pipeline.inference.accelerator import device_locks, hold, simulated_predictions
-from pipeline.inference.model import ModelSpec, SimulatedDevice, pick_device
+from pipeline.inference.model import ModelSpec, SimulatedDevice, load_model, pick_device
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference
 from pipeline.projection.simulated import overrides
@@ -116,6 +116,13 @@ def test_predictions_are_the_null_models_and_the_task_device_names_its_gpu(lock_
     assert pick_device("emulated", ["1"], simulated=True) == "simulated:1"
     assert pick_device("emulated", [], simulated=True) == "simulated"
     assert [path.name.rsplit("-", 1)[-1] for path in Path(lock_dir).iterdir()] == ["1.lock"]
+
+
+def test_the_original_s_model_built_per_batch_on_a_simulated_device_is_built_on_the_cpu(lock_dir):
+    """+original=standard_4gpu model=accelerator: the scalar UDF rebuilds the model on the task's device string."""
+    spec = ModelSpec(name="accelerator", device=_device(lock_dir, rate=1e6, latency=0.0))
+    model = load_model(spec, pick_device("emulated", ["1"], simulated=True), rebuild=True)
+    assert next(model.buffers()).device.type == "cpu"
 
 
 def _inference(lock_dir: str, rate: float = 400.0) -> Inference:

@@ -21,6 +21,7 @@ from pipeline.projection.bottleneck import (
     predict,
     shape_of,
 )
+from pipeline.spark.nodes import machine_cpus
 
 FAST = Device("fast", images_per_s=1000.0, batch_size=10)
 NODE = Shape(nodes=1, cores_per_node=8, gpus_per_node=2, task_gpu_amount=1.0, predict_gpu_amount=1.0)
@@ -175,6 +176,22 @@ def test_shape_of_a_recorded_config() -> None:
     assert workload.input_bytes_per_image == 256 * 256 * 3
     local = {"cluster": {"mode": "local", "cores": None}, "gpu": {"task_amount": 0.0}, "topology": {"kind": "fused"}}
     assert shape_of(local, cpu_count=2)[1] == Shape(1, 2, 0, 0.0, None, cpus_per_node=2.0)
+
+
+def test_a_remote_cluster_s_nodes_have_the_cores_of_the_machines_under_them() -> None:
+    """Three namespace nodes on one 2-core machine share its cores; three machines of 4 cores have 4 each; with no
+    evidence of the machines a node has the cores it announces (the driver's machine says nothing of them)."""
+    config = {
+        "cluster": {"mode": "remote", "workers": 3, "worker_cores": 1, "task_cpus": 1},
+        "gpu": {"emulate": 1},
+        "topology": {"kind": "fused"},
+        "dataset": {"num_images": 96},
+    }
+    one_machine = {f"node-{i}": {"machine": "boot-a", "cpu_count": 2} for i in range(3)}
+    three_machines = {f"node-{i}": {"machine": f"boot-{i}", "cpu_count": 4} for i in range(3)}
+    assert shape_of(config, 2, node_cpus=machine_cpus(one_machine))[1].cpus_per_node == pytest.approx(2 / 3)
+    assert shape_of(config, 2, node_cpus=machine_cpus(three_machines))[1].cpus_per_node == 4.0
+    assert shape_of(config, 2)[1].cpus_per_node is None
 
 
 def test_prefetch_overlaps_decoding_with_the_device() -> None:

@@ -203,6 +203,15 @@ def test_plan_names_the_master_memory_and_confs_of_each_mode():
     assert remote.conf["spark.executor.instances"] == "3" and not remote.starts_workers
 
 
+def test_a_standalone_master_is_held_to_cluster_workers_executors_by_the_application_s_cores():
+    """A standalone master ignores spark.executor.instances (measured: 1 asked, 3 executors on 3 workers); capping
+    the application's cores at workers x worker_cores is what limits it to cluster.workers nodes."""
+    two = plan(compose_config("cluster=remote", "cluster.master=spark://10.0.0.2:7077", "cluster.workers=2"))
+    assert (two.conf["spark.cores.max"], two.conf["spark.executor.cores"]) == ("8", "4")
+    yarn = plan(compose_config("cluster=remote", "cluster.master=yarn", "cluster.workers=2"))
+    assert "spark.cores.max" not in yarn.conf and yarn.conf["spark.executor.instances"] == "2"
+
+
 def test_validation_returns_the_plan_the_cluster_then_uses_without_asking_nvidia_smi_again(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(plan_module, "nvidia_gpu_count", lambda: calls.append(1) or 2)
@@ -332,6 +341,7 @@ def test_remote_passes_the_master_through_and_starts_nothing(tmp_path):
             "spark.executor.cores": "4",
             "spark.executor.memory": "4g",
             "spark.executor.instances": "3",
+            "spark.cores.max": "12",
             "spark.task.cpus": "1",
         }
     assert list(tmp_path.iterdir()) == []

@@ -95,7 +95,20 @@ def test_spark_cost_per_task_from_a_null_model_runs_time_split(tmp_path: Path) -
     _result(tmp_path / "resnet", [1.0], 128, engine="spark", model="resnet50")  # a real model: not a cost of Spark's
     rates = measured_rates([tmp_path])
     assert rates.task_s == pytest.approx((1.6 - 1e7 * DEFAULTS["transfer_s_per_byte"][0]) / 4)
-    assert "1 Spark model=null_model run" in rates.sources["task_s"]
+    assert "1 Spark null-model or device-bound run" in rates.sources["task_s"]
+
+
+def test_a_device_bound_simulated_run_measures_the_cost_per_task_a_cpu_bound_one_does_not(tmp_path: Path) -> None:
+    """Its tasks mostly sleep inside the UDF: the time outside it is Spark's, not a wait for a core."""
+    records = {"records": [{"stage": 3, "start": 10.0 + i, "end": 10.25 + i} for i in range(4)]}
+    stage = {"stage_id": 3, "step": "fused", "task_run_s": 2.6, "spark": {}}
+    for name, busy in (("bound", 0.7), ("cpu-bound", 0.04)):
+        evidence = {"time": [stage], "simulated_device": {"busy_fraction": busy}}
+        _result(tmp_path / name, [1.0], 128, engine="spark", model="accelerator", tasks=records, evidence=evidence)
+    rates = measured_rates([tmp_path])
+    assert rates.task_s == pytest.approx(0.4) and "/bound/" in rates.sources["task_s"]
+    assert "cpu-bound" not in rates.sources["task_s"]
+    assert measured_rates([tmp_path], leave_out=[tmp_path / "bound"]).task_s == DEFAULTS["task_s"][0]
 
 
 def test_the_model_servers_request_and_cpu_costs_from_a_served_accelerator_run(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from pipeline.__main__ import done_before
 from pipeline.callbacks import count_jobs
-from pipeline.config.schema import Config, register
+from pipeline.config.schema import Config, ConfigError, register
 from pipeline.config.schema import typed as retyped
 from pipeline.config.validate import validate
 from pipeline.provenance import new_result
@@ -39,6 +39,7 @@ NAMED = {
     "original_300g",
     "peers",
     "spark_fast_paths",
+    "scaling",
 }
 
 
@@ -209,3 +210,20 @@ def test_a_sweeps_full_size_command_makes_every_job_valid_and_bills_its_workers(
 def test_every_cluster_mode_of_its_sweep_gets_the_same_task_slots(mode):
     config = job_config("sweep=cluster_modes", f"+same_slots={mode}")
     assert (config.cluster.mode.value, validate(config).slots) == (mode, 4)
+
+
+@pytest.mark.parametrize(
+    ("workers", "mode", "images"), [(1, "weak", 64), (3, "weak", 192), (1, "strong", 192), (3, "strong", 192)]
+)
+def test_the_scaling_sweep_holds_each_node_s_images_or_the_total_and_every_job_is_valid(workers, mode, images):
+    header = [override for override in header_command("scaling") if not override.startswith("storage=")]
+    config = job_config("sweep=scaling", *header, f"cluster.workers={workers}", f"+scaling={mode}")
+    planned = validate(config)
+    assert (config.scaling.mode.value, config.dataset.num_images) == (mode, images)
+    assert planned.conf["spark.cores.max"] == str(workers)  # one core a node, held to `workers` nodes
+    assert (planned.gpus.per_worker, config.device.images_per_s) == (1, 10.0)
+
+
+def test_a_scaling_run_needs_a_cluster_of_nodes():
+    with pytest.raises(ConfigError, match=r"\+scaling=weak .* cluster.workers nodes"):
+        validate(compose_config("+scaling=weak"))

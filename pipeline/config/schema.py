@@ -9,6 +9,7 @@ What a type cannot say (ranges, combinations) is checked by `pipeline.config.val
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
@@ -472,6 +473,22 @@ class SparkConfig:
     python_udf_arrow: bool = True  # spark.sql.execution.pythonUDF.arrow.enabled (4.3.0's default, set explicitly)
 
 
+class ScalingMode(Enum):
+    weak = "weak"  # the same images on every node: the data set grows with cluster.workers
+    strong = "strong"  # the same data set whatever the number of nodes
+
+
+@dataclass
+class ScalingConfig:
+    """A run of the scaling sweep (`+scaling=weak|strong`, sweeps/scaling.yaml): its data set's size follows
+    `cluster.workers` (weak: `images_per_node` each) or stays `images` (strong); the report plots throughput
+    against nodes from these runs (reports/scaling.py)."""
+
+    mode: ScalingMode = ScalingMode.weak
+    images_per_node: int = 64
+    images: int = 192
+
+
 @dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -485,6 +502,7 @@ class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     device: Optional[DeviceConfig] = None  # set by model=accelerator (conf/model/accelerator.yaml), else None
+    scaling: Optional[ScalingConfig] = None  # set by +scaling=weak|strong (conf/scaling/), else None
     sink: Sink = Sink.noop
     on_bad_image: OnBadImage = OnBadImage.skip
     repeats: int = 3
@@ -526,6 +544,8 @@ def register() -> None:
     Named sweeps live in the top-level `sweeps` package; registering them as the `sweep` group makes
     `python -m pipeline sweep=NAME` work from any directory, and a misspelt name an error listing them.
     """
+    # `${product:A,B}`: conf/scaling/weak.yaml's data set of images_per_node x cluster.workers
+    OmegaConf.register_new_resolver("product", lambda *factors: math.prod(int(f) for f in factors), replace=True)
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     for group, (_, options) in OPTION_SCHEMAS.items():

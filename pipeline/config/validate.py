@@ -72,6 +72,7 @@ HARNESS_CONFS: dict[str, str | None] = {
     "spark.executor.cores": "cluster.worker_cores",
     "spark.executor.memory": "cluster.executor_memory",
     "spark.executor.instances": "cluster.workers",
+    "spark.cores.max": "cluster.workers",  # x cluster.worker_cores, for a standalone master (cluster=remote)
     "spark.task.cpus": "cluster.task_cpus",
     "spark.executor.resource.gpu.amount": "gpu.executor_amount",
     "spark.task.resource.gpu.amount": "gpu.task_amount",
@@ -271,6 +272,19 @@ def _device(config: Config) -> None:
         )
 
 
+def _scaling(config: Config) -> None:
+    """A scaling run (`+scaling=`) counts nodes by cluster.workers: one machine's local[N] has no nodes to count."""
+    if config.scaling is None:
+        return
+    _at_least("scaling.images_per_node", config.scaling.images_per_node, 1)
+    _at_least("scaling.images", config.scaling.images, 1)
+    if config.cluster.mode in (ClusterMode.local, ClusterMode.connect) or config.engine.name is not Engine.spark:
+        raise ConfigError(
+            f"+scaling={config.scaling.mode.value} measures throughput against cluster.workers nodes: use engine=spark "
+            "with cluster=remote (a cluster of machines), standalone or local_cluster"
+        )
+
+
 def validate(config: Config) -> Plan | None:
     """Raise ConfigError for the first invalid value or combination in `config`; for engine=spark, return
     the plan of its applications (`pipeline.spark.plan`), which the run then starts, else None."""
@@ -331,6 +345,7 @@ def validate(config: Config) -> Plan | None:
             )
     _model(config)
     _device(config)
+    _scaling(config)
     if config.storage is not None:
         storage.check(config.storage)
     if config.engine.name is Engine.ray and importlib.util.find_spec("ray") is None:

@@ -5,8 +5,13 @@ generated or imported data set is cached under a directory keyed by its spec and
 time is paid once and reported apart from any benchmark. A cached data set proves itself before it is used:
 `_dataset.json` records its spec and every Parquet file's name, row count and size, and a cache that
 disagrees (a file missing, extra, resized or unreadable) is generated again, with a warning saying why.
-Writes go to a temporary directory that is renamed into place, so an interrupted generation never leaves a
-half data set that looks complete.
+Writes go to a temporary directory that is renamed into place, with `_dataset.json` written last, so an
+interrupted generation never leaves a half data set that looks complete.
+
+Who writes the files: a process pool on this machine (`generate_locally`), or, for a run whose cluster is other
+machines with a shared storage root, a Spark job on that cluster whose tasks write their own files straight into
+the staging directory (`pipeline.spark.generation`). Both make rows and write files with `pipeline.data.parts`
+(which imports no torch: a worker starts in seconds), so the two make the same bytes.
 """
 
 from __future__ import annotations
@@ -16,28 +21,28 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from pipeline.config.schema import DatasetConfig, DataSource
-from pipeline.data import synthetic
-from pipeline.inference.preprocess import DEFAULT_MAX_PIXELS, RAW_SIDE, BadImage, bad_raw, decode_rgb
+from pipeline.data.parts import IMAGE_SCHEMA, PROGRESS_DIR, part_name, to_raw, write_file
+from pipeline.data.parts import synthetic_row as _synthetic_row
+from pipeline.inference.preprocess import DEFAULT_MAX_PIXELS, BadImage, bad_raw, decode_rgb
 from pipeline.rundir import WRITE_ERRNOS, storage_error
 from pipeline.runtime import progress
 from pipeline.runtime.lifetime import die_with_parent
 
-IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
 GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 META_FILE = "_dataset.json"
@@ -60,22 +65,12 @@ class Dataset:
     prepare_s: float
     row_group_rows: int = 0  # the most rows of any row group in its files, from their footers
     largest_file_bytes: int | None = None  # its largest file's: Spark's split size fits it (None: one file)
+    generation: dict | None = None  # how it was generated now: where, seconds, images/s (None: cached, imported)
 
 
-def to_raw(image: Image.Image) -> bytes:
-    """The original study's workload: shorter side resized to 256, center 256x256, uint8 HWC bytes."""
-    scale = RAW_SIDE / min(image.size)
-    width, height = max(RAW_SIDE, round(image.width * scale)), max(RAW_SIDE, round(image.height * scale))
-    resized = image.resize((width, height), Image.Resampling.BILINEAR)
-    left, top = (width - RAW_SIDE) // 2, (height - RAW_SIDE) // 2
-    return resized.crop((left, top, left + RAW_SIDE, top + RAW_SIDE)).tobytes()
-
-
-def _synthetic_row(args: tuple[int, int, str]) -> tuple[str, int, bytes]:
-    seed, index, image_format = args
-    image = synthetic.synth_image(seed, index)
-    data = to_raw(image) if image_format == "raw" else synthetic.encode_jpeg(image)
-    return f"{index:09d}", synthetic.synth_label(seed, index), data
+# Writes the Parquet files of a synthetic data set into a staging directory and says how (`Dataset.generation`):
+# `generate_locally`, or `pipeline.spark.generation.ClusterGeneration`.
+Generator = Callable[[DatasetConfig, Path], dict]
 
 
 def _folder_row(args: tuple[str, str, int, str, int]) -> tuple[str, int, bytes]:
@@ -130,9 +125,14 @@ def _spec(config: DatasetConfig, max_pixels: int) -> tuple[dict, list]:
     return spec, [(path, image_id, label, config.format.value, max_pixels) for path, image_id, label in listing]
 
 
+def _pool_size(items: int) -> int:
+    """Processes that make `items` rows here: one per core, but one process per 64 items at most."""
+    return min(os.cpu_count() or 1, max(1, items // 64))
+
+
 def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]]:
     build = _synthetic_row if config.source is DataSource.synthetic else _folder_row
-    workers = min(os.cpu_count() or 1, max(1, len(items) // 64))
+    workers = _pool_size(len(items))
     if workers == 1:
         yield from map(build, items)
         return
@@ -143,16 +143,36 @@ def _rows(config: DatasetConfig, items: list) -> Iterator[tuple[str, int, bytes]
 
 
 def _write(config: DatasetConfig, items: list, target: Path) -> None:
-    target.mkdir(parents=True)
+    """Every file of the data set into `target`, the rows made by a process pool on this machine."""
     rows = progress.iterate(_rows(config, items), f"data: {target.name.split(STAGING)[0]}", len(items))
     try:
         for number, start in enumerate(range(0, len(items), config.images_per_file)):
             chunk = [next(rows) for _ in range(min(config.images_per_file, len(items) - start))]
-            ids, labels, images = zip(*chunk)
-            table = pa.table([list(ids), list(labels), list(images)], schema=IMAGE_SCHEMA)
-            pq.write_table(table, target / f"part-{number:05d}.parquet", row_group_size=config.row_group_size)
+            write_file(chunk, target / part_name(number), config.row_group_size)
     finally:
         rows.close()  # every row was taken, none past the end: close the bar (and the row source) now
+
+
+def generate_locally(config: DatasetConfig, target: Path) -> dict:
+    """A synthetic data set's files written into `target` by a process pool on this machine (`_rows`), and how."""
+    _, items = _spec(config, DEFAULT_MAX_PIXELS)
+    started, cpu = time.perf_counter(), _cpu_s()
+    _write(config, items, target)
+    seconds, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    return {
+        "on": "this machine",
+        "processes": _pool_size(len(items)),
+        "images": len(items),
+        "seconds": seconds,
+        "images_per_s": len(items) / seconds if seconds else None,
+        "cpu_s_per_image": cpu / len(items),  # this process's and its pool's (reaped when it closes)
+    }
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its children that have ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _manifest(path: Path) -> list[dict]:
@@ -324,9 +344,24 @@ def _remove_stale_staging(path: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare(config: DatasetConfig, cache_dir: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dataset:
+def _clean_staging(staging: Path) -> None:
+    """What a generator leaves beside the data files: its tasks' progress counts, and the hidden temporary file of
+    a task attempt that died before its rename (its partition was written again by the next attempt)."""
+    shutil.rmtree(staging / PROGRESS_DIR, ignore_errors=True)
+    for leftover in staging.glob(".*"):
+        if leftover.is_file():
+            leftover.unlink()
+
+
+def prepare(
+    config: DatasetConfig,
+    cache_dir: str | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    generate: Generator | None = None,
+) -> Dataset:
     """The data set a run reads: found in the cache, or built into it now (and timed apart), under a lock.
-    `max_pixels` (preprocess.max_pixels) limits the images a raw folder import decodes."""
+    `max_pixels` (preprocess.max_pixels) limits the images a raw folder import decodes. `generate` writes a
+    synthetic data set's files (default: `generate_locally`); a folder import is always made here."""
     started = time.perf_counter()
     if config.source is DataSource.parquet:
         path = Path(config.path).expanduser().resolve()
@@ -350,14 +385,19 @@ def prepare(config: DatasetConfig, cache_dir: str | Path, max_pixels: int = DEFA
     with _generation_lock(Path(cache_dir).expanduser() / "locks" / f"{path.name}.lock"):
         _remove_stale_staging(path)
         damage = cache_damage(path, spec) if path.exists() else "not cached yet"
-        generated = damage is not None
+        generated, generation = damage is not None, None
         if generated:
             if path.exists():
                 log.warning("cached data set %s is damaged (%s): generating it again", path, damage)
             staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
             try:
-                _write(config, items, staging)
+                staging.mkdir(parents=True)
+                if config.source is DataSource.synthetic:
+                    generation = (generate or generate_locally)(config, staging)
+                    _clean_staging(staging)
+                else:
+                    _write(config, items, staging)
                 meta = {"spec": spec, "files": _manifest(staging)}
                 (staging / META_FILE).write_text(json.dumps(meta, indent=2))
                 shutil.rmtree(path, ignore_errors=True)
@@ -368,7 +408,8 @@ def prepare(config: DatasetConfig, cache_dir: str | Path, max_pixels: int = DEFA
                 raise storage_error(error, path) from error  # pyarrow's error names no file
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        return describe(path, spec, generated, time.perf_counter() - started)
+        dataset = describe(path, spec, generated, time.perf_counter() - started)
+        return replace(dataset, generation=generation)
 
 
 def dataset_summary(dataset: Dataset) -> dict:

@@ -123,7 +123,9 @@ def _network(spec: ModelSpec) -> torch.nn.Module:
 
 def _build(spec: ModelSpec, device: str) -> torch.nn.Module:
     if not spec.network:  # the accelerator's predictions are the null model's
-        return NullModel().to(device)
+        # a simulated device's task (`simulated:<address>`, `pick_device`) keeps its model on the CPU: a build per
+        # batch (udf.rebuild_model_per_batch) is asked for on the task's device string
+        return NullModel().to("cpu" if device.startswith(SIMULATED) else device)
     model = _network(spec).eval().to(device=device, memory_format=spec.memory_format)
     return torch.compile(model) if spec.compile else model
 

@@ -444,13 +444,19 @@ def _utilization(
 
 
 def shape_of(
-    config: Mapping[str, Any], cpu_count: int | None = None, gpu_plan: Mapping[str, Any] | None = None
+    config: Mapping[str, Any],
+    cpu_count: int | None = None,
+    gpu_plan: Mapping[str, Any] | None = None,
+    node_cpus: float | None = None,
 ) -> tuple[str, Shape, Workload]:
     """The topology, shape and workload a result recorded (its `config`), for the check sweep to predict.
 
     `cpu_count`: the physical cores of the machine the run ran on (the result's env), which local-cluster and
     standalone workers share however many cores they announce. `gpu_plan`: the GPU amounts the run resolved
     (the result's `cluster.gpus`), which stand for the config's `gpu.task_amount=0` ("as the topology needs").
+    `node_cpus`: for cluster=remote, the physical cores under its nodes, each machine counted once
+    (`pipeline.spark.nodes.machine_cpus` of the result's `evidence.task_nodes`): N namespace nodes on this machine share
+    its cores, N machines each have their own. Without it a remote cluster's node has the cores it announces.
     """
     cluster, spark = config["cluster"], config.get("spark") or {}
     gpu = {**(config.get("gpu") or {}), **{key: value for key, value in (gpu_plan or {}).items() if value}}
@@ -462,7 +468,10 @@ def shape_of(
         nodes = int(cluster.get("workers", 1))
         cores = int(cluster.get("worker_cores", 1)) // int(cluster.get("task_cpus", 1))
     gpus = int(gpu.get("emulate") or gpu.get("executor_amount") or 0)
-    physical = None if cpu_count is None else cpu_count / nodes
+    if cluster["mode"] == "remote":  # other machines: what they are, not what the driver's machine is
+        physical = None if node_cpus is None else node_cpus / nodes
+    else:
+        physical = None if cpu_count is None else cpu_count / nodes
     preprocess_cluster = topology_config.get("preprocess_cluster")
     pre_nodes = pre_cores = None
     if preprocess_cluster:

@@ -19,6 +19,7 @@ from pipeline.inference.steps import STEPS, Preprocess, Served
 from pipeline.spark import fastpaths
 from pipeline.spark.batching import batch_sizes
 from pipeline.spark.eventlog import event_log_file, executors, jobs, stages, tasks
+from pipeline.spark.nodes import nodes_of
 from pipeline.spark.plan import Plan
 from pipeline.spark.utilization import idle_slot_stages, slot_usage
 
@@ -117,7 +118,8 @@ def node_usage(
 ) -> list[dict[str, Any]]:
     """Per node (an executor's host) over the pass's wall time [start, end]: its executors, the task attempts it
     ran, and how busy it kept its share of the `slots` task slots (by its executors' cores); a cluster of other
-    machines shows here a node that idled while another worked."""
+    machines shows here a node that idled while another worked. A node is named by the address Spark knows its
+    executors by; `task_nodes` (`nodes.nodes_of`) names it as its tasks saw it: host name, machine and CPUs."""
     executors = [e for e in added if e["executor_id"] != "driver" and e.get("host")]
     cores = {e["executor_id"]: e.get("cores") or 0 for e in executors}
     total = sum(cores.values())
@@ -149,7 +151,7 @@ def collect_tasks(records: list[dict[str, Any]]) -> dict[str, Any]:
         for record in records
         if record["step"] in MODEL_STEPS
     ]
-    return {"stages": [], "timeline": [], "nodes": [], "model_task_gpus": gpu_tasks}
+    return {"stages": [], "timeline": [], "model_task_gpus": gpu_tasks, "nodes": [], "task_nodes": nodes_of(records)}
 
 
 def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str, str]) -> dict[str, Any]:
@@ -178,6 +180,7 @@ def join(preprocess: dict[str, Any], predict: dict[str, Any], app_ids: tuple[str
         "timeline": timeline,
         "model_task_gpus": predict["model_task_gpus"],
         "nodes": tagged("nodes"),
+        "task_nodes": predict.get("task_nodes", {}),  # the predict application's: where the model ran
         "batches": tagged("batches"),
         "time": tagged("time"),
         "fast_paths": fast_paths,
@@ -233,6 +236,7 @@ def check(found: dict[str, Any], plan: Plan, topology: Topology) -> dict[str, An
     }
     if topology in (Topology.split, Topology.stage_level, Topology.two_stage):
         checks["preprocess_stage_max_concurrent"] = _widest(rows, (Preprocess.name,))
+    checks["nodes_ran_tasks"] = len(found.get("task_nodes") or {})  # which ones: evidence.task_nodes
     utilizations = [row["slot_utilization"] for row in rows if row.get("slot_utilization") is not None]
     checks["min_slot_utilization"] = min(utilizations, default=None)
     checks["idle_slot_stages"] = idle_slot_stages(rows)  # flagged, not a violation: the split is what is wrong

@@ -14,7 +14,7 @@ Whole-partition variants report one part per task; per-batch variants (scalar UD
 batch, keyed by the batch's ordinal in its task attempt (0, 1, ...): something the data cannot repeat (a key taken
 from the batch's first image id let two batches that start with the same id overwrite each other). The records are
 the run's evidence: rows in and out and bad images per task, the worker process, how many times it built the model,
-the device and the GPU addresses the scheduler gave the task, the node it ran on, and when it ran.
+the device and the GPU addresses the scheduler gave the task, the node and machine it ran on, and when it ran.
 
 They also prove the batch axes and split the task's time: the rows and Arrow bytes of every batch Spark
 handed the UDF (`udf_call_rows`, `udf_call_bytes`), the rows of every model call (`model_call_rows`), and
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,6 +45,7 @@ from pipeline.rundir import atomic_write
 from pipeline.runtime.timing import now
 from pipeline.spark import faults
 from pipeline.spark.fastpaths import worker_view
+from pipeline.spark.nodes import where
 
 T = TypeVar("T")
 _END: Any = object()  # the end of an iterator, for next(iterator, _END)
@@ -84,10 +84,12 @@ class TaskRecord:
     # result back and handing the next batch over; the first call's wait is not seen from inside the UDF
     between_calls: list[float] = field(default_factory=list)
     python_worker: dict = field(default_factory=dict)  # `fastpaths.worker_view` of the worker that ran it
+    host: str = ""  # the node it ran on, and its machine and CPUs (`pipeline.spark.nodes.where`)
+    machine: str = ""
+    cpu_count: int | None = None
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
     device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
     device_calls: int = 0
-    host: str = ""  # the node the task ran on (`socket.gethostname()` there): a cluster's executors each have one
 
     def add(self, output: Output) -> None:
         if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
@@ -150,7 +152,6 @@ class TaskRecord:
         )
 
 
-_HOST = socket.gethostname()  # once per Python worker: a task's record names its node without a system call
 _parts: dict[tuple[int, str], int] = {}  # (task attempt id, step) -> parts this worker process has reported
 
 
@@ -255,7 +256,7 @@ class TaskLedger:
             gpu_addresses=addresses,
             start=time.time(),
             python_worker=worker_view(),
-            host=_HOST,
+            **where(),
         )
         yield record
         record.end = time.time()

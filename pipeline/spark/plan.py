@@ -303,6 +303,10 @@ def _app_conf(cl: ClusterConfig, gpus: GpuPlan) -> dict[str, str]:
     }
     if cl.mode is ClusterMode.remote:
         conf["spark.executor.instances"] = str(cl.workers)
+        if str(cl.master).startswith("spark://"):
+            # a standalone master ignores spark.executor.instances (measured on 4.3: 1 asked, an executor on each
+            # of 3 workers); its cap on the application's cores is what keeps it to cluster.workers executors
+            conf["spark.cores.max"] = str(cl.workers * cl.worker_cores)
     if gpus.kind != "none":
         conf["spark.executor.resource.gpu.amount"] = str(gpus.executor_amount)
         conf["spark.task.resource.gpu.amount"] = _amount(gpus.task_amount)
