@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.data import synthetic
+from pipeline.data.formats import RAW_SIDE
 from pipeline.rundir import atomic_write, staged
 
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int32()), ("image", pa.binary())])
-RAW_SIDE = 256  # dataset.format=raw: the original study's decoded 256x256x3 uint8 arrays
 PROGRESS_DIR = "_progress"  # in a staging dir: the cluster job's tasks' counts
 COUNT_EVERY_S = 1.0  # a task's count of images written to its progress file at most this often
 

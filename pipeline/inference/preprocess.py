@@ -34,7 +34,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.data.parts import RAW_SIDE
+from pipeline.data.formats import RAW_BYTES, RAW_SIDE
 
 TORCHVISION_IO_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 warnings.filterwarnings(
@@ -43,7 +43,6 @@ warnings.filterwarnings(
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RAW_BYTES = RAW_SIDE * RAW_SIDE * 3
 JPEG_MAGIC = b"\xff\xd8\xff"
 BAD_RAW_PREFIX = b"bad image at import: "
 # Pillow's own decompression-bomb warning threshold (a 268 MB RGB array); Pillow refuses outright at twice it.

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.data.formats import RAW_BYTES
 from pipeline.spark.session import split_bytes
 
 TOPOLOGIES = ("fused", "split", "two_stage", "stage_level", "model_server")
@@ -62,7 +63,6 @@ TASK_SLOTS = "task slots"  # fewer task slots than physical cores, no GPU involv
 PARTITIONS = "too few tasks"  # fewer tasks than cores: partitions, not slots, cap the concurrency
 
 CROP_BYTES = 224 * 224 * 3  # a preprocessed uint8 crop, what split's shuffle and two_stage's files carry
-RAW_BYTES = 256 * 256 * 3  # the original's decoded arrays
 JPEG_BYTES = 120_000.0  # the generator's mean JPEG (110-130 KB, README "Data")
 
 
