@@ -167,7 +167,7 @@ def test_a_finding_without_kept_runs_awaits_re_measurement_without_figures(tmp_p
     page = findings.render(tmp_path / "nothing-kept")
     awaiting = page.split("## Awaiting re-measurement", 1)[1]
     for finding in findings.FINDINGS:
-        assert f"| `{finding.name}` | {finding.section} | `{finding.command}` |" in awaiting
+        assert f"| `{finding.name}` | {findings._measured_link(finding.section)} | `{finding.command}` |" in awaiting
 
 
 def test_the_findings_check_fails_on_a_stale_page_naming_the_command(tmp_path, capsys):
