@@ -229,7 +229,7 @@ def test_a_data_set_that_does_not_fit_leaves_nothing_and_is_generated_whole_once
 
 
 def test_a_weights_file_that_does_not_fit_leaves_no_partial_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "calibrated_random", lambda seed: {"fc.weight": torch.zeros(1 << 20)})  # 4 MiB
+    monkeypatch.setattr(weights, "calibrated_random", lambda *_: {"fc.weight": torch.zeros(1 << 20)})  # 4 MiB
     with tiny_filesystem(tmp_path / "cache", "1m") as cache:
         with pytest.raises(
             StorageError, match=f"^no space left on device writing {re.escape(str(cache))}/weights/resnet50-random"
