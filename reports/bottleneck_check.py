@@ -128,7 +128,7 @@ def _percent(value: float | None) -> str:
 
 
 def table(found: list[Check]) -> list[list[str]]:
-    """Rows of the predicted/measured table (the README's and the report's), with a header row."""
+    """Rows of the predicted/measured table (docs/measurements.md's and the report's), with a header row."""
     rows = [
         [
             "topology",

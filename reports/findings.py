@@ -12,12 +12,13 @@ hostname, cores, CPU), its load (`env.load_average` at the start, `env.load_aver
 the config and the evidence. RUN is the run dir's path from its sweep's parent (`peers-null-256/0`), so the
 reports' own readers (`reports.aggregate.find_jobs`) read a finding's runs as they read a sweep.
 
-Each finding (`FINDINGS`) backs one section of the README: what the runs measure, the command that re-measures
-them, and its tables, made by the reports' own comparisons (`reports.peers`, `reports.connect`,
-`reports.fast_paths`, `reports.bottleneck_check`, `reports.server`) over its kept runs, then every run with its
-date, machine, load and git sha. A run is marked loaded when the 1-minute load average at its start exceeded
-the machine's cores: other work shared them, and its figures are lower than the machine's. A finding with no
-kept run is listed as awaiting re-measurement, with its command, never with figures.
+Each finding (`FINDINGS`) backs one section of docs/measurements.md (the figures measured by hand, which the
+README once held): what the runs measure, the command that re-measures them, and its tables, made by the
+reports' own comparisons (`reports.peers`, `reports.connect`, `reports.fast_paths`, `reports.bottleneck_check`,
+`reports.server`) over its kept runs, then every run with its date, machine, load and git sha. A run is marked
+loaded when the 1-minute load average at its start exceeded the machine's cores: other work shared them, and its
+figures are lower than the machine's. A finding with no kept run is listed as awaiting re-measurement, with its
+command, never with figures.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from reports.aggregate import OVERRIDES_FILE, SWEEP_FILE, Job, find_jobs, job_fr
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("docs") / "results"
 PAGE = Path("docs") / "findings.md"
+MEASURED = Path("docs") / "measurements.md"  # the figures measured by hand, each section a finding's
 COMMAND = "python -m reports.findings"
 TRIMMED = (("tasks", "records"), ("evidence", "timeline"))  # (record, field): bulky, and read by no table here
 
@@ -51,7 +53,7 @@ Table = Callable[[list[Job], pd.DataFrame, list[Path]], list[str]]
 @dataclass(frozen=True)
 class Finding:
     name: str  # docs/results/NAME
-    section: str  # the README section whose figures it backs
+    section: str  # the section of docs/measurements.md (and of this page) whose figures it backs
     about: str
     command: str  # what re-measures it
     tables: tuple[Table, ...] = ()  # each writes Markdown lines from the kept runs (jobs, their table, the dirs)
@@ -429,15 +431,21 @@ def render(results: Path | None = None) -> str:
         lines += [
             "## Awaiting re-measurement",
             "",
-            "These sections of the README quote figures that no kept run backs; each is to be re-measured with its",
-            f"command and kept (`{COMMAND} keep NAME DIR`), or dropped.",
+            f"These sections of [{MEASURED}]({MEASURED.name}) quote figures that no kept run backs; each is to be",
+            f"re-measured with its command and kept (`{COMMAND} keep NAME DIR`), or dropped.",
             "",
             *markdown(
-                ["finding", "README section", "re-measure with"],
-                [[f"`{f.name}`", f.section, f"`{f.command}`"] for f in awaiting],
+                ["finding", "section measured by hand", "re-measure with"],
+                [[f"`{f.name}`", _measured_link(f.section), f"`{f.command}`"] for f in awaiting],
             ),
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _measured_link(section: str) -> str:
+    """A link from this page to the section of the hand-measured page with the same heading (a parenthesis
+    after it names the part of that section)."""
+    return f"[{section}]({MEASURED.name}#{_anchor(section.split(' (', 1)[0])})"
 
 
 def _anchor(text: str) -> str:

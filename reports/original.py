@@ -253,7 +253,7 @@ def report(directories: list[Path], microbenchmark: Path | None = None) -> str:
 
 
 def markdown(rows: list[TableRow], rates: Rates, jpeg: Rates) -> str:
-    """The table, the ratios and the winners per instance shape as README-ready markdown."""
+    """The table, the ratios and the winners per instance shape as Markdown for docs/measurements.md."""
     t4, _ = device_profile(ORIGINAL_DEVICE)
     out = [
         "PROJECTION from rates measured on this machine (`pipeline.projection.rates`), not a measurement. Device "

@@ -1,6 +1,7 @@
-"""The generated pages: docs/configuration.md from the config (`pipeline.config.reference`) and docs/findings.md
-from the kept results (`reports.findings`). Each checked-in page must be what its generator writes now; a page
-that drifted fails naming the command that rewrites it."""
+"""The docs: the generated pages, docs/configuration.md from the config (`pipeline.config.reference`) and
+docs/findings.md from the kept results (`reports.findings`), each what its generator writes now (a page that
+drifted fails naming the command that rewrites it); every relative link of README.md and docs/*.md reaching its
+file and heading; and the layout page naming every package and module of the tree."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import yaml
 from pipeline.config import reference
 from pipeline.results import as_result
 from reports import findings
+from tests.helpers import markdown
 from tests.helpers.results import write
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LAYOUT = ROOT / "docs" / "layout.md"
+PACKAGES = ("pipeline", "reports", "variants")
 
 
 def test_the_configuration_reference_is_what_the_config_says():
@@ -167,7 +172,7 @@ def test_a_finding_without_kept_runs_awaits_re_measurement_without_figures(tmp_p
     page = findings.render(tmp_path / "nothing-kept")
     awaiting = page.split("## Awaiting re-measurement", 1)[1]
     for finding in findings.FINDINGS:
-        assert f"| `{finding.name}` | {finding.section} | `{finding.command}` |" in awaiting
+        assert f"| `{finding.name}` | {findings._measured_link(finding.section)} | `{finding.command}` |" in awaiting
 
 
 def test_the_findings_check_fails_on_a_stale_page_naming_the_command(tmp_path, capsys):
@@ -182,3 +187,58 @@ def test_the_findings_check_fails_on_a_stale_page_naming_the_command(tmp_path, c
 def test_keeping_under_an_unknown_finding_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no finding named 'pears'"):
         findings.keep("pears", [tmp_path], tmp_path / "kept")
+
+
+# ------------------------------------------------------------------------------------------------ links and layout
+
+
+def test_every_relative_link_in_the_readme_and_docs_names_a_file_that_exists():
+    missing = markdown.missing_files(PAGES)
+    assert not missing, "links to files that do not exist:\n" + "\n".join(missing)
+
+
+def test_every_anchor_in_the_readme_and_docs_names_a_heading_of_its_page():
+    missing = markdown.missing_anchors(PAGES)
+    assert not missing, "links to headings that do not exist (GitHub's anchors):\n" + "\n".join(missing)
+
+
+def test_anchors_are_githubs_heading_slugs(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Spark 4.3's Python fast paths, measured\n\n## Shipping it: `cluster.ship`\n\n## Notes\n\n## Notes\n\n"
+        '```\n# not a heading\n```\n\n## Where the original\'s "1 s took 84.8 s" went\n'
+    )
+    assert markdown.anchors(page) == {
+        "spark-43s-python-fast-paths-measured",
+        "shipping-it-clustership",
+        "notes",
+        "notes-1",
+        "where-the-originals-1-s-took-848-s-went",
+    }
+
+
+def test_a_broken_link_is_reported_with_its_page_and_line(tmp_path):
+    (tmp_path / "other.md").write_text("# Other\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Page\n\n[ok](other.md#other) [gone](gone.md) [no heading](other.md#nope) [here](#page) [bad](#nope)\n"
+        "`[code](not-a-link.md)` [site](https://example.com/x.md)\n"
+    )
+    assert markdown.missing_files([page]) == ["page.md:3: (gone.md)"]
+    assert markdown.missing_anchors([page]) == ["page.md:3: (other.md#nope)", "page.md:3: (#nope)"]
+
+
+def test_the_layout_page_names_every_package_and_module_of_the_tree():
+    missing = markdown.unnamed_in_layout(LAYOUT, ROOT, PACKAGES)
+    assert not missing, f"{LAYOUT.relative_to(ROOT)} does not name (add each to its folder's entry):\n" + "\n".join(
+        missing
+    )
+
+
+def test_a_module_or_package_the_layout_leaves_out_is_reported(tmp_path):
+    for name in ("tool/__init__.py", "tool/run.py", "tool/new.py", "tool/inner/__init__.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    layout = tmp_path / "layout.md"
+    layout.write_text("# Layout\n\n```\ntool/       run (a run) ·\n            tool.new is not a name\n```\n")
+    assert markdown.unnamed_in_layout(layout, tmp_path, ["tool"]) == ["tool/new.py", "tool/inner/ (no entry)"]

@@ -17,7 +17,7 @@ JPEGs (RGB and grayscale), so the same crops (tests/test_fast_path.py).
 torchvision 0.29 warns (DeprecationWarning) on every `torchvision.io` decode. That warning, from that module
 only, is ignored from the moment this module is imported (also in every Spark Python worker, which imports
 it to unpickle the UDF): a user who chose `preprocess.decoder=torchvision` learns nothing from it on each
-image, and the README says which decoder replaces it. Any other warning is shown as before.
+image, and docs/peers.md says which decoder replaces it. Any other warning is shown as before.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ TASK_SLOTS = "task slots"  # fewer task slots than physical cores, no GPU involv
 PARTITIONS = "too few tasks"  # fewer tasks than cores: partitions, not slots, cap the concurrency
 
 CROP_BYTES = 224 * 224 * 3  # a preprocessed uint8 crop, what split's shuffle and two_stage's files carry
-JPEG_BYTES = 120_000.0  # the generator's mean JPEG (110-130 KB, README "Data")
+JPEG_BYTES = 120_000.0  # the generator's mean JPEG (110-130 KB, docs/running.md "Data")
 
 
 def image_bytes(image_format: str | None) -> float:

@@ -44,7 +44,7 @@ from pipeline.projection.bottleneck import RAW_BYTES, Rates
 from pipeline.results import Result, read_results
 
 # figure -> (value, where it came from). Measured 2026-12-03 on this machine (2-core AMD EPYC, no GPU) with nothing
-# else running, see README "Bottleneck model". The same command on 2026-12-02, with other sessions' jobs on the
+# else running, see docs/projections.md "Rates". The same command on 2026-12-02, with other sessions' jobs on the
 # machine (load average 6-10), gave CPU times about 2.2 times these: shared cores slow even a process's CPU time.
 MEASURED = "measured here 2026-12-03, idle machine"
 HERE = (
@@ -63,8 +63,8 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     ),
     "job_s": (
         0.19,
-        "README microbenchmark tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), 2026-12-03, idle machine "
-        "(0.28 in 2026-11 on a loaded one)",
+        "the microbenchmark (docs/measurements.md) tiny_no_sleep, local[2] (a job, 2 tasks, 2 Python calls), "
+        "2026-12-03, idle machine (0.28 in 2026-11 on a loaded one)",
     ),
     "task_s": (
         0.25,
@@ -75,8 +75,8 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "batch_s": (0.0012, "facts.md: ~1-1.3 ms per Arrow batch into a pandas UDF, this machine, 2026-12-01"),
     "transfer_s_per_byte": (
         ARROW_S_PER_IMAGE / (2 * RAW_BYTES),
-        "README microbenchmark: 1.41 core-ms per raw 192 KiB image through Arrow both ways, 2026-12-03, idle "
-        "machine (3.9 in 2026-11 on a loaded one)",
+        "the microbenchmark (docs/measurements.md): 1.41 core-ms per raw 192 KiB image through Arrow both ways, "
+        "2026-12-03, idle machine (3.9 in 2026-11 on a loaded one)",
     ),
     "shuffle_s_per_byte": (
         2 * ARROW_S_PER_IMAGE / (2 * RAW_BYTES),

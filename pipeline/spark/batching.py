@@ -3,7 +3,7 @@
 `spark.max_records_per_batch` and `model.batch_size` are requests: Spark 4.3 cuts the Arrow batches it hands
 a UDF at whichever comes first of maxRecordsPerBatch rows, maxBytesPerBatch bytes
 (`spark.sql.execution.arrow.maxBytesPerBatch`, internal, 64 MiB by default) and, for a scalar UDF over a
-vectorized Parquet scan, one Parquet row group (measured; see the README's batching section). A scalar UDF
+vectorized Parquet scan, one Parquet row group (measured; see docs/methodology.md, batching). A scalar UDF
 and predict_batch_udf run the model on one Arrow batch at a time, so a capped Arrow batch caps the model
 batch too. Nothing in Spark says so; the task records do (`pipeline.spark.ledger`): a stage whose largest
 batch is smaller than both the request and a task's rows did not get what was asked, and the cap that won

@@ -19,7 +19,7 @@ Spark's next batch, decode + preprocess, the model and handing results back. Par
 - `idle_slot_s`: slot time no task ran in (scheduling, stragglers, the driver between stages).
 
 The parts add up to the slot time by construction (other and idle are what is left); what each of them
-holds is only as exact as those timers, which the README discusses with measurements.
+holds is only as exact as those timers, which docs/methodology.md discusses with measurements.
 """
 
 from __future__ import annotations
