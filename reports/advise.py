@@ -380,6 +380,13 @@ def alternatives(best: Choice, ranked: Sequence[Choice]) -> list[tuple[str, Choi
     return found
 
 
+def server_refused(calibration: Calibration) -> str | None:
+    """Why the model server is left out of the search: its calibrate run ended failed on this cluster (the rates
+    file's request_s says so), so a pick of it would not run there."""
+    source = calibration.rates.sources.get("request_s", "")
+    return source.split("; default")[0] if source.startswith("assumed:") and " ended " in source else None
+
+
 def advise(
     calibration: Calibration,
     images: int = MILLION,
@@ -392,6 +399,7 @@ def advise(
     if objective not in ("throughput", "cost"):
         raise ConfigError(f"--objective {objective}: one of throughput, cost")
     where = target(calibration, instance, nodes)
+    server = server and server_refused(calibration) is None
     local = calibration.cluster_mode == "local" and instance is None
     gpu_device = bool(where.shape.gpus_per_node)
     counts = range(1, where.shape.nodes + 1) if objective == "cost" and instance is not None else [where.shape.nodes]
@@ -461,6 +469,9 @@ def lines(
             "   your job:",
             *(f"     {line}" for line in sketch(candidate)),
         ]
+    refused = server_refused(calibration)
+    if refused:
+        out += ["", f"topology=model_server: not searched: {refused}"]
     if chosen:
         out += ["", f"why the alternatives lose (against #1, {chosen[0].prediction.images_per_s:,.1f} img/s):"]
         ties = []

@@ -117,11 +117,16 @@ def verify(
             message = "" if result is None else (result.error or {}).get("message", "")
             out.append(f"#{number}: {status}: {how} {str(message).splitlines()[0][:200] if message else ''}".rstrip())
             continue
-        measured = result.metrics.throughput_images_per_s
-        expected = predicted(calibration, result)
-        ratio = expected / measured
-        line = f"#{number}: predicted {expected:,.1f} img/s, measured {measured:,.1f} img/s, ratio {ratio:.2f}"
-        if abs(ratio - 1) > MISS:
-            line += f" MISSED by more than {MISS:.0%}; explained by {explain(calibration, result)}"
-        out.append(f"{line} [{result.run_dir}]")
+        out.append(compare(calibration, number, result))
     return out
+
+
+def compare(calibration: Calibration, number: int, result: Result) -> str:
+    """One pick's line: predicted (for what it ran) against measured, flagged with the straying rate past MISS."""
+    measured = result.metrics.throughput_images_per_s
+    expected = predicted(calibration, result)
+    ratio = expected / measured
+    line = f"#{number}: predicted {expected:,.1f} img/s, measured {measured:,.1f} img/s, predicted/measured {ratio:.2f}"
+    if abs(ratio - 1) > MISS:
+        line += f" MISSED by more than {MISS:.0%}; explained by {explain(calibration, result)}"
+    return f"{line} [{result.run_dir}]"

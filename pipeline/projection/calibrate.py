@@ -85,8 +85,13 @@ class Calibration:
     price_source: str = ""
 
 
+TIME_KEYS = ("wall_s", "task_run_s", "jvm_scan_s", "rows_to_python_s", "prepare_s", "model_s", "results_back_s")
+
+
 def _fused(result: Result, step: str = "fused") -> list[dict[str, Any]]:
-    return [row for row in result.evidence.get("time") or [] if row.get("step") == step]
+    """The time split's rows of `step` (`pipeline.spark.time_split`); a result written before a part existed has none."""
+    rows = [row for row in result.evidence.get("time") or [] if row.get("step") == step]
+    return [row for row in rows if all(key in row for key in TIME_KEYS) and isinstance(row.get("spark"), dict)]
 
 
 def _ok_spark(results: Iterable[tuple[Path, Result]]) -> list[tuple[Path, Result]]:
@@ -260,7 +265,7 @@ def calibration(directories: Iterable[Path]) -> Calibration:
     if not spark:
         raise ValueError(f"no ok Spark run under {', '.join(map(str, directories))}: run sweep=calibrate there first")
     nulls = _null(spark, "fused")
-    base = (nulls or spark)[0][1]
+    base_path, base = (nulls or spark)[0]
     image_format = (base.config.get("dataset") or {}).get("format", "jpeg")
     decoder = (base.config.get("preprocess") or {}).get("decoder", "pil")
     values, sources = _defaults(image_format, decoder)
@@ -320,7 +325,7 @@ def calibration(directories: Iterable[Path]) -> Calibration:
         rates=rates,
         model=model_cost(spark),
         shape=shape,
-        overrides=_overrides(Path(base.run_dir)),
+        overrides=_overrides(base_path.parent),
         cluster_mode=str(base.config["cluster"]["mode"]),
         image_format=image_format,
         decoder=decoder,
