@@ -107,7 +107,8 @@ def verify(
     calibration: Calibration, chosen: Sequence[Choice], directory: Path, images: int, timeout_s: float
 ) -> list[str]:
     """Run each pick (`run_pick`) and return the lines comparing predicted with measured."""
-    out = [f"verify: {len(chosen)} pick(s), {images} images each, into {directory} (each at most {timeout_s:.0f} s)"]
+    print(f"verify: {len(chosen)} pick(s), {images} images each, into {directory} (each at most {timeout_s:.0f} s)")
+    out: list[str] = []
     for number, choice in enumerate(chosen, 1):
         arguments = [*overrides(calibration, choice.candidate), f"dataset.num_images={images}", "warmup=1", "repeats=2"]
         print(f"verify #{number}: python -m pipeline {' '.join(arguments)}", flush=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +15,7 @@ from pipeline.config.validate import validate
 from pipeline.projection.calibrate import FORMAT, RatesFileError, load, write
 from pipeline.projection.rates import main as rates_main
 from tests.helpers.advice import CALIBRATE_RUNS, calibrated
+from tests.helpers.cli import checkout_env, cli
 from tests.helpers.config import compose_config
 
 OPTIONS = ("spark", "small_batches", "model_small", "model_large", "split", "two_stage", "server")
@@ -85,3 +89,35 @@ def test_a_file_of_another_format_names_the_key(tmp_path):
 def test_a_missing_file_says_how_to_write_one(tmp_path):
     with pytest.raises(RatesFileError, match="sweep=calibrate"):
         load(tmp_path / "none.json")
+
+
+@pytest.mark.slow
+def test_calibrate_then_advise_from_the_command_line(tmp_path):
+    """Two of the calibrate runs (a reduced sweep: the command line replaces the sweep's list), their rates file at
+    the sweep's end, and the advice printed from it."""
+    sweep = tmp_path / "calibrate"
+    done = cli(
+        tmp_path,
+        "sweep=calibrate",
+        "+calibrate=spark,two_stage",
+        "dataset.num_images=32",
+        f"hydra.sweep.dir={sweep}",
+        env=checkout_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rates = json.loads((sweep / "rates.json").read_text())["rates"]
+    assert rates["task_s"]["source"].startswith("measured:") and rates["read_s_per_byte"]["source"].startswith(
+        "measured:"
+    )
+    assert rates["request_s"]["source"].startswith("assumed:")
+    advice = subprocess.run(
+        [sys.executable, "-m", "reports", "advise", "--rates", str(sweep / "rates.json"), "--top", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **checkout_env()},
+    )
+    assert advice.returncode == 0, advice.stderr[-3000:]
+    assert "#1 " in advice.stdout and "run here: python -m pipeline" in advice.stdout
