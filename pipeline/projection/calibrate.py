@@ -89,7 +89,7 @@ TIME_KEYS = ("wall_s", "task_run_s", "jvm_scan_s", "rows_to_python_s", "prepare_
 
 
 def _fused(result: Result, step: str = "fused") -> list[dict[str, Any]]:
-    """The time split's rows of `step` (`pipeline.spark.time_split`); a result written before a part existed has none."""
+    """The time split's rows of `step` (`pipeline.spark.time_split`); an older result's rows without a part: none."""
     rows = [row for row in result.evidence.get("time") or [] if row.get("step") == step]
     return [row for row in rows if all(key in row for key in TIME_KEYS) and isinstance(row.get("spark"), dict)]
 
