@@ -97,3 +97,15 @@ class SweepProgress(Callback):
         csv, html = build([sweep_dir], sweep_dir)
         lines = [f"{self.total} jobs in {time.monotonic() - self.started:.0f} s", *summaries([sweep_dir]), csv, html]
         print("\n".join(f"[sweep] {line}" for line in lines), flush=True)
+
+
+class WriteRates(Callback):
+    """sweep=calibrate's end: the rates its runs measured, with their sources, into <sweep dir>/rates.json
+    (`pipeline.projection.calibrate`); `python -m pipeline.projection.rates DIR --write FILE` does the same later."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from pipeline.projection.calibrate import RATES_FILE, write
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        path = write([sweep_dir], sweep_dir / RATES_FILE)
+        print(f"[sweep] rates: {path}", flush=True)

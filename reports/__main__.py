@@ -1,6 +1,7 @@
 """`python -m reports DIR [DIR ...] [--microbenchmark FILE] [--project instance=NAME [--nodes N] [--device NAME]]`:
 rebuild results.csv and report.html; `python -m reports --original-table [DIR ...]`: the original study's table
-against our projection (`reports.original`), from the rates under the DIRs (defaults without any).
+against our projection (`reports.original`), from the rates under the DIRs (defaults without any);
+`python -m reports advise --rates FILE ...`: the variants ranked for a calibrated cluster (`reports.advise`).
 
 Reads every result.json under the DIRs (recursively; several sweeps may be reported together) and writes
 both files into the first DIR, so `python -m reports multirun/DATE/TIME` refreshes a sweep's own report.
@@ -21,6 +22,9 @@ USAGE = (
     "usage: python -m reports DIR [DIR ...] [--microbenchmark FILE] [--project instance=NAME [--nodes N] [--device D]]"
     "\n"
     "       python -m reports --original-table [DIR ...]\n"
+    "       python -m reports advise --rates FILE [--images N] [--objective throughput|cost]"
+    " [--instance NAME --nodes N]"
+    " [--verify K]\n"
     "  rebuilds results.csv and report.html from every result.json under the DIRs, written into the first DIR;\n"
     "  --project adds throughput and cost projected onto N instances (conf/instance/); --original-table prints the\n"
     "  original study's table beside our projection"
@@ -40,6 +44,10 @@ def _option(arguments: list[str], name: str) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["advise"]:  # python -m reports advise --rates FILE ...: reports.advise
+        from reports import advise
+
+        return advise.main(argv[1:])
     arguments = list(argv)
     microbenchmark = None
     table = "--original-table" in arguments

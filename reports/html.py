@@ -431,6 +431,27 @@ def _microbenchmark(path: Path | None) -> dict[str, Any] | None:
     return shown
 
 
+def advice_section(sources: list[Path], jobs: list[Job]) -> dict[str, str] | None:
+    """The report's "Advice": the ranked picks for the cluster whose rates file (sweep=calibrate's rates.json) or
+    calibrate runs are under `sources`; read from disk, nothing composed or run (`reports.advise`)."""
+    from pipeline.projection.calibrate import RATES_FILE, RatesFileError, calibration, load
+    from reports.advise import advise, lines, picks
+
+    files = [path for source in sources for path in sorted(Path(source).rglob(RATES_FILE))]
+    try:
+        if files:
+            found, origin = load(files[0]), str(files[0])
+        elif any(override.startswith("+calibrate=") for job in jobs for override in job.overrides):
+            found, origin = calibration(sources), "the calibrate runs here"
+        else:
+            return None
+        where, ranked = advise(found)
+    except (RatesFileError, ValueError) as error:
+        return {"source": "", "text": f"no advice: {error}"}
+    chosen = picks(found, ranked, 3, check=False)
+    return {"source": origin, "text": "\n".join(lines(found, where, ranked, chosen, 1_000_000, "throughput", origin))}
+
+
 def render(
     jobs: list[Job],
     frame: pd.DataFrame,
@@ -479,4 +500,5 @@ def render(
         scaling=_scaling(sources),
         server={"rows": server.server_rows(jobs, frame), "ratios": server.ratios(frame)},
         nodes=nodes.node_rows(jobs, frame),
+        advice=advice_section(sources, jobs),
     )

@@ -328,11 +328,29 @@ def original_preprocess_s(images: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.projection.rates DATASET_DIR`: this machine's CPU costs (`measure_here`);
+    `python -m pipeline.projection.rates DIR [DIR ...] --write FILE`: the rates file of the results under the DIRs
+    (`pipeline.projection.calibrate`, what sweep=calibrate's end writes)."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.projection.rates", description=measure_here.__doc__)
-    parser.add_argument("dataset_dir", type=Path, help="a generated JPEG data set (Parquet files)")
+    parser.add_argument("dataset_dir", type=Path, nargs="+", help="a generated JPEG data set, or results with --write")
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--write", type=Path, help="write the rates file of the results under the DIRs to FILE")
     arguments = parser.parse_args(argv)
-    for name, value in measure_here(arguments.dataset_dir, arguments.images).items():
+    if arguments.write is not None:
+        from pipeline.projection.calibrate import write
+
+        missing = [str(path) for path in arguments.dataset_dir if not path.is_dir()]
+        if missing:
+            parser.error(f"{missing[0]} is not a directory")
+        try:
+            print(write(arguments.dataset_dir, arguments.write))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    if len(arguments.dataset_dir) != 1:
+        parser.error("one DATASET_DIR without --write")
+    for name, value in measure_here(arguments.dataset_dir[0], arguments.images).items():
         print(f"{name}: {value * 1000:.2f} ms")
     return 0
 

@@ -1,0 +1,123 @@
+"""sweep=calibrate and its rates file (pipeline.projection.calibrate): every figure measured on the cluster the
+runs ran on says which runs gave it; one no run could give says why it is assumed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config.validate import validate
+from pipeline.projection.calibrate import FORMAT, RatesFileError, load, write
+from pipeline.projection.rates import main as rates_main
+from tests.helpers.advice import CALIBRATE_RUNS, calibrated
+from tests.helpers.cli import checkout_env, cli
+from tests.helpers.config import compose_config
+
+OPTIONS = ("spark", "small_batches", "model_small", "model_large", "split", "two_stage", "server")
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_calibrate_run_is_a_config_validate_accepts(option):
+    validate(compose_config("sweep=calibrate", f"+calibrate={option}"))
+
+
+def test_the_no_model_runs_stay_no_model_runs_whatever_model_the_sweep_calibrates():
+    config = compose_config("sweep=calibrate", "+calibrate=spark", "model=accelerator")
+    assert config.model.name.value == "null_model" and config.device is None
+
+
+def test_the_model_runs_run_the_config_s_model_at_two_batch_sizes():
+    sizes = {
+        compose_config("sweep=calibrate", f"+calibrate={o}").model.batch_size for o in ("model_small", "model_large")
+    }
+    assert len(sizes) == 2
+
+
+def test_figures_the_runs_measured_name_the_runs_they_came_from():
+    sources = calibrated().rates.sources
+    for name in ("preprocess_s", "task_s", "job_s", "batch_s", "transfer_s_per_byte", "write_s_per_byte"):
+        assert sources[name].startswith("measured:") and str(CALIBRATE_RUNS) in sources[name], name
+
+
+def test_a_figure_whose_run_failed_is_assumed_with_the_run_s_error():
+    source = calibrated().rates.sources["request_s"]
+    assert source.startswith("assumed:") and "ended failed" in source and "model server" in source
+
+
+def test_a_figure_with_no_run_says_no_such_run():
+    assert "no such run" in calibrated().rates.sources["shuffle_s_per_byte"]
+
+
+def test_the_model_on_a_core_is_fitted_from_its_two_batch_sizes():
+    model = calibrated().model
+    assert model is not None and not model.on_device and "[8, 32]" in model.source
+    assert math.isinf(model.device(8).images_per_s) and model.device(8).host_s_per_image > 0
+
+
+def test_the_shape_is_the_cluster_the_runs_ran_on():
+    shape = calibrated().shape
+    assert (shape.nodes, shape.cores_per_node, shape.gpus_per_node) == (1, 2, 0)
+
+
+def test_the_file_reads_back_as_written(tmp_path):
+    path = write([CALIBRATE_RUNS], tmp_path / "rates.json")
+    found = load(path)
+    assert found.rates == calibrated().rates and found.model == calibrated().model
+
+
+def test_the_rates_command_writes_the_file(tmp_path, capsys):
+    assert rates_main([str(CALIBRATE_RUNS), "--write", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["format"] == FORMAT
+
+
+def test_the_rates_command_refuses_a_directory_without_runs(tmp_path, capsys):
+    assert rates_main([str(tmp_path), "--write", str(tmp_path / "r.json")]) == 2
+    assert "no ok Spark run" in capsys.readouterr().err
+
+
+def test_a_file_of_another_format_names_the_key(tmp_path):
+    (tmp_path / "r.json").write_text('{"format": "other"}')
+    with pytest.raises(RatesFileError, match="'format'"):
+        load(tmp_path / "r.json")
+
+
+def test_a_missing_file_says_how_to_write_one(tmp_path):
+    with pytest.raises(RatesFileError, match="sweep=calibrate"):
+        load(tmp_path / "none.json")
+
+
+@pytest.mark.slow
+def test_calibrate_then_advise_from_the_command_line(tmp_path):
+    """Two of the calibrate runs (a reduced sweep: the command line replaces the sweep's list), their rates file at
+    the sweep's end, and the advice printed from it."""
+    sweep = tmp_path / "calibrate"
+    done = cli(
+        tmp_path,
+        "sweep=calibrate",
+        "+calibrate=spark,two_stage",
+        "dataset.num_images=32",
+        f"hydra.sweep.dir={sweep}",
+        env=checkout_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rates = json.loads((sweep / "rates.json").read_text())["rates"]
+    assert rates["task_s"]["source"].startswith("measured:") and rates["read_s_per_byte"]["source"].startswith(
+        "measured:"
+    )
+    assert rates["request_s"]["source"].startswith("assumed:")
+    advice = subprocess.run(
+        [sys.executable, "-m", "reports", "advise", "--rates", str(sweep / "rates.json"), "--top", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **checkout_env()},
+    )
+    assert advice.returncode == 0, advice.stderr[-3000:]
+    assert "#1 " in advice.stdout and "run here: python -m pipeline" in advice.stdout
