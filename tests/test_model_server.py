@@ -85,6 +85,16 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch):
         validate(compose_config(SERVER))
 
 
+def test_the_server_imports_no_pyarrow_which_its_numpy_would_refuse():
+    """The server's environment has NumPy < 2 (`pipeline.serving.environment`), under which pyarrow will not import."""
+    script = (
+        "import sys, pipeline.serving.server; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.strip() == "[]"
+
+
 def test_a_server_killed_is_said_to_be_killed_even_when_asked_at_once():
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     process.send_signal(signal.SIGKILL)
