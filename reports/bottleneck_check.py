@@ -65,23 +65,26 @@ def _checkable(job: Job) -> bool:
     )
 
 
-def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path], served: set[Path]) -> Check:
+def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path], served: set[Path]) -> Check | None:
     """The run against its prediction, from rates that leave the run out (`served`: the job dirs of the
-    model_server runs the SERVER_RATES are fitted from)."""
+    model_server runs the SERVER_RATES are fitted from); None for a run without GPUs (a simulated device on the
+    CPU, as sweep=calibrate's server run), which the model has nowhere to place."""
     result = job.decoded
     config = result.config
-    image_format = (config.get("dataset") or {}).get("format", "jpeg")
-    decoder = (config.get("preprocess") or {}).get("decoder", "pil")
-    leave_out = (job.dir,)  # its own task cost (`rates.task_runs`) and server costs are not its prediction's
-    key = (image_format, decoder, leave_out)
-    if key not in rates:
-        rates[key] = measured_rates(directories, image_format=image_format, decoder=decoder, leave_out=leave_out)
     topology, shape, workload = shape_of(
         config,
         result.env.get("cpu_count"),
         (result.cluster or {}).get("gpus"),
         machine_cpus(result.evidence.get("task_nodes") or {}),
     )
+    if not shape.gpus_per_node:
+        return None
+    image_format = (config.get("dataset") or {}).get("format", "jpeg")
+    decoder = (config.get("preprocess") or {}).get("decoder", "pil")
+    leave_out = (job.dir,)  # its own task cost (`rates.task_runs`) and server costs are not its prediction's
+    key = (image_format, decoder, leave_out)
+    if key not in rates:
+        rates[key] = measured_rates(directories, image_format=image_format, decoder=decoder, leave_out=leave_out)
     device = device_of(config)
     prediction = predict(topology, rates[key], device, shape, workload)
     usage = result.evidence.get("simulated_device") or {}
@@ -102,13 +105,14 @@ def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path],
 
 
 def checks(directories: list[Path]) -> list[Check]:
-    """Every ok simulated-device run under `directories`, checked, in sweep order."""
+    """Every ok simulated-device run on GPUs under `directories`, checked, in sweep order."""
     directories = [Path(directory) for directory in directories]
     checked = [job for job in find_jobs(directories) if _checkable(job)]
     dirs = {job.dir for job in checked}
     served = {path.parent for path, _, _ in serve_runs(read_results(directories))} & dirs
     rates: dict[tuple[Any, ...], Any] = {}
-    return [_check(job, rates, directories, served) for job in checked]
+    found = (_check(job, rates, directories, served) for job in checked)
+    return [check for check in found if check is not None]
 
 
 def spread(found: list[Check]) -> dict[str, Any]:

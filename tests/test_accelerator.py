@@ -257,6 +257,14 @@ def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_predict
     assert bottleneck_check.summary([tmp_path / "2"]) == []
 
 
+def test_a_simulated_run_without_gpus_is_left_out_of_the_check(tmp_path):
+    from reports import bottleneck_check
+
+    _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")
+    _simulated_result(tmp_path / "1", 50.0, "topology=model_server", "gpu.emulate=0", "cluster=local")
+    assert [check.job_dir for check in bottleneck_check.checks([tmp_path])] == [str(tmp_path / "0")]
+
+
 def test_a_model_server_run_is_checked_against_rates_fitted_on_the_other_runs_only(tmp_path):
     from pipeline.projection.bottleneck import device_of, predict, shape_of
     from pipeline.projection.rates import measured_rates
