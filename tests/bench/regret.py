@@ -1,0 +1,248 @@
+"""The advisor's regret on this machine (issue 28's first target): `python -m tests.bench.regret --out DIR`.
+
+    python -m tests.bench.regret --out /tmp/regret                                   # every shape below
+    python -m tests.bench.regret --out /tmp/regret --shape 1x2-1gpu-gpu-bound --top 2
+
+For each cluster shape (a simulated device, `model=accelerator`, on emulated GPUs, so that a GPU-bound rate is
+possible on a 2-core machine), it
+1. calibrates that shape: the calibrate sweep's no-model runs, then its two model runs with the shape's device
+   rate (apart, as `device.images_per_s=...` cannot be set on a run whose `device` is null), and writes
+   `DIR/SHAPE/rates.json` from both (`pipeline.projection.calibrate.write`);
+2. asks the advisor (`reports.advise.advise` and `picks`, for the images the runs measure, the model server
+   left out as the sweep below does not run it) for its top `--top` picks;
+3. runs a small full sweep of the shape: those picks, and the advisor's best point of every topology it searched
+   (fused, split, stage_level where the shape allows, two_stage) at the #1 pick's model batch and Arrow rows, each
+   a bounded `python -m pipeline` job (`reports.verify_advice.run_pick`) into `DIR/SHAPE/sweep/`;
+4. prints a table: the shape, the device's bound, the advisor's pick with its prediction (for what the run ran,
+   `reports.verify_advice.predicted`) and measurement, the best measured variant, regret = 1 - pick / best,
+   predicted / measured, and the load average over the shape's runs.
+
+Nothing is asserted: the targets (regret <= 10%, predicted/measured in 0.8-1.25) are printed beside the figures,
+as every run shares this machine's two cores with whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pipeline.projection.calibrate import Calibration, load, write
+from reports.advise import Candidate, Choice, advise, overrides, picks
+from reports.verify_advice import predicted, run_pick
+
+IMAGES = 64
+RUN = (f"dataset.num_images={IMAGES}", "warmup=1", "repeats=2")
+NO_MODEL_RUNS = "spark,small_batches,split,two_stage"
+MODEL_RUNS = "model_small,model_large"
+REGRET_TARGET = 0.10
+RATIO_TARGET = (0.8, 1.25)
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """A cluster shape with a simulated device: where (cluster, GPUs) and how fast the device is."""
+
+    name: str
+    where: tuple[str, ...]
+    device_images_per_s: float
+
+    @property
+    def device(self) -> tuple[str, ...]:
+        return (f"device.images_per_s={self.device_images_per_s:g}", "device.latency_s=0.001")
+
+
+def _local_cluster(workers: int, cores: int, gpus: int) -> tuple[str, ...]:
+    return (
+        "cluster=local_cluster",
+        f"cluster.workers={workers}",
+        f"cluster.worker_cores={cores}",
+        f"gpu.emulate={gpus}",
+        "model=accelerator",
+    )
+
+
+SHAPES = {
+    shape.name: shape
+    for shape in (
+        ClusterShape("1x2-1gpu-gpu-bound", _local_cluster(1, 2, 1), 10.0),
+        ClusterShape("1x2-1gpu-cpu-bound", _local_cluster(1, 2, 1), 500.0),
+        ClusterShape("1x4-2gpu-gpu-bound", _local_cluster(1, 4, 2), 10.0),
+        ClusterShape("1x4-2gpu-cpu-bound", _local_cluster(1, 4, 2), 500.0),
+    )
+}
+DEFAULT_SHAPES = ("1x2-1gpu-gpu-bound", "1x2-1gpu-cpu-bound")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One sweep run: what it was, its throughput (None: it failed) and the prediction for what it ran."""
+
+    label: str
+    images_per_s: float | None
+    predicted: float | None
+    how: str
+
+
+@dataclass(frozen=True)
+class Row:
+    shape: str
+    bound: str
+    pick: str
+    predicted: float
+    measured: float | None
+    best: str
+    best_measured: float | None
+    load: tuple[float, float]
+
+
+def regret(pick: float | None, best: float | None) -> float | None:
+    """1 - pick / best: 0 when the pick is the best measured variant; None when either did not run."""
+    if not pick or not best:
+        return None
+    return 1.0 - pick / best
+
+
+def ratio(prediction: float, measurement: float | None) -> float | None:
+    """Predicted / measured img/s; None when the run gave no throughput."""
+    return prediction / measurement if measurement else None
+
+
+def _sweep(arguments: list[str], directory: Path) -> int:
+    command = [sys.executable, "-m", "pipeline", "-m", *arguments, f"hydra.sweep.dir={directory}"]
+    print(" ".join(command), flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def calibrate(shape: ClusterShape, directory: Path) -> Path:
+    """The shape's rates file: the no-model calibrate runs and the model runs at the shape's device rate."""
+    no_model, model = directory / "calibrate" / "no-model", directory / "calibrate" / "model"
+    _sweep(["sweep=calibrate", f"+calibrate={NO_MODEL_RUNS}", *shape.where], no_model)
+    _sweep(["sweep=calibrate", f"+calibrate={MODEL_RUNS}", *shape.where, *shape.device], model)
+    return write([no_model, model], directory / "rates.json")
+
+
+def label(candidate: Candidate) -> str:
+    parts = [candidate.topology, f"b{candidate.batch_size}", f"r{candidate.records_per_batch}"]
+    parts.append(f"p{candidate.partitions}" if candidate.partitions else "p=scan")
+    if candidate.task_gpu_amount:
+        parts.append(f"gpu{candidate.task_gpu_amount:g}")
+    if candidate.predict_gpu_amount is not None:
+        parts.append(f"pgpu{candidate.predict_gpu_amount:g}")
+    if candidate.prefetch:
+        parts.append("prefetch")
+    return " ".join(parts)
+
+
+def sweep_points(ranked: list[Choice], chosen: list[Choice]) -> list[Choice]:
+    """The picks, then the advisor's best point of each other topology at the #1 pick's batch and Arrow rows."""
+    first = chosen[0].candidate
+    found = list(chosen)
+    for topology in dict.fromkeys(choice.candidate.topology for choice in ranked):
+        same = [
+            choice
+            for choice in ranked
+            if choice.candidate.topology == topology
+            and choice.candidate.batch_size == first.batch_size
+            and choice.candidate.records_per_batch == first.records_per_batch
+        ]
+        if same and all(same[0].candidate != other.candidate for other in found):
+            styles = (first.styles[0],) if first.styles[0] in same[0].candidate.styles else same[0].candidate.styles
+            found.append(replace(same[0], candidate=replace(same[0].candidate, styles=styles)))
+    return found
+
+
+def run_point(calibration: Calibration, shape: ClusterShape, choice: Choice, directory: Path) -> Measured:
+    arguments = [*overrides(calibration, choice.candidate), *shape.device, *RUN]
+    print(f"  python -m pipeline {' '.join(arguments)}", flush=True)
+    result, how = run_pick(arguments, directory, timeout_s=600)
+    if result is None or result.status != "ok" or not result.metrics.throughput_images_per_s:
+        return Measured(label(choice.candidate), None, None, how if result is None else f"{result.status}: {how}")
+    measured = result.metrics.throughput_images_per_s
+    return Measured(label(choice.candidate), measured, predicted(calibration, result), how)
+
+
+def bench(shape: ClusterShape, directory: Path, top: int) -> tuple[Row, list[Measured]]:
+    loads = [os.getloadavg()[0]]
+    rates = calibrate(shape, directory)
+    loads.append(os.getloadavg()[0])
+    calibration = load(rates)
+    _, ranked = advise(calibration, images=IMAGES, server=False)
+    chosen = picks(calibration, ranked, top)
+    points = sweep_points(ranked, chosen)
+    print(f"{shape.name}: rates {rates}; {len(points)} sweep runs", flush=True)
+    measured = []
+    for number, choice in enumerate(points):
+        measured.append(run_point(calibration, shape, choice, directory / "sweep" / str(number)))
+        loads.append(os.getloadavg()[0])
+        print(f"  -> {measured[-1]}", flush=True)
+    pick = measured[0]
+    ran = [each for each in measured if each.images_per_s]
+    best = max(ran, key=lambda each: each.images_per_s or 0.0) if ran else pick
+    row = Row(
+        shape=shape.name,
+        bound=f"device {shape.device_images_per_s:g} img/s; advisor: {chosen[0].prediction.bound}",
+        pick=pick.label,
+        predicted=pick.predicted if pick.predicted is not None else chosen[0].prediction.images_per_s,
+        measured=pick.images_per_s,
+        best=best.label,
+        best_measured=best.images_per_s,
+        load=(min(loads), max(loads)),
+    )
+    return row, measured
+
+
+def _number(value: float | None, form: str) -> str:
+    return "-" if value is None else format(value, form)
+
+
+def table(rows: list[Row]) -> list[str]:
+    """The printed table, one line a shape, with the targets in the header."""
+    header = (
+        "| shape | device bound | advisor's pick | predicted img/s | measured img/s | best measured | best img/s "
+        f"| regret (<= {REGRET_TARGET:.0%}) | predicted/measured ({RATIO_TARGET[0]}-{RATIO_TARGET[1]}) "
+        "| load avg 1m |"
+    )
+    out = [header, "|" + "---|" * 10]
+    for row in rows:
+        out.append(
+            f"| {row.shape} | {row.bound} | {row.pick} | {row.predicted:.1f} | {_number(row.measured, '.1f')} "
+            f"| {row.best} | {_number(row.best_measured, '.1f')} "
+            f"| {_number(regret(row.measured, row.best_measured), '.1%')} "
+            f"| {_number(ratio(row.predicted, row.measured), '.2f')} | {row.load[0]:.1f}-{row.load[1]:.1f} |"
+        )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.regret", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="each shape's calibration and sweep go here")
+    parser.add_argument(
+        "--shape", action="append", choices=sorted(SHAPES), help="default: " + ", ".join(DEFAULT_SHAPES)
+    )
+    parser.add_argument("--top", type=int, default=2, help="the advisor's picks run in the sweep (default 2)")
+    arguments = parser.parse_args()
+    out = arguments.out.resolve()
+    started = time.monotonic()
+    print(f"load average {os.getloadavg()} on {os.cpu_count()} CPUs", flush=True)
+    rows = []
+    for name in arguments.shape or DEFAULT_SHAPES:
+        row, measured = bench(SHAPES[name], out / name, arguments.top)
+        rows.append(row)
+        for each in measured:
+            print(
+                f"  {name}: {each.label}: measured {_number(each.images_per_s, '.1f')} img/s, "
+                f"predicted {_number(each.predicted, '.1f')} ({each.how})"
+            )
+        print("\n".join(table(rows)), flush=True)
+    print(f"{IMAGES} images a run, {' '.join(RUN[1:])}; {time.monotonic() - started:.0f} s in all")
+    print(f"load average {os.getloadavg()} on {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
