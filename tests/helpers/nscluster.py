@@ -307,7 +307,8 @@ def _plan(directory: Path, workers: int, storage: Path, tool_on_nodes: bool, hid
     assert java is not None  # unavailable() says so otherwise
     code = checkouts()
     hidden = _hidden(code, tool_on_nodes, hide)
-    kept = (Path(sys.base_prefix), Path(sys.prefix), java, spark_home(), storage)
+    # the checkout the nodes import with tool_on_nodes is kept too: a CI clone under /tmp would be hidden with it
+    kept = (Path(sys.base_prefix), Path(sys.prefix), java, spark_home(), storage, *(code if tool_on_nodes else ()))
     nodes = [
         _node(
             directory / "nodes" / name,
