@@ -16,13 +16,14 @@ from pipeline.projection.calibrate import FORMAT, RatesFileError, load, write
 from pipeline.projection.rates import main as rates_main
 from tests.helpers.advice import CALIBRATE_RUNS, calibrated
 from tests.helpers.cli import checkout_env, cli
-from tests.helpers.config import compose_config
+from tests.helpers.config import compose_config, with_server_client
 
 OPTIONS = ("spark", "small_batches", "model_small", "model_large", "split", "two_stage", "server")
 
 
 @pytest.mark.parametrize("option", OPTIONS)
-def test_every_calibrate_run_is_a_config_validate_accepts(option):
+def test_every_calibrate_run_is_a_config_validate_accepts(option, monkeypatch):
+    with_server_client(monkeypatch)  # the server run's client is an extra the default suite runs without
     validate(compose_config("sweep=calibrate", f"+calibrate={option}"))
 
 

@@ -7,7 +7,6 @@ Connect: a server per worker node, each task served by its own node's, every ima
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -31,9 +30,8 @@ from pipeline.serving.on_node import stop_recorded
 from pipeline.spark.evidence import check, node_usage
 from pipeline.spark.ledger import TaskRecord, summarize
 from pipeline.spark.plan import plan
-from tests.helpers.config import compose_config
+from tests.helpers.config import compose_config, with_server_client
 
-CLIENT = ("tritonclient", "grpc")
 REMOTE = ["topology=model_server", "cluster=remote", "cluster.master=spark://127.0.0.1:7077"]
 
 
@@ -264,8 +262,7 @@ def test_cluster_remote_needs_the_storage_root_its_nodes_servers_use():
 
 
 def test_cluster_remote_with_a_storage_root_is_accepted_and_a_fixed_port_is_left_to_the_nodes(tmp_path, monkeypatch):
-    real = importlib.util.find_spec  # the client extra counts as installed: this is about the port, not the extra
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in CLIENT else real(name, *a))
+    with_server_client(monkeypatch)  # this is about the port, not the extra
     with socket.socket() as taken:  # in use here: a node's port is not this machine's
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
