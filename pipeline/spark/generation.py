@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.schema import ClusterMode, Config, DatasetConfig, DataSource
+from pipeline.config.schema import ClusterMode, Config, DatasetConfig, DataSource, Ship
 from pipeline.data.datasets import STAGING, Generator
 from pipeline.data.parts import Parts, progress_counts, write_parts
 from pipeline.runtime import progress
@@ -165,6 +165,7 @@ class ClusterGeneration:
     def __call__(self, dataset: DatasetConfig, staging: Path) -> dict[str, Any]:
         from pipeline.spark.cluster import driver_host
         from pipeline.spark.executors import master_webui, wait_for_executors
+        from pipeline.spark.preflight import preflight
         from pipeline.spark.session import spark_session
 
         cl = self.config.cluster
@@ -173,6 +174,8 @@ class ClusterGeneration:
             webui = master_webui(str(self.plan.master), getattr(cl, "master_webui", None))
             wait_for_executors(spark, self.plan.workers, cl.register_timeout_s, webui)
             start_s = time.perf_counter() - started
+            # nodes that cannot run the tool are named here, before any task of the job fails on an import
+            preflight(spark, self.plan.slots, Ship.installed, cl.preflight_timeout_s)
             record = generate(spark, dataset, staging)
             app_id = spark.sparkContext.applicationId
         record.update(master=self.plan.master, app_id=app_id, application_start_s=start_s, workers=self.plan.workers)
@@ -202,9 +205,12 @@ def generator(config: Config, plan: Plan | None) -> Generator | None:
     the cluster job on 2 namespace nodes of 1 core): 480 JPEGs at 24.0 images/s by the pool and 23.2 by the
     cluster job, which also paid 17 s to start its application (12.6 images/s in all); 96 JPEGs at 39 and 9.8
     images/s (a job's fixed costs, executors' and Python workers' start, weigh on a small set). A Spark Connect
-    server (sc://) is not used for it yet: the pool generates onto the storage root instead."""
+    server (sc://) is not used for it yet, nor a cluster whose nodes get the tool shipped (`cluster.ship=code|env`,
+    shipped to the run's application only): the pool generates onto the storage root instead."""
     if config.storage is None or config.dataset.source is not DataSource.synthetic or plan is None:
         return None
     if plan.mode is not ClusterMode.remote or plan.connect:
+        return None
+    if config.cluster.ship is not Ship.installed:  # the tool is shipped to the run's application only
         return None
     return ClusterGeneration(config, plan)
