@@ -1,6 +1,8 @@
 """`python -m reports DIR [DIR ...] [--microbenchmark FILE] [--project instance=NAME [--nodes N] [--device NAME]]`:
-rebuild results.csv and report.html; `python -m reports --original-table [DIR ...]`: the original study's table
-against our projection (`reports.original`), from the rates under the DIRs (defaults without any);
+rebuild results.csv and report.html; `python -m reports --original-table [DIR ...] [--original-costs FILE]`: the
+original study's table against our projection (`reports.original`), from the rates under the DIRs (defaults without
+any) and the original's own costs in FILE (`python -m tests.bench.original_costs --out FILE`; the figures it
+measured here without);
 `python -m reports advise --rates FILE ...`: the variants ranked for a calibrated cluster (`reports.advise`).
 
 Reads every result.json under the DIRs (recursively; several sweeps may be reported together) and writes
@@ -21,7 +23,7 @@ from reports.projection import lines, project_dirs
 USAGE = (
     "usage: python -m reports DIR [DIR ...] [--microbenchmark FILE] [--project instance=NAME [--nodes N] [--device D]]"
     "\n"
-    "       python -m reports --original-table [DIR ...]\n"
+    "       python -m reports --original-table [DIR ...] [--original-costs FILE]\n"
     "       python -m reports advise --rates FILE [--images N] [--objective throughput|cost]"
     " [--instance NAME --nodes N]"
     " [--verify K]\n"
@@ -56,6 +58,7 @@ def main(argv: list[str]) -> int:
     try:
         microbenchmark_value = _option(arguments, "--microbenchmark")
         microbenchmark = Path(microbenchmark_value) if microbenchmark_value else None
+        costs_value = _option(arguments, "--original-costs")
         instance, nodes, device = (_option(arguments, key) for key in ("--project", "--nodes", "--device"))
     except ValueError:
         print(USAGE, file=sys.stderr)
@@ -64,12 +67,19 @@ def main(argv: list[str]) -> int:
         if value is not None and instance is None:
             print(f"error: {flag} applies only with --project instance=NAME\n{USAGE}", file=sys.stderr)
             return 2
+    if costs_value is not None and not table:
+        print(f"error: --original-costs applies only with --original-table\n{USAGE}", file=sys.stderr)
+        return 2
     if table and not any(argument.startswith("-") for argument in arguments):
         missing = [argument for argument in arguments if not Path(argument).is_dir()]
         if missing:
             print(f"error: {missing[0]} is not a directory\n{USAGE}", file=sys.stderr)
             return 2
-        print(original.report([Path(argument) for argument in arguments], microbenchmark))
+        if costs_value is not None and not Path(costs_value).is_file():
+            print(f"error: {costs_value} is not a file\n{USAGE}", file=sys.stderr)
+            return 2
+        costs = Path(costs_value) if costs_value else None
+        print(original.report([Path(argument) for argument in arguments], microbenchmark, costs))
         return 0
     if instance is not None and not instance.startswith("instance="):
         print(f"error: --project takes instance=NAME, not {instance!r}\n{USAGE}", file=sys.stderr)

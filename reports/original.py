@@ -2,9 +2,11 @@
 
 Why: the original's figures (../shared/reference/anchors.md section 1) come from the CPU:GPU balance of its
 instances, which this machine cannot reproduce by running. So each configuration is projected with the
-bottleneck model twice: with *the original's own costs* (its raw arrays read back as int16 through Arrow,
-preprocessing in float, float32 crops in its shuffle and intermediate files, the model rebuilt for every
-Arrow batch in its scalar UDFs, its Arrow batch sizes, PyTorch fp32 on T4s: device t4_fp32) and with *our best
+bottleneck model twice: with *the original's own costs* (its raw arrays as an int16 list column read from
+Parquet and moved through Arrow, its UDFs' float preprocessing, each measured here with its data path and real
+Spark by `tests.bench.original_costs`, `pipeline.projection.rates.original_costs`; float32 crops in its shuffle
+and intermediate files, the model rebuilt for every Arrow batch in its scalar UDFs, its Arrow batch sizes,
+PyTorch fp32 on T4s: device t4_fp32) and with *our best
 variant* on the same instances (uint8 arrays and crops, the model built once per worker, the fastest
 topology on the shape, a prefetching fused task, Arrow and model batches of 256). Published vs projected and
 their ratio; `python -m reports --original-table [DIR ...]` prints it all, from the rates under the DIRs
@@ -14,6 +16,7 @@ their ratio; `python -m reports --original-table [DIR ...]` prints it all, from 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,13 +32,12 @@ from pipeline.projection.bottleneck import (
     predict,
 )
 from pipeline.projection.instances import Instance, device_profile, load, names
-from pipeline.projection.rates import DEFAULTS, measured_rates
+from pipeline.projection.rates import INT16_BYTES, measured_rates, original_costs
 from reports.projection import MILLION, predict_on, scaled, usd_per_million
 
 IMAGES_10G = 16_232  # "10 GB": 32 input partitions
 IMAGES_300G = 488_207
 ORIGINAL_DEVICE = "t4_fp32"  # PyTorch 1.12/1.13 fp32 on T4s
-INT16_BYTES = 2 * RAW_BYTES  # its uint8 arrays read back as int16
 FLOAT_CROP_BYTES = 4 * 224 * 224 * 3  # its normalized float32 crops
 OUR_BATCH = 256
 PREDICT_AMOUNTS = (1.0, 0.25, 0.125)  # stage_level's GPUs per predict task our best variant tries
@@ -100,10 +102,17 @@ class TableRow:
         return self.original.images_per_s / self.published if self.published else None
 
 
-def _original_rates(rates: Rates) -> Rates:
-    """Our rates with the original's preprocessing (our reconstruction of it, `pipeline.projection.rates`)."""
-    value, source = DEFAULTS["preprocess_s/raw/original"]
-    return replace(rates, preprocess_s=value, sources={**rates.sources, "preprocess_s": f"default: {source}"})
+Costs = Mapping[str, tuple[float, str]]  # rate name -> (value, where it came from)
+
+
+def _original_rates(rates: Rates, costs: Costs | None = None) -> Rates:
+    """Our rates with the original's own costs in place of ours (`costs`, else
+    `pipeline.projection.rates.original_costs()`: its int16 list column's scan and Arrow transfer, its UDFs'
+    pandas side, its model build, measured here with its data path by `tests.bench.original_costs`), each with
+    its source. Spark's fixed costs (job, task, Arrow batch) stay ours: the same engine's."""
+    costs = original_costs() if costs is None else costs
+    values = {name: value for name, (value, _) in costs.items()}
+    return replace(rates, **values, sources={**rates.sources, **{name: source for name, (_, source) in costs.items()}})
 
 
 def _shape(config: Configuration, instance: Instance, topology: str, predict_amount: float = 1.0) -> Shape:
@@ -138,10 +147,10 @@ def _usd(config: Configuration, instance: Instance, prediction: Prediction) -> f
     return usd_per_million(instance, config.nodes + drivers, prediction.images_per_s)
 
 
-def row(config: Configuration, rates: Rates) -> TableRow:
-    """One configuration projected with the original's costs and with our best variant."""
+def row(config: Configuration, rates: Rates, costs: Costs | None = None) -> TableRow:
+    """One configuration projected with the original's costs (`_original_rates`) and with our best variant."""
     instance = load(config.instance, ORIGINAL_DEVICE)
-    original_rates = scaled(_original_rates(rates), instance.config.vcpu_speed)
+    original_rates = scaled(_original_rates(rates, costs), instance.config.vcpu_speed)
     workload = Workload(
         num_images=config.num_images,
         batch_size=config.records_per_batch,
@@ -202,10 +211,14 @@ COLUMNS = [
 ]
 
 
-def table(directories: list[Path], microbenchmark: Path | None = None) -> tuple[list[TableRow], Rates]:
-    """Every configuration, from the raw-array rates under `directories` (defaults without any)."""
+def table(
+    directories: list[Path], microbenchmark: Path | None = None, costs: Path | None = None
+) -> tuple[list[TableRow], Rates]:
+    """Every configuration, from the raw-array rates under `directories` (defaults without any) and the
+    original's own costs from `costs` (a `tests.bench.original_costs` JSON; the figures measured here without)."""
     rates = measured_rates(directories, microbenchmark, image_format="raw")
-    return [row(config, rates) for config in CONFIGURATIONS], rates
+    measured = original_costs(costs)
+    return [row(config, rates, measured) for config in CONFIGURATIONS], _original_rates(rates, measured)
 
 
 @dataclass(frozen=True)
@@ -246,21 +259,25 @@ def winners(rates: Rates, image_format: str = "jpeg") -> list[Winner]:
     return found
 
 
-def report(directories: list[Path], microbenchmark: Path | None = None) -> str:
-    """`python -m reports --original-table [DIR ...]`: the table and the winners, from the rates under the DIRs."""
-    rows, rates = table(directories, microbenchmark)
+def report(directories: list[Path], microbenchmark: Path | None = None, costs: Path | None = None) -> str:
+    """`python -m reports --original-table [DIR ...] [--original-costs FILE]`: the table and the winners, from
+    the rates under the DIRs and the original's own costs (FILE: a `tests.bench.original_costs` JSON)."""
+    rows, rates = table(directories, microbenchmark, costs)
     return markdown(rows, rates, measured_rates(directories, microbenchmark, image_format="jpeg"))
 
 
 def markdown(rows: list[TableRow], rates: Rates, jpeg: Rates) -> str:
-    """The table, the ratios and the winners per instance shape as Markdown for docs/measurements.md."""
+    """The table, the ratios and the winners per instance shape as Markdown for docs/measurements.md; `rates`
+    are the original's (`_original_rates`)."""
     t4, _ = device_profile(ORIGINAL_DEVICE)
     out = [
         "PROJECTION from rates measured on this machine (`pipeline.projection.rates`), not a measurement. Device "
-        f"{t4.name} ({t4.images_per_s:g} img/s a T4, approximate). Original's costs: int16 arrays "
-        f"({INT16_BYTES:,} B) through Arrow, float preprocessing ({DEFAULTS['preprocess_s/raw/original'][0] * 1000:.2f}"
-        f" ms a core here), float32 crops ({FLOAT_CROP_BYTES:,} B), the model rebuilt every Arrow batch "
-        f"({rates.model_build_s:.2f} s a core here) in scalar UDFs. Ours: uint8, the model once per worker, "
+        f"{t4.name} ({t4.images_per_s:g} img/s a T4, approximate). Original's costs, measured here with its data "
+        f"path (`tests.bench.original_costs`), core-ms an image: its int16 list column ({INT16_BYTES:,} B) read "
+        f"from Parquet {rates.scan_s_per_image * 1000:.2f} and through Arrow "
+        f"{rates.transfer_s_per_byte * INT16_BYTES * 1000:.2f}, its UDFs' float preprocessing "
+        f"{rates.preprocess_s * 1000:.2f}, float32 crops ({FLOAT_CROP_BYTES:,} B), the model rebuilt every Arrow "
+        f"batch ({rates.model_build_s:.2f} s a core here) in scalar UDFs. Ours: uint8, the model once per worker, "
         f"batches of {OUR_BATCH}, the fastest topology (stage_level@A: A GPUs a predict task).",
         "",
         "| configuration | instances | published img/s | projected, original's costs | ratio | bound | "
@@ -275,7 +292,12 @@ def markdown(rows: list[TableRow], rates: Rates, jpeg: Rates) -> str:
             f"{item.original.bound} | {item.ours.images_per_s:,.1f} | {item.our_topology}, {item.ours.bound} | "
             f"{item.usd_original:.2f} / {item.usd_ours:.2f} |"
         )
-    out += ["", "Rates used (core-seconds here; scaled by each instance's vCPU speed):", ""]
+    out += [
+        "",
+        "The original's rates (core-seconds here; scaled by each instance's vCPU speed; ours differ in "
+        "scan_s_per_image, transfer_s_per_byte, preprocess_s, read_s_per_byte):",
+        "",
+    ]
     for name, source in sorted(rates.sources.items()):
         out.append(f"- {name} = {getattr(rates, name):.4g}: {source}")
     out += [

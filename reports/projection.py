@@ -54,6 +54,7 @@ SCALED = (
     "write_s_per_byte",
     "read_s_per_byte",
     "serve_cpu_s_per_image",
+    "scan_s_per_image",
 )
 LABEL = "PROJECTION from rates measured on this machine, not a measurement"
 

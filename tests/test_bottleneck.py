@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.projection.bottleneck import (
@@ -126,6 +128,17 @@ def test_the_model_rebuilt_per_batch_is_paid_per_arrow_batch() -> None:
     work = Workload(num_images=100, records_per_batch=10, rebuild_model_per_batch=True)
     assert predict("fused", rates, NULL_DEVICE, Shape(1, 1), work).seconds == pytest.approx(6.0)
     assert predict("fused", rates, NULL_DEVICE, Shape(1, 1), Workload(100, records_per_batch=10)).seconds == 1.0
+
+
+def test_a_scan_cost_per_image_is_paid_by_the_first_stage_only() -> None:
+    # the original's int16 list column: 0.002 s a core to scan an image; 100 images on 1 core: 0.4 s + 0.2 s
+    scanned = Rates(preprocess_s=0.004, scan_s_per_image=0.002)
+    assert predict("fused", scanned, NULL_DEVICE, Shape(1, 1), Workload(100)).seconds == pytest.approx(0.6)
+    split = predict("split", scanned, NULL_DEVICE, Shape(1, 1), Workload(100))
+    unscanned = predict("split", replace(scanned, scan_s_per_image=0.0), NULL_DEVICE, Shape(1, 1), Workload(100))
+    preprocess, predicted = split.stages
+    assert preprocess.cpu_s - unscanned.stages[0].cpu_s == pytest.approx(0.2)
+    assert predicted.cpu_s == pytest.approx(unscanned.stages[1].cpu_s)
 
 
 def test_host_cost_per_image_is_cpu_work() -> None:

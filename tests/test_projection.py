@@ -71,7 +71,7 @@ def test_the_original_table_is_computed_from_the_model() -> None:
     assert standard.original.images_per_s == pytest.approx(expected.images_per_s)
     assert standard.ratio == pytest.approx(expected.images_per_s / 147.848)
     # other rates, other table: nothing in it is a constant
-    slower = original.row(original.CONFIGURATIONS[2], replace(rates, transfer_s_per_byte=rates.transfer_s_per_byte * 2))
+    slower = original.row(original.CONFIGURATIONS[2], replace(rates, task_s=rates.task_s * 2))
     assert slower.original.images_per_s < standard.original.images_per_s
 
 

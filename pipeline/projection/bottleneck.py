@@ -79,7 +79,10 @@ class Rates:
     action), wall seconds; task_s: per task; batch_s: per Arrow batch into Python and back; transfer_s_per_byte:
     moving a column through Arrow to Python, one way; shuffle_s_per_byte: writing and reading a repartition's
     shuffle; write_s_per_byte / read_s_per_byte: two_stage's intermediate Parquet; model_build_s: building the
-    model once (paid per Arrow batch by the original's scalar UDF). `sources` says where each figure came from.
+    model once (paid per Arrow batch by the original's scalar UDF); scan_s_per_image: the first stage's Parquet
+    scan of an input image beyond what task_s holds (0 for a binary column, whose scan task_s measured; the
+    original's int16 list column, decoded value by value, costs per image). `sources` says where each figure came
+    from.
     """
 
     preprocess_s: float
@@ -91,6 +94,7 @@ class Rates:
     write_s_per_byte: float = 0.0
     read_s_per_byte: float = 0.0
     model_build_s: float = 0.0
+    scan_s_per_image: float = 0.0
     request_s: float = 0.0
     serve_cpu_s_per_image: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -305,7 +309,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
     all_gpus = nodes * gpus
     amount = shape.task_gpu_amount
     n = workload.num_images
-    move_in = rates.transfer_s_per_byte * workload.input_bytes_per_image
+    move_in = rates.scan_s_per_image + rates.transfer_s_per_byte * workload.input_bytes_per_image  # read, to Python
     crop = workload.crop_bytes_per_image
     model_cpu = device.host_s_per_image
     common = dict(rates=rates, records_per_batch=workload.records_per_batch, batch_size=workload.batch_size)

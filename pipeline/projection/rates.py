@@ -85,6 +85,11 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "write_s_per_byte": (ARROW_S_PER_IMAGE / (2 * RAW_BYTES), f"{ASSUMED}: Parquet encoding of binary like Arrow's"),
     "read_s_per_byte": (ARROW_S_PER_IMAGE / (2 * RAW_BYTES), f"{ASSUMED}: Parquet decoding of binary like Arrow's"),
     "model_build_s": (0.431, f"{MEASURED}: {HERE}: resnet50() and load_state_dict, CPU"),
+    "scan_s_per_image": (
+        0.0,
+        "none beyond task_s: a binary column's Parquet scan is part of the per-task cost measured with it "
+        "(the original's int16 list column: ORIGINAL_COSTS)",
+    ),
     "request_s": (
         5.0e-3,
         "measured here 2026-12-03 on an idle machine: median of 4 topology=model_server model=accelerator runs "
@@ -98,6 +103,67 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     ),
 }
 ROUND_TRIP = "image_round_trip"
+
+# The original study's own costs (its int16 list column read from Parquet and moved through Arrow, its float
+# preprocessing in chained scalar pandas UDFs), measured with real Spark by `python -m tests.bench.original_costs`
+# (module docstring there): the `derived` figures of its JSON, core-seconds an image, named by these keys.
+INT16_BYTES = 2 * RAW_BYTES  # the original's uint8 arrays read back as int16 (array<smallint>)
+SCAN_LIST = "scan int16 list, row reader (Spark 3.3)"
+ARROW_LIST = "arrow int16 list one way, row reader"
+ORIGINAL_UDFS = "original UDFs, pandas side"
+MODEL_BUILD = "model build"
+ORIGINAL_BENCH = (
+    "python -m tests.bench.original_costs --images 256 --per-file 128 --repeats 2 (pyspark 4.3 local[1], CPU "
+    "seconds of the JVM and its Python workers, medians)"
+)
+# figure -> (value, source): what `python -m tests.bench.original_costs` measured, as `original_costs` reads it
+ORIGINAL_MEASURED: dict[str, float] = {
+    SCAN_LIST: 11.54e-3,
+    ARROW_LIST: 3.67e-3,
+    ORIGINAL_UDFS: 7.25e-3,
+    MODEL_BUILD: 0.452,
+}
+ORIGINAL_WHEN = "measured here 2026-12-06, load average 10.5 before, 14.4 after, on 2 CPUs"
+
+
+def original_costs(path: Path | None = None) -> dict[str, tuple[float, str]]:
+    """The rates that are the original's own (module comment above): from the JSON `python -m
+    tests.bench.original_costs --out FILE` wrote when `path` is given (its date and load in each source), else
+    the figures it measured here when this was written (`ORIGINAL_MEASURED`). Per image or per byte, core-seconds
+    here: its int16 list column's scan with the row-based reader Spark 3.3.1 used by default
+    (`scan_s_per_image`), the column through Arrow into pandas one way per int16 byte (`transfer_s_per_byte`; the
+    float32 crops of its split and two_stage are priced at the same rate a byte, not measured apart), its chained
+    UDFs' pandas side less the model (`preprocess_s`), the per-call rebuild (`model_build_s`), and two_stage's
+    read of its float crops at the int16 column's scan rate a byte (`read_s_per_byte`, extrapolated)."""
+    if path is None:
+        figures, when = ORIGINAL_MEASURED, f"{ORIGINAL_WHEN}: {ORIGINAL_BENCH}"
+    else:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        figures = document["derived"]
+        load = document.get("load_before", ["?"])[0], document.get("load_after", ["?"])[0]
+        when = (
+            f"measured {document.get('started', '?')} by tests.bench.original_costs ({path}), load average "
+            f"{load[0]:.1f} before, {load[1]:.1f} after, on {document.get('cpus', '?')} CPUs"
+        )
+    scan, arrow = figures[SCAN_LIST], figures[ARROW_LIST]
+    return {
+        "scan_s_per_image": (scan, f"{when}: the int16 list column's Parquet scan, row-based reader, less a job's"),
+        "transfer_s_per_byte": (
+            arrow / INT16_BYTES,
+            f"{when}: {arrow * 1000:.2f} ms an image of array<smallint> through Arrow into pandas one way, a byte "
+            "of int16 (the float32 crops priced at this rate a byte, not measured apart)",
+        ),
+        "preprocess_s": (
+            figures[ORIGINAL_UDFS],
+            f"{when}: the original's chained scalar UDFs in Spark (np.stack, float64, Resize, CenterCrop, "
+            "Normalize; predict's input, 1,000 logits out; no model) less the column through Arrow",
+        ),
+        "model_build_s": (figures[MODEL_BUILD], f"{when}: resnet50() and load_state_dict, CPU, 1 torch thread"),
+        "read_s_per_byte": (
+            scan / INT16_BYTES,
+            f"{when}: extrapolated, the int16 list column's scan rate a byte applied to the float32 crop column",
+        ),
+    }
 
 
 def _defaults(image_format: str, decoder: str) -> tuple[dict[str, float], dict[str, str]]:
