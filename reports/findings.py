@@ -317,9 +317,10 @@ FINDINGS = (
         "projection",
         "Bottleneck model, projections to real instances, and the original's table on paper",
         "The rates the bottleneck model projects from (decoding per core, Spark's fixed costs, the model server's "
-        "costs), measured by one-process `engine=torch model=null_model` runs and the microbenchmark.",
+        "costs), measured by one-process `engine=torch model=null_model` runs and the microbenchmark; the original's "
+        "own costs by its data path in real Spark (`tests.bench.original_costs`).",
         "python -m pipeline engine=torch model=null_model dataset.num_images=256; "
-        "python -m reports --original-table DIR",
+        "python -m tests.bench.original_costs --out FILE; python -m reports --original-table DIR --original-costs FILE",
     ),
 )
 

@@ -55,6 +55,7 @@ SCALED = (
     "read_s_per_byte",
     "serve_cpu_s_per_image",
     "scan_s_per_image",
+    "crop_transfer_s_per_byte",
 )
 LABEL = "PROJECTION from rates measured on this machine, not a measurement"
 

@@ -141,6 +141,17 @@ def test_a_scan_cost_per_image_is_paid_by_the_first_stage_only() -> None:
     assert predicted.cpu_s == pytest.approx(unscanned.stages[1].cpu_s)
 
 
+def test_crops_move_at_their_own_rate_when_one_is_given() -> None:
+    # split on 1 core, 100 images, 1,000-byte crops: out of preprocess and into predict, 1e-6 s a byte each way:
+    # 0.001 s an image each stage, where the input's rate (1e-7) would give 0.0001
+    rates = Rates(preprocess_s=0.0, transfer_s_per_byte=1e-7, crop_transfer_s_per_byte=1e-6)
+    work = Workload(100, partitions=1, input_bytes_per_image=0.0, crop_bytes_per_image=1000.0)
+    preprocess, predicted = predict("split", rates, NULL_DEVICE, Shape(1, 1), work).stages
+    assert (preprocess.cpu_s, predicted.cpu_s) == (pytest.approx(0.1), pytest.approx(0.1))
+    same = predict("split", replace(rates, crop_transfer_s_per_byte=0.0), NULL_DEVICE, Shape(1, 1), work).stages
+    assert same[1].cpu_s == pytest.approx(0.01)
+
+
 def test_host_cost_per_image_is_cpu_work() -> None:
     # 0.004 s decode + 0.001 s host copy per image on 1 core, 100 images, no device time to speak of: 0.5 s
     device = Device("host", images_per_s=1e12, batch_size=10, host_s_per_image=0.001)

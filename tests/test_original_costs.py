@@ -11,11 +11,14 @@ import pandas as pd
 import pytest
 
 from pipeline.projection.rates import (
+    ARROW_CROPS,
     ARROW_LIST,
+    FLOAT_CROP_BYTES,
     INT16_BYTES,
     MODEL_BUILD,
     ORIGINAL_MEASURED,
     ORIGINAL_UDFS,
+    SCAN_CROPS,
     SCAN_LIST,
     original_costs,
 )
@@ -33,12 +36,13 @@ from tests.bench.original_costs import (
 
 
 def test_the_original_layout_reads_back_in_spark_as_int16_arrays(spark, tmp_path: Path) -> None:
-    listed, binary = write_layout(tmp_path, images=3, per_file=2)
+    listed, binary, crops = write_layout(tmp_path, images=3, per_file=2)
     frame = spark.read.parquet(str(listed))
     assert frame.schema.simpleString() == "struct<image:array<smallint>>"
     assert sorted(row[0] for row in frame.selectExpr("size(image)").collect()) == [IMAGE_VALUES] * 3
     assert spark.read.parquet(str(binary)).schema.simpleString() == "struct<image:binary>"
     assert len(list(listed.glob("*.parquet"))) == 2
+    assert spark.read.parquet(str(crops)).schema.simpleString() == "struct<crop:array<float>>"
 
 
 def test_the_original_udfs_give_float_crops_then_a_row_of_logits_an_image() -> None:
@@ -58,6 +62,8 @@ def test_each_derived_cost_is_its_case_less_the_case_it_is_built_on() -> None:
         "arrow/list": 0.007,
         "arrow/list_row_reader": 0.011,
         "arrow/binary": 0.003,
+        "scan/float_list_row_reader": 0.004,
+        "arrow/float_list_row_reader": 0.006,
         "original/fused": 0.017,
         "python/preprocess": 0.009,
         "python/predict_input": 0.001,
@@ -67,6 +73,7 @@ def test_each_derived_cost_is_its_case_less_the_case_it_is_built_on() -> None:
     assert found[SCAN_LIST] == pytest.approx(0.005)  # less the job's own 0.001
     assert found[ARROW_LIST] == pytest.approx(0.005)  # 0.011 - 0.006
     assert found[ORIGINAL_UDFS] == pytest.approx(0.010)  # 0.017 - 0.007
+    assert (found[SCAN_CROPS], found[ARROW_CROPS]) == (pytest.approx(0.003), pytest.approx(0.002))
     assert found["python preprocess alone"] == pytest.approx(0.009)  # in this process: no job to take off
     assert found[MODEL_BUILD] == 0.5
 
@@ -76,7 +83,10 @@ def test_the_original_table_uses_the_costs_measured_here_and_names_their_source(
     assert rates.scan_s_per_image == ORIGINAL_MEASURED[SCAN_LIST] > 0
     assert rates.transfer_s_per_byte == pytest.approx(ORIGINAL_MEASURED[ARROW_LIST] / INT16_BYTES)
     assert rates.preprocess_s == ORIGINAL_MEASURED[ORIGINAL_UDFS]
-    for name in ("scan_s_per_image", "transfer_s_per_byte", "preprocess_s", "model_build_s", "read_s_per_byte"):
+    assert rates.crop_transfer_s_per_byte == pytest.approx(ORIGINAL_MEASURED[ARROW_CROPS] / FLOAT_CROP_BYTES)
+    assert rates.read_s_per_byte == pytest.approx(ORIGINAL_MEASURED[SCAN_CROPS] / FLOAT_CROP_BYTES)
+    names = ("scan_s_per_image", "transfer_s_per_byte", "crop_transfer_s_per_byte", "preprocess_s", "model_build_s")
+    for name in (*names, "read_s_per_byte"):
         assert "tests.bench.original_costs" in rates.sources[name] and "load average" in rates.sources[name]
     assert "assumed" in rates.sources["write_s_per_byte"]  # not the original's: still said to be assumed
 

@@ -81,8 +81,9 @@ class Rates:
     shuffle; write_s_per_byte / read_s_per_byte: two_stage's intermediate Parquet; model_build_s: building the
     model once (paid per Arrow batch by the original's scalar UDF); scan_s_per_image: the first stage's Parquet
     scan of an input image beyond what task_s holds (0 for a binary column, whose scan task_s measured; the
-    original's int16 list column, decoded value by value, costs per image). `sources` says where each figure came
-    from.
+    original's int16 list column, decoded value by value, costs per image); crop_transfer_s_per_byte: moving a
+    preprocessed crop through Arrow, per byte, where a crop's column differs from the input's (the original's
+    float32 list crops; 0: at transfer_s_per_byte). `sources` says where each figure came from.
     """
 
     preprocess_s: float
@@ -95,6 +96,7 @@ class Rates:
     read_s_per_byte: float = 0.0
     model_build_s: float = 0.0
     scan_s_per_image: float = 0.0
+    crop_transfer_s_per_byte: float = 0.0
     request_s: float = 0.0
     serve_cpu_s_per_image: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -311,6 +313,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
     n = workload.num_images
     move_in = rates.scan_s_per_image + rates.transfer_s_per_byte * workload.input_bytes_per_image  # read, to Python
     crop = workload.crop_bytes_per_image
+    crop_move = (rates.crop_transfer_s_per_byte or rates.transfer_s_per_byte) * crop  # one way through Arrow
     model_cpu = device.host_s_per_image
     common = dict(rates=rates, records_per_batch=workload.records_per_batch, batch_size=workload.batch_size)
 
@@ -365,7 +368,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             default_slots,
             cpus,
             all_gpus,
-            cpu_per_image=rates.preprocess_s + move_in + rates.transfer_s_per_byte * crop + shuffle,
+            cpu_per_image=rates.preprocess_s + move_in + crop_move + shuffle,
             device=None,
             rebuild_model=False,
             empty_tasks=empty,
@@ -378,7 +381,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             predict_slots,
             cpus,
             all_gpus,
-            cpu_per_image=shuffle + rates.transfer_s_per_byte * crop + model_cpu,
+            cpu_per_image=shuffle + crop_move + model_cpu,
             device=device,
             rebuild_model=workload.rebuild_model_per_batch,
             **common,
@@ -399,7 +402,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             pre_slots,
             pre_cpus,
             0 if separate else all_gpus,
-            cpu_per_image=(rates.preprocess_s + move_in + (rates.transfer_s_per_byte + rates.write_s_per_byte) * crop)
+            cpu_per_image=(rates.preprocess_s + move_in + crop_move + rates.write_s_per_byte * crop)
             / (shape.preprocess_cpu_speed if separate else 1.0),
             device=None,
             rebuild_model=False,
@@ -414,7 +417,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             default_slots,
             cpus,
             all_gpus,
-            cpu_per_image=(rates.read_s_per_byte + rates.transfer_s_per_byte) * crop + model_cpu,
+            cpu_per_image=rates.read_s_per_byte * crop + crop_move + model_cpu,
             device=device,
             rebuild_model=workload.rebuild_model_per_batch,
             **common,

@@ -15,6 +15,8 @@ process tree (the JVM and its Python workers; `psutil`, not wall time, so other 
 - `scan/*`: the Parquet scan alone (`size(image)` / `length(image)` into the noop sink), the list column with
   Spark 4's nested vectorized reader and with the row-based reader Spark 3.3.1 (the original's Databricks 12.0)
   used by default (`spark.sql.parquet.enableNestedColumnVectorizedReader=false`), and the binary column;
+- `*/float_list_row_reader`: the same for float32 crops in a list<float> column (its two_stage's intermediate
+  files, read by its predict job; and what its split moves through Arrow), row-based reader;
 - `arrow/*`: the scan plus a scalar pandas UDF returning each row's length: the column through Arrow into
   pandas (array<smallint> as a numpy array a row; binary as bytes), less the scan: the one-way transfer;
 - `original/*`: the original's fused scalar UDFs chained as its notebooks did (`preprocess`: np.stack of the int16
@@ -56,7 +58,15 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.projection.rates import ARROW_LIST, MODEL_BUILD, ORIGINAL_UDFS, SCAN_LIST, original_preprocess_s
+from pipeline.projection.rates import (
+    ARROW_CROPS,
+    ARROW_LIST,
+    MODEL_BUILD,
+    ORIGINAL_UDFS,
+    SCAN_CROPS,
+    SCAN_LIST,
+    original_preprocess_s,
+)
 
 SIDE = 256
 IMAGE_VALUES = SIDE * SIDE * 3  # the original's flattened 256x256x3 arrays
@@ -68,13 +78,14 @@ NESTED_READER = "spark.sql.parquet.enableNestedColumnVectorizedReader"
 YARDSTICK_IDLE_S = 0.38e-3
 
 
-def write_layout(directory: Path, images: int, per_file: int, seed: int = 0) -> tuple[Path, Path]:
-    """(list dir, binary dir): `images` random 256x256x3 uint8 arrays as the original stored them (a flattened
-    list<uint8> column `image`, one row group a file of `per_file`) and as one binary column of the same bytes."""
+def write_layout(directory: Path, images: int, per_file: int, seed: int = 0) -> tuple[Path, Path, Path]:
+    """(list dir, binary dir, crops dir): `images` random 256x256x3 uint8 arrays as the original stored them (a
+    flattened list<uint8> column `image`, one row group a file of `per_file`), as one binary column of the same
+    bytes, and as many float32 crops in a list<float> column `crop` (what its two_stage wrote and read back)."""
     rng = np.random.default_rng(seed)
-    listed, binary = directory / "list", directory / "binary"
-    listed.mkdir(parents=True, exist_ok=True)
-    binary.mkdir(parents=True, exist_ok=True)
+    listed, binary, crops = directory / "list", directory / "binary", directory / "crops"
+    for folder in (listed, binary, crops):
+        folder.mkdir(parents=True, exist_ok=True)
     for number, start in enumerate(range(0, images, per_file)):
         count = min(per_file, images - start)
         pixels = rng.integers(0, 256, size=(count, IMAGE_VALUES), dtype=np.uint8)
@@ -83,7 +94,11 @@ def write_layout(directory: Path, images: int, per_file: int, seed: int = 0) -> 
         pq.write_table(pa.table({"image": column}), listed / f"part-{number:05d}.parquet", row_group_size=count)
         rows = pa.array([row.tobytes() for row in pixels], type=pa.binary())
         pq.write_table(pa.table({"image": rows}), binary / f"part-{number:05d}.parquet", row_group_size=count)
-    return listed, binary
+        values = rng.standard_normal(count * CROP_VALUES, dtype=np.float32)
+        offsets = pa.array(np.arange(count + 1, dtype=np.int32) * CROP_VALUES)
+        column = pa.ListArray.from_arrays(offsets, pa.array(values))
+        pq.write_table(pa.table({"crop": column}), crops / f"part-{number:05d}.parquet", row_group_size=count)
+    return listed, binary, crops
 
 
 def original_preprocess(image: pd.Series) -> pd.Series:
@@ -130,7 +145,7 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def spark_cases(listed: Path, binary: Path, images: int, repeats: int) -> dict[str, dict[str, Any]]:
+def spark_cases(listed: Path, binary: Path, crops: Path, images: int, repeats: int) -> dict[str, dict[str, Any]]:
     """Every Spark case (module docstring) in one local[1] application: a warm-up run, then `repeats` runs each,
     round-robin so that each case sees the same load; CPU seconds an image, the least of the runs (other jobs on a
     shared machine only add to a run's CPU time: shared cores and caches), their median beside it, and wall."""
@@ -169,6 +184,7 @@ def spark_cases(listed: Path, binary: Path, images: int, repeats: int) -> dict[s
         jvm = spark.sparkContext._gateway.proc.pid
         data_list = spark.read.parquet(str(listed))
         data_binary = spark.read.parquet(str(binary))
+        data_crops = spark.read.parquet(str(crops))
         schema = data_list.schema.simpleString()
         cases: dict[str, tuple[Callable[[], Any], str]] = {
             "floor": (lambda: spark.range(1).select(F.col("id")), "true"),
@@ -178,6 +194,8 @@ def spark_cases(listed: Path, binary: Path, images: int, repeats: int) -> dict[s
             "arrow/list": (lambda: data_list.select(lengths("image")), "true"),
             "arrow/list_row_reader": (lambda: data_list.select(lengths("image")), "false"),
             "arrow/binary": (lambda: data_binary.select(lengths("image")), "true"),
+            "scan/float_list_row_reader": (lambda: data_crops.select(F.size("crop")), "false"),
+            "arrow/float_list_row_reader": (lambda: data_crops.select(lengths("crop")), "false"),
             "original/fused": (lambda: data_list.select(predict(preprocess("image"))), "true"),
         }
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
@@ -277,8 +295,8 @@ def measure(images: int, per_file: int, repeats: int) -> dict[str, Any]:
     before = os.getloadavg()
     started = datetime.now(UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="original-costs-") as scratch:
-        listed, binary = write_layout(Path(scratch), images, per_file)
-        figures = spark_cases(listed, binary, images, repeats)
+        listed, binary, crops = write_layout(Path(scratch), images, per_file)
+        figures = spark_cases(listed, binary, crops, images, repeats)
     torch.set_num_threads(1)
     rows = _int16_rows(per_file)
     figures["python/preprocess"] = {"cpu_s_per_image": python_case(original_preprocess, rows, repeats)}
@@ -334,6 +352,8 @@ def derived(document: dict[str, Any]) -> dict[str, float]:
         ARROW_LIST: cpu("arrow/list_row_reader") - cpu("scan/list_row_reader"),
         "arrow binary one way": cpu("arrow/binary") - cpu("scan/binary"),
         ORIGINAL_UDFS: cpu("original/fused") - cpu("arrow/list"),
+        SCAN_CROPS: cpu("scan/float_list_row_reader"),
+        ARROW_CROPS: cpu("arrow/float_list_row_reader") - cpu("scan/float_list_row_reader"),
         "original fused, all (vectorized)": cpu("original/fused"),
         "python preprocess alone": cpu("python/preprocess"),
         "python predict input alone": cpu("python/predict_input"),
