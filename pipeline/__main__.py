@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config import calibrate_run
 from pipeline.config.overrides import require_composable
 from pipeline.config.schema import register, typed
 from pipeline.provenance import config_record
@@ -114,6 +115,7 @@ def done_before(run_dir: Path, cfg: DictConfig) -> Result | None:
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_config = HydraConfig.get()
+    cfg = calibrate_run.apply(cfg)  # a calibrate run's own model keys over the command line's
     run_dir = Path(hydra_config.runtime.output_dir)
     result = done_before(run_dir, cfg) if cfg.resume else None
     stopped_by = None

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
+from pipeline.config.schema import ConfigError
 from pipeline.config.validate import validate
-from pipeline.projection.calibrate import FORMAT, RatesFileError, load, write
+from pipeline.projection.calibrate import FORMAT, RatesFileError, _overrides, load, write
 from pipeline.projection.rates import main as rates_main
 from tests.helpers.advice import CALIBRATE_RUNS, calibrated
 from tests.helpers.cli import checkout_env, cli
@@ -37,6 +38,87 @@ def test_the_model_runs_run_the_config_s_model_at_two_batch_sizes():
         compose_config("sweep=calibrate", f"+calibrate={o}").model.batch_size for o in ("model_small", "model_large")
     }
     assert len(sizes) == 2
+
+
+NO_MODEL = ("spark", "small_batches", "split", "two_stage")
+MODEL = ("model_small", "model_large")
+
+
+def _run(option, *overrides, monkeypatch):
+    """The config `python -m pipeline sweep=calibrate OVERRIDES` runs as calibrate run `option`, validated."""
+    with_server_client(monkeypatch)
+    config = compose_config("sweep=calibrate", f"+calibrate={option}", *overrides)
+    validate(config)
+    return config
+
+
+@pytest.mark.parametrize("option", NO_MODEL)
+def test_the_no_model_runs_leave_out_the_command_line_s_network(option, monkeypatch):
+    config = _run(option, "model.arch=resnet18", monkeypatch=monkeypatch)
+    assert (config.model.name.value, config.model.arch, config.device) == ("null_model", "resnet50", None)
+
+
+@pytest.mark.parametrize("option", MODEL)
+def test_the_model_runs_run_the_command_line_s_network(option, monkeypatch):
+    config = _run(option, "model.arch=resnet18", monkeypatch=monkeypatch)
+    assert (config.model.name.value, config.model.arch) == ("resnet50", "resnet18")
+
+
+def test_the_model_runs_keep_their_two_batch_sizes_whatever_model_batch_size_says(monkeypatch):
+    sizes = [_run(o, "model.batch_size=16", monkeypatch=monkeypatch).model.batch_size for o in MODEL]
+    assert sizes == [8, 32]
+
+
+@pytest.mark.parametrize("option", NO_MODEL)
+def test_the_no_model_runs_leave_out_the_command_line_s_device(option, monkeypatch):
+    config = _run(option, "model=accelerator", "device.images_per_s=50", monkeypatch=monkeypatch)
+    assert (config.model.name.value, config.device) == ("null_model", None)
+
+
+@pytest.mark.parametrize("option", MODEL)
+def test_the_model_runs_simulate_the_command_line_s_device(option, monkeypatch):
+    config = _run(option, "model=accelerator", "device.images_per_s=50", monkeypatch=monkeypatch)
+    assert (config.model.name.value, config.device.images_per_s) == ("accelerator", 50.0)
+
+
+@pytest.mark.parametrize("overrides", [("model.arch=resnet18",), ("model=accelerator", "device.images_per_s=50")])
+def test_the_server_run_keeps_its_own_fast_simulated_device(overrides, monkeypatch):
+    config = _run("server", *overrides, monkeypatch=monkeypatch)
+    assert (config.model.name.value, config.model.arch, config.model.batch_size) == ("accelerator", "resnet50", 16)
+    assert config.device.images_per_s == 2000.0 and config.device.latency_s == 0.001  # t4_fp16's profile, faster
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_a_factory_model_reaches_the_model_runs_only(option, monkeypatch):
+    config = _run(option, "model.factory=tests.helpers.models:tiny", monkeypatch=monkeypatch)
+    assert (config.model.factory is not None) == (option in MODEL)
+
+
+def test_an_ordinary_run_still_refuses_a_network_with_the_null_model():
+    with pytest.raises(ConfigError, match="model.arch=resnet18 with model=null_model"):
+        validate(compose_config("model=null_model", "model.arch=resnet18"))
+
+
+def test_an_ordinary_run_still_refuses_a_device_without_the_simulated_model():
+    with pytest.raises(ConfigError, match="model=accelerator only"):
+        validate(compose_config("device=l4"))
+
+
+def test_the_rates_file_keeps_where_and_what_the_calibration_ran_so_verify_runs_there(tmp_path):
+    run = tmp_path / "0"
+    (run / ".hydra").mkdir(parents=True)
+    where = [
+        "cluster=remote",
+        "cluster.master=spark://10.0.0.2:7077",
+        "cluster.workers=2",
+        "storage=/mnt/shared",
+        "gpu.emulate=1",
+        "model=accelerator",
+        "device.images_per_s=50",
+        "model.batch_size=16",
+    ]
+    (run / ".hydra" / "overrides.yaml").write_text(json.dumps(["+calibrate=spark", "sweep=calibrate", *where]))
+    assert _overrides(run) == tuple(where[:-1])
 
 
 def test_figures_the_runs_measured_name_the_runs_they_came_from():

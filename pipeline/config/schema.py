@@ -490,6 +490,20 @@ class ScalingConfig:
 
 
 @dataclass
+class CalibrateConfig:
+    """A run of the calibrate sweep (`+calibrate=NAME`, sweeps/calibrate.yaml), which owns the model keys its runs
+    fix: the no-model runs' null model, the server run's simulated device, the model runs' batch sizes. Hydra applies
+    a command-line `model.arch=...` or `device.images_per_s=...` after every option it composes, so no option can
+    keep it off a run; `pipeline.config.calibrate_run.apply` puts these in place after composition instead, and the
+    user's model keys reach the model runs only (and the rates file's overrides, which the advice's runs repeat)."""
+
+    run: str = ""  # which calibrate run (the option's name), for the reader of job.yaml
+    model: Optional[ModelConfig] = None  # the run's own model, in place of the config's (None: the config's model)
+    device: Optional[DeviceConfig] = None  # with `model`: the run's own device, in place of the config's (None: none)
+    batch_size: Optional[int] = None  # the config's model at this model.batch_size, whatever the command line says
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -503,6 +517,7 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     device: Optional[DeviceConfig] = None  # set by model=accelerator (conf/model/accelerator.yaml), else None
     scaling: Optional[ScalingConfig] = None  # set by +scaling=weak|strong (conf/scaling/), else None
+    calibrate: Optional[CalibrateConfig] = None  # set by +calibrate=NAME (conf/calibrate/, sweep=calibrate), else None
     sink: Sink = Sink.noop
     on_bad_image: OnBadImage = OnBadImage.skip
     repeats: int = 3

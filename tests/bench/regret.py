@@ -5,9 +5,9 @@
 
 For each cluster shape (a simulated device, `model=accelerator`, on emulated GPUs, so that a GPU-bound rate is
 possible on a 2-core machine), it
-1. calibrates that shape: the calibrate sweep's no-model runs, then its two model runs with the shape's device
-   rate (apart, as `device.images_per_s=...` cannot be set on a run whose `device` is null), and writes
-   `DIR/SHAPE/rates.json` from both (`pipeline.projection.calibrate.write`);
+1. calibrates that shape: the calibrate sweep (but its model server run) with the shape's device rate on the
+   command line, which its model runs simulate and its no-model runs leave out (`pipeline.config.calibrate_run`),
+   and writes `DIR/SHAPE/rates.json` (`pipeline.projection.calibrate.write`);
 2. asks the advisor (`reports.advise.advise` and `picks`, for the images the runs measure, the model server
    left out as the sweep below does not run it) for its top `--top` picks;
 3. runs a small full sweep of the shape: those picks, and the advisor's best point of every topology it searched
@@ -17,6 +17,8 @@ possible on a 2-core machine), it
    `reports.verify_advice.predicted`) and measurement, the best measured variant, regret = 1 - pick / best,
    predicted / measured, and the load average over the shape's runs.
 
+A namespace-cluster shape (`ns2x1-...`) starts `tests.helpers.nscluster` (2 worker nodes of 1 core and 1 emulated
+GPU, the tool on them, the storage root under DIR/SHAPE) around its calibration and sweep and stops it by PID after.
 Nothing is asserted: the targets (regret <= 10%, predicted/measured in 0.8-1.25) are printed beside the figures,
 as every run shares this machine's two cores with whatever else runs on it.
 """
@@ -28,6 +30,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,8 +41,7 @@ from reports.verify_advice import predicted, run_pick
 
 IMAGES = 64
 RUN = (f"dataset.num_images={IMAGES}", "warmup=1", "repeats=2")
-NO_MODEL_RUNS = "spark,small_batches,split,two_stage"
-MODEL_RUNS = "model_small,model_large"
+CALIBRATE_RUNS = "spark,small_batches,split,two_stage,model_small,model_large"  # the model server left out
 REGRET_TARGET = 0.10
 RATIO_TARGET = (0.8, 1.25)
 
@@ -50,6 +53,7 @@ class ClusterShape:
     name: str
     where: tuple[str, ...]
     device_images_per_s: float
+    namespace_nodes: int = 0  # > 0: a namespace cluster of that many nodes, started around the shape's runs
 
     @property
     def device(self) -> tuple[str, ...]:
@@ -66,6 +70,20 @@ def _local_cluster(workers: int, cores: int, gpus: int) -> tuple[str, ...]:
     )
 
 
+def _namespace_cluster(workers: int) -> tuple[str, ...]:
+    """cluster=remote on a namespace cluster of `workers` nodes of 1 core and 1 emulated GPU (its master and storage
+    are added once it is up, `where`)."""
+    return (
+        "cluster=remote",
+        f"cluster.workers={workers}",
+        "cluster.worker_cores=1",
+        "cluster.executor_memory=1g",
+        "cluster.register_timeout_s=300",
+        "gpu.emulate=1",
+        "model=accelerator",
+    )
+
+
 SHAPES = {
     shape.name: shape
     for shape in (
@@ -73,6 +91,7 @@ SHAPES = {
         ClusterShape("1x2-1gpu-cpu-bound", _local_cluster(1, 2, 1), 500.0),
         ClusterShape("1x4-2gpu-gpu-bound", _local_cluster(1, 4, 2), 10.0),
         ClusterShape("1x4-2gpu-cpu-bound", _local_cluster(1, 4, 2), 500.0),
+        ClusterShape("ns2x1-1gpu-gpu-bound", _namespace_cluster(2), 10.0, namespace_nodes=2),
     )
 }
 DEFAULT_SHAPES = ("1x2-1gpu-gpu-bound", "1x2-1gpu-cpu-bound")
@@ -118,12 +137,30 @@ def _sweep(arguments: list[str], directory: Path) -> int:
     return subprocess.run(command, check=False).returncode
 
 
-def calibrate(shape: ClusterShape, directory: Path) -> Path:
-    """The shape's rates file: the no-model calibrate runs and the model runs at the shape's device rate."""
-    no_model, model = directory / "calibrate" / "no-model", directory / "calibrate" / "model"
-    _sweep(["sweep=calibrate", f"+calibrate={NO_MODEL_RUNS}", *shape.where], no_model)
-    _sweep(["sweep=calibrate", f"+calibrate={MODEL_RUNS}", *shape.where, *shape.device], model)
-    return write([no_model, model], directory / "rates.json")
+@contextmanager
+def where(shape: ClusterShape, directory: Path) -> Iterator[tuple[str, ...]]:
+    """The shape's cluster overrides for the block: as they are, or with the master and storage of a namespace
+    cluster started for the block (and stopped by PID, its namespaces removed, however the block ends)."""
+    if not shape.namespace_nodes:
+        yield shape.where
+        return
+    from tests.helpers.nscluster import namespace_cluster
+
+    with namespace_cluster(
+        directory / "cluster",
+        workers=shape.namespace_nodes,
+        tool_on_nodes=True,
+        gpus_per_worker=1,
+        storage=directory / "storage",
+    ) as cluster:
+        yield (*shape.where, f"cluster.master={cluster.master_url}", f"storage={cluster.storage}")
+
+
+def calibrate(shape: ClusterShape, overrides: tuple[str, ...], directory: Path) -> Path:
+    """The shape's rates file: the calibrate runs (but the server's) with the shape's device rate."""
+    runs = directory / "calibrate"
+    _sweep(["sweep=calibrate", f"+calibrate={CALIBRATE_RUNS}", *overrides, *shape.device], runs)
+    return write([runs], directory / "rates.json")
 
 
 def label(candidate: Candidate) -> str:
@@ -156,8 +193,8 @@ def sweep_points(ranked: list[Choice], chosen: list[Choice]) -> list[Choice]:
     return found
 
 
-def run_point(calibration: Calibration, shape: ClusterShape, choice: Choice, directory: Path) -> Measured:
-    arguments = [*overrides(calibration, choice.candidate), *shape.device, *RUN]
+def run_point(calibration: Calibration, choice: Choice, directory: Path) -> Measured:
+    arguments = [*overrides(calibration, choice.candidate), *RUN]  # the rates file's: the cluster, model, device
     print(f"  python -m pipeline {' '.join(arguments)}", flush=True)
     result, how = run_pick(arguments, directory, timeout_s=600)
     if result is None or result.status != "ok" or not result.metrics.throughput_images_per_s:
@@ -167,8 +204,13 @@ def run_point(calibration: Calibration, shape: ClusterShape, choice: Choice, dir
 
 
 def bench(shape: ClusterShape, directory: Path, top: int) -> tuple[Row, list[Measured]]:
+    with where(shape, directory) as overrides:
+        return _bench(shape, overrides, directory, top)
+
+
+def _bench(shape: ClusterShape, where: tuple[str, ...], directory: Path, top: int) -> tuple[Row, list[Measured]]:
     loads = [os.getloadavg()[0]]
-    rates = calibrate(shape, directory)
+    rates = calibrate(shape, where, directory)
     loads.append(os.getloadavg()[0])
     calibration = load(rates)
     _, ranked = advise(calibration, images=IMAGES, server=False)
@@ -177,7 +219,7 @@ def bench(shape: ClusterShape, directory: Path, top: int) -> tuple[Row, list[Mea
     print(f"{shape.name}: rates {rates}; {len(points)} sweep runs", flush=True)
     measured = []
     for number, choice in enumerate(points):
-        measured.append(run_point(calibration, shape, choice, directory / "sweep" / str(number)))
+        measured.append(run_point(calibration, choice, directory / "sweep" / str(number)))
         loads.append(os.getloadavg()[0])
         print(f"  -> {measured[-1]}", flush=True)
     pick = measured[0]

@@ -6,15 +6,17 @@ from __future__ import annotations
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from pipeline.config import calibrate_run
 from pipeline.config.schema import Config, register
 
 register()
 
 
 def compose_config(*overrides: str) -> Config:
-    """The config `python -m pipeline OVERRIDES` would run (before validation)."""
+    """The config `python -m pipeline OVERRIDES` would run (before validation; a calibrate run's own model keys
+    applied, as `pipeline.__main__` does)."""
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+        return OmegaConf.to_object(calibrate_run.apply(compose(config_name="config", overrides=list(overrides))))
 
 
 SERVER_CLIENT = ("tritonclient", "grpc")  # topology=model_server's client, the [server] extra
