@@ -134,7 +134,7 @@ def main(cfg: DictConfig) -> None:
                 code, stopped_by = run_child(run_dir, held.fd)
                 result = job_result(run_dir, code)
         print(summary(result), flush=True)
-    except DirectoryInUse as error:  # another run's job dir: one line, nothing of it touched; a sweep goes on
+    except DirectoryInUse as error:  # a job dir another run holds: one line (Hydra wrote .hydra/ there); sweep goes on
         print(f"error: {error}", file=sys.stderr, flush=True)
         result = None
     except StorageError as error:  # a full or read-only run dir: one line, not Hydra's trace; a sweep goes on

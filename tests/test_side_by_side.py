@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf
@@ -44,14 +45,15 @@ class Holder:
         args = [sys.executable, "-c", HOLD, str(directory)] + (["60"] if hand_to_child else [])
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, **checkout_env()})
         self.child = int(self.process.stdout.readline()) if hand_to_child else None
+        # the child by PID and start time: once gone, its PID may be another's
+        self.child_handle = psutil.Process(self.child) if self.child else None
         assert self.process.stdout.readline().strip() == "held"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        for pid in filter(None, [self.process.pid, self.child]):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        if self.child_handle is not None and self.child_handle.is_running():
+            self.child_handle.send_signal(sig)
         self.process.wait(timeout=30)
         self.process.stdout.close()
 
@@ -65,11 +67,8 @@ def holder(tmp_path):
         return started[-1]
 
     yield start
-    for each in started:
+    for each in started:  # by PID, the holder and the child it handed its claim to
         each.stop(signal.SIGKILL)
-        if each.child is not None:
-            with pytest.raises(ChildProcessError):  # not ours to wait for; only make sure it is gone
-                os.waitpid(each.child, os.WNOHANG)
 
 
 # --- the claim itself ------------------------------------------------------------------------------------------
@@ -105,7 +104,7 @@ def test_a_claim_handed_to_a_child_lasts_until_the_child_ends_too(tmp_path, hold
     parent.process.wait(timeout=30)
     with pytest.raises(DirectoryInUse):
         claim(tmp_path / "run")
-    os.kill(parent.child, signal.SIGKILL)
+    parent.child_handle.kill()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
