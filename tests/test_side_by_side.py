@@ -293,3 +293,9 @@ def test_a_model_server_start_that_found_its_port_taken_is_tried_again_on_new_po
     taken = "E1206 failed to start GRPC service: Unavailable - Socket '127.0.0.1:40001' already in use"
     assert launcher.retryable(taken) == "a probed port was taken before the server bound it"
     assert launcher.retryable("ModuleNotFoundError: No module named 'torch'") is None
+
+
+def test_a_dir_spelt_two_ways_is_one_claim_of_this_process(tmp_path):
+    (tmp_path / "a").mkdir()
+    with claimed(tmp_path / "a" / ".." / "run") as first, claimed(tmp_path / "run") as second:
+        assert first is second

@@ -99,6 +99,12 @@ class Claim:
 _held: dict[Path, Claim] = {}
 
 
+def _key(directory: Path | str) -> Path:
+    """One name per directory as this process spells it (`a/../b` is `b`): the callback and the job name the run
+    dir differently, and a second flock from this process would be refused as another run's."""
+    return Path(os.path.abspath(directory))
+
+
 def _read(fd: int) -> Holder | None:
     try:
         record = json.loads(os.pread(fd, 4096, 0) or b"null")
@@ -115,7 +121,7 @@ def _refuse(fd: int, directory: Path, holder: Holder | None, advice: str) -> Dir
 def claim(directory: Path, setting: str = "the directory") -> Claim:
     """Hold `directory` (created if missing) for this process; raises DirectoryInUse at once when another run holds
     it. `setting` names what chooses the directory, for the advice (`hydra.run.dir`)."""
-    directory = Path(directory).absolute()
+    directory = _key(directory)
     held = _held.get(directory)
     if held is not None:
         held.depth += 1
@@ -167,7 +173,7 @@ def claimed(directory: Path, setting: str = "the directory") -> Iterator[Claim]:
 
 def holder_of(directory: Path) -> Claim | None:
     """This process's claim of `directory`, if it holds one."""
-    return _held.get(Path(directory).absolute())
+    return _held.get(_key(directory))
 
 
 def unique_dir(base: Path, limit: int = 1000) -> Path:
