@@ -25,6 +25,7 @@ from pipeline.config.schema import register, typed
 from pipeline.provenance import config_record
 from pipeline.results import Result, as_result, now, read_result, summary, write_result
 from pipeline.rundir import RESULT_UNWRITABLE, RunDir, StorageError, WriteRoot, atomic_write, explain_storage
+from pipeline.runtime.claim import DirectoryInUse, claimed
 from pipeline.runtime.lifetime import PARENT_ENV
 
 register()
@@ -53,8 +54,11 @@ def _lost(run_dir: Path, code: int) -> Result:
     return result
 
 
-def run_child(run_dir: Path) -> tuple[int, int | None]:
+def run_child(run_dir: Path, claim_fd: int | None = None) -> tuple[int, int | None]:
     """Run the job in RUN_DIR in a child process; its exit status, and the signal that stopped it, if any.
+
+    `claim_fd`, this process's claim of RUN_DIR (`pipeline.runtime.claim`), is handed to the child: the claim then
+    lasts until both have ended, also when this process is killed and the child takes a moment to stop.
 
     The child gets a process group of its own, so a Ctrl-C at the terminal reaches this process alone, which
     passes the first SIGINT or SIGTERM on, once: a second signal arriving while the child is still unwinding
@@ -64,6 +68,7 @@ def run_child(run_dir: Path) -> tuple[int, int | None]:
     child = subprocess.Popen(
         [sys.executable, "-m", "pipeline.job", str(run_dir)],
         process_group=0,
+        pass_fds=() if claim_fd is None else (claim_fd,),
         # the child dies with this process (pipeline.runtime.lifetime)
         env={**os.environ, PARENT_ENV: str(os.getpid())},
     )
@@ -117,18 +122,24 @@ def main(cfg: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     cfg = calibrate_run.apply(cfg)  # a calibrate run's own model keys over the command line's
     run_dir = Path(hydra_config.runtime.output_dir)
-    result = done_before(run_dir, cfg) if cfg.resume else None
+    setting = "hydra.run.dir" if hydra_config.mode is RunMode.RUN else "hydra.sweep.dir"
+    result = None
     stopped_by = None
     try:
-        if result is not None:
-            print(f"resume: {run_dir} already holds an ok result of this config; not run again", flush=True)
-        else:
-            atomic_write(RunDir(run_dir).job, OmegaConf.to_yaml(cfg, resolve=True))
-            code, stopped_by = run_child(run_dir)
-            result = job_result(run_dir, code)
+        # a run's dir is claimed by the callback before Hydra writes there (this nests); a sweep's job dir here
+        with claimed(run_dir, setting) as held:
+            result = done_before(run_dir, cfg) if cfg.resume else None
+            if result is not None:
+                print(f"resume: {run_dir} already holds an ok result of this config; not run again", flush=True)
+            else:
+                atomic_write(RunDir(run_dir).job, OmegaConf.to_yaml(cfg, resolve=True))
+                code, stopped_by = run_child(run_dir, held.fd)
+                result = job_result(run_dir, code)
         print(summary(result), flush=True)
+    except DirectoryInUse as error:  # a job dir another run holds: one line (Hydra wrote .hydra/ there); sweep goes on
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        result = None
     except StorageError as error:  # a full or read-only run dir: one line, not Hydra's trace; a sweep goes on
-        setting = "hydra.run.dir" if hydra_config.mode is RunMode.RUN else "hydra.sweep.dir"
         root = WriteRoot("run dir", run_dir, setting)
         print(f"error: {explain_storage(str(error), [root])}", file=sys.stderr, flush=True)
         result = None

@@ -16,8 +16,9 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from pipeline.runtime.claim import DirectoryInUse, claim, unique_dir
 from pipeline.runtime.progress import sweep_eta
 
 
@@ -97,6 +98,49 @@ class SweepProgress(Callback):
         csv, html = build([sweep_dir], sweep_dir)
         lines = [f"{self.total} jobs in {time.monotonic() - self.started:.0f} s", *summaries([sweep_dir]), csv, html]
         print("\n".join(f"[sweep] {line}" for line in lines), flush=True)
+
+
+def _quoted(value: str) -> str:
+    """`value` as a quoted Hydra override value."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def claim_output_dir(config: DictConfig, mode: str) -> Path:
+    """Claim the run's (`mode="run"`) or sweep's (`"sweep"`) output dir before Hydra writes there; see
+    `ClaimOutputDir`. Returns the directory, which for a time-named one may have got a suffix."""
+    node = config.hydra[mode]
+    setting = f"hydra.{mode}.dir"
+    directory = Path(str(node.dir))
+    spelt = str(OmegaConf.to_container(node, resolve=False)["dir"])
+    if "${now:" in spelt:  # named by the second: a collision is an accident, so this run takes a free sibling
+        chosen = unique_dir(directory)
+        if chosen != directory:
+            with read_write(config.hydra), open_dict(config.hydra):
+                node.dir = str(chosen)
+                if mode == "sweep":  # each job's config is composed again from these overrides
+                    config.hydra.overrides.hydra.append(f"{setting}={_quoted(str(chosen))}")
+            print(f"note: {directory} was taken by a run started in the same second: this one is {chosen}", flush=True)
+        directory = chosen
+    try:
+        claim(directory, setting)
+    except DirectoryInUse as error:  # a directory the user named: refused at once, nothing in it touched
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None  # not an Exception: Hydra's callback runner would only warn
+    return directory
+
+
+class ClaimOutputDir(Callback):
+    """One run per output dir (`pipeline.runtime.claim`): a run claims its run dir, a sweep its sweep dir, before
+    Hydra writes anything there (each job dir is claimed by `pipeline.__main__`). A dir named by the time (the
+    default `outputs/DATE/TIME`) that a run of the same second took gets a suffix (`TIME_2`); a dir the user named
+    that another run holds stops this one at once, with the holder's PID and host. The claim lasts until this
+    process (and its job's process) has ended."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        claim_output_dir(config, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        claim_output_dir(config, "sweep")
 
 
 class WriteRates(Callback):

@@ -13,6 +13,7 @@ writes local paths (flock, rename, footers). A URI other than file:// is refused
 from __future__ import annotations
 
 import hashlib
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -45,10 +46,12 @@ def parquet_sizes(path: str | Path) -> list[int]:
 
 def run_id(run_dir: Path) -> str:
     """A run's name under ROOT/runs/: the run dir's last parts (DATE/TIME, or DATE/TIME/N of a sweep) and a hash of
-    its whole path, so two checkouts' runs of the same second never share files."""
+    this host's name and the run dir's whole path, so two checkouts' runs of the same second never share files, nor
+    two drivers on two machines whose run dirs have the same path (`/tmp/run` on both); one run dir on one host
+    holds one run at a time (`pipeline.runtime.claim`)."""
     resolved = Path(run_dir).resolve()
     tail = "_".join(resolved.parts[-3:])
-    return f"{tail}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+    return f"{tail}-{hashlib.sha256(f'{socket.gethostname()}:{resolved}'.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ kernel if the job dies (`pipeline.runtime.lifetime`). A watcher thread notices w
 mid-run, stops what it left (the Triton server and its Python stubs) so the tasks' requests fail at once
 instead of waiting, and the run then fails with `ServerDied` naming the server and its exit. PyTriton's
 handshake with its stubs has a fixed 1 s deadline that a loaded machine can miss: a start that fails that way
-is retried (twice), any other failed start fails the run with the log's last lines.
+is retried (twice), and so is a start that found a probed free port taken by another program before Triton bound
+it (`PORT_TAKEN`: each attempt probes new ports); any other failed start fails the run with the log's last lines.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
 HANDSHAKE_FAILURE = "get_config_from_handshake_server"
+PORT_TAKEN = "already in use"  # Triton's "Socket '127.0.0.1:N' already in use", a port taken after the probe
 START_ATTEMPTS = 3
 USAGE_FILE = "device_usage.json"  # model=accelerator: the server's simulated-device totals (server.publish_usage)
 
@@ -90,6 +92,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def retryable(log_text: str) -> str | None:
+    """Why a failed start (its log) is worth another attempt on new ports, or None."""
+    if HANDSHAKE_FAILURE in log_text:
+        return "PyTriton's 1 s handshake"
+    if PORT_TAKEN in log_text:
+        return "a probed port was taken before the server bound it"
+    return None
 
 
 def port_in_use(port: int) -> bool:
@@ -351,11 +362,11 @@ def start(
         if process is not None:
             return popen, process, ready, log_file, spec
         tail = _tail(log_file)
-        if HANDSHAKE_FAILURE not in log_file.read_text(errors="replace") or attempt == START_ATTEMPTS:
+        if not retryable(log_file.read_text(errors="replace")) or attempt == START_ATTEMPTS:
             raise ServerError(
                 f"the model server exited before it was ready (exit {popen.returncode}): {tail}; log: {log_file}"
             )
-        log.warning("model server start %d failed in PyTriton's 1 s handshake: starting it again", attempt)
+        log.warning("model server start %d failed (%s): starting it again", attempt, retryable(log_file.read_text()))
     raise AssertionError("unreachable")
 
 

@@ -6,7 +6,9 @@ job sends it DataFrame plans over gRPC. `connect_server(conf, run_dir)` starts
 the foreground, as a child in its own process group, so the harness holds its PID; every application conf
 of the run (`spark.master` = the backend: `local[N]`, `local-cluster[...]` or the standalone master the
 harness started; the event log in the run dir) goes on its command line, because a Connect client may set
-only runtime SQL confs. It binds gRPC to 127.0.0.1 on a free port, writes `RUN_DIR/connect/server.log` and
+only runtime SQL confs. It binds gRPC to 127.0.0.1 on a free port (one another program takes between the probe
+and the bind is not a failure: the server tries the next ones, PORT_RETRIES of them, and the URL is the port its
+log says it started on), writes `RUN_DIR/connect/server.log` and
 `server.json` (command, PID, URL, timings), and is stopped by PID (`pipeline.runtime.processes.stop_processes`)
 however the block ends; SIGTERM lets its shutdown hook stop the SparkContext, which closes the event log.
 
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 START_TIMEOUT = 120.0
+PORT_RETRIES = 16  # the ports after the probed one the server tries (Spark's spark.port.maxRetries default)
 PROBE_TIMEOUT = 10.0
 _STARTED = re.compile(r"Spark Connect server started at: \S+?:(\d+)")
 
@@ -86,6 +89,7 @@ def server_command(conf: dict[str, str], port: int) -> list[str]:
         **conf,
         "spark.connect.grpc.binding.address": LOOPBACK,
         "spark.connect.grpc.binding.port": str(port),
+        "spark.connect.grpc.port.maxRetries": str(PORT_RETRIES),  # Spark's default, 0, fails on a port just taken
     }
     for key, value in full.items():
         args += ["--conf", f"{key}={value}"]
@@ -136,7 +140,7 @@ def connect_server(conf: dict[str, str], run_dir: Path) -> Iterator[ConnectServe
         record["pid"] = process.pid
         _write_record(directory, record)
         deadline = started + START_TIMEOUT
-        while not _listening(log_path, port):
+        while (bound := _listening(log_path)) is None:
             server.check_alive("while starting")
             if time.monotonic() > deadline:
                 raise ClusterError(
@@ -144,9 +148,12 @@ def connect_server(conf: dict[str, str], run_dir: Path) -> Iterator[ConnectServe
                     f"its log {log_path}, last lines:\n{_tail(log_path)}"
                 )
             time.sleep(0.2)
+        if bound != port:  # the probed port was taken before the server bound it
+            log.info("the Spark Connect server found port %d taken and bound %d", port, bound)
+            server.url = record["url"] = f"sc://{LOOPBACK}:{bound}"
         record["timings_s"]["up"] = round(time.monotonic() - started, 3)
         _write_record(directory, record)
-        log.info("Spark Connect server %s up in %.1f s (pid %d)", url, record["timings_s"]["up"], process.pid)
+        log.info("Spark Connect server %s up in %.1f s (pid %d)", server.url, record["timings_s"]["up"], process.pid)
         yield server
     finally:
         guard.defer()
@@ -165,13 +172,14 @@ def connect_server(conf: dict[str, str], run_dir: Path) -> Iterator[ConnectServe
             guard.restore()
 
 
-def _listening(log_path: Path, port: int) -> bool:
-    """The server logged that gRPC is up on `port` (its line comes after the SparkContext started)."""
+def _listening(log_path: Path) -> int | None:
+    """The port the server logged gRPC is up on (its line comes after the SparkContext started), or None yet."""
     try:
         text = log_path.read_text(errors="replace")
     except OSError:
-        return False
-    return any(int(match.group(1)) == port for match in _STARTED.finditer(text))
+        return None
+    match = _STARTED.search(text)
+    return int(match.group(1)) if match else None
 
 
 def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:

@@ -6,6 +6,11 @@ worker has registered (failing fast, with the logs' last lines, if a process exi
 the planned GPUs, and records commands, PIDs and timings in `run_dir/cluster/cluster.json`. However the
 block ends (return, exception, Ctrl-C, SIGTERM), the workers are stopped first, with the executors they
 spawned, then the master (`pipeline.runtime.processes`).
+
+The master's two ports are probed free, but another program (another run's cluster) may take one before the master
+binds it; Spark then binds the next port up (`spark.port.maxRetries`) and says so in its log only. The master URL
+and the web UI polled are the ports its log says it bound (`bound_ports`), never the probed ones: polling the probed
+web UI could find another run's master ALIVE and send this run's workers to it.
 """
 
 from __future__ import annotations
@@ -69,6 +74,20 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+_BOUND = re.compile(r"Successfully started service '(sparkMaster|MasterUI)' on port (\d+)")
+
+
+def bound_ports(log_path: Path) -> tuple[int, int] | None:
+    """(master port, web UI port) as the master's log says it bound them, or None before it has said both."""
+    try:
+        found = dict(_BOUND.findall(log_path.read_text(errors="replace")))
+    except OSError:
+        return None
+    if "sparkMaster" not in found or "MasterUI" not in found:
+        return None
+    return int(found["sparkMaster"]), int(found["MasterUI"])
 
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -159,7 +178,7 @@ def standalone(plan: Plan, run_dir: Path, worker_conf: dict[str, str]) -> Iterat
         opts = " ".join(filter(None, [os.environ.get("SPARK_WORKER_OPTS", ""), java_options(worker_conf)]))
         worker_overrides["SPARK_WORKER_OPTS"] = opts
         worker_env.update(worker_overrides)
-    port, webui = _free_ports(2)
+    port, webui = _free_ports(2)  # probed; the master may bind others (see the module docstring)
     master_url = f"spark://{LOOPBACK}:{port}"
     record: dict[str, Any] = {
         "master": master_url,
@@ -197,12 +216,17 @@ def standalone(plan: Plan, run_dir: Path, worker_conf: dict[str, str]) -> Iterat
             [spark_class, MASTER_CLASS, "--host", LOOPBACK, "--port", str(port), "--webui-port", str(webui)],
             env,
         )
-        _wait_until(
-            "the master to answer",
-            lambda: (_master_state(webui) or {}).get("status") == "ALIVE",
-            started,
-            REGISTER_TIMEOUT,
-        )
+
+        def master_up() -> tuple[int, int] | None:
+            bound = bound_ports(log_dir / "master.log")
+            return bound if bound and (_master_state(bound[1]) or {}).get("status") == "ALIVE" else None
+
+        bound = _wait_until("the master to answer", master_up, started, REGISTER_TIMEOUT)
+        if bound != (port, webui):
+            log.info("the standalone master found port(s) of %s taken and bound %s", (port, webui), bound)
+        port, webui = bound
+        master_url = record["master"] = f"spark://{LOOPBACK}:{port}"
+        record["master_webui"] = f"http://{LOOPBACK}:{webui}/"
         record["timings_s"]["master_up"] = round(time.monotonic() - t0, 3)
         t1 = time.monotonic()
         for i in range(plan.workers):
