@@ -1,7 +1,9 @@
-"""Shared fixtures: one cache of data and weights, and one SparkSession, per test session."""
+"""Shared fixtures: one cache of data and weights, one SparkSession and one namespace cluster with the tool on its
+nodes, per test session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from pipeline.inference.steps import Inference
 from tests.helpers.benchmarks import benchmarks_timed
 from tests.helpers.config import compose_config
 from tests.helpers.data import corrupt_images, write_images
+from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,3 +69,23 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     run_dir, config = tmp_path_factory.mktemp("spark"), compose_config()
     with cluster(config, run_dir) as local, spark_session(spark_conf(config, run_dir, 2**20, local)) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def tool_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespaceCluster]:
+    """A namespace cluster (tests/helpers/nscluster.py) of a master and two workers of 1 core and 1 emulated GPU
+    each, the tool installed on them (cluster.ship's default), and a storage directory every node and this machine
+    share: one a session, for the modules whose runs leave it as they found it (test_remote_cluster.py,
+    test_scaling.py); a cluster start is seconds of two shared cores. Tests that kill a node, or need nodes without
+    the tool or with a Connect server, start their own."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"namespace clusters cannot be made here: {reason}")
+    directory = tmp_path_factory.mktemp("tool-nodes")
+    storage = directory / "storage"
+    storage.mkdir()
+    with namespace_cluster(
+        directory / "cluster", workers=2, storage=storage, tool_on_nodes=True, gpus_per_worker=1
+    ) as cluster:
+        print(f"namespace cluster up: {cluster.timings}")
+        yield cluster

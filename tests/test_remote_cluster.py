@@ -8,11 +8,9 @@ run dir (0 images counted). Each test is one whole `python -m pipeline` in a sub
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
+from tests.helpers.nscluster import NamespaceCluster
 from tests.helpers.otherhosts import STYLES, left_on, on, run, sweep
 
 pytestmark = pytest.mark.slow
@@ -20,20 +18,11 @@ pytestmark = pytest.mark.slow
 TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: every style above; model_server: tests/test_node_servers.py
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespaceCluster]:
-    """A master and two workers of 1 core and 1 emulated GPU each, the tool installed on them (cluster.ship's
-    default), and a storage directory every node and this machine share."""
-    reason = unavailable()
-    if reason:
-        pytest.skip(f"namespace clusters cannot be made here: {reason}")
-    directory = tmp_path_factory.mktemp("remote")
-    storage = directory / "storage"
-    storage.mkdir()
-    with namespace_cluster(
-        directory / "cluster", workers=2, storage=storage, tool_on_nodes=True, gpus_per_worker=1
-    ) as cluster:
-        yield cluster
+@pytest.fixture
+def nodes(tool_nodes: NamespaceCluster) -> NamespaceCluster:
+    """The session's cluster (tests/conftest.py): a master and two workers of 1 core and 1 emulated GPU each, the
+    tool installed on them, and a storage directory every node and this machine share."""
+    return tool_nodes
 
 
 def test_a_run_on_other_machines_counts_every_image_and_agrees_with_the_reference(nodes, cache_dir, tmp_path):
@@ -74,8 +63,11 @@ def test_records_the_driver_cannot_read_fail_the_run_naming_the_storage_key(node
 )
 def test_every_variant_on_other_machines_agrees_with_the_reference(nodes, cache_dir, tmp_path, axis):
     key, options = axis
-    # sink=parquet: verify reads back what the pass wrote instead of running it again
-    results = sweep(tmp_path, key, options, *on(nodes, cache_dir, "verify=true", "sink=parquet", "gpu.emulate=1"))
+    # sink=parquet: verify reads back what the pass wrote instead of running it again. ResNet18: each variant's path
+    # on other machines is what is proven, not the network (ResNet50's is, by the first test); its weights are
+    # shipped the same way, and its passes are shorter.
+    overrides = on(nodes, cache_dir, "model.arch=resnet18", "verify=true", "sink=parquet", "gpu.emulate=1")
+    results = sweep(tmp_path, key, options, *overrides)
     for name, result in results.items():
         assert result["status"] == "ok", (name, result["error"])
         assert result["metrics"]["num_predicted"] == 8, name

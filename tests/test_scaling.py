@@ -8,7 +8,6 @@ machine); the figures of a full sweep are in docs/clusters.md, made by `python -
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,16 @@ import pytest
 from pipeline.data.datasets import prepare
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
-from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
+from tests.helpers.nscluster import NamespaceCluster
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespaceCluster]:
-    """A master and two workers of 1 core and 1 emulated GPU each, the tool on them, one shared storage dir."""
-    reason = unavailable()
-    if reason:
-        pytest.skip(f"namespace clusters cannot be made here: {reason}")
-    directory = tmp_path_factory.mktemp("scaling")
-    with namespace_cluster(directory / "cluster", workers=2, tool_on_nodes=True, gpus_per_worker=1) as cluster:
-        yield cluster
+@pytest.fixture
+def nodes(tool_nodes: NamespaceCluster) -> NamespaceCluster:
+    """The session's cluster (tests/conftest.py): a master and two workers of 1 core and 1 emulated GPU each, the
+    tool on them, one shared storage dir."""
+    return tool_nodes
 
 
 @pytest.mark.timeout(900)
