@@ -138,7 +138,30 @@ def test_a_missed_pick_is_flagged_with_the_rate_that_explains_it():
     result = as_result(read_result(CALIBRATE_RUNS / "2" / "result.json"))
     line = compare(fast, 1, result)
     assert "MISSED" in line and "model:" in line
-    assert explain(fast, result).startswith("model:")
+    assert explain(fast, result, slower=True).startswith("model:")
+
+
+def test_a_miss_is_explained_by_a_rate_that_strayed_its_way_never_by_one_that_narrowed_it():
+    found = calibrated()
+    result = as_result(read_result(CALIBRATE_RUNS / "2" / "result.json"))
+    skewed = replace(
+        found,
+        model=ModelCost("resnet50", False, 0.0, 1e-4, 0.0, "skewed for the test"),
+        rates=replace(found.rates, task_s=1000.0),
+    )
+    assert explain(skewed, result, slower=True).startswith("model:")
+    assert explain(skewed, result, slower=False).startswith("task_s:")
+
+
+def test_a_miss_no_rate_strayed_towards_says_so():
+    found = calibrated()
+    result = as_result(read_result(CALIBRATE_RUNS / "2" / "result.json"))
+    slow = replace(
+        found,
+        model=ModelCost("resnet50", False, 0.0, 1000.0, 0.0, "skewed for the test"),
+        rates=replace(found.rates, task_s=1000.0, preprocess_s=1000.0),
+    )
+    assert explain(slow, result, slower=True).startswith("no single rate")
 
 
 def test_the_report_opens_with_advice_when_its_directory_holds_a_rates_file(tmp_path):
