@@ -62,13 +62,16 @@ def inference(weights_file: Path) -> Inference:
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
-    """The test session's one SparkSession (local[2]), built from the same conf builder as a run."""
+    """The test session's one SparkSession (local[2]), built from the same conf builder as a run. Its driver JVM
+    is stopped with it, as a job stops its own: left to die with pytest's process, it outlived the suite by a
+    moment, long enough for CI's check for surviving Spark processes to find it."""
     from pipeline.spark.cluster import cluster
-    from pipeline.spark.session import spark_conf, spark_session
+    from pipeline.spark.session import spark_conf, spark_session, stop_driver_jvm
 
     run_dir, config = tmp_path_factory.mktemp("spark"), compose_config()
     with cluster(config, run_dir) as local, spark_session(spark_conf(config, run_dir, 2**20, local)) as session:
         yield session
+    stop_driver_jvm()
 
 
 @pytest.fixture(scope="session")
