@@ -141,26 +141,22 @@ def test_a_missed_pick_is_flagged_with_the_rate_that_explains_it():
     assert explain(fast, result, slower=True).startswith("model:")
 
 
-def test_a_miss_is_explained_by_a_rate_that_strayed_its_way_never_by_one_that_narrowed_it():
+def _skewed(model_s_per_image: float, **rates: float):
+    """The calibration with its model's time an image and some rates set for a test, and the run it explains."""
     found = calibrated()
-    result = as_result(read_result(CALIBRATE_RUNS / "2" / "result.json"))
-    skewed = replace(
-        found,
-        model=ModelCost("resnet50", False, 0.0, 1e-4, 0.0, "skewed for the test"),
-        rates=replace(found.rates, task_s=1000.0),
-    )
+    model = ModelCost("resnet50", False, 0.0, model_s_per_image, 0.0, "skewed for the test")
+    skewed = replace(found, model=model, rates=replace(found.rates, **rates))
+    return skewed, as_result(read_result(CALIBRATE_RUNS / "2" / "result.json"))
+
+
+def test_a_miss_is_explained_by_a_rate_that_strayed_its_way_never_by_one_that_narrowed_it():
+    skewed, result = _skewed(1e-4, task_s=1000.0)
     assert explain(skewed, result, slower=True).startswith("model:")
     assert explain(skewed, result, slower=False).startswith("task_s:")
 
 
 def test_a_miss_no_rate_strayed_towards_says_so():
-    found = calibrated()
-    result = as_result(read_result(CALIBRATE_RUNS / "2" / "result.json"))
-    slow = replace(
-        found,
-        model=ModelCost("resnet50", False, 0.0, 1000.0, 0.0, "skewed for the test"),
-        rates=replace(found.rates, task_s=1000.0, preprocess_s=1000.0),
-    )
+    slow, result = _skewed(1000.0, task_s=1000.0, preprocess_s=1000.0)
     assert explain(slow, result, slower=True).startswith("no single rate")
 
 

@@ -362,11 +362,12 @@ def start(
         if process is not None:
             return popen, process, ready, log_file, spec
         tail = _tail(log_file)
-        if not retryable(log_file.read_text(errors="replace")) or attempt == START_ATTEMPTS:
+        why = retryable(log_file.read_text(errors="replace"))
+        if why is None or attempt == START_ATTEMPTS:
             raise ServerError(
                 f"the model server exited before it was ready (exit {popen.returncode}): {tail}; log: {log_file}"
             )
-        log.warning("model server start %d failed (%s): starting it again", attempt, retryable(log_file.read_text()))
+        log.warning("model server start %d failed (%s): starting it again", attempt, why)
     raise AssertionError("unreachable")
 
 
