@@ -26,8 +26,10 @@ from pipeline.runtime.claim import CLAIM_FILE, DirectoryInUse, claim, claimed, h
 from pipeline.runtime.locks import LockTimeout, bounded_lock
 from pipeline.serving import environment, launcher
 from pipeline.spark import connect, standalone
+from pipeline.spark.plan import plan as spark_plan
 from tests.helpers.cli import checkout_env, cli, result_of
-from tests.helpers.locking import lock_held_elsewhere
+from tests.helpers.config import compose_config
+from tests.helpers.locking import lock_held_elsewhere, ports_taken
 
 HOLD = """
 import subprocess, sys, time
@@ -428,6 +430,30 @@ def test_a_connect_server_tries_the_next_ports_and_is_reached_on_the_one_it_logg
     log = tmp_path / "server.log"
     log.write_text("INFO SparkConnectServer: Spark Connect server started at: 127.0.0.1:15003\n")
     assert connect._listening(log) == 15003
+
+
+@pytest.mark.slow
+def test_a_standalone_master_whose_probed_ports_are_taken_is_used_on_the_ports_it_bound(tmp_path, monkeypatch):
+    plan = spark_plan(compose_config("cluster=standalone", "cluster.worker_cores=1", "cluster.worker_memory=1g"))
+    with ports_taken(2) as taken:
+        monkeypatch.setattr(standalone, "_free_ports", lambda count: taken[:count])
+        # it yields once its worker has registered with the master, at the master URL it gives
+        with standalone.standalone(plan, tmp_path, {}) as (master_url, _, log_dir):
+            bound = standalone.bound_ports(log_dir / "master.log")
+            assert bound is not None and not set(bound) & set(taken)
+            assert master_url == f"spark://127.0.0.1:{bound[0]}"
+            assert json.loads((log_dir / "cluster.json").read_text())["master_webui"] == f"http://127.0.0.1:{bound[1]}/"
+
+
+@pytest.mark.slow
+def test_a_connect_server_whose_probed_port_is_taken_is_used_on_the_port_it_bound(tmp_path, monkeypatch):
+    conf = {"spark.master": "local[1]", "spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"}
+    with ports_taken(1) as taken:
+        monkeypatch.setattr(connect, "_free_ports", lambda count: taken[:count])
+        with connect.connect_server(conf, tmp_path) as server:
+            bound = connect._listening(tmp_path / "connect" / "server.log")
+            assert bound not in taken and server.url == f"sc://127.0.0.1:{bound}"
+            connect.probe(server.url)  # the server answers there
 
 
 def test_a_model_server_start_that_found_its_port_taken_is_tried_again_on_new_ports():

@@ -1,10 +1,11 @@
-"""A lock held by another process, for the tests of bounded waits (`pipeline.runtime.locks`): a small Python
-process that takes the flock as the tool does, names itself in the lock file, says so, and sleeps until the test
-stops it by its PID."""
+"""What another run holds, for the side-by-side tests: a lock held by another process (`lock_held_elsewhere`: a small
+Python process that takes the flock as the tool does, names itself in the lock file, says so, and sleeps until the
+test stops it by its PID), and ports another program took between the tool's probe and its bind (`ports_taken`)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,3 +36,20 @@ def lock_held_elsewhere(lock_file: Path) -> Iterator[subprocess.Popen]:
         process.kill()
         process.wait(timeout=30)
         process.stdout.close()
+
+
+@contextmanager
+def ports_taken(count: int) -> Iterator[list[int]]:
+    """`count` loopback ports this process listens on for the block: what another program that bound a probed port
+    first looks like to the process that probed it."""
+    sockets = []
+    try:
+        for _ in range(count):
+            taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(taken)
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        yield [taken.getsockname()[1] for taken in sockets]
+    finally:
+        for taken in sockets:
+            taken.close()
