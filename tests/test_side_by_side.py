@@ -1,6 +1,9 @@
 """Runs side by side (issue 31): two runs never share a run dir by accident. A run claims its run dir (a sweep its
 sweep dir) before any work; a second run into it stops at once naming the holder; a dir named by the time gets a
-suffix when a run of the same second took it. The data-set cache's two-runs test is in tests/test_lost.py."""
+suffix when a run of the same second took it; a dir inside or around a held one is refused too. The caches' locks are
+waited for within a bound, naming their holder; a cache entry two machines write at once stays whole; a port taken
+between the harness's probe and the bind is used as bound. The data-set cache's two-runs test is in
+tests/test_lost.py."""
 
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ from omegaconf import OmegaConf
 
 from pipeline.callbacks import claim_output_dir
 from pipeline.data import datasets, storage
-from pipeline.rundir import atomic_write
 from pipeline.runtime.claim import CLAIM_FILE, DirectoryInUse, claim, claimed, holder_of, this_host, unique_dir
 from pipeline.runtime.locks import LockTimeout, bounded_lock
 from pipeline.serving import environment, launcher
@@ -29,7 +31,7 @@ from pipeline.spark import connect, standalone
 from pipeline.spark.plan import plan as spark_plan
 from tests.helpers.cli import checkout_env, cli, result_of
 from tests.helpers.config import compose_config
-from tests.helpers.locking import lock_held_elsewhere, ports_taken
+from tests.helpers.locking import lock_held_elsewhere, ports_taken, write_entry_as
 
 HOLD = """
 import subprocess, sys, time
@@ -240,27 +242,13 @@ def test_a_lock_its_holder_released_is_taken_at_once_and_names_the_new_holder(tm
 
 
 # --- the weights and reference caches: one entry written by two machines at once -------------------------------
-def _write_entry_as(host: str, path: str, payload: bytes, barrier, errors) -> None:
-    """Write `payload` to `path` 20 times, as a process of PID 4242 on `host`: two machines' writers with one PID."""
-    import socket
-
-    os.getpid = lambda: 4242  # this spawned process's own; the other one gets the same
-    socket.gethostname = lambda: host
-    try:
-        barrier.wait(timeout=60)
-        for _ in range(20):
-            atomic_write(Path(path), payload)
-    except BaseException as error:  # noqa: BLE001 - reported to the test, which fails on it
-        errors.put(f"{host}: {error!r}")
-
-
 def test_two_machines_writing_one_cache_entry_at_once_leave_it_whole_and_no_temporary_file(tmp_path):
     entry = tmp_path / "weights" / "resnet50-seed0.pt"
     payloads = {"node-a": b"a" * 4_000_000, "node-b": b"b" * 3_000_000}
     context = get_context("spawn")
     barrier, errors = context.Barrier(2), context.Queue()
     writers = [
-        context.Process(target=_write_entry_as, args=(host, str(entry), payload, barrier, errors))
+        context.Process(target=write_entry_as, args=(host, str(entry), payload, barrier, errors))
         for host, payload in payloads.items()
     ]
     for writer in writers:

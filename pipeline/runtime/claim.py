@@ -4,7 +4,8 @@ their work and then failing on each other's files (two Spark event logs, one res
 
 The claim is an exclusive `flock` on `DIR/.claim`, which holds the holder's PID, host and process start time. The
 kernel drops a flock however its holder ends (success, failure, Ctrl-C, SIGTERM, SIGKILL), so a claim can never
-outlive its run on this machine; a run that ends normally also removes the file. A file left behind (the run was
+outlive its run on this machine; a run that ends normally, by an exception or by SIGTERM (`lifetime.on_termination`)
+also removes the file. A file left behind (the run was
 killed) whose process is gone is taken over with a warning. A file naming another host is refused even when the
 flock was granted: a network filesystem without coherent locks grants every flock, and whether that host's run is
 still going cannot be seen from here (the message says which file to remove once it is over).
@@ -12,6 +13,10 @@ still going cannot be seen from here (the message says which file to remove once
 A claim is held by this process and, through `fd` handed to a child (`subprocess.Popen(pass_fds=...)`), by that
 child too: the flock then lasts until both have ended, so a job that outlives a killed parent for a moment still
 holds its directory. Claiming a directory this process already holds nests (`depth`); the outermost release frees it.
+
+A directory above or below one another live process claims is refused too (`relative_in_use`): Hydra writes `.hydra/`
+and its log into a run dir, so a run into a held sweep's job dir, or a sweep around a held run dir, would write into
+the other run's files. This process's own claims nest (a sweep holds its sweep dir and then each job dir).
 """
 
 from __future__ import annotations
@@ -224,8 +229,8 @@ def relative_in_use(directory: Path) -> tuple[Path, Holder | None] | None:
     for relative in (*directory.parents, *_below(directory)):
         if relative in _held or not (relative / CLAIM_FILE).is_file():
             continue
-        holder = _live_holder(relative / CLAIM_FILE)
-        if holder is not False:
+        held, holder = _held_elsewhere(relative / CLAIM_FILE)
+        if held:
             return relative, holder
     return None
 
@@ -242,20 +247,20 @@ def _below(directory: Path) -> Iterator[Path]:
             yield Path(parent, name)
 
 
-def _live_holder(path: Path) -> Holder | None | bool:
-    """The holder of claim file `path` when a live process holds its flock (None: not named yet), else False. A
-    shared flock tried and dropped at once: it fails only while an exclusive one is held."""
+def _held_elsewhere(path: Path) -> tuple[bool, Holder | None]:
+    """Whether a live process holds the flock of claim file `path`, and the holder it names (None: not named yet).
+    A shared flock tried and dropped at once: it fails only while an exclusive one is held."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False
+        return False, None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return read_holder(fd)
+            return True, read_holder(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
+        return False, None
     finally:
         os.close(fd)
 

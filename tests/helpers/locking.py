@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.helpers.cli import checkout_env
 
@@ -53,3 +54,30 @@ def ports_taken(count: int) -> Iterator[list[int]]:
     finally:
         for taken in sockets:
             taken.close()
+
+
+class _AsAnotherMachine:
+    """The `os` and `socket` modules as `pipeline.rundir` sees them in `write_entry_as`: PID 4242 and another host
+    name, the rest as they are (the real `os.getpid` stays: multiprocessing needs it)."""
+
+    def __init__(self, module: Any, **replaced: Any) -> None:
+        self._module, self._replaced = module, replaced
+
+    def __getattr__(self, name: str) -> Any:
+        return self._replaced[name] if name in self._replaced else getattr(self._module, name)
+
+
+def write_entry_as(host: str, path: str, payload: bytes, barrier, errors) -> None:
+    """Write `payload` to cache entry `path` 40 times through `atomic_write`, as a process of PID 4242 on `host`: one
+    of two machines' writers that have the same PID. The target of a spawned process (this module imports little,
+    so it starts fast); an error goes to the `errors` queue for the test."""
+    from pipeline import rundir
+
+    rundir.os = _AsAnotherMachine(os, getpid=lambda: 4242)  # this spawned process's own; the other's is the same
+    rundir.socket = _AsAnotherMachine(socket, gethostname=lambda: host)
+    try:
+        barrier.wait(timeout=60)
+        for _ in range(40):
+            rundir.atomic_write(Path(path), payload)
+    except BaseException as error:  # noqa: BLE001 - reported to the test, which fails on it
+        errors.put(f"{host}: {error!r}")
