@@ -196,10 +196,13 @@ def test_a_run_inside_or_around_a_held_dir_stops_at_once_and_leaves_the_holders_
         if sweep
         else [f"hydra.run.dir={tmp_path / 'sweep' / '3'}"]
     )
+    started = time.monotonic()
     done = cli(tmp_path, *where, "model=null_model", env=checkout_env(), timeout=60)
+    took = time.monotonic() - started
     assert done.returncode == 1, done.stderr[-2000:]
     assert f"is in use by PID {held.process.pid} on host {this_host()}" in done.stderr
     assert "Traceback" not in done.stderr
+    assert took < at_once(), took
     assert _tree(tmp_path) == before  # no .hydra/, no log, no claim file, in the holder's dirs or around them
 
 
