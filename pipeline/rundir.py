@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -160,14 +162,22 @@ def explain_storage(message: str, roots: Iterable[WriteRoot]) -> str:
     return f"{message} ({root.name} {paths[root]}): {todo} or choose another {root.setting}"
 
 
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside `path` that no other writer uses, `.NAME.PID-HOST-RANDOM.tmp`: two processes writing one
+    entry of a cache shared by two machines (a `cache_dir` over NFS) may have the same PID, and two writes into
+    one temporary file would rename a mix of both. The PID and host say whose it is; the random part makes it
+    unique."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{socket.gethostname()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
 @contextmanager
 def staged(path: Path) -> Iterator[Path]:
-    """A hidden temporary name beside `path` (`.NAME.PID.tmp`) for the block to write; renamed to `path` when the
+    """A hidden temporary name beside `path` (`temporary_name`) for the block to write; renamed to `path` when the
     block ends, so a reader sees the old file or the whole new one, never a part. When the block or the rename
     fails, the temporary file is removed (a full disk keeps no half file, a killed job's is hidden), and an
     OSError is raised as a StorageError naming `path`."""
     path = Path(path)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging = temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield staging

@@ -1,6 +1,9 @@
 """Runs side by side (issue 31): two runs never share a run dir by accident. A run claims its run dir (a sweep its
 sweep dir) before any work; a second run into it stops at once naming the holder; a dir named by the time gets a
-suffix when a run of the same second took it. The data-set cache's two-runs test is in tests/test_lost.py."""
+suffix when a run of the same second took it; a dir inside or around a held one is refused too. The caches' locks are
+waited for within a bound, naming their holder; a cache entry two machines write at once stays whole; a port taken
+between the harness's probe and the bind is used as bound. The data-set cache's two-runs test is in
+tests/test_lost.py."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from multiprocessing import get_context
 from pathlib import Path
 
 import psutil
@@ -19,11 +23,15 @@ from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf
 
 from pipeline.callbacks import claim_output_dir
-from pipeline.data import storage
+from pipeline.data import datasets, storage
 from pipeline.runtime.claim import CLAIM_FILE, DirectoryInUse, claim, claimed, holder_of, this_host, unique_dir
-from pipeline.serving import launcher
+from pipeline.runtime.locks import LockTimeout, bounded_lock
+from pipeline.serving import environment, launcher
 from pipeline.spark import connect, standalone
+from pipeline.spark.plan import plan as spark_plan
 from tests.helpers.cli import checkout_env, cli, result_of
+from tests.helpers.config import compose_config
+from tests.helpers.locking import lock_held_elsewhere, ports_taken, write_entry_as
 
 HOLD = """
 import subprocess, sys, time
@@ -83,7 +91,7 @@ def test_a_dir_another_process_holds_is_refused_at_once_naming_its_pid_and_host(
 
 
 def test_a_claim_ends_with_its_holder_and_a_run_that_ended_leaves_no_file(tmp_path, holder):
-    holder(tmp_path / "run").stop(signal.SIGTERM)  # no cleanup of its own ran: the kernel dropped the flock
+    holder(tmp_path / "run").stop(signal.SIGKILL)  # no cleanup of its own ran: the kernel dropped the flock
     with claimed(tmp_path / "run"):
         assert json.loads((tmp_path / "run" / CLAIM_FILE).read_text())["pid"] == os.getpid()
     assert not (tmp_path / "run" / CLAIM_FILE).exists()
@@ -96,6 +104,13 @@ def test_a_claim_left_by_a_killed_run_is_taken_over_with_a_warning(tmp_path, hol
     with caplog.at_level(logging.WARNING), claimed(tmp_path / "run"):
         pass
     assert f"taking over the claim of PID {killed.process.pid} on host {this_host()}" in caplog.text
+
+
+def test_a_run_ended_by_sigterm_before_its_job_started_removes_its_claim_file(tmp_path, holder):
+    ended = holder(tmp_path / "run")
+    ended.stop(signal.SIGTERM)
+    assert ended.process.returncode == -signal.SIGTERM  # it still ends by the signal, as a caller expects
+    assert not (tmp_path / "run" / CLAIM_FILE).exists()
 
 
 def test_a_claim_handed_to_a_child_lasts_until_the_child_ends_too(tmp_path, holder):
@@ -131,6 +146,125 @@ def test_claims_of_one_process_nest_and_the_outermost_release_frees_the_dir(tmp_
     assert (tmp_path / CLAIM_FILE).exists()
     outer.release()
     assert holder_of(tmp_path) is None and not (tmp_path / CLAIM_FILE).exists()
+
+
+# --- dirs inside or around another run's dir ------------------------------------------------------------------
+def test_a_dir_inside_a_dir_another_run_holds_is_refused_naming_it_and_nothing_is_made(tmp_path, holder):
+    held = holder(tmp_path / "sweep")
+    with pytest.raises(DirectoryInUse) as refused:
+        claim(tmp_path / "sweep" / "3", "hydra.run.dir")
+    assert str(refused.value).startswith(f"{tmp_path / 'sweep'} is in use by PID {held.process.pid}")
+    assert f"{tmp_path / 'sweep' / '3'} lies inside it; choose another hydra.run.dir" in str(refused.value)
+    assert not (tmp_path / "sweep" / "3").exists()
+
+
+def test_a_dir_around_a_dir_another_run_holds_is_refused_naming_it_and_nothing_is_made(tmp_path, holder):
+    held = holder(tmp_path / "outputs" / "run")
+    with pytest.raises(DirectoryInUse) as refused:
+        claim(tmp_path / "outputs", "hydra.sweep.dir")
+    assert str(refused.value).startswith(f"{tmp_path / 'outputs' / 'run'} is in use by PID {held.process.pid}")
+    assert f"it lies inside {tmp_path / 'outputs'}; choose another hydra.sweep.dir" in str(refused.value)
+    assert not (tmp_path / "outputs" / CLAIM_FILE).exists()
+
+
+def test_a_process_claims_dirs_inside_its_own_claimed_dir(tmp_path):
+    with claimed(tmp_path / "sweep"), claimed(tmp_path / "sweep" / "0") as job:
+        assert holder_of(tmp_path / "sweep" / "0") is job
+
+
+def test_a_claim_left_by_a_killed_run_above_or_below_does_not_count(tmp_path, holder):
+    holder(tmp_path / "sweep").stop(signal.SIGKILL)
+    holder(tmp_path / "other" / "run").stop(signal.SIGKILL)
+    with claimed(tmp_path / "sweep" / "3"), claimed(tmp_path / "other"):
+        pass
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_run_inside_or_around_a_held_dir_stops_at_once_and_leaves_the_holders_files_as_they_were(
+    tmp_path, holder, sweep
+):
+    held = holder(tmp_path / "sweep" / "3") if sweep else holder(tmp_path / "sweep")
+    (tmp_path / "sweep" / "3").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "sweep" / "3" / "result.json").write_text("{}")  # the holder's job dir and its files
+    before = _tree(tmp_path)
+    where = (
+        ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "model.batch_size=8,16"]
+        if sweep
+        else [f"hydra.run.dir={tmp_path / 'sweep' / '3'}"]
+    )
+    started = time.monotonic()
+    done = cli(tmp_path, *where, "model=null_model", env=checkout_env(), timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"is in use by PID {held.process.pid} on host {this_host()}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert took < at_once(), took
+    assert _tree(tmp_path) == before  # no .hydra/, no log, no claim file, in the holder's dirs or around them
+
+
+# --- the bounded waits of the caches' locks ---------------------------------------------------------------------
+def test_a_data_set_generation_lock_another_process_holds_is_waited_for_within_the_bound_naming_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(datasets, "GENERATION_WAIT_S", 0.5)
+    lock_file = tmp_path / "locks" / "synthetic-jpeg-16-abc.lock"
+    with lock_held_elsewhere(lock_file) as other:
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as waited, datasets._generation_lock(lock_file):
+            pass
+        assert time.monotonic() - started < 5
+    assert f"waited 0 s for PID {other.pid} on host {this_host()}" in str(waited.value)
+    assert f"generating data set synthetic-jpeg-16-abc (lock file {lock_file})" in str(waited.value)
+
+
+def test_the_model_server_environment_lock_another_process_holds_is_waited_for_within_the_bound_naming_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(environment, "MAKE_WAIT_S", 0.5)
+    lock_file = tmp_path / f"{environment.name()}.lock"
+    with lock_held_elsewhere(lock_file) as other:
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as waited:
+            environment.ensure(tmp_path)
+        assert time.monotonic() - started < 5
+    assert f"for PID {other.pid} on host {this_host()}" in str(waited.value)
+    assert f"making the model server's environment {tmp_path / environment.name()}" in str(waited.value)
+    assert not (tmp_path / environment.name()).exists()
+
+
+def test_a_lock_its_holder_released_is_taken_at_once_and_names_the_new_holder(tmp_path):
+    lock_file = tmp_path / "entry.lock"
+    with lock_held_elsewhere(lock_file):
+        pass
+    with bounded_lock(lock_file, 0.5, "testing"):
+        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+
+
+# --- the weights and reference caches: one entry written by two machines at once -------------------------------
+def test_two_machines_writing_one_cache_entry_at_once_leave_it_whole_and_no_temporary_file(tmp_path):
+    entry = tmp_path / "weights" / "resnet50-seed0.pt"
+    payloads = {"node-a": b"a" * 4_000_000, "node-b": b"b" * 3_000_000}
+    context = get_context("spawn")
+    barrier, errors = context.Barrier(2), context.Queue()
+    writers = [
+        context.Process(target=write_entry_as, args=(host, str(entry), payload, barrier, errors))
+        for host, payload in payloads.items()
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:  # by PID, each
+        writer.join(timeout=120)
+        if writer.is_alive():
+            writer.kill()
+            writer.join(timeout=30)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert errors.empty(), errors.get()
+    assert entry.read_bytes() in payloads.values()
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]
 
 
 # --- dirs named by the time ------------------------------------------------------------------------------------
@@ -287,6 +421,30 @@ def test_a_connect_server_tries_the_next_ports_and_is_reached_on_the_one_it_logg
     log = tmp_path / "server.log"
     log.write_text("INFO SparkConnectServer: Spark Connect server started at: 127.0.0.1:15003\n")
     assert connect._listening(log) == 15003
+
+
+@pytest.mark.slow
+def test_a_standalone_master_whose_probed_ports_are_taken_is_used_on_the_ports_it_bound(tmp_path, monkeypatch):
+    plan = spark_plan(compose_config("cluster=standalone", "cluster.worker_cores=1", "cluster.worker_memory=1g"))
+    with ports_taken(2) as taken:
+        monkeypatch.setattr(standalone, "_free_ports", lambda count: taken[:count])
+        # it yields once its worker has registered with the master, at the master URL it gives
+        with standalone.standalone(plan, tmp_path, {}) as (master_url, _, log_dir):
+            bound = standalone.bound_ports(log_dir / "master.log")
+            assert bound is not None and not set(bound) & set(taken)
+            assert master_url == f"spark://127.0.0.1:{bound[0]}"
+            assert json.loads((log_dir / "cluster.json").read_text())["master_webui"] == f"http://127.0.0.1:{bound[1]}/"
+
+
+@pytest.mark.slow
+def test_a_connect_server_whose_probed_port_is_taken_is_used_on_the_port_it_bound(tmp_path, monkeypatch):
+    conf = {"spark.master": "local[1]", "spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"}
+    with ports_taken(1) as taken:
+        monkeypatch.setattr(connect, "_free_ports", lambda count: taken[:count])
+        with connect.connect_server(conf, tmp_path) as server:
+            bound = connect._listening(tmp_path / "connect" / "server.log")
+            assert bound not in taken and server.url == f"sc://127.0.0.1:{bound}"
+            connect.probe(server.url)  # the server answers there
 
 
 def test_a_model_server_start_that_found_its_port_taken_is_tried_again_on_new_ports():

@@ -16,7 +16,6 @@ the staging directory (`pipeline.spark.generation`). Both make rows and write fi
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -42,11 +41,13 @@ from pipeline.inference.preprocess import DEFAULT_MAX_PIXELS, BadImage, bad_raw,
 from pipeline.rundir import WRITE_ERRNOS, storage_error
 from pipeline.runtime import progress
 from pipeline.runtime.lifetime import die_with_parent
+from pipeline.runtime.locks import bounded_lock
 
 GENERATOR_VERSION = 1  # bump when synthetic images change, so cached data sets are rebuilt
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 META_FILE = "_dataset.json"
 STAGING = ".tmp-"  # <data set>.tmp-<pid>: a generation in progress
+GENERATION_WAIT_S = 2 * 3600.0  # the longest a run waits for another's generation of a data set it needs
 log = logging.getLogger(__name__)
 
 
@@ -317,22 +318,12 @@ def describe(path: Path, spec: dict, generated: bool, prepare_s: float) -> Datas
     return Dataset(path, num_images, len(files), sum(sizes), spec, generated, prepare_s, row_group_rows, max(sizes))
 
 
-@contextmanager
-def _generation_lock(lock_file: Path) -> Iterator[None]:
+def _generation_lock(lock_file: Path) -> AbstractContextManager[None]:
     """One process at a time checks, generates and describes a cached data set: two runs that need the same
     new data set generate it once (the second waits, then finds it cached), and none swaps the directory
-    under another that reads it. An exclusive flock, released by the kernel however the holder ends."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process generating %s", lock_file.stem)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    under another that reads it. An exclusive flock, released by the kernel however the holder ends; waited for at
+    most GENERATION_WAIT_S, then a LockTimeout naming the lock file and its holder (`pipeline.runtime.locks`)."""
+    return bounded_lock(lock_file, GENERATION_WAIT_S, f"generating data set {lock_file.stem}")
 
 
 def _remove_stale_staging(path: Path) -> None:

@@ -4,7 +4,8 @@ their work and then failing on each other's files (two Spark event logs, one res
 
 The claim is an exclusive `flock` on `DIR/.claim`, which holds the holder's PID, host and process start time. The
 kernel drops a flock however its holder ends (success, failure, Ctrl-C, SIGTERM, SIGKILL), so a claim can never
-outlive its run on this machine; a run that ends normally also removes the file. A file left behind (the run was
+outlive its run on this machine; a run that ends normally, by an exception or by SIGTERM (`lifetime.on_termination`)
+also removes the file. A file left behind (the run was
 killed) whose process is gone is taken over with a warning. A file naming another host is refused even when the
 flock was granted: a network filesystem without coherent locks grants every flock, and whether that host's run is
 still going cannot be seen from here (the message says which file to remove once it is over).
@@ -12,6 +13,10 @@ still going cannot be seen from here (the message says which file to remove once
 A claim is held by this process and, through `fd` handed to a child (`subprocess.Popen(pass_fds=...)`), by that
 child too: the flock then lasts until both have ended, so a job that outlives a killed parent for a moment still
 holds its directory. Claiming a directory this process already holds nests (`depth`); the outermost release frees it.
+
+A directory above or below one another live process claims is refused too (`relative_in_use`): Hydra writes `.hydra/`
+and its log into a run dir, so a run into a held sweep's job dir, or a sweep around a held run dir, would write into
+the other run's files. This process's own claims nest (a sweep holds its sweep dir and then each job dir).
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from pathlib import Path
 import psutil
 
 from pipeline.rundir import storage_error
+from pipeline.runtime.lifetime import on_termination
 
 log = logging.getLogger(__name__)
 
 CLAIM_FILE = ".claim"  # hidden: the reports and `files_named` never see it
 ATTEMPTS = 5  # a claim file removed between our open and our flock is opened again, a bounded number of times
+PROBE_GRACE_S = 0.05  # a flock refused for this long is held: another run's probe holds it for microseconds
+SCAN_DIRS = 10_000  # the directories under a claimed one searched for claims of other runs
 
 
 @dataclass(frozen=True)
@@ -105,12 +113,21 @@ def _key(directory: Path | str) -> Path:
     return Path(os.path.abspath(directory))
 
 
-def _read(fd: int) -> Holder | None:
+def read_holder(fd: int) -> Holder | None:
+    """The holder a lock file `fd` names (`write_holder`), or None while it is empty or being written."""
     try:
         record = json.loads(os.pread(fd, 4096, 0) or b"null")
         return Holder(int(record["pid"]), str(record["host"]), float(record.get("started", 0.0)))
     except (OSError, ValueError, TypeError, KeyError):
         return None
+
+
+def write_holder(fd: int) -> None:
+    """Name this process in lock file `fd` (after taking its flock): whoever finds the lock taken can say who holds
+    it, and a file left by a killed holder can be told from a live one (`Holder.alive_here`)."""
+    mine = me()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": mine.pid, "host": mine.host, "started": mine.started}).encode(), 0)
 
 
 def _refuse(fd: int, directory: Path, holder: Holder | None, advice: str) -> DirectoryInUse:
@@ -120,12 +137,37 @@ def _refuse(fd: int, directory: Path, holder: Holder | None, advice: str) -> Dir
 
 def claim(directory: Path, setting: str = "the directory") -> Claim:
     """Hold `directory` (created if missing) for this process; raises DirectoryInUse at once when another run holds
-    it. `setting` names what chooses the directory, for the advice (`hydra.run.dir`)."""
+    it, or a directory above or below it (`relative_in_use`). `setting` names what chooses the directory, for the
+    advice (`hydra.run.dir`)."""
     directory = _key(directory)
     held = _held.get(directory)
     if held is not None:
         held.depth += 1
         return held
+    _refuse_relatives(directory, setting)  # before anything is made: the holder's directory stays as it was
+    created = _missing(directory)
+    held = _take(directory, setting)
+    try:  # again, now that this claim is visible: of two runs claiming nested dirs at once, one sees the other
+        _refuse_relatives(directory, setting)
+    except DirectoryInUse:
+        held.release()
+        for made in reversed(created):
+            with suppress(OSError):
+                made.rmdir()
+        raise
+    on_termination(_release_all)  # a SIGTERM before the job starts: the claim file goes too
+    _held[directory] = held
+    return held
+
+
+def _missing(directory: Path) -> list[Path]:
+    """`directory` and those above it that do not exist yet, outermost first: what a refused claim removes."""
+    missing = [parent for parent in (directory, *directory.parents) if not parent.exists()]
+    return missing[::-1]
+
+
+def _take(directory: Path, setting: str) -> Claim:
+    """The flock on DIR/.claim, with this process named in it, or DirectoryInUse."""
     path = directory / CLAIM_FILE
     for _ in range(ATTEMPTS):
         try:  # a read-only or full run dir: the one-line StorageError every other write there gives
@@ -133,10 +175,8 @@ def claim(directory: Path, setting: str = "the directory") -> Claim:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as error:
             raise storage_error(error, path) from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _refuse(fd, directory, _read(fd), f"choose another {setting}, or wait for that run to end") from None
+        if not _flock(fd):
+            raise _refuse(fd, directory, read_holder(fd), f"choose another {setting}, or wait for that run to end")
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -144,7 +184,7 @@ def claim(directory: Path, setting: str = "the directory") -> Claim:
         if not same:  # its holder released it (removing the file) between our open and our flock: open it anew
             os.close(fd)
             continue
-        earlier = _read(fd)
+        earlier = read_holder(fd)
         if earlier is not None:
             if earlier.host != this_host():
                 advice = f"if that run is over, remove {path}; else choose another {setting}"
@@ -152,13 +192,77 @@ def claim(directory: Path, setting: str = "the directory") -> Claim:
             if earlier.alive_here():  # granted, yet its writer runs: this filesystem's flock is not to be trusted
                 raise _refuse(fd, directory, earlier, f"choose another {setting}, or wait for that run to end")
             log.warning("%s: taking over the claim of %s, which is gone", directory, earlier.describe())
-        mine = me()
-        record = json.dumps({"pid": mine.pid, "host": mine.host, "started": mine.started}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
-        held = _held[directory] = Claim(directory, path, fd)
-        return held
+        write_holder(fd)
+        return Claim(directory, path, fd)
     raise DirectoryInUse(directory, None, f"its claim file {path} kept changing; choose another {setting}")
+
+
+def _flock(fd: int) -> bool:
+    """The exclusive flock of `fd`, tried a few times over PROBE_GRACE_S: another run's `relative_in_use` probe
+    holds a shared flock for an instant, which must not read as a holder."""
+    for attempt in range(3):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < 2:
+                time.sleep(PROBE_GRACE_S / 2)
+    return False
+
+
+def _refuse_relatives(directory: Path, setting: str) -> None:
+    """DirectoryInUse when another run holds a directory above or below `directory`."""
+    found = relative_in_use(directory)
+    if found is None:
+        return
+    relative, holder = found
+    where = f"{directory} lies inside it" if relative in directory.parents else f"it lies inside {directory}"
+    advice = f"{where}; choose another {setting}, or wait for that run to end"
+    raise DirectoryInUse(relative, holder, advice)
+
+
+def relative_in_use(directory: Path) -> tuple[Path, Holder | None] | None:
+    """A directory above `directory` (a sweep dir around a job dir) or below it (a run dir inside a sweep dir to
+    be) that another live process has claimed, with its holder. Hydra writes `.hydra/` and the log into a run
+    dir, a sweep into its job dirs: a run inside another's dir, or around it, would write into the other's files.
+    This process's own claims do not count (a sweep holds its sweep dir and each job dir)."""
+    for relative in (*directory.parents, *_below(directory)):
+        if relative in _held or not (relative / CLAIM_FILE).is_file():
+            continue
+        held, holder = _held_elsewhere(relative / CLAIM_FILE)
+        if held:
+            return relative, holder
+    return None
+
+
+def _below(directory: Path) -> Iterator[Path]:
+    """The directories under `directory` (not itself), at most SCAN_DIRS of them: a claim lies in a run dir, and
+    a run dir holds few directories; a huge tree is not a run's."""
+    seen = 0
+    for parent, names, _ in os.walk(directory):
+        for name in names:
+            seen += 1
+            if seen > SCAN_DIRS:
+                return
+            yield Path(parent, name)
+
+
+def _held_elsewhere(path: Path) -> tuple[bool, Holder | None]:
+    """Whether a live process holds the flock of claim file `path`, and the holder it names (None: not named yet).
+    A shared flock tried and dropped at once: it fails only while an exclusive one is held."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False, None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True, read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False, None
+    finally:
+        os.close(fd)
 
 
 @contextmanager

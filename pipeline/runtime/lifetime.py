@@ -13,11 +13,13 @@ executor JVM above it): a daemon thread that watches that process by PID and sta
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 PARENT_ENV = "SPARK_INFERENCE_BENCH_PARENT_PID"
 PR_SET_PDEATHSIG = 1
@@ -75,3 +77,25 @@ def parent_from_env() -> int | None:
     """The PID the parent put in PARENT_ENV for its child, if any."""
     value = os.environ.get(PARENT_ENV, "")
     return int(value) if value.isdigit() else None
+
+
+def on_termination(cleanup: Callable[[], None], signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> None:
+    """Run `cleanup` when this process is ended by one of `signals`, then end by that signal as it would have.
+
+    Python runs no `atexit` or `finally` for a signal left at its default action, so what a process removes
+    when it ends (a run dir's claim file) would stay. Installed only where the signal still has its default
+    action, from the main thread (the only one that may), so a handler of the process's own (`python -m
+    pipeline` forwarding SIGTERM to its job) is kept. Installing it again is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in signals:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, functools.partial(_clean_then_die, cleanup))
+
+
+def _clean_then_die(cleanup: Callable[[], None], signum: int, frame: object) -> None:
+    try:
+        cleanup()
+    finally:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)

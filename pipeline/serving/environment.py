@@ -11,7 +11,8 @@ site-packages hold `nvidia-pytriton` and `numpy<2` (installed with this interpre
 index), followed by this environment's site-packages (a `.pth` line), so torch, torchvision and this project
 come from here. The stub the Triton server starts runs in the server's interpreter (PyTriton puts
 `sys.exec_prefix/bin` first on its PATH), so it gets NumPy 1.26 too. Made under an exclusive `flock`, in a
-temporary directory renamed into place: whole or absent.
+temporary directory renamed into place: whole or absent. A run that finds another making it waits at most
+`MAKE_WAIT_S`, then fails naming the lock file and its holder (`pipeline.runtime.locks`).
 
 Where (`root`): `topology.server_env`, else the driver's cache (~/.cache/spark-inference-bench/server-env) for
 the clusters the harness starts here, and `<storage root>/server-env` for cluster=remote, whose nodes see the
@@ -22,7 +23,6 @@ nodes may not reach); the nodes run it, so they need this interpreter and these 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -34,11 +34,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.runtime.locks import bounded_lock
+
 log = logging.getLogger(__name__)
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 NUMPY = "numpy<2"
 MAIN_PTH = "zz_spark_inference_bench.pth"  # sorted last: this environment's packages come after its own
+MAKE_WAIT_S = 1800.0  # the longest a run waits for another run making the environment (pip: minutes, not half an hour)
 
 
 class ServerEnvironmentError(RuntimeError):
@@ -86,8 +89,7 @@ def ensure(root: str | Path) -> Path:
     if interpreter.exists():
         return interpreter
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{name()}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with bounded_lock(root / f"{name()}.lock", MAKE_WAIT_S, f"making the model server's environment {target}"):
         if interpreter.exists():  # another run made it while this one waited
             return interpreter
         staging = root / f"{name()}.tmp-{os.getpid()}"

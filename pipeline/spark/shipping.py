@@ -55,6 +55,7 @@ import psutil
 
 from pipeline.config.schema import Config, Ship
 from pipeline.inference.steps import Inference
+from pipeline.rundir import temporary_name
 from pipeline.spark.connect import is_connect
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def code_zip(directory: Path, packages: tuple[str, ...] = CODE_PACKAGES) -> Made
     if path.exists():
         return Made(path, True, time.perf_counter() - started, about)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial = temporary_name(path)  # the shipped dir may be a storage root two drivers on two hosts share
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
         for source, name in files:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # the bytes alone decide the zip
