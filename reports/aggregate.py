@@ -5,7 +5,7 @@ A job dir is a directory holding `result.json` (written atomically by the job, a
 `job.yaml` (written when the job starts), or any non-hidden subdirectory of a Hydra sweep dir (one holding
 `multirun.yaml`). A job dir without `result.json` is a row with status `missing`, one whose result.json is
 not JSON a row with status `unreadable`. Hidden files and
-directories (`.hydra/`, the `.result.json.PID.tmp` a job is still writing) are never read as results.
+directories (`.hydra/`, the `.result.json.*.tmp` a job is still writing) are never read as results.
 
 The file names are `pipeline.rundir`'s, and each record is read through the result contract
 (`pipeline.results.as_result`): a row holds the fields the job wrote, by the names it wrote them under.

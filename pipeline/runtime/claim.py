@@ -5,10 +5,10 @@ their work and then failing on each other's files (two Spark event logs, one res
 The claim is an exclusive `flock` on `DIR/.claim`, which holds the holder's PID, host and process start time. The
 kernel drops a flock however its holder ends (success, failure, Ctrl-C, SIGTERM, SIGKILL), so a claim can never
 outlive its run on this machine; a run that ends normally, by an exception or by SIGTERM (`lifetime.on_termination`)
-also removes the file. A file left behind (the run was
-killed) whose process is gone is taken over with a warning. A file naming another host is refused even when the
-flock was granted: a network filesystem without coherent locks grants every flock, and whether that host's run is
-still going cannot be seen from here (the message says which file to remove once it is over).
+also removes the file. A file left behind (the run was killed) whose process is gone is taken over with a warning.
+A file naming another host is refused even when the flock was granted: a network filesystem without coherent locks
+grants every flock, and whether that host's run is still going cannot be seen from here (the message says which
+file to remove once it is over).
 
 A claim is held by this process and, through `fd` handed to a child (`subprocess.Popen(pass_fds=...)`), by that
 child too: the flock then lasts until both have ended, so a job that outlives a killed parent for a moment still
