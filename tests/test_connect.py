@@ -345,6 +345,7 @@ def test_a_connect_server_killed_mid_run_fails_the_run_with_the_reason(tmp_path)
     assert result["error"]["type"] == "ConnectServerDied", result["error"]
     assert f"(pid {server}) exited with status -9 during the run" in result["error"]["message"]
     assert gone(server)
+    assert any((run_dir / "connect" / "tmp").glob("blockmgr-*")), "the killed server's scratch is not in its run dir"
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pipeline.config.schema import Topology, UdfStyle
 from pipeline.data.storage import Storage, parquet_sizes
 from pipeline.engines.spark import measure
 from pipeline.spark.session import sql_confs, whole_file_splits
+from pipeline.spark.standalone import spark_home
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.cli import cli
 from tests.helpers.config import compose_config
@@ -136,6 +137,16 @@ def test_fused_with_one_gpu_per_task_runs_at_most_two_tasks_each_with_its_gpu(lo
     assert addresses and all(len(a) == 1 and a[0] in ("0", "1") for a in addresses)
     assert gpus_shared(result["tasks"]["records"], "fused") == []  # tasks running at the same time: different GPUs
     assert result["env"]["gpus"] == "emulated"
+
+
+@pytest.mark.slow
+def test_a_local_cluster_runs_executor_logs_are_in_its_run_dir_not_in_the_python_environment(local_cluster_runs):
+    result = local_cluster_runs["fused_one_gpu_per_task"]
+    app_id = result["cluster"]["app_id"]
+    kept = Path(result["run_dir"]) / "cluster" / "work" / app_id
+    assert any(kept.glob("*/stderr")), f"no executor's stderr in {kept}"
+    assert not (spark_home() / "work" / app_id).exists()
+    assert result["cluster"]["log_dir"] == str(Path(result["run_dir"]) / "cluster")
 
 
 @pytest.mark.parametrize("style", STYLES)

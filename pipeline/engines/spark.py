@@ -37,7 +37,7 @@ from pipeline.inference.steps import STEPS, Inference
 from pipeline.rundir import RunDir
 from pipeline.runtime.progress import PassProgress
 from pipeline.spark.batching import check_batches
-from pipeline.spark.cluster import Cluster, cluster
+from pipeline.spark.cluster import Cluster, cluster, keep_worker_logs
 from pipeline.spark.connect import ConnectServer, ConnectServerDied, connect_server, connect_session, is_connect
 from pipeline.spark.evidence import check, collect, collect_tasks, faults, join, join_faults
 from pipeline.spark.executors import master_webui, wait_for_executors
@@ -107,20 +107,38 @@ def application(
         conf = spark_conf(config, run_dir, dataset.size_bytes, running, dataset.largest_file_bytes, startup)
         started = time.perf_counter()
         if plan.connect_server:  # every conf on the server's command line; the server is the driver
-            with connect_server(conf, run_dir) as server, connect_session(server.url, {}) as spark:
-                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, server)
+            app_id = None
+            try:
+                with connect_server(conf, run_dir) as server, connect_session(server.url, {}) as spark:
+                    app_id = spark.conf.get("spark.app.id")
+                    yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, server)
+            finally:
+                if app_id and plan.mode is ClusterMode.local_cluster:
+                    keep_worker_logs(app_id, run_dir)
         elif plan.connect:  # a server the tool did not start: only runtime SQL confs can be set from here
             runtime = runtime_conf(conf)
             with connect_session(running.master, runtime) as spark:
                 yield Application(spark, running, runtime, cluster_s, time.perf_counter() - started)
         else:
-            with spark_session(conf) as spark:
+            with spark_session(conf) as spark, _worker_logs_kept(spark, plan, run_dir):
                 waited = None
                 if plan.mode is ClusterMode.remote:  # a cluster the harness did not start: its executors may never come
                     cl = config.cluster
                     webui = master_webui(running.master, cl.master_webui)
                     waited = wait_for_executors(spark, plan.workers, cl.register_timeout_s, webui)
                 yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, None, waited)
+
+
+@contextmanager
+def _worker_logs_kept(spark: SparkSession, plan: Plan, run_dir: Path) -> Iterator[None]:
+    """local-cluster's executor logs into the run dir once its application has stopped (`keep_worker_logs`)."""
+    app_id = spark.conf.get("spark.app.id") if plan.mode is ClusterMode.local_cluster else None
+    try:
+        yield
+    finally:
+        if app_id:
+            spark.stop()  # the workers stop its executors first; spark_session's own stop is then a no-op
+            keep_worker_logs(app_id, run_dir)
 
 
 @dataclass(frozen=True)

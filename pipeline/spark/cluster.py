@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 from pipeline.config.schema import ClusterConfig, ClusterMode, Config, RemoteConfig
 from pipeline.spark import plan as planning
 from pipeline.spark.plan import LOOPBACK, ClusterError, GpuPlan, Plan
-from pipeline.spark.standalone import standalone
+from pipeline.spark.standalone import spark_home, standalone
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Cluster:
     master: str  # value of spark.master
     conf: dict[str, str]  # executor cores/memory, task cpus, GPU resources, discovery
     pids: tuple[int, ...]  # processes the harness started (standalone master + workers), empty otherwise
-    log_dir: Path | None  # where their logs are (standalone)
+    log_dir: Path | None  # where their logs are (standalone, local-cluster)
     driver_host: str = LOOPBACK  # the address the executors reach the driver at, which it binds (`driver_host`)
 
     @property
@@ -168,6 +168,20 @@ def cluster(config: Config, run_dir: Path, plan: Plan | None = None) -> Iterator
         with standalone(plan, run_dir, worker_conf) as (master, pids, log_dir):
             yield Cluster(plan, master, dict(plan.conf), pids, log_dir)
     elif plan.mode is ClusterMode.local_cluster:  # its workers live in the driver JVM and read the app's conf
-        yield Cluster(plan, plan.master, {**plan.conf, **worker_conf}, (), None)
+        yield Cluster(plan, plan.master, {**plan.conf, **worker_conf}, (), run_dir / "cluster")
     else:  # remote: its workers were configured by whoever started them, on other machines maybe
         yield Cluster(plan, plan.master, dict(plan.conf), (), None, driver_host(config.cluster))
+
+
+def keep_worker_logs(app_id: str, run_dir: Path) -> Path | None:
+    """Move the executors' logs of a local-cluster application into `run_dir/cluster/work/APP_ID`; the path, or
+    None when there were none. Its workers live in the driver JVM, which gives them no work dir of their own: they
+    write each executor's stdout and stderr under SPARK_HOME/work, inside the Python environment, where they would
+    pile up unseen and apart from the run they explain."""
+    source = spark_home() / "work" / app_id
+    if not source.is_dir():
+        return None
+    target = Path(run_dir).resolve() / "cluster" / "work" / app_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(source, target)
+    return target

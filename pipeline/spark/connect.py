@@ -9,8 +9,9 @@ harness started; the event log in the run dir) goes on its command line, because
 only runtime SQL confs. It binds gRPC to 127.0.0.1 on a free port (one another program takes between the probe
 and the bind is not a failure: the server tries the next ones, PORT_RETRIES of them, and the URL is the port its
 log says it started on), writes `RUN_DIR/connect/server.log` and
-`server.json` (command, PID, URL, timings), and is stopped by PID (`pipeline.runtime.processes.stop_processes`)
-however the block ends; SIGTERM lets its shutdown hook stop the SparkContext, which closes the event log.
+`server.json` (command, PID, URL, timings), keeps its scratch in `RUN_DIR/connect/tmp`, and is stopped by PID
+(`pipeline.runtime.processes.stop_processes`) however the block ends; SIGTERM lets its shutdown hook stop the
+SparkContext, which closes the event log.
 
 `connect_session(url, conf)` builds `SparkSession.builder.remote(url)` with a bounded retry policy and
 checks the server answers before any work: an unreachable or refusing URL fails in seconds, naming it, where
@@ -108,6 +109,8 @@ def connect_server(conf: dict[str, str], run_dir: Path) -> Iterator[ConnectServe
     directory = Path(run_dir).resolve() / "connect"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "conf").mkdir(exist_ok=True)
+    scratch = directory / "tmp"
+    scratch.mkdir(exist_ok=True)
     home = spark_home()
     env = {
         **os.environ,
@@ -115,6 +118,9 @@ def connect_server(conf: dict[str, str], run_dir: Path) -> Iterator[ConnectServe
         "SPARK_LOCAL_IP": LOOPBACK,
         "SPARK_CONF_DIR": str(directory / "conf"),  # empty: no spark-defaults.conf of the machine leaks in
         "PYSPARK_PYTHON": sys.executable,
+        # the server's scratch (SparkFiles, artifacts, block manager) in the run dir, not /tmp: a server that is
+        # killed runs no shutdown hook, and its scratch would outlive it where nobody looks
+        "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} -Djava.io.tmpdir={scratch}".strip(),
     }
     env.pop("SPARK_ENV_LOADED", None)
     (port,) = _free_ports(1)
