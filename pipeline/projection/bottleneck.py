@@ -146,8 +146,9 @@ class Workload:
     """What a run pushes through: images, the model batch, Arrow rows per batch, input tasks (None: as Spark's
     Parquet scan splits the data, `input_scan`), predict tasks (None: the predict slots), bytes a task reads per
     image, and the original's confound (the model rebuilt for every Arrow batch of the predict step). `prefetch`:
-    a task decodes its next batch while the device runs the last (the iterator UDF's `udf.prefetch`), so a fused
-    task's per-image time is the larger of its CPU and device time, not their sum. `row_group_size` and
+    a task decodes its next model batch while the device runs the last (the iterator UDF's `udf.prefetch`), so a
+    fused task's per-image time tends to the larger of its CPU and device time, not their sum, as its model calls
+    grow (`_overlapped`: its first batch's preparing and last call are not overlapped). `row_group_size` and
     `images_per_file`: the data's Parquet layout, which decides the scan's tasks (None: one row group a split)."""
 
     num_images: int
@@ -242,6 +243,14 @@ def _slots(cores: int, gpus: int, amount: float) -> int:
     return cores
 
 
+def _overlapped(cpu_s: float, device_s: float, calls: float) -> float:
+    """A task's time when it prepares its next model batch while the device runs the last (prefetch): a pipeline
+    of `calls` steps, each taking the larger of a batch's CPU and device time, plus the first batch's preparing
+    and the last batch's device call, which nothing overlaps. A task of one model call overlaps nothing."""
+    calls = max(1.0, calls)
+    return (cpu_s + device_s) / calls + (calls - 1) / calls * max(cpu_s, device_s)
+
+
 def _stage(
     name: str,
     images: int,
@@ -277,7 +286,9 @@ def _stage(
     overhead_per_task = rates.task_s + batches_per_task * (rates.batch_s + build) + calls_per_task * request_s
     cpu_per_task = per_task * cpu_per_image
     waves = math.ceil(tasks / slots)
-    work_per_task = max(cpu_per_task, device_per_task) if prefetch else cpu_per_task + device_per_task
+    work_per_task = (
+        _overlapped(cpu_per_task, device_per_task, calls_per_task) if prefetch else cpu_per_task + device_per_task
+    )
     slot_seconds = waves * (overhead_per_task + work_per_task)
     slot_seconds += (math.ceil((tasks + empty_tasks) / slots) - waves) * rates.task_s
     # a task's own cost (its split's scan, Arrow, the Python worker's handshake) is CPU work on the node too
