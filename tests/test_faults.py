@@ -30,6 +30,8 @@ def test_the_kill_hook_refuses_a_process_that_is_not_under_an_executor_jvm():
 @pytest.mark.parametrize("mode", ["local_cluster", "standalone"])
 def test_a_killed_executor_costs_a_retry_and_no_image(tmp_path, cache_dir, weights_file, mode):
     run_dir = tmp_path / "run"
+    scratch = tmp_path / "executor-tmp"  # a SIGKILLed executor runs no shutdown hook: its native libraries stay
+    scratch.mkdir()
     done = cli(
         tmp_path,
         f"cluster={mode}",
@@ -41,7 +43,8 @@ def test_a_killed_executor_costs_a_retry_and_no_image(tmp_path, cache_dir, weigh
         "model.batch_size=16",
         "spark.max_records_per_batch=16",
         "spark.task_max_failures=2",
-        f"+spark.conf={{spark.executorEnv.{faults.KILL_ENV}: 'fused:0'}}",
+        f"+spark.conf={{spark.executorEnv.{faults.KILL_ENV}: 'fused:0', "
+        f"spark.executor.extraJavaOptions: '-Djava.io.tmpdir={scratch}'}}",
         "sink=parquet",
         "warmup=0",
         "repeats=1",
