@@ -27,7 +27,7 @@ from pipeline.runtime.processes import stop_processes
 from pipeline.spark import cluster as cluster_module
 from pipeline.spark import plan as plan_module
 from pipeline.spark import standalone as standalone_module
-from pipeline.spark.cluster import cluster, discovery_script, worker_gpu_conf
+from pipeline.spark.cluster import cluster, discovery_script, keep_worker_logs, worker_gpu_conf
 from pipeline.spark.evidence import check
 from pipeline.spark.plan import ClusterError, GpuPlan, gpu_plan, memory_mb, plan, tasks_per_executor
 from pipeline.spark.standalone import java_options
@@ -98,6 +98,19 @@ def test_local_cluster_master_string_and_executor_confs(tmp_path):
         assert c.master == "local-cluster[2,3,1536]"
         assert c.conf == {"spark.executor.cores": "3", "spark.executor.memory": "1g", "spark.task.cpus": "1"}
         assert (c.slots, c.gpu_slots, c.pids) == (6, None, ())
+
+
+def test_a_local_cluster_applications_executor_logs_move_from_spark_home_into_the_run_dir(tmp_path, monkeypatch):
+    home = tmp_path / "pyspark"
+    (home / "work" / "app-1" / "0").mkdir(parents=True)
+    (home / "work" / "app-1" / "0" / "stderr").write_text("executor 0\n")
+    (home / "work" / "app-2").mkdir()  # another application's: not this run's
+    monkeypatch.setattr(cluster_module, "spark_home", lambda: home)
+    kept = keep_worker_logs("app-1", tmp_path / "run")
+    assert kept == tmp_path / "run" / "cluster" / "work" / "app-1"
+    assert (kept / "0" / "stderr").read_text() == "executor 0\n"
+    assert sorted(path.name for path in (home / "work").iterdir()) == ["app-2"]
+    assert keep_worker_logs("app-3", tmp_path / "run") is None  # no executor ever started: nothing to keep
 
 
 def test_task_cpus_divide_the_slots(tmp_path):
