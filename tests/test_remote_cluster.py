@@ -3,7 +3,8 @@ addresses, hostnames and filesystems of their own, and see only the shared stora
 
 What a new user met there before (issue 26): a driver on 127.0.0.1 the executors could not reach (the run hung),
 the weights file in the driver's cache dir (every task failed), the tasks' records in each node's view of the
-run dir (0 images counted). Each test is one whole `python -m pipeline` in a subprocess, as a user runs it.
+run dir (0 images counted). Each test is a whole `python -m pipeline` in a subprocess, as a user runs it, but
+the styles' test: their passes in one application (tests/helpers/one_application.py).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def test_every_udf_style_on_other_machines_agrees_with_the_reference(nodes, cach
         assert agreement["top1_agreement"] == 1.0 and agreement["duplicate_ids"] == 0, (style, agreement)
         assert agreement["compared"] == 8, style
         assert measured["hosts"] and set(measured["hosts"]) <= workers, (style, measured["hosts"])
+    assert not left_on(nodes), "the application's executors outlived it"
 
 
 @pytest.mark.timeout(1800)  # one whole run per topology, each with its own Spark application

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.runtime.processes import stop_processes
+from pipeline.runtime.processes import descendants, python_helpers, stop_processes
 from tests.helpers.cli import CHECKOUT, checkout_env
 
 log = logging.getLogger(__name__)
@@ -100,4 +100,5 @@ if __name__ == "__main__":
     try:
         _main(Path(sys.argv[1]), sys.argv[2].split(","), Path(sys.argv[3]), sys.argv[4:])
     finally:
-        stop_driver_jvm()  # and the JVM it started, as a job does
+        stop_driver_jvm()  # and the JVM it started, then whatever else it started, as a job does
+        stop_processes(descendants() - python_helpers())
