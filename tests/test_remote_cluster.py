@@ -3,7 +3,8 @@ addresses, hostnames and filesystems of their own, and see only the shared stora
 
 What a new user met there before (issue 26): a driver on 127.0.0.1 the executors could not reach (the run hung),
 the weights file in the driver's cache dir (every task failed), the tasks' records in each node's view of the
-run dir (0 images counted). Each test is one whole `python -m pipeline` in a subprocess, as a user runs it.
+run dir (0 images counted). Each test is a whole `python -m pipeline` in a subprocess, as a user runs it, but
+the styles' test: their passes in one application (tests/helpers/one_application.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.nscluster import NamespaceCluster
+from tests.helpers.one_application import styles_in_one_application
 from tests.helpers.otherhosts import STYLES, left_on, on, run, sweep
 
 pytestmark = pytest.mark.slow
 
-TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: every style above; model_server: tests/test_node_servers.py
+TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: the styles test; model_server: test_node_servers
 
 
 @pytest.fixture
@@ -57,17 +59,30 @@ def test_records_the_driver_cannot_read_fail_the_run_naming_the_storage_key(node
     assert "set storage=DIR" in result["error"]["message"]
 
 
-@pytest.mark.timeout(2400)  # one whole run per option, each with its own Spark application
-@pytest.mark.parametrize(
-    "axis", [("udf", STYLES), ("topology", TOPOLOGIES)], ids=["every udf style (fused)", "every topology"]
-)
-def test_every_variant_on_other_machines_agrees_with_the_reference(nodes, cache_dir, tmp_path, axis):
-    key, options = axis
-    # sink=parquet: verify reads back what the pass wrote instead of running it again. ResNet18: each variant's path
-    # on other machines is what is proven, not the network (ResNet50's is, by the first test); its weights are
-    # shipped the same way, and its passes are shorter.
+def test_every_udf_style_on_other_machines_agrees_with_the_reference(nodes, cache_dir, tmp_path):
+    """Every style's tasks on the worker nodes, in one application (tests/helpers/one_application.py: a style does
+    the same in a job's own; the whole job on other machines is the first test's). ResNet18: each style's path on
+    other machines is what is proven, not the network (ResNet50's is, by the first test); its weights are shipped
+    the same way, and its passes are shorter. sink=parquet: predictions read back from what the pass wrote."""
     overrides = on(nodes, cache_dir, "model.arch=resnet18", "verify=true", "sink=parquet", "gpu.emulate=1")
-    results = sweep(tmp_path, key, options, *overrides)
+    found = styles_in_one_application(tmp_path, STYLES, *overrides)
+    assert found["shipped"]["weights"]["how"] == "SparkContext.addFile"
+    workers = {node.hostname for node in nodes.workers}
+    assert sorted(found["styles"]) == sorted(STYLES)
+    for style, measured in found["styles"].items():
+        assert (measured["read"], measured["predicted"], measured["bad"]) == (8, 8, []), style
+        agreement = measured["agreement"]
+        assert agreement["top1_agreement"] == 1.0 and agreement["duplicate_ids"] == 0, (style, agreement)
+        assert agreement["compared"] == 8, style
+        assert measured["hosts"] and set(measured["hosts"]) <= workers, (style, measured["hosts"])
+    assert not left_on(nodes), "the application's executors outlived it"
+
+
+@pytest.mark.timeout(1800)  # one whole run per topology, each with its own Spark application
+def test_every_topology_on_other_machines_agrees_with_the_reference(nodes, cache_dir, tmp_path):
+    # sink=parquet: verify reads back what the pass wrote instead of running it again. ResNet18, as above.
+    overrides = on(nodes, cache_dir, "model.arch=resnet18", "verify=true", "sink=parquet", "gpu.emulate=1")
+    results = sweep(tmp_path, "topology", TOPOLOGIES, *overrides)
     for name, result in results.items():
         assert result["status"] == "ok", (name, result["error"])
         assert result["metrics"]["num_predicted"] == 8, name

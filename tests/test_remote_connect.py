@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
+from tests.helpers.one_application import styles_in_one_application
 from tests.helpers.otherhosts import STYLES, on, sweep
 
 pytestmark = pytest.mark.slow
@@ -42,20 +43,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespaceCluste
         yield cluster
 
 
-@pytest.mark.timeout(2400)  # one whole run per option, each with its own Spark application
-@pytest.mark.parametrize(
-    "axis", [("udf", CONNECT_STYLES), ("topology", ["split", "two_stage"])], ids=["every udf style", "topologies"]
-)
-def test_every_variant_through_a_connect_server_on_another_node_agrees_with_the_reference(
-    server, cache_dir, tmp_path, axis
+def test_every_udf_style_through_a_connect_server_on_another_node_agrees_with_the_reference(
+    server, cache_dir, tmp_path
 ):
-    key, options = axis
+    """Every style Connect offers, in one Connect session (tests/helpers/one_application.py: a style does the same
+    in a job's own; whole jobs through the server are the topologies' test). ResNet18: each style's path through
+    the server is what is proven, not the network; its weights are shipped the same way (an artifact)."""
+    overrides = on(server, cache_dir, "model.arch=resnet18", "verify=true", "sink=parquet", master=server.connect_url)
+    found = styles_in_one_application(tmp_path, CONNECT_STYLES, *overrides)
+    assert found["shipped"]["weights"]["how"].startswith("Spark Connect artifact")
+    workers = {node.hostname for node in server.workers}
+    assert sorted(found["styles"]) == sorted(CONNECT_STYLES)
+    for style, measured in found["styles"].items():
+        assert (measured["read"], measured["predicted"], measured["bad"]) == (8, 8, []), style
+        agreement = measured["agreement"]
+        assert agreement["top1_agreement"] == 1.0 and agreement["duplicate_ids"] == 0, (style, agreement)
+        assert agreement["compared"] == 8, style
+        assert measured["hosts"] and set(measured["hosts"]) <= workers, (style, measured["hosts"])
+
+
+@pytest.mark.timeout(1800)  # one whole run per topology, each with its own Spark application
+def test_every_topology_through_a_connect_server_on_another_node_agrees_with_the_reference(server, cache_dir, tmp_path):
     events = f"cluster.event_log_dir={server.storage / 'events'}"
-    # sink=parquet: verify reads back what the pass wrote instead of running it again. ResNet18: each variant's path
-    # through the server is what is proven, not the network; its weights are shipped the same way (an artifact).
+    # sink=parquet: verify reads back what the pass wrote instead of running it again. ResNet18, as above.
     shape = ("model.arch=resnet18", "verify=true", "sink=parquet")
     overrides = on(server, cache_dir, events, *shape, master=server.connect_url)
-    for name, result in sweep(tmp_path, key, options, *overrides).items():
+    for name, result in sweep(tmp_path, "topology", ["split", "two_stage"], *overrides).items():
         assert result["status"] == "ok", (name, result["error"])
         assert result["metrics"]["num_predicted"] == 8, name
         assert result["metrics"]["top1_agreement"] == 1.0, name

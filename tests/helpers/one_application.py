@@ -1,0 +1,104 @@
+"""Every UDF style of a run in ONE Spark application, in a Python process of its own: the run's config (its
+cluster, storage, data set and model) composed, validated, its data set prepared and its weights shipped as a job
+does, then each style's pass measured and compared with the in-process reference.
+
+Why: what a style does on a cluster is the same in a job's own application, and a whole `python -m pipeline` per
+style costs its start-up (Hydra, the job's imports, a JVM, executors, Python workers importing torch: 25-40 s on
+2 cores) for seconds of passes. A process of its own because a driver JVM keeps its first settings (the session's
+`spark` fixture holds one); `python -m tests.helpers.one_application OUT STYLES RUN_DIR OVERRIDES...` writes OUT as
+JSON: per style, the images read and predicted and the agreement; and what was shipped, and to which executors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.runtime.processes import descendants, python_helpers, stop_processes
+from tests.helpers.cli import CHECKOUT, checkout_env
+
+log = logging.getLogger(__name__)
+
+
+def styles_in_one_application(tmp_path: Path, styles: list[str], *overrides: str, timeout: int = 900) -> dict[str, Any]:
+    """Run `styles` in one application of the run `overrides` configure (see the module docstring); what it
+    wrote. The process and everything under it are stopped by PID if it outlives `timeout`."""
+    out, run_dir = tmp_path / "styles.json", tmp_path / "run"
+    command = [sys.executable, "-m", __name__, str(out), ",".join(styles), str(run_dir), *overrides]
+    env = {**os.environ, **checkout_env()}
+    with open(tmp_path / "styles.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=CHECKOUT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            process.wait(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                stop_processes([process.pid])
+    text = (tmp_path / "styles.log").read_text(errors="replace")
+    assert process.returncode == 0 and out.is_file(), f"exit {process.returncode}:\n{text[-4000:]}"
+    return json.loads(out.read_text())
+
+
+def _main(out: Path, styles: list[str], run_dir: Path, overrides: list[str]) -> None:
+    """The child's work (its imports here: the test process needs none of them)."""
+    from pipeline.config.validate import validate
+    from pipeline.data import weights
+    from pipeline.data.datasets import prepare
+    from pipeline.data.storage import Storage
+    from pipeline.engines.spark import application, measure
+    from pipeline.run import build_inference, preprocessing_of
+    from pipeline.spark.generation import generator
+    from pipeline.spark.shipping import ship_weights, shipment
+    from pipeline.verify import compare, reference_predictions
+    from tests.helpers.config import compose_config
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    config = compose_config(*overrides)
+    plan = validate(config)
+    assert plan is not None
+    cache = config.cache_dir
+    storage = Storage.of(config.storage, run_dir, cache)
+    dataset = prepare(config.dataset, storage.dataset_cache, config.preprocess.max_pixels, generator(config, plan))
+    model = config.model
+    path = weights.resolve(model.weights, model.seed, cache, model.arch, model.factory, preprocessing_of(config))
+    inference = build_inference(config, path)
+    reference = reference_predictions(dataset, inference, cache)
+    found: dict[str, Any] = {"num_images": dataset.num_images, "styles": {}}
+    with application(config, run_dir, dataset, plan, shipment(config, True)) as app:
+        shipped_inference, shipped = ship_weights(app.spark, inference)
+        found["shipped"] = shipped
+        for style in styles:
+            started = time.perf_counter()
+            styled = compose_config(*overrides, f"udf={style}")
+            run = measure(app.spark, styled, dataset, shipped_inference, run_dir / style, plan.model_slots)
+            timed = run.timed[-1]
+            records = timed.tasks.get("records", [])
+            found["styles"][style] = {
+                "read": timed.read,
+                "predicted": timed.predicted,
+                "bad": timed.bad,
+                "agreement": compare(run.predictions, reference),
+                "hosts": sorted({record.get("host", "") for record in records}),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            log.info("%s: %s", style, found["styles"][style])
+    out.write_text(json.dumps(found, default=str))
+
+
+if __name__ == "__main__":
+    from pipeline.runtime.lifetime import die_with_parent
+    from pipeline.spark.session import stop_driver_jvm
+
+    die_with_parent(signum=signal.SIGTERM)  # a test killed by its timeout takes this run with it
+    try:
+        _main(Path(sys.argv[1]), sys.argv[2].split(","), Path(sys.argv[3]), sys.argv[4:])
+    finally:
+        stop_driver_jvm()  # and the JVM it started, then whatever else it started, as a job does
+        stop_processes(descendants() - python_helpers())
