@@ -361,14 +361,27 @@ def _start_once(
     while time.monotonic() < deadline:
         if ready_file.exists():
             return popen, process, json.loads(ready_file.read_text()), log_file
-        if popen.poll() is not None or _port_conflict(log_file):
-            stop_processes([process])  # reaps it: a process stopped here keeps returncode None
+        if popen.poll() is not None:
+            stop_processes([process])
+            return popen, None, None, log_file
+        if _port_conflict(log_file):
+            stop_processes([process])
+            popen.wait(timeout=10)  # stop_processes counts a zombie as gone: reaped here, none left per attempt
             return popen, None, None, log_file
         time.sleep(0.2)
     stop_processes([process])
     raise ServerError(
         f"the model server did not get ready within {timeout_s:.0f} s (topology.start_timeout_s); log: {log_file}"
     )
+
+
+def _ended(popen: subprocess.Popen, log_text: str) -> str:
+    """How a failed attempt ended, for its error: its own exit, or the harness's stop once its log said a port
+    was taken (whose exit status says nothing: the harness's SIGTERM)."""
+    taken = port_taken(log_text)
+    if taken is not None:
+        return f"was stopped ({taken} was taken, on the last of {START_ATTEMPTS} attempts)"
+    return f"exited (exit {popen.returncode})"
 
 
 def start(
@@ -394,13 +407,10 @@ def start(
         )
         if process is not None:
             return popen, process, ready, log_file, spec, retried
-        tail = _tail(log_file)
-        why = retryable(log_file.read_text(errors="replace"))
+        tail, text = _tail(log_file), log_file.read_text(errors="replace")
+        why = retryable(text)
         if why is None or attempt == START_ATTEMPTS:
-            ended = f"exited before it was ready (exit {popen.returncode})"
-            if popen.returncode is None:
-                ended = "was stopped before it was ready, its log saying why"
-            raise ServerError(f"the model server {ended}: {tail}; log: {log_file}")
+            raise ServerError(f"the model server {_ended(popen, text)} before it was ready: {tail}; log: {log_file}")
         failed_s = round(time.monotonic() - began, 1)
         retried.append({"attempt": attempt, "pid": popen.pid, "log": str(log_file), "why": why, "failed_s": failed_s})
         log.warning("model server start %d failed (%s): starting it again; log: %s", attempt, why, log_file)
