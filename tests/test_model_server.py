@@ -23,6 +23,7 @@ from omegaconf.errors import ConfigKeyError
 
 from pipeline.config.schema import ModelServerConfig, Topology
 from pipeline.config.validate import ConfigError, validate
+from pipeline.run import build_inference
 from pipeline.runtime.processes import tree_cpu_s
 from pipeline.serving import launcher
 from pipeline.serving.launcher import Instance, delta, instances
@@ -30,6 +31,7 @@ from pipeline.spark.evidence import check
 from pipeline.spark.plan import plan
 from tests.helpers.cli import cli, result_of
 from tests.helpers.config import compose_config
+from tests.helpers.locking import ports_taken
 from tests.helpers.processes import tree, wait_until_gone
 from tests.helpers.results import write
 
@@ -284,6 +286,34 @@ def test_a_server_killed_mid_run_fails_the_run_naming_the_server(tmp_path, cache
     assert "killed by signal 9" in result["error"]["message"]
     root = killed.pop("root")
     assert not wait_until_gone(killed, 20), f"left running after the server {root} was killed"
+
+
+PYTRITON_STARTUP_TIMEOUT_S = 120  # how long PyTriton's process waits for a Triton that already exited on a taken port
+
+
+@pytest.mark.slow
+@needs_server
+def test_a_server_whose_probed_port_was_taken_is_started_again_on_other_ports(tmp_path, monkeypatch):
+    config = compose_config(SERVER, "model=null_model", "cluster.cores=1")
+    probe = launcher.free_port
+    with ports_taken(1) as taken:
+        handed = iter(taken)  # the first probe (the gRPC port) returns a port another process then bound
+        monkeypatch.setattr(launcher, "free_port", lambda: next(handed, None) or probe())
+        with launcher.model_server(config, plan(config), tmp_path, build_inference(config, None)) as server:
+            running = tree([server.process.pid])
+            (first,) = server.retried
+            assert (
+                first["why"]
+                == f"the GRPC port 127.0.0.1:{taken[0]} was taken by another process after it was probed free"
+            )
+            assert first["log"] == str(tmp_path / "server" / "server.log")
+            assert f"Socket '127.0.0.1:{taken[0]}' already in use" in Path(first["log"]).read_text()
+            assert server.log_file == tmp_path / "server" / "server.2.log"
+            assert first["failed_s"] < PYTRITON_STARTUP_TIMEOUT_S  # stopped when Triton said so, not waited out
+            assert not set(server.ready["ports"].values()) & set(taken)
+            server.mark()  # it answers on the ports it bound
+    assert not psutil.pid_exists(first["pid"]), "the first attempt's server was left running"
+    assert not wait_until_gone(running, 20), "left running after the block"
 
 
 def _served_frame(tmp_path: Path, *runs: tuple[str, float, dict]) -> pd.DataFrame:

@@ -448,9 +448,27 @@ def test_a_connect_server_whose_probed_port_is_taken_is_used_on_the_port_it_boun
 
 
 def test_a_model_server_start_that_found_its_port_taken_is_tried_again_on_new_ports():
-    taken = "E1206 failed to start GRPC service: Unavailable - Socket '127.0.0.1:40001' already in use"
-    assert launcher.retryable(taken) == "a probed port was taken before the server bound it"
-    assert launcher.retryable("ModuleNotFoundError: No module named 'torch'") is None
+    # Triton's own line, as it printed it when the port was staged taken (tests/test_model_server.py)
+    taken = (
+        'E1207 01:26:18.968703 21614 main.cc:257] "failed to start HTTP service: Unavailable - '
+        "Socket '127.0.0.1:47959' already in use \""
+    )
+    assert (
+        launcher.retryable(taken)
+        == "the HTTP port 127.0.0.1:47959 was taken by another process after it was probed free"
+    )
+
+
+@pytest.mark.parametrize(
+    "log_text",
+    [
+        "ModuleNotFoundError: No module named 'torch'",
+        "ConfigError: topology.grpc_port=8001: 127.0.0.1:8001 is already in use; choose another port",
+        "OSError: [Errno 98] Address already in use",
+    ],
+)
+def test_a_model_server_start_that_failed_otherwise_is_not_tried_again(log_text):
+    assert launcher.retryable(log_text) is None
 
 
 def test_a_dir_spelt_two_ways_is_one_claim_of_this_process(tmp_path):

@@ -11,7 +11,8 @@ mid-run, stops what it left (the Triton server and its Python stubs) so the task
 instead of waiting, and the run then fails with `ServerDied` naming the server and its exit. PyTriton's
 handshake with its stubs has a fixed 1 s deadline that a loaded machine can miss: a start that fails that way
 is retried (twice), and so is a start that found a probed free port taken by another program before Triton bound
-it (`PORT_TAKEN`: each attempt probes new ports); any other failed start fails the run with the log's last lines.
+it (`PORT_TAKEN`: each attempt probes new ports, logs to its own file, and is recorded in `RunningServer.retried`);
+any other failed start fails the run with the log's last lines.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -48,7 +50,13 @@ log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
 HANDSHAKE_FAILURE = "get_config_from_handshake_server"
-PORT_TAKEN = "already in use"  # Triton's "Socket '127.0.0.1:N' already in use", a port taken after the probe
+# What Triton 2.x of PyTriton 0.7.0 logs (then exits 1) when one of its ports is bound by another process, staged
+# for each port (tests/test_model_server.py), e.g.
+#   E1207 01:23:29.253662 19706 main.cc:245] "failed to start GRPC service: Unavailable - Socket '127.0.0.1:41659'
+#   already in use "
+# (one line; HTTP at main.cc:257 and Metrics at main.cc:293 the same). gRPC core's own "Address already in use"
+# (errno 98) line comes before it for the gRPC port only, so the service line is the one matched.
+PORT_TAKEN = re.compile(r"failed to start (GRPC|HTTP|Metrics) service: Unavailable - Socket '([^']+)' already in use")
 START_ATTEMPTS = 3
 USAGE_FILE = "device_usage.json"  # model=accelerator: the server's simulated-device totals (server.publish_usage)
 
@@ -94,13 +102,32 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def port_taken(log_text: str) -> str | None:
+    """Which of Triton's ports another process held when Triton bound it ("the GRPC port 127.0.0.1:N"), from a
+    server's log, or None: only Triton's own line for a port conflict counts (`PORT_TAKEN`), so no other failure
+    that mentions a port is mistaken for a race that a new probe fixes."""
+    found = PORT_TAKEN.search(log_text)
+    return f"the {found.group(1)} port {found.group(2)}" if found else None
+
+
 def retryable(log_text: str) -> str | None:
     """Why a failed start (its log) is worth another attempt on new ports, or None."""
     if HANDSHAKE_FAILURE in log_text:
         return "PyTriton's 1 s handshake"
-    if PORT_TAKEN in log_text:
-        return "a probed port was taken before the server bound it"
+    taken = port_taken(log_text)
+    if taken is not None:
+        return f"{taken} was taken by another process after it was probed free"
     return None
+
+
+def _port_conflict(log_file: Path) -> bool:
+    """Whether a starting server's log already says Triton found a port taken. Triton then exits at once, but
+    PyTriton's process waits for it to get ready for its full startup timeout (120 s, more when its readiness probe
+    reached the other process's port), so the harness stops it then instead of waiting for it to exit."""
+    try:
+        return port_taken(log_file.read_text(errors="replace")) is not None
+    except OSError:
+        return False
 
 
 def port_in_use(port: int) -> bool:
@@ -181,6 +208,7 @@ class RunningServer:
     usage_file: Path | None = None  # model=accelerator: where its instances publish their simulated devices' totals
     died: dict[str, Any] | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
+    retried: list[dict[str, Any]] = field(default_factory=list)  # the failed starts tried again (`start`)
 
     def _ask(self, what: str, call: Any) -> Any:
         """`call(client)` against the server; a server that cannot answer fails the run naming it: ServerDied
@@ -248,6 +276,7 @@ class RunningServer:
             "max_batch_size": self.topology.max_batch_size,
             "max_queue_delay_us": self.topology.max_queue_delay_us,
             "died": self.died,
+            "start_retries": self.retried,
         }
         if len(self.marks) >= 2:
             found["last_pass"] = delta(self.marks[-2], self.marks[-1])
@@ -335,11 +364,24 @@ def _start_once(
         if popen.poll() is not None:
             stop_processes([process])
             return popen, None, None, log_file
+        if _port_conflict(log_file):
+            stop_processes([process])
+            popen.wait(timeout=10)  # stop_processes counts a zombie as gone: reaped here, none left per attempt
+            return popen, None, None, log_file
         time.sleep(0.2)
     stop_processes([process])
     raise ServerError(
         f"the model server did not get ready within {timeout_s:.0f} s (topology.start_timeout_s); log: {log_file}"
     )
+
+
+def _ended(popen: subprocess.Popen, log_text: str) -> str:
+    """How a failed attempt ended, for its error: its own exit, or the harness's stop once its log said a port
+    was taken (whose exit status says nothing: the harness's SIGTERM)."""
+    taken = port_taken(log_text)
+    if taken is not None:
+        return f"was stopped ({taken} was taken, on the last of {START_ATTEMPTS} attempts)"
+    return f"exited (exit {popen.returncode})"
 
 
 def start(
@@ -350,24 +392,28 @@ def start(
     env: dict[str, str],
     log_dir: Path | None = None,
     started: Callable[[psutil.Process], None] = lambda process: None,
-) -> tuple[subprocess.Popen, psutil.Process, dict[str, Any], Path, dict[str, Any]]:
+) -> tuple[subprocess.Popen, psutil.Process, dict[str, Any], Path, dict[str, Any], list[dict[str, Any]]]:
     """Start the server of `spec_for()` (a fresh spec each attempt: new free ports) and wait until it is ready:
-    (popen, process, its ready file, its log, the spec). `started` is told each process as soon as it runs.
-    A start that failed in PyTriton's 1 s handshake is tried again, any other failure raises ServerError."""
+    (popen, process, its ready file, its log, the spec, the attempts retried). `started` is told each process as
+    soon as it runs. A start that failed in PyTriton's 1 s handshake or on a port taken after the probe is tried
+    again (at most START_ATTEMPTS in all, each with its own log, each retried one recorded: attempt, PID, log,
+    why, seconds until it failed), any other failure raises ServerError."""
+    retried: list[dict[str, Any]] = []
     for attempt in range(1, START_ATTEMPTS + 1):
         spec = spec_for()
+        began = time.monotonic()
         popen, process, ready, log_file = _start_once(
             python, spec, server_dir, timeout_s, attempt, env, log_dir or server_dir, started
         )
         if process is not None:
-            return popen, process, ready, log_file, spec
-        tail = _tail(log_file)
-        why = retryable(log_file.read_text(errors="replace"))
+            return popen, process, ready, log_file, spec, retried
+        tail, text = _tail(log_file), log_file.read_text(errors="replace")
+        why = retryable(text)
         if why is None or attempt == START_ATTEMPTS:
-            raise ServerError(
-                f"the model server exited before it was ready (exit {popen.returncode}): {tail}; log: {log_file}"
-            )
-        log.warning("model server start %d failed (%s): starting it again", attempt, why)
+            raise ServerError(f"the model server {_ended(popen, text)} before it was ready: {tail}; log: {log_file}")
+        failed_s = round(time.monotonic() - began, 1)
+        retried.append({"attempt": attempt, "pid": popen.pid, "log": str(log_file), "why": why, "failed_s": failed_s})
+        log.warning("model server start %d failed (%s): starting it again; log: %s", attempt, why, log_file)
     raise AssertionError("unreachable")
 
 
@@ -420,7 +466,7 @@ def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference
             ports = {"grpc": topology.grpc_port or free_port(), "http": free_port(), "metrics": free_port()}
             return _spec(config, inference, planned, server_dir, workspace, token, ports)
 
-        popen, process, ready, log_file, spec = start(
+        popen, process, ready, log_file, spec, retried = start(
             python, spec_for, server_dir, topology.start_timeout_s, _environment()
         )
         ports = spec["ports"]
@@ -435,6 +481,7 @@ def model_server(config: Config, plan: Plan, run_dir: Path, inference: Inference
             log_file=log_file,
             topology=topology,
             usage_file=server_dir / USAGE_FILE if config.model.name is ModelName.accelerator else None,
+            retried=retried,
         )
         server.read_model_config()
         tree = [process, *process.children(recursive=True)]

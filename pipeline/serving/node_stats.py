@@ -43,6 +43,7 @@ class NodeServer:
     usage: str
     executor_pid: int
     stopped_earlier: list[int] = field(default_factory=list)
+    start_retries: list[dict[str, Any]] = field(default_factory=list)  # launcher.start: the failed starts tried again
 
 
 def servers_of(records: list[dict[str, Any]], count: int) -> list[NodeServer]:

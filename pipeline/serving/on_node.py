@@ -180,7 +180,7 @@ def _start_here(launch: NodeLaunch, node: str) -> dict[str, Any]:
 
     began = time.perf_counter()
     try:
-        _, process, ready, log_file, spec = start(
+        _, process, ready, log_file, spec, retried = start(
             python, spec_for, workspace, launch.timeout_s, node_environment(), node_dir, record
         )
     except BaseException:
@@ -201,6 +201,7 @@ def _start_here(launch: NodeLaunch, node: str) -> dict[str, Any]:
         "usage": common["usage"],
         "executor_pid": executor.pid,
         "stopped_earlier": earlier["stopped"],
+        "start_retries": retried,
     }
 
 
