@@ -23,7 +23,7 @@ import pytest
 from pipeline.config.validate import ConfigError, validate
 from pipeline.serving import client, environment, on_node
 from pipeline.serving.client import ServerAddress, ServerPerNode, ServerUnavailable
-from pipeline.serving.launcher import Instance, ServerError
+from pipeline.serving.launcher import Instance, ServerDied, ServerError
 from pipeline.serving.node_stats import NodeServers, servers_of
 from pipeline.serving.nodes import keep_logs, left_running
 from pipeline.serving.on_node import stop_recorded
@@ -207,6 +207,21 @@ def test_each_nodes_statistics_are_kept_and_summed(monkeypatch, tmp_path):
     assert by_node["node-a"]["last_pass"]["images"] == 24 and by_node["node-b"]["last_pass"]["images"] == 8
     assert by_node["node-b"]["url"] == "10.0.0.4:8001" and by_node["node-b"]["pid"] == 100
     assert found["instances"] == [{"index": 0, "device": "cpu", "gpu": None}]  # on each node
+
+
+def test_a_server_that_refuses_its_statistics_and_then_stops_answering_died_naming_its_node(monkeypatch, tmp_path):
+    topology = compose_config("topology=model_server").topology
+    servers = NodeServers(
+        servers_of([record("node-a", "10.0.0.3")], count=1), "token", [], topology, 1.0, 0.0, tmp_path
+    )
+
+    def refused(self, server):
+        raise ServerError(f"the model server on node {server.node} did not answer its statistics: Server not ready")
+
+    monkeypatch.setattr(NodeServers, "_statistics", refused)
+    monkeypatch.setattr("pipeline.serving.node_stats.answers", lambda url: False)
+    with pytest.raises(ServerDied, match=r"the model server on node node-a \(pid 100, 10\.0\.0\.3:8001\) died"):
+        servers._statistics_of(servers.servers[0], dying_s=1.0)
 
 
 # ------------------------------------------------------------------------------------------ on a node: stop, lifetime

@@ -23,6 +23,7 @@ from pipeline.serving.client import MODEL_NAME, ServerPerNode
 from pipeline.serving.launcher import TOKEN_HEADER, Instance, ServerDied, ServerError, _flat, delta
 
 STATUS_TIMEOUT_S = 10.0  # a status file that does not move in this long: its server is stuck or gone
+DYING_S = 10.0  # a server that refused its statistics (Triton shutting down: "Server not ready") gone by then
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,18 @@ class NodeServers:
         )
         return _flat(found["model_stats"][0])
 
+    def _statistics_of(self, server: NodeServer, dying_s: float = DYING_S) -> dict[str, Any]:
+        """`_statistics`; a server that refuses them and stops answering within `dying_s` died (its executor
+        died and took it along: ServerDied names its node), not a mere failed read."""
+        try:
+            return self._statistics(server)
+        except ServerError as error:
+            deadline = time.monotonic() + dying_s
+            while answers(server.url) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.check_alive(error)
+            raise
+
     def _statuses(self) -> dict[str, dict[str, Any]]:
         """Each server's status file, once it has been rewritten twice since this call began (so its figures
         were taken after it began)."""
@@ -188,7 +201,7 @@ class NodeServers:
         node_marks = []
         for server in self.servers:
             status = statuses[server.node]
-            mark = {**self._statistics(server), "cpu_s": status["cpu_s"]}
+            mark = {**self._statistics_of(server), "cpu_s": status["cpu_s"]}
             if self.usage:
                 mark |= {"device_busy_s": status["busy_s"], "device_wait_s": status["wait_s"]}
                 mark["device_calls"] = status["calls"]
