@@ -23,12 +23,13 @@ import pytest
 from pipeline.config.validate import ConfigError, validate
 from pipeline.serving import client, environment, on_node
 from pipeline.serving.client import ServerAddress, ServerPerNode, ServerUnavailable
-from pipeline.serving.launcher import Instance, ServerError
+from pipeline.serving.launcher import Instance, ServerDied, ServerError
 from pipeline.serving.node_stats import NodeServers, servers_of
 from pipeline.serving.nodes import keep_logs, left_running
 from pipeline.serving.on_node import stop_recorded
 from pipeline.spark.evidence import check, node_usage
 from pipeline.spark.ledger import TaskRecord, summarize
+from pipeline.spark.nodes import executor_of
 from pipeline.spark.plan import plan
 from tests.helpers.config import compose_config, with_server_client
 
@@ -58,9 +59,10 @@ def test_a_task_on_a_node_without_a_server_fails_naming_the_node(monkeypatch):
 # ------------------------------------------------------------------------------------------ the start stage's records
 
 
-def record(node: str, address: str, pid: int = 100) -> dict:
+def record(node: str, address: str, pid: int = 100, executor: str = "0") -> dict:
     """What `start_here` returns for a server that started."""
     return {
+        "executor": executor,
         "node": node,
         "address": address,
         "url": f"{address}:8001",
@@ -89,9 +91,64 @@ def test_a_node_whose_server_did_not_start_is_named():
         servers_of([record("node-a", "10.0.0.3"), failed], count=2)
 
 
-def test_two_executors_on_one_node_are_refused_naming_it():
-    with pytest.raises(ServerError, match="two or more executors on node\\(s\\) node-a: one model server per node"):
-        servers_of([record("node-a", "10.0.0.3", 100), record("node-a", "10.0.0.3", 101)], count=2)
+def sharer(node: str, address: str, executor: str) -> dict:
+    """What `start_here` returns on a node's other executors: they share its server."""
+    return {"node": node, "address": address, "executor": executor}
+
+
+def test_each_node_is_acted_on_by_its_first_task_alone():
+    tasks = [(3, "node-b"), (0, "node-a"), (2, "node-a"), (1, "node-b"), (4, "node-c")]
+    assert on_node.starters(tasks) == {"node-a": 0, "node-b": 1, "node-c": 4}
+
+
+def test_executors_on_one_node_share_its_one_server():
+    found = servers_of(
+        [sharer("node-a", "10.0.0.3", "10"), record("node-a", "10.0.0.3", 100, "2"), record("node-b", "10.0.0.4", 101)],
+        count=3,
+    )
+    assert [(s.node, s.pid, s.executors) for s in found] == [("node-a", 100, ["2", "10"]), ("node-b", 101, ["0"])]
+
+
+def test_a_host_name_shared_by_two_machines_is_refused_naming_it():
+    with pytest.raises(ServerError, match=r"node node-a: executors at 10\.0\.0\.3, 10\.0\.0\.9 share this host name"):
+        servers_of([record("node-a", "10.0.0.3"), sharer("node-a", "10.0.0.9", "1")], count=2)
+
+
+def test_a_node_that_got_two_servers_is_refused_naming_it():
+    with pytest.raises(ServerError, match=r"node node-a: 2 servers started for its 2 executors, not one"):
+        servers_of([record("node-a", "10.0.0.3", 100), record("node-a", "10.0.0.3", 101, "1")], count=2)
+
+
+def test_a_nodes_other_tasks_neither_start_nor_stop_its_server(tmp_path):
+    launch = on_node.NodeLaunch(None, None, {}, "/nowhere/python", str(tmp_path), "127.0.0.1", None, None, 1.0)
+    assert on_node.start_here(launch, starter=False) == {
+        "node": socket.gethostname(),
+        "address": "127.0.0.1",
+        "executor": "driver",
+    }
+    server = _sleeper()
+    try:
+        kept = _record_file(tmp_path / socket.gethostname(), server)
+        assert on_node.stop_here(str(tmp_path), starter=False)["shares"]
+        assert kept.exists() and server.is_running()
+    finally:
+        server.kill()
+        server.wait(5)
+
+
+def test_an_overlapping_attempt_waits_for_the_nodes_lock_and_no_longer_than_its_bound(tmp_path):
+    with on_node.node_lock(tmp_path / "node-a", timeout_s=5):
+        with pytest.raises(ServerError, match=r"another task held node node-a's server lock .* for over 0 s"):
+            with on_node.node_lock(tmp_path / "node-a", timeout_s=0.3):
+                pass
+    with on_node.node_lock(tmp_path / "node-a", timeout_s=0.3):  # released: the next one gets it at once
+        pass
+
+
+def test_a_task_knows_its_executor_by_the_executor_jvms_command_line():
+    jvm = ["java", "CoarseGrainedExecutorBackend", "--driver-url", "spark://x", "--executor-id", "7", "--cores", "1"]
+    assert executor_of([["python", "-m", "pyspark.daemon"], jvm]) == "7"
+    assert executor_of([["java", "SparkSubmit", "pyspark-shell"]]) == "driver"
 
 
 # ------------------------------------------------------------------------------------------ statistics per node
@@ -150,6 +207,21 @@ def test_each_nodes_statistics_are_kept_and_summed(monkeypatch, tmp_path):
     assert by_node["node-a"]["last_pass"]["images"] == 24 and by_node["node-b"]["last_pass"]["images"] == 8
     assert by_node["node-b"]["url"] == "10.0.0.4:8001" and by_node["node-b"]["pid"] == 100
     assert found["instances"] == [{"index": 0, "device": "cpu", "gpu": None}]  # on each node
+
+
+def test_a_server_that_refuses_its_statistics_and_then_stops_answering_died_naming_its_node(monkeypatch, tmp_path):
+    topology = compose_config("topology=model_server").topology
+    servers = NodeServers(
+        servers_of([record("node-a", "10.0.0.3")], count=1), "token", [], topology, 1.0, 0.0, tmp_path
+    )
+
+    def refused(self, server):
+        raise ServerError(f"the model server on node {server.node} did not answer its statistics: Server not ready")
+
+    monkeypatch.setattr(NodeServers, "_statistics", refused)
+    monkeypatch.setattr("pipeline.serving.node_stats.answers", lambda url: False)
+    with pytest.raises(ServerDied, match=r"the model server on node node-a \(pid 100, 10\.0\.0\.3:8001\) died"):
+        servers._statistics_of(servers.servers[0], dying_s=1.0)
 
 
 # ------------------------------------------------------------------------------------------ on a node: stop, lifetime
@@ -333,9 +405,9 @@ def node_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ns_cluster(node_storage: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Two worker nodes of 2 cores, the tool importable on them, and a Spark Connect server on the master's node
+    """Two worker nodes of 3 cores, the tool importable on them, and a Spark Connect server on the master's node
     whose application takes 1 core of each (its event log on the storage root); a classic application gets the
-    other core of each."""
+    other 2 of each: room for two 1-core executors on each node."""
     from tests.helpers.nscluster import namespace_cluster, unavailable
 
     reason = unavailable()
@@ -348,13 +420,20 @@ def ns_cluster(node_storage: Path, tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("node-cluster")
     conf = {**NODE_CONF, **log_conf}
     with namespace_cluster(
-        directory, workers=2, cores=2, storage=node_storage, tool_on_nodes=True, connect=True, connect_conf=conf
+        directory,
+        workers=2,
+        cores=3,
+        memory="3g",
+        storage=node_storage,
+        tool_on_nodes=True,
+        connect=True,
+        connect_conf=conf,
     ) as up:
         print(f"namespace cluster up: {up.timings}")
         yield up
 
 
-def _job(up, storage: Path, run_dir: Path, master: str, *overrides: str) -> dict:
+def _job(up, storage: Path, run_dir: Path, master: str, *overrides: str, executors: int = 2) -> dict:
     """`python -m pipeline` against the cluster from the host, the checkout the nodes import on its path."""
     from tests.helpers.cli import cli, result_of
     from tests.helpers.nscluster import checkouts
@@ -363,7 +442,7 @@ def _job(up, storage: Path, run_dir: Path, master: str, *overrides: str) -> dict
     conf_dir = run_dir.parent / "spark-conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
     env |= {"PYTHONPATH": str(checkouts()[0]), "PYSPARK_PYTHON": sys.executable, "SPARK_CONF_DIR": str(conf_dir)}
-    shape = ["cluster=remote", f"cluster.master={master}", "cluster.workers=2", "cluster.worker_cores=1"]
+    shape = ["cluster=remote", f"cluster.master={master}", f"cluster.workers={executors}", "cluster.worker_cores=1"]
     shape += ["cluster.executor_memory=1g", f"storage={storage}", f"topology.server_env={storage / 'server-env'}"]
     began = time.monotonic()
     done = cli(
@@ -402,8 +481,9 @@ def _assert_served_per_node(up, result: dict) -> None:
     assert all(n["url"].startswith(f"{workers[n['node']]}:") for n in server["nodes"])
     served = [r for r in result["tasks"]["records"] if r["step"] == "served"]
     assert sum(r["rows_out"] for r in served) == 16 and set(result["tasks"]["hosts"]) <= set(workers)
-    for node in server["nodes"]:  # what each server answered is what the tasks on its node sent
+    for node in server["nodes"]:  # what each server answered is what the tasks on its node sent, from its executors
         assert node["last_pass"]["images"] == sum(r["rows_out"] for r in served if r["host"] == node["node"])
+        assert {r["executor"] for r in served if r["host"] == node["node"]} <= set(node["executors"])
     assert server["last_pass"]["images"] == 16 and result["evidence"]["checks"]["server_answered_every_image"]
     stopped = {(report["node"], pid) for report in server["stopped"] for pid in report["stopped"]}
     assert stopped == {(n["node"], n["pid"]) for n in server["nodes"]}
@@ -428,12 +508,19 @@ def _wait_for(check, seconds: float):
 
 
 @pytest.mark.slow
-def test_a_classic_driver_runs_a_server_on_each_worker_node_and_leaves_nothing(ns_cluster, node_storage, tmp_path):
+def test_a_classic_driver_runs_one_server_per_worker_node_its_executors_share_and_leaves_nothing(
+    ns_cluster, node_storage, tmp_path
+):
     before = {node.name: set(node.pids()) for node in ns_cluster.nodes}
-    # each Python worker ends with its task: a server outlives the worker that started it (not its executor)
-    reuse = "spark.python_worker_reuse=false"
-    result = _job(ns_cluster, node_storage, tmp_path / "run", ns_cluster.master_url, reuse)
+    # each Python worker ends with its task: a server outlives the worker that started it (not its executor);
+    # two executors on each node, 8 partitions: the first wave gives every executor a task
+    reuse, partitions = "spark.python_worker_reuse=false", "spark.partitions=8"
+    result = _job(ns_cluster, node_storage, tmp_path / "run", ns_cluster.master_url, reuse, partitions, executors=4)
     _assert_served_per_node(ns_cluster, result)
+    served = [r for r in result["tasks"]["records"] if r["step"] == "served"]
+    for node in result["evidence"]["server"]["nodes"]:  # one server per node, used by both of its executors
+        assert len(node["executors"]) == 2, node
+        assert {r["executor"] for r in served if r["host"] == node["node"]} == set(node["executors"])
     # the application's executors and Python workers, and the servers with all they started, are gone
     assert not _wait_for(lambda: _new_processes(ns_cluster, before), 60)
 

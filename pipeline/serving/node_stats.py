@@ -23,6 +23,7 @@ from pipeline.serving.client import MODEL_NAME, ServerPerNode
 from pipeline.serving.launcher import TOKEN_HEADER, Instance, ServerDied, ServerError, _flat, delta
 
 STATUS_TIMEOUT_S = 10.0  # a status file that does not move in this long: its server is stuck or gone
+DYING_S = 10.0  # a server that refused its statistics (Triton shutting down: "Server not ready") gone by then
 
 
 @dataclass(frozen=True)
@@ -41,25 +42,46 @@ class NodeServer:
     log: str
     status: str
     usage: str
-    executor_pid: int
+    executor_pid: int  # the JVM of the executor whose task started it: the server lives as long as it
     stopped_earlier: list[int] = field(default_factory=list)
     start_retries: list[dict[str, Any]] = field(default_factory=list)  # launcher.start: the failed starts tried again
+    executors: list[str] = field(default_factory=list)  # the executors on the node, which share its server
 
 
 def servers_of(records: list[dict[str, Any]], count: int) -> list[NodeServer]:
-    """The servers the start stage recorded; ServerError naming each node whose server did not start, or a
-    node that got two (two executors on one node: a server per node assumes one executor per node)."""
+    """The servers the start stage recorded, one per node with the executors that share it, ordered by node;
+    ServerError naming each node whose server did not start, and each host name that stands for two machines
+    (executors at different addresses: a task finds its node's server by host name)."""
     errors = [record["error"] for record in records if "error" in record]
     if errors:
         raise ServerError(f"the model server did not start on {len(errors)} of {count} nodes: " + "; ".join(errors))
-    nodes = [record["node"] for record in records]
-    doubled = sorted({node for node in nodes if nodes.count(node) > 1})
-    if doubled:
-        raise ServerError(
-            f"two or more executors on node(s) {', '.join(doubled)}: one model server per node assumes one executor "
-            f"per node (cluster.workers={count} executors on {len(set(nodes))} nodes)"
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_node.setdefault(record["node"], []).append(record)
+    found, problems = [], []
+    for node, tasks in sorted(by_node.items()):
+        server, problem = _node_server(node, tasks)
+        found += [server] if server else []
+        problems += [problem] if problem else []
+    if problems:
+        raise ServerError(f"model servers per node ({count} executors): " + "; ".join(problems))
+    return found
+
+
+def _node_server(node: str, tasks: list[dict[str, Any]]) -> tuple[NodeServer | None, str | None]:
+    """One node's server from its executors' records, or what is wrong with them."""
+    started = [task for task in tasks if "pid" in task]
+    addresses = sorted({task["address"] for task in tasks})
+    if len(addresses) > 1:
+        return None, (
+            f"node {node}: executors at {', '.join(addresses)} share this host name; a task finds its node's server "
+            "by host name, so each machine needs a host name of its own"
         )
-    return [NodeServer(**record) for record in sorted(records, key=lambda record: record["node"])]
+    if len(started) != 1:
+        return None, f"node {node}: {len(started)} servers started for its {len(tasks)} executors, not one"
+    record = {key: value for key, value in started[0].items() if key != "executor"}
+    executors = sorted((task["executor"] for task in tasks), key=lambda name: (len(name), name))
+    return NodeServer(**record, executors=executors), None
 
 
 def _ask(server: NodeServer, what: str, call: Callable[[Any], Any]) -> Any:
@@ -138,6 +160,18 @@ class NodeServers:
         )
         return _flat(found["model_stats"][0])
 
+    def _statistics_of(self, server: NodeServer, dying_s: float = DYING_S) -> dict[str, Any]:
+        """`_statistics`; a server that refuses them and stops answering within `dying_s` died (its executor
+        died and took it along: ServerDied names its node), not a mere failed read."""
+        try:
+            return self._statistics(server)
+        except ServerError as error:
+            deadline = time.monotonic() + dying_s
+            while answers(server.url) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.check_alive(error)
+            raise
+
     def _statuses(self) -> dict[str, dict[str, Any]]:
         """Each server's status file, once it has been rewritten twice since this call began (so its figures
         were taken after it began)."""
@@ -168,7 +202,7 @@ class NodeServers:
         node_marks = []
         for server in self.servers:
             status = statuses[server.node]
-            mark = {**self._statistics(server), "cpu_s": status["cpu_s"]}
+            mark = {**self._statistics_of(server), "cpu_s": status["cpu_s"]}
             if self.usage:
                 mark |= {"device_busy_s": status["busy_s"], "device_wait_s": status["wait_s"]}
                 mark["device_calls"] = status["calls"]

@@ -5,16 +5,18 @@ The harness cannot start a process on another machine; a Spark task can. So the 
 barrier stage of one task per executor (`on_every_node`: `mapInPandas(..., barrier=True, profile=...)` over a
 DataFrame of one row per executor, whose task ResourceProfile asks for every core of an executor, so no two
 of its tasks share one; the same call serves a classic session and Spark Connect, which has no RDD API).
-Each task (`start_here`) starts the server process on its node, bound to the node's own address (its source
-address on the route to the harness) on free ports, waits until it is ready (`topology.start_timeout_s`) and
-returns its node name, address, PID and ports. Tasks then find their own node's server by the node's name
-(`pipeline.serving.client.ServerPerNode`).
+The tasks first gather each other's host names; the first task on each node (`on_node.starters`) starts the
+server process on its node (`start_here`), bound to the node's own address (its source address on the route to
+the harness) on free ports, waits until it is ready (`topology.start_timeout_s`) and returns its node name,
+address, PID and ports; the node's other tasks (several executors on one node) return only their executor, which
+shares the node's server (`servers_of` keeps one record per node, with the executors that share it). Tasks then
+find their own node's server by the node's name (`pipeline.serving.client.ServerPerNode`).
 
 A task's part is `pipeline.serving.on_node`: the server runs in a session of its own and lives as long as its
-executor JVM (not the Python worker that started it), and its PID is recorded on the storage root as soon as it
-runs. A second barrier pass (`stop_here`) stops every recorded server with all it started (Triton, its Python
-stubs), also when the run failed; a record left after it (its node or executor gone) is checked from the driver:
-a server that still answers on its port fails the run (`_stop_all`).
+starter's executor JVM (not the Python worker that started it), and its PID is recorded on the storage root as
+soon as it runs. A second barrier pass (`stop_here`, again one acting task per node) stops every recorded server
+with all it started (Triton, its Python stubs), also when the run failed; a record left after it (its node or
+executor gone) is checked from the driver: a server that still answers on its port fails the run (`_stop_all`).
 
 The server's environment is made by the driver (it needs the package index) on a path every node sees
 (`pipeline.serving.environment.root`: `<storage>/server-env` by default). The servers' statistics, per node and
@@ -52,21 +54,28 @@ STOP_TIMEOUT_S = 90.0  # the stop stage's bound (a node lost since the start lea
 
 
 def on_every_node(
-    spark: Any, count: int, cpus: int, work: Callable[[], dict[str, Any]], timeout_s: float, what: str
+    spark: Any, count: int, cpus: int, work: Callable[[bool], dict[str, Any]], timeout_s: float, what: str
 ) -> list[dict[str, Any]]:
-    """`work()` once on each of `count` executors at the same time, in a barrier stage whose tasks ask for
-    `cpus` cores (an executor's all); what each returned. Bounded: a stage still waiting (for executors a
-    barrier stage needs all of at once) after `timeout_s` is cancelled, and ServerError says so."""
+    """`work(starter)` once on each of `count` executors at the same time, in a barrier stage whose tasks ask
+    for `cpus` cores (an executor's all), `starter` true for one task per node (`on_node.starters`, from the
+    host names the tasks gather); what each returned. Bounded: a stage still waiting (for executors a barrier
+    stage needs all of at once) after `timeout_s` is cancelled, and ServerError says so."""
     import pandas as pd
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import socket
+
         from pyspark import BarrierTaskContext
+
+        from pipeline.serving.on_node import starters
 
         for _ in frames:
             pass
-        found = work()
-        BarrierTaskContext.get().barrier()  # every node's work done before any task returns
+        context, host = BarrierTaskContext.get(), socket.gethostname()
+        tasks = [json.loads(task) for task in context.allGather(json.dumps([context.partitionId(), host]))]
+        found = work(starters([(partition, name) for partition, name in tasks])[host] == context.partitionId())
+        context.barrier()  # every node's work done before any task returns
         yield pd.DataFrame({"record": [json.dumps(found)]})
 
     profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(cpus)).build
@@ -168,7 +177,7 @@ def node_servers(
     servers: NodeServers | None = None
     failing = False
     try:
-        describe(f"model servers: start one on each of {count} nodes")
+        describe(f"model servers: start one per node of the {count} executors")
         began = time.perf_counter()
         records = on_every_node(
             spark,
@@ -193,7 +202,7 @@ def node_servers(
         log.info(
             "model servers on %d nodes (%s), started in %.1f s (environment %.1f s)",
             len(servers.servers),
-            ", ".join(f"{s.node} {s.url} pid {s.pid}" for s in servers.servers),
+            ", ".join(f"{s.node} {s.url} pid {s.pid} executors {','.join(s.executors)}" for s in servers.servers),
             servers.start_s,
             environment_s,
         )
@@ -223,6 +232,7 @@ def _stop_all(
         except Exception as error:  # a lost node, a stopped application: what is left is checked below
             problem = f"the stop pass failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}"
             log.warning("model servers: %s", problem)
+    stopped = [report for report in stopped if not report.get("shares")]  # the node's acting task reports it
     errors = [report["error"] for report in stopped if "error" in report]
     survived = [f"{report['node']} pid {pid}" for report in stopped for pid in report.get("survived", [])]
     left = [f"{record['node']} pid {record['pid']} ({record['url']})" for record in left_running(directory)]

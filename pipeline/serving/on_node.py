@@ -12,17 +12,27 @@ Every server's PID, start time, workspace and URL are recorded on the storage ro
 (`<run area>/server/<node>/pid-PID.json`): the stop task stops what is recorded there (a server whose start
 failed, or an earlier attempt's, too), and a start task first stops what an earlier attempt of its stage left.
 A task returns what went wrong instead of raising it: a failed barrier task would restart every node's start.
+
+Several executors on one node (a standalone worker with more cores than an executor's, YARN, Kubernetes) share
+the node's one server: its GPUs are the server's, not an executor's. Each stage's tasks gather every task's host
+name (`BarrierTaskContext.allGather`) and the first task on each node (`starters`) alone starts, or stops, that
+node's server; the others only report their executor. A task attempt that overlaps an earlier one's (a barrier
+stage retried while the old attempt still runs; barrier stages are never speculated) waits for the node's lock
+(`node_lock`) and then stops what the earlier one recorded, so a node never runs two servers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +46,11 @@ from pipeline.runtime.lifetime import PARENT_ENV
 from pipeline.runtime.processes import ProcessesSurvived, running, stop_processes
 from pipeline.serving import environment
 from pipeline.serving.launcher import USAGE_FILE, ServerError, start
+from pipeline.spark.nodes import executor
 
 STATUS_FILE = "status.json"
 PID_FILES = "pid-*.json"
+LOCK_FILE = "node.lock"
 STOP_GRACE_S = 20.0  # SIGTERM to SIGKILL, per server
 
 
@@ -55,6 +67,41 @@ class NodeLaunch:
     grpc_port: int | None
     threads: int | None
     timeout_s: float
+
+
+def starters(tasks: Sequence[tuple[int, str]]) -> dict[str, int]:
+    """Each node's acting task among a barrier stage's (partition, host name) pairs: its lowest partition.
+    Every task computes it from the same gathered list, so each node gets exactly one, with no round trip to
+    the driver."""
+    found: dict[str, int] = {}
+    for partition, host in tasks:
+        found[host] = min(partition, found.get(host, partition))
+    return found
+
+
+@contextmanager
+def node_lock(node_dir: Path, timeout_s: float) -> Iterator[None]:
+    """Held while a task starts or stops its node's server: an overlapping attempt of the same stage waits for
+    it (bounded: ServerError naming the node after `timeout_s`). The lock file is in the node's folder on the
+    storage root, removed with it once its servers stopped."""
+    node_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with open(node_dir / LOCK_FILE, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"another task held node {node_dir.name}'s server lock ({node_dir / LOCK_FILE}) for over "
+                        f"{timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def node_address(reach: str) -> str:
@@ -130,11 +177,16 @@ def stop_recorded(node_dir: Path, grace_s: float = STOP_GRACE_S) -> dict[str, li
     return found
 
 
-def start_here(launch: NodeLaunch) -> dict[str, Any]:
-    """The server-starting task's work on its node: the node's record, or {"node", "error"} saying why not."""
+def start_here(launch: NodeLaunch, starter: bool = True) -> dict[str, Any]:
+    """A start-stage task's work on its node: the node's starter (`starters`) starts the server and returns its
+    record, another task only its node, address and executor (it shares the server); {"node", "error"} saying
+    why not."""
     node = socket.gethostname()
     try:
-        return _start_here(launch, node)
+        if not starter:
+            return {"node": node, "address": node_address(launch.reach), "executor": executor()}
+        with node_lock(Path(launch.directory) / node, launch.timeout_s + 2 * STOP_GRACE_S):
+            return {**_start_here(launch, node), "executor": executor()}
     except Exception as error:  # returned, not raised: a failed barrier task would restart every node's start
         return {"node": node, "error": f"node {node}: {type(error).__name__}: {error}"}
 
@@ -205,10 +257,14 @@ def _start_here(launch: NodeLaunch, node: str) -> dict[str, Any]:
     }
 
 
-def stop_here(directory: str) -> dict[str, Any]:
-    """The stopping task's work on its node: stop what is recorded for it (`stop_recorded`)."""
+def stop_here(directory: str, starter: bool = True) -> dict[str, Any]:
+    """A stop-stage task's work on its node: the node's acting task (`starters`) stops what is recorded for it
+    (`stop_recorded`); another task on the node says it shares ("shares": True) and touches nothing."""
     node = socket.gethostname()
     try:
-        return {"node": node, **stop_recorded(Path(directory) / node)}
+        if not starter:
+            return {"node": node, "executor": executor(), "shares": True}
+        with node_lock(Path(directory) / node, 2 * STOP_GRACE_S):
+            return {"node": node, "executor": executor(), **stop_recorded(Path(directory) / node)}
     except Exception as error:
         return {"node": node, "error": f"node {node}: {type(error).__name__}: {error}"}

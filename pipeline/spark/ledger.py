@@ -85,6 +85,7 @@ class TaskRecord:
     between_calls: list[float] = field(default_factory=list)
     python_worker: dict = field(default_factory=dict)  # `fastpaths.worker_view` of the worker that ran it
     host: str = ""  # the node it ran on, and its machine and CPUs (`pipeline.spark.nodes.where`)
+    executor: str = ""  # its executor's id: a node may run several
     machine: str = ""
     cpu_count: int | None = None
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device

@@ -24,6 +24,29 @@ def host() -> str:
 
 
 @cache
+def executor() -> str:
+    """This process's executor (`executor_of` the command lines of the processes above it). Several executors
+    may share a node: this tells their tasks apart."""
+    import psutil
+
+    lines = []
+    try:
+        lines = [ancestor.cmdline() for ancestor in psutil.Process().parents()]
+    except psutil.Error:
+        pass
+    return executor_of(lines)
+
+
+def executor_of(lines: Iterable[list[str]]) -> str:
+    """The `--executor-id` on the first command line that has one (how standalone, YARN and Kubernetes start an
+    executor's JVM), else "driver" (local mode, where the driver's JVM runs the tasks)."""
+    for line in lines:
+        if "--executor-id" in line[:-1]:
+            return line[line.index("--executor-id") + 1]
+    return "driver"
+
+
+@cache
 def machine() -> str:
     """This process's machine: the kernel's boot id (the host name where the kernel does not say it)."""
     try:
@@ -33,13 +56,14 @@ def machine() -> str:
 
 
 def where() -> dict[str, Any]:
-    """What a task records about where it ran: node, machine, and the machine's CPUs (read once per process)."""
+    """What a task records about where it ran: node, executor, machine, and the machine's CPUs (read once per
+    process)."""
     return dict(_where())
 
 
 @cache
 def _where() -> tuple[tuple[str, Any], ...]:
-    return (("host", host()), ("machine", machine()), ("cpu_count", os.cpu_count()))
+    return (("host", host()), ("executor", executor()), ("machine", machine()), ("cpu_count", os.cpu_count()))
 
 
 def nodes_of(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
