@@ -24,15 +24,14 @@ stage retried while the old attempt still runs; barrier stages are never specula
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.rundir import atomic_write
 from pipeline.runtime.lifetime import PARENT_ENV
+from pipeline.runtime.locks import bounded_lock
 from pipeline.runtime.processes import ProcessesSurvived, running, stop_processes
 from pipeline.serving import environment
 from pipeline.serving.launcher import USAGE_FILE, ServerError, start
@@ -79,29 +79,12 @@ def starters(tasks: Sequence[tuple[int, str]]) -> dict[str, int]:
     return found
 
 
-@contextmanager
-def node_lock(node_dir: Path, timeout_s: float) -> Iterator[None]:
+def node_lock(node_dir: Path, timeout_s: float) -> AbstractContextManager[None]:
     """Held while a task starts or stops its node's server: an overlapping attempt of the same stage waits for
-    it (bounded: ServerError naming the node after `timeout_s`). The lock file is in the node's folder on the
-    storage root, removed with it once its servers stopped."""
+    it, at most `timeout_s` (then LockTimeout naming the lock file and its holder). The lock file is in the
+    node's folder on the storage root, removed with it once its servers stopped."""
     node_dir.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with open(node_dir / LOCK_FILE, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ServerError(
-                        f"another task held node {node_dir.name}'s server lock ({node_dir / LOCK_FILE}) for over "
-                        f"{timeout_s:.0f} s"
-                    ) from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return bounded_lock(node_dir / LOCK_FILE, timeout_s, f"starting or stopping node {node_dir.name}'s model server")
 
 
 def node_address(reach: str) -> str:
