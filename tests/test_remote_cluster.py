@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.nscluster import NamespaceCluster
-from tests.helpers.one_application import styles_in_one_application
+from tests.helpers.one_application import assert_every_style_agrees, styles_in_one_application
 from tests.helpers.otherhosts import STYLES, left_on, on, run, sweep
 
 pytestmark = pytest.mark.slow
@@ -68,13 +68,7 @@ def test_every_udf_style_on_other_machines_agrees_with_the_reference(nodes, cach
     found = styles_in_one_application(tmp_path, STYLES, *overrides)
     assert found["shipped"]["weights"]["how"] == "SparkContext.addFile"
     workers = {node.hostname for node in nodes.workers}
-    assert sorted(found["styles"]) == sorted(STYLES)
-    for style, measured in found["styles"].items():
-        assert (measured["read"], measured["predicted"], measured["bad"]) == (8, 8, []), style
-        agreement = measured["agreement"]
-        assert agreement["top1_agreement"] == 1.0 and agreement["duplicate_ids"] == 0, (style, agreement)
-        assert agreement["compared"] == 8, style
-        assert measured["hosts"] and set(measured["hosts"]) <= workers, (style, measured["hosts"])
+    assert_every_style_agrees(found, STYLES, workers, images=8)
     assert not left_on(nodes), "the application's executors outlived it"
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers.nscluster import NamespaceCluster, namespace_cluster, unavailable
-from tests.helpers.one_application import styles_in_one_application
+from tests.helpers.one_application import assert_every_style_agrees, styles_in_one_application
 from tests.helpers.otherhosts import STYLES, on, sweep
 
 pytestmark = pytest.mark.slow
@@ -53,13 +53,7 @@ def test_every_udf_style_through_a_connect_server_on_another_node_agrees_with_th
     found = styles_in_one_application(tmp_path, CONNECT_STYLES, *overrides)
     assert found["shipped"]["weights"]["how"].startswith("Spark Connect artifact")
     workers = {node.hostname for node in server.workers}
-    assert sorted(found["styles"]) == sorted(CONNECT_STYLES)
-    for style, measured in found["styles"].items():
-        assert (measured["read"], measured["predicted"], measured["bad"]) == (8, 8, []), style
-        agreement = measured["agreement"]
-        assert agreement["top1_agreement"] == 1.0 and agreement["duplicate_ids"] == 0, (style, agreement)
-        assert agreement["compared"] == 8, style
-        assert measured["hosts"] and set(measured["hosts"]) <= workers, (style, measured["hosts"])
+    assert_every_style_agrees(found, CONNECT_STYLES, workers, images=8)
 
 
 @pytest.mark.timeout(1800)  # one whole run per topology, each with its own Spark application

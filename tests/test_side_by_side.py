@@ -191,18 +191,7 @@ def test_a_run_inside_or_around_a_held_dir_stops_at_once_and_leaves_the_holders_
     (tmp_path / "sweep" / "3").mkdir(parents=True, exist_ok=True)
     (tmp_path / "sweep" / "3" / "result.json").write_text("{}")  # the holder's job dir and its files
     before = _tree(tmp_path)
-    where = (
-        ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "model.batch_size=8,16"]
-        if sweep
-        else [f"hydra.run.dir={tmp_path / 'sweep' / '3'}"]
-    )
-    started = time.monotonic()
-    done = cli(tmp_path, *where, "model=null_model", env=checkout_env(), timeout=60)
-    took = time.monotonic() - started
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert f"is in use by PID {held.process.pid} on host {this_host()}" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert took < at_once(), took
+    _refused_at_once(tmp_path, held, tmp_path / "sweep", tmp_path / "sweep" / "3", sweep)
     assert _tree(tmp_path) == before  # no .hydra/, no log, no claim file, in the holder's dirs or around them
 
 
@@ -308,15 +297,10 @@ def at_once() -> float:
 
 
 # --- python -m pipeline ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sweep", [False, True])
-def test_a_run_into_a_held_dir_stops_in_under_5_s_naming_the_holder_and_touches_nothing(tmp_path, holder, sweep):
-    held = holder(tmp_path / "run")
-    before = sorted(p.name for p in (tmp_path / "run").iterdir())
-    where = (
-        ["-m", f"hydra.sweep.dir={tmp_path / 'run'}", "model.batch_size=8,16"]
-        if sweep
-        else [f"hydra.run.dir={tmp_path / 'run'}"]
-    )
+def _refused_at_once(tmp_path: Path, held, sweep_dir: Path, run_dir: Path, sweep: bool) -> None:
+    """`python -m pipeline` into `sweep_dir` (a multirun) or `run_dir` stops at once, exit 1, one line naming the
+    run that holds `held`, no traceback."""
+    where = ["-m", f"hydra.sweep.dir={sweep_dir}", "model.batch_size=8,16"] if sweep else [f"hydra.run.dir={run_dir}"]
     started = time.monotonic()
     done = cli(tmp_path, *where, "model=null_model", env=checkout_env(), timeout=60)
     took = time.monotonic() - started
@@ -324,6 +308,13 @@ def test_a_run_into_a_held_dir_stops_in_under_5_s_naming_the_holder_and_touches_
     assert f"is in use by PID {held.process.pid} on host {this_host()}" in done.stderr
     assert "Traceback" not in done.stderr
     assert took < at_once(), took
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_run_into_a_held_dir_stops_in_under_5_s_naming_the_holder_and_touches_nothing(tmp_path, holder, sweep):
+    held = holder(tmp_path / "run")
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    _refused_at_once(tmp_path, held, tmp_path / "run", tmp_path / "run", sweep)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # no .hydra/, no log, no job.yaml
 
 

@@ -45,6 +45,18 @@ def styles_in_one_application(tmp_path: Path, styles: list[str], *overrides: str
     return json.loads(out.read_text())
 
 
+def assert_every_style_agrees(found: dict[str, Any], styles: list[str], workers: set[str], images: int) -> None:
+    """What `styles_in_one_application` found, checked for each style: every image read and predicted once, none
+    bad, top-1 agreement 1.0 with every image compared, and its tasks on the worker nodes only."""
+    assert sorted(found["styles"]) == sorted(styles)
+    for style, measured in found["styles"].items():
+        assert (measured["read"], measured["predicted"], measured["bad"]) == (images, images, []), style
+        agreement = measured["agreement"]
+        assert agreement["top1_agreement"] == 1.0 and agreement["duplicate_ids"] == 0, (style, agreement)
+        assert agreement["compared"] == images, style
+        assert measured["hosts"] and set(measured["hosts"]) <= workers, (style, measured["hosts"])
+
+
 def _main(out: Path, styles: list[str], run_dir: Path, overrides: list[str]) -> None:
     """The child's work (its imports here: the test process needs none of them)."""
     from pipeline.config.validate import validate
