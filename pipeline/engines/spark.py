@@ -107,20 +107,20 @@ def application(
         conf = spark_conf(config, run_dir, dataset.size_bytes, running, dataset.largest_file_bytes, startup)
         started = time.perf_counter()
         if plan.connect_server:  # every conf on the server's command line; the server is the driver
-            app_id = None
-            try:
-                with connect_server(conf, run_dir) as server, connect_session(server.url, {}) as spark:
-                    app_id = spark.conf.get("spark.app.id")
-                    yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, server)
-            finally:
-                if app_id and plan.mode is ClusterMode.local_cluster:
-                    keep_worker_logs(app_id, run_dir)
+            with (
+                _worker_logs_kept(plan, run_dir) as app_ids,
+                connect_server(conf, run_dir) as server,
+                connect_session(server.url, {}) as spark,
+            ):
+                app_ids.append(spark.conf.get("spark.app.id"))
+                yield Application(spark, running, conf, cluster_s, time.perf_counter() - started, server)
         elif plan.connect:  # a server the tool did not start: only runtime SQL confs can be set from here
             runtime = runtime_conf(conf)
             with connect_session(running.master, runtime) as spark:
                 yield Application(spark, running, runtime, cluster_s, time.perf_counter() - started)
         else:
-            with spark_session(conf) as spark, _worker_logs_kept(spark, plan, run_dir):
+            with _worker_logs_kept(plan, run_dir) as app_ids, spark_session(conf) as spark:
+                app_ids.append(spark.conf.get("spark.app.id"))
                 waited = None
                 if plan.mode is ClusterMode.remote:  # a cluster the harness did not start: its executors may never come
                     cl = config.cluster
@@ -130,15 +130,16 @@ def application(
 
 
 @contextmanager
-def _worker_logs_kept(spark: SparkSession, plan: Plan, run_dir: Path) -> Iterator[None]:
-    """local-cluster's executor logs into the run dir once its application has stopped (`keep_worker_logs`)."""
-    app_id = spark.conf.get("spark.app.id") if plan.mode is ClusterMode.local_cluster else None
+def _worker_logs_kept(plan: Plan, run_dir: Path) -> Iterator[list[str]]:
+    """local-cluster's executor logs into the run dir (`keep_worker_logs`) for each application id the block
+    appends, once the block has ended: the application entered inside it has stopped, and its executors with it."""
+    app_ids: list[str] = []
     try:
-        yield
+        yield app_ids
     finally:
-        if app_id:
-            spark.stop()  # the workers stop its executors first; spark_session's own stop is then a no-op
-            keep_worker_logs(app_id, run_dir)
+        if plan.mode is ClusterMode.local_cluster:
+            for app_id in app_ids:
+                keep_worker_logs(app_id, run_dir)
 
 
 @dataclass(frozen=True)
