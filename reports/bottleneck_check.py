@@ -8,16 +8,24 @@ left out, or its defaults), and its measured throughput is set against the predi
 and server CPU costs (`SERVER_RATES`) are fitted from model_server runs, which the check sweep's are: those come
 from the other checked runs, and the table says so. A run also carries the stand-in's evidence of its bound
 (`evidence.simulated_device.busy_fraction`), which says whether the run was device-bound as predicted.
+
+With a rates file (`sweep=calibrate`'s), every run is predicted from its rates instead: the advisor's own inputs,
+measured by other runs than the checked ones, which is what the advice's predictions are worth.
+
+    python -m reports.bottleneck_check DIR [DIR ...] [--rates FILE]   # the table and the spread, printed
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.projection.bottleneck import device_of, predict, shape_of
+from pipeline.projection.bottleneck import Rates, device_of, predict, shape_of
+from pipeline.projection.calibrate import RatesFileError, load
 from pipeline.projection.rates import measured_rates, serve_runs
 from pipeline.results import read_results
 from pipeline.spark.nodes import machine_cpus
@@ -65,10 +73,17 @@ def _checkable(job: Job) -> bool:
     )
 
 
-def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path], served: set[Path]) -> Check | None:
+def _check(
+    job: Job,
+    rates: dict[tuple[Any, ...], Any],
+    directories: list[Path],
+    served: set[Path],
+    calibrated: Rates | None = None,
+) -> Check | None:
     """The run against its prediction, from rates that leave the run out (`served`: the job dirs of the
-    model_server runs the SERVER_RATES are fitted from); None for a run without GPUs (a simulated device on the
-    CPU, as sweep=calibrate's server run), which the model has nowhere to place."""
+    model_server runs the SERVER_RATES are fitted from) or from `calibrated` (a rates file's);
+    None for a run without GPUs (a simulated device on the CPU, as sweep=calibrate's server run), which the model
+    has nowhere to place."""
     result = job.decoded
     config = result.config
     topology, shape, workload = shape_of(
@@ -83,10 +98,10 @@ def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path],
     decoder = (config.get("preprocess") or {}).get("decoder", "pil")
     leave_out = (job.dir,)  # its own task cost (`rates.task_runs`) and server costs are not its prediction's
     key = (image_format, decoder, leave_out)
-    if key not in rates:
+    if calibrated is None and key not in rates:
         rates[key] = measured_rates(directories, image_format=image_format, decoder=decoder, leave_out=leave_out)
     device = device_of(config)
-    prediction = predict(topology, rates[key], device, shape, workload)
+    prediction = predict(topology, calibrated or rates[key], device, shape, workload)
     usage = result.evidence.get("simulated_device") or {}
     return Check(
         job_dir=str(job.dir),
@@ -100,18 +115,35 @@ def _check(job: Job, rates: dict[tuple[Any, ...], Any], directories: list[Path],
         predicted_gpu_busy=prediction.utilization.get("gpus", 0.0),
         measured_busy=usage.get("busy_fraction"),
         load_average=usage.get("load_average_1m"),
-        fitted_on_checked=len(served - {job.dir}) if topology == "model_server" else 0,
+        fitted_on_checked=len(served - {job.dir}) if topology == "model_server" and not calibrated else 0,
     )
 
 
-def checks(directories: list[Path]) -> list[Check]:
-    """Every ok simulated-device run on GPUs under `directories`, checked, in sweep order."""
+def checks(directories: list[Path], rates_file: Path | None = None) -> list[Check]:
+    """Every ok simulated-device run on GPUs under `directories`, checked, in sweep order: from the rates of the
+    other checked runs, or from `rates_file` (RatesFileError for one that cannot be read, or that was measured
+    on another image format or decoder than a checked run's)."""
     directories = [Path(directory) for directory in directories]
     checked = [job for job in find_jobs(directories) if _checkable(job)]
     dirs = {job.dir for job in checked}
     served = {path.parent for path, _, _ in serve_runs(read_results(directories))} & dirs
     rates: dict[tuple[Any, ...], Any] = {}
-    found = (_check(job, rates, directories, served) for job in checked)
+    calibrated = None
+    if rates_file is not None:
+        calibration = load(rates_file)
+        calibrated = calibration.rates
+        for job in checked:
+            config = job.decoded.config
+            ran = (
+                (config.get("dataset") or {}).get("format", "jpeg"),
+                (config.get("preprocess") or {}).get("decoder", "pil"),
+            )
+            if ran != (calibration.image_format, calibration.decoder):
+                raise RatesFileError(
+                    f"{rates_file}: measured on {calibration.image_format} decoded by {calibration.decoder}, "
+                    f"but {job.dir} ran {ran[0]} decoded by {ran[1]}"
+                )
+    found = (_check(job, rates, directories, served, calibrated) for job in checked)
     return [check for check in found if check is not None]
 
 
@@ -167,13 +199,14 @@ def table(found: list[Check]) -> list[list[str]]:
     return rows
 
 
-def summary(directories: list[Path]) -> list[str]:
+def summary(directories: list[Path], rates_file: Path | None = None) -> list[str]:
     """Lines a sweep prints at its end (`pipeline.callbacks`): predicted/measured per run and the spread;
     nothing when the sweep ran no simulated device."""
-    found = checks(directories)
+    found = checks(directories, rates_file)
     if not found:
         return []
-    lines = ["bottleneck model, predicted / measured per run (simulated devices, not GPU figures):"]
+    source = f"rates from {rates_file}" if rates_file else "rates from the other checked runs"
+    lines = [f"bottleneck model, predicted / measured per run (simulated devices, not GPU figures; {source}):"]
     lines += [" | ".join(row) for row in table(found)]
     shown = spread(found)
     lines.append(
@@ -181,3 +214,30 @@ def summary(directories: list[Path]) -> list[str]:
         f"{shown['median']:.2f}, min {shown['min']:.2f}, max {shown['max']:.2f}"
     )
     return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reports.bottleneck_check",
+        description="Each simulated-device run under the DIRs against the bottleneck model's prediction.",
+    )
+    parser.add_argument("directories", nargs="+", type=Path, metavar="DIR")
+    parser.add_argument("--rates", type=Path, help="predict from this rates file (sweep=calibrate's rates.json)")
+    arguments = parser.parse_args(argv)
+    missing = [path for path in arguments.directories if not path.is_dir()]
+    if missing:
+        parser.error(f"{missing[0]} is not a directory")
+    try:
+        lines = summary(arguments.directories, arguments.rates)
+    except RatesFileError as error:
+        parser.error(str(error))
+    print(
+        "\n".join(lines)
+        if lines
+        else "no simulated-device run on GPUs under " + ", ".join(map(str, arguments.directories))
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

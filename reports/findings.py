@@ -36,6 +36,8 @@ import pandas as pd
 import yaml
 
 from pipeline.config.reference import publish
+from pipeline.projection.calibrate import RATES_FILE, load
+from pipeline.projection.rates import measured_rates
 from pipeline.rundir import RESULT_FILE, atomic_write
 from reports import bottleneck_check, connect, fast_paths, peers, server
 from reports.aggregate import OVERRIDES_FILE, SWEEP_FILE, Job, find_jobs, job_frame
@@ -228,19 +230,36 @@ def fast_paths_table(jobs: list[Job], frame: pd.DataFrame, _: list[Path]) -> lis
 
 
 def bottleneck_table(jobs: list[Job], frame: pd.DataFrame, directories: list[Path]) -> list[str]:
-    """`reports.bottleneck_check`: each simulated-device run against the bottleneck model's prediction."""
-    found = bottleneck_check.checks(directories)
-    if not found:
-        return []
-    header, *rows = bottleneck_check.table(found)
-    shown = bottleneck_check.spread(found)
-    low, high = bottleneck_check.TARGET
-    return [
-        *markdown(header, rows),
-        f"{shown['hits']} of {shown['runs']} runs within {low}–{high}x; predicted/measured median "
-        f"{shown['median']:.2f}, min {shown['min']:.2f}, max {shown['max']:.2f}.",
-        "",
-    ]
+    """`reports.bottleneck_check`: each simulated-device run against the bottleneck model's prediction, from the
+    rates of the other kept runs, and again from a kept `sweep=calibrate` rates file (RATES_FILE beside the runs:
+    what the advice predicts from) where the finding holds one."""
+    lines = []
+    for rates_file in [None, *(path for d in directories if (path := d / RATES_FILE).is_file())]:
+        found = bottleneck_check.checks(directories, rates_file)
+        if not found:
+            return []
+        header, *rows = bottleneck_check.table(found)
+        shown = bottleneck_check.spread(found)
+        low, high = bottleneck_check.TARGET
+        if rates_file is None:
+            title = (
+                "Rates read from the kept runs, each run left out of its own prediction (`pipeline.projection.rates`)"
+            )
+            rates = measured_rates(directories)
+        else:
+            title = f"Rates from the kept `{RATES_FILE}` of a `sweep=calibrate` (what `python -m reports advise` reads)"
+            rates = load(rates_file).rates
+        lines += [
+            f"{title}:",
+            "",
+            *markdown(header, rows),
+            f"{shown['hits']} of {shown['runs']} runs within {low}–{high}x; predicted/measured median "
+            f"{shown['median']:.2f}, min {shown['min']:.2f}, max {shown['max']:.2f}. Where each rate came from:",
+            "",
+            *(f"- {name} = {getattr(rates, name):.4g}: {source}" for name, source in sorted(rates.sources.items())),
+            "",
+        ]
+    return lines
 
 
 def server_table(jobs: list[Job], frame: pd.DataFrame, _: list[Path]) -> list[str]:

@@ -61,6 +61,13 @@ def inference(weights_file: Path) -> Inference:
 
 
 @pytest.fixture(scope="session")
+def null_inference() -> Inference:
+    """Real decoding and preprocessing, the null model: for tests of what the harness counts, not what a network
+    predicts (a ResNet50 on the CPU was most of their time)."""
+    return Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=4)
+
+
+@pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
     """The test session's one SparkSession (local[2]), built from the same conf builder as a run. Its driver JVM
     is stopped with it, as a job stops its own: left to die with pytest's process, it outlived the suite by a

@@ -257,6 +257,66 @@ def test_the_check_sets_each_simulated_run_against_the_bottleneck_models_predict
     assert bottleneck_check.summary([tmp_path / "2"]) == []
 
 
+def test_with_a_rates_file_every_run_is_predicted_from_its_rates_not_the_checked_runs(tmp_path):
+    from pipeline.projection.bottleneck import device_of, predict, shape_of
+    from pipeline.projection.calibrate import load, write
+    from reports import bottleneck_check
+    from tests.helpers.advice import CALIBRATE_RUNS
+
+    rates_file = write([CALIBRATE_RUNS], tmp_path / "rates.json")
+    _simulated_result(tmp_path / "runs" / "0", 10.0, "device.images_per_s=20")
+    _simulated_result(tmp_path / "runs" / "1", 5.0, "topology=model_server")
+    found = bottleneck_check.checks([tmp_path / "runs"], rates_file)
+    for check in found:
+        config = json.loads((Path(check.job_dir) / "result.json").read_text())["config"]
+        topology, shape, workload = shape_of(config, 2)
+        expected = predict(topology, load(rates_file).rates, device_of(config), shape, workload).images_per_s
+        assert check.predicted == pytest.approx(expected) and check.fitted_on_checked == 0
+    assert found[0].predicted != pytest.approx(bottleneck_check.checks([tmp_path / "runs"])[0].predicted)
+
+
+def test_the_findings_page_checks_the_kept_runs_again_from_a_kept_rates_file_naming_each_rates_source(tmp_path):
+    from pipeline.projection.calibrate import RATES_FILE, write
+    from reports import findings
+    from tests.helpers.advice import CALIBRATE_RUNS
+
+    _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")
+    alone = findings.bottleneck_table([], None, [tmp_path])
+    write([CALIBRATE_RUNS], tmp_path / RATES_FILE)
+    both = "\n".join(findings.bottleneck_table([], None, [tmp_path]))
+    assert both.startswith("\n".join(alone)) and both.count("| fused | simulated t4_fp16 20 img/s |") == 2
+    assert f"Rates from the kept `{RATES_FILE}` of a `sweep=calibrate`" in both
+    assert "- preprocess_s = " in both and "measured: no-model fused runs" in both
+
+
+def test_a_rates_file_of_another_decoder_is_refused_naming_both(tmp_path):
+    from pipeline.projection.calibrate import RatesFileError, write
+    from reports import bottleneck_check
+    from tests.helpers.advice import CALIBRATE_RUNS
+
+    rates_file = write([CALIBRATE_RUNS], tmp_path / "rates.json")
+    _simulated_result(tmp_path / "runs" / "0", 10.0, "preprocess.decoder=torchvision")
+    with pytest.raises(RatesFileError, match="decoded by pil, but .*ran jpeg decoded by torchvision"):
+        bottleneck_check.checks([tmp_path / "runs"], rates_file)
+
+
+def test_the_check_command_prints_the_table_or_names_a_bad_rates_file(tmp_path, capsys):
+    from reports import bottleneck_check
+
+    _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")
+    assert bottleneck_check.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "simulated t4_fp16 20 img/s" in out
+        and "rates from the other checked runs" in out
+        and " of 1 runs within" in out
+    )
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit) as exited:
+        bottleneck_check.main([str(tmp_path), "--rates", str(tmp_path / "bad.json")])
+    assert exited.value.code == 2 and "key 'format' must be" in capsys.readouterr().err
+
+
 def test_a_simulated_run_without_gpus_is_left_out_of_the_check(tmp_path):
     from reports import bottleneck_check
 

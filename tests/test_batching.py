@@ -159,25 +159,29 @@ def run_batches(spark, tmp_path, dataset, inference, *overrides: str, max_bytes:
     return check_batches(records, config, conf, dataset.row_group_rows) | {"records": records}
 
 
-def test_a_scalar_udf_over_small_row_groups_says_the_row_group_capped_it(spark, tmp_path, row_groups_of, inference):
-    checks = run_batches(spark, tmp_path, row_groups_of(8), inference, "udf=scalar_pandas_udf")
+def test_a_scalar_udf_over_small_row_groups_says_the_row_group_capped_it(
+    spark, tmp_path, row_groups_of, null_inference
+):
+    checks = run_batches(spark, tmp_path, row_groups_of(8), null_inference, "udf=scalar_pandas_udf")
     assert max(call for r in checks["records"] for call in r["udf_call_rows"]) <= 8
     assert not checks["batch_axes_took_effect"]
     [cap] = [cap for cap in checks["batch_caps"] if cap.startswith("spark.max_records_per_batch=1000")]
     assert "row groups of 8 rows" in cap
 
 
-def test_row_groups_as_large_as_the_data_give_the_scalar_udf_its_big_calls(spark, tmp_path, row_groups_of, inference):
-    checks = run_batches(spark, tmp_path, row_groups_of(48), inference, "udf=scalar_pandas_udf")
+def test_row_groups_as_large_as_the_data_give_the_scalar_udf_its_big_calls(
+    spark, tmp_path, row_groups_of, null_inference
+):
+    checks = run_batches(spark, tmp_path, row_groups_of(48), null_inference, "udf=scalar_pandas_udf")
     calls = [call for r in checks["records"] for call in r["udf_call_rows"]]
     assert sum(calls) == 48 and max(calls) == 48  # one row group, one task, one call
     assert checks["batch_axes_took_effect"], checks["batch_caps"]
 
 
-def test_max_bytes_per_batch_is_named_when_it_wins(spark, tmp_path, row_groups_of, inference):
+def test_max_bytes_per_batch_is_named_when_it_wins(spark, tmp_path, row_groups_of, null_inference):
     dataset = row_groups_of(48)
     row_bytes = dataset.size_bytes // dataset.num_images
-    checks = run_batches(spark, tmp_path, dataset, inference, "udf=map_in_pandas", max_bytes=3 * row_bytes)
+    checks = run_batches(spark, tmp_path, dataset, null_inference, "udf=map_in_pandas", max_bytes=3 * row_bytes)
     calls = [call for r in checks["records"] for call in r["udf_call_rows"]]
     assert sum(calls) == 48 and max(calls) <= 4
     assert any(MAX_BYTES_KEY in cap for cap in checks["batch_caps"]), checks["batch_caps"]

@@ -49,8 +49,8 @@ def test_verify_reads_what_the_last_pass_wrote_and_runs_again_only_after_a_noop_
     assert not (tmp_path / "tasks" / "all").exists()  # nothing left of them
 
 
-def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, inference):
-    run = measured(spark, tmp_path, tiny_dataset, inference, "warmup=1", "repeats=2")
+def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, null_inference):
+    run = measured(spark, tmp_path, tiny_dataset, null_inference, "warmup=1", "repeats=2")
     assert [p.predicted for p in run.warmups + run.timed] == [tiny_dataset.num_images] * 3
     assert all(p.tasks["steps"]["fused"]["rows_in"] == tiny_dataset.num_images for p in run.timed)
 
@@ -67,24 +67,24 @@ def test_model_is_built_once_per_python_worker(spark, tmp_path, tiny_dataset, in
     assert max(record["rows_in"] for record in run.timed[-1].tasks["records"]) > inference.batch_size
 
 
-def test_tasks_use_their_cpu_share_on_the_cpu(spark, tmp_path, tiny_dataset, inference):
-    records = measured(spark, tmp_path, tiny_dataset, inference).timed[0].tasks["records"]
+def test_tasks_use_their_cpu_share_on_the_cpu(spark, tmp_path, tiny_dataset, null_inference):
+    records = measured(spark, tmp_path, tiny_dataset, null_inference).timed[0].tasks["records"]
     assert {(record["cpus"], record["device"], tuple(record["gpu_addresses"])) for record in records} == {
         (1, "cpu", ())
     }
 
 
 @pytest.mark.parametrize("style", [style.value for style in UdfStyle])
-def test_corrupt_images_are_skipped_counted_and_listed(spark, tmp_path, bad_dataset, inference, style):
-    run = measured(spark, tmp_path, bad_dataset, inference, f"udf={style}")
+def test_corrupt_images_are_skipped_counted_and_listed(spark, tmp_path, bad_dataset, null_inference, style):
+    run = measured(spark, tmp_path, bad_dataset, null_inference, f"udf={style}")
     timed = run.timed[0]
     assert {record.id for record in timed.bad} == set(corrupt_images())
     assert all(record.reason for record in timed.bad)
     assert timed.predicted == bad_dataset.num_images - len(corrupt_images())
 
 
-def test_on_bad_image_fail_stops_the_run_naming_the_image(spark, tmp_path, bad_dataset, inference):
-    strict = dataclasses.replace(inference, fail_on_bad_image=True)
+def test_on_bad_image_fail_stops_the_run_naming_the_image(spark, tmp_path, bad_dataset, null_inference):
+    strict = dataclasses.replace(null_inference, fail_on_bad_image=True)
     with pytest.raises(Exception) as failure:
         measured(spark, tmp_path, bad_dataset, strict)
     error = describe_error(failure.value)
@@ -92,8 +92,8 @@ def test_on_bad_image_fail_stops_the_run_naming_the_image(spark, tmp_path, bad_d
     assert "id=bad-" in error["message"] and "on_bad_image=fail" in error["message"]
 
 
-def test_parquet_sink_writes_every_prediction(spark, tmp_path, tiny_dataset, inference):
-    measured(spark, tmp_path, tiny_dataset, inference, "sink=parquet")
+def test_parquet_sink_writes_every_prediction(spark, tmp_path, tiny_dataset, null_inference):
+    measured(spark, tmp_path, tiny_dataset, null_inference, "sink=parquet")
     written = spark.read.parquet(str(tmp_path / "predictions")).toPandas()
     assert sorted(written.columns) == ["id", "label", "prob", "top1", "top5"]
     assert sorted(written["id"]) == [f"{index:09d}" for index in range(tiny_dataset.num_images)]

@@ -97,11 +97,11 @@ def test_non_default_knobs_reach_the_session_and_the_python_worker(tmp_path):
     assert 0 < sent < 64 * 65536 / 10  # 4 MiB of zeros crossed to Python zstd-compressed
 
 
-def test_a_pipelined_run_records_its_worker_mode_and_every_input_wait(spark, tmp_path, tiny_dataset, inference):
+def test_a_pipelined_run_records_its_worker_mode_and_every_input_wait(spark, tmp_path, tiny_dataset, null_inference):
     config = compose_config("udf=map_in_pandas", "model=null_model", "warmup=0", "repeats=1")
     with context_conf(spark, "spark.python.udf.pipelined.enabled", "true"):
-        pipelined = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0]
-    plain = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0]
+        pipelined = measure(spark, config, tiny_dataset, null_inference, tmp_path, predict_slots=2).timed[0]
+    plain = measure(spark, config, tiny_dataset, null_inference, tmp_path, predict_slots=2).timed[0]
     for timed, expected in ((pipelined, True), (plain, False)):
         records = timed.tasks["records"]
         assert records and all(record["python_worker"]["pipelined"] is expected for record in records)
@@ -112,26 +112,30 @@ def test_a_pipelined_run_records_its_worker_mode_and_every_input_wait(spark, tmp
 
 
 @pytest.mark.parametrize("style", ["map_in_arrow", "iterator_pandas_udf", "arrow_udf"])
-def test_every_iterator_style_times_its_input_batches(spark, tmp_path, tiny_dataset, inference, style):
+def test_every_iterator_style_times_its_input_batches(spark, tmp_path, tiny_dataset, null_inference, style):
     config = compose_config(f"udf={style}", "model=null_model", "warmup=0", "repeats=1")
     with (
         sql_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "2"),
         sql_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "2"),
     ):
-        records = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
+        records = (
+            measure(spark, config, tiny_dataset, null_inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
+        )
     # 12 images in Arrow batches of at most 2 rows: at least 6 batches, each waited for once
     assert sum(len(record["udf_call_rows"]) for record in records) >= 6
     assert all(len(record["input_waits"]) == len(record["udf_call_rows"]) for record in records)
 
 
 @pytest.mark.parametrize("style", ["scalar_pandas_udf", "predict_batch_udf"])
-def test_every_per_call_style_times_the_gap_between_its_calls(spark, tmp_path, tiny_dataset, inference, style):
+def test_every_per_call_style_times_the_gap_between_its_calls(spark, tmp_path, tiny_dataset, null_inference, style):
     config = compose_config(f"udf={style}", "model=null_model", "warmup=0", "repeats=1", "model.batch_size=2")
     with (
         sql_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "2"),
         sql_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "2"),
     ):
-        records = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
+        records = (
+            measure(spark, config, tiny_dataset, null_inference, tmp_path, predict_slots=2).timed[0].tasks["records"]
+        )
     # 12 images in calls of at most 2 rows: at least 6 calls; every call after a task's first has its gap
     calls = sum(len(record["udf_call_rows"]) for record in records)
     gaps = [gap for record in records for gap in record["between_calls"]]

@@ -54,9 +54,9 @@ def test_every_style_and_topology_agrees_with_the_reference(
 
 
 @pytest.mark.parametrize("where", ["topology.intermediate_path", "storage"])
-def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset, inference, where):
+def test_two_stage_reports_the_intermediate_bytes(spark, tmp_path, tiny_dataset, null_inference, where):
     config = compose_config("topology=two_stage", f"{where}={tmp_path / 'crops'}", "warmup=0", "repeats=1")
-    measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
+    measure(spark, config, tiny_dataset, null_inference, tmp_path, predict_slots=2)
     crop_bytes = tiny_dataset.num_images * 3 * 224 * 224
     written = intermediate_bytes(config, Storage.of(config.storage, tmp_path, config.cache_dir))
     assert written >= crop_bytes * 0.5  # uint8 crops, compressed a little by Parquet
@@ -150,11 +150,13 @@ def test_a_local_cluster_runs_executor_logs_are_in_its_run_dir_not_in_the_python
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_every_pass_accounts_for_every_image_when_workers_are_reused(spark, tmp_path, tiny_dataset, inference, style):
+def test_every_pass_accounts_for_every_image_when_workers_are_reused(
+    spark, tmp_path, tiny_dataset, null_inference, style
+):
     # more tasks than slots and a warm-up pass: a worker runs several tasks, and functions a style keeps per
     # worker (predict_batch_udf's predict function) outlive the task that built them
     config = compose_config(f"udf={style}", "spark.partitions=4", "warmup=1", "repeats=1")
-    run = measure(spark, config, tiny_dataset, inference, tmp_path, predict_slots=2)
+    run = measure(spark, config, tiny_dataset, null_inference, tmp_path, predict_slots=2)
     for measured in run.warmups + run.timed:
         assert (measured.read, measured.predicted) == (tiny_dataset.num_images, tiny_dataset.num_images)
 

@@ -18,7 +18,7 @@ from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference, fused
 from pipeline.spark.ledger import TaskLedger
-from tests.bench.harness import ROUNDS, BenchData, SilentLedger, measure, noop, record
+from tests.bench.harness import WARMUP_ROUNDS, BenchData, SilentLedger, measure, noop, record
 from tests.helpers.config import compose_config
 from variants import UDF_STYLES
 
@@ -33,14 +33,20 @@ def test_task_records(benchmark, spark, bench: BenchData, style: str, tmp_path) 
 
     written, silent = TaskLedger(tmp_path / "written"), SilentLedger(tmp_path / "silent")
     case = f"task_records:{style}"
-    measured = measure(benchmark, spark, case, build(written), reset=written.clear)
-    reports = len(list(written.directory.iterdir()))
-    without = []
-    for _ in range(1 if benchmark.disabled else ROUNDS):  # the same pass, a ledger that writes nothing, timed alike
+    without: list[float] = []
+
+    def before_each_round() -> None:
+        """The same pass with a ledger that writes nothing, timed alike just before each timed round: the two
+        alternate, so neither gets the warmer machine."""
+        written.clear()
         frame = build(silent)()
         started = time.perf_counter()
         noop(frame)
         without.append(time.perf_counter() - started)
+
+    measured = measure(benchmark, spark, case, build(written), reset=before_each_round)
+    reports = len(list(written.directory.iterdir()))
+    without = without[WARMUP_ROUNDS:] if benchmark.enabled else without
     without_s = statistics.median(without)
     record(
         benchmark,
