@@ -122,16 +122,16 @@ ORIGINAL_BENCH = (
 )
 # what `python -m tests.bench.original_costs` measured (its `derived` figures), as `original_costs` reads them
 ORIGINAL_MEASURED: dict[str, float] = {
-    SCAN_LIST: 8.98e-3,
-    ARROW_LIST: 5.00e-3,
-    ORIGINAL_UDFS: 4.65e-3,
-    SCAN_CROPS: 8.59e-3,
-    ARROW_CROPS: 6.29e-3,
-    MODEL_BUILD: 0.283,
+    SCAN_LIST: 8.44e-3,
+    ARROW_LIST: 3.71e-3,
+    ORIGINAL_UDFS: 3.87e-3,
+    SCAN_CROPS: 6.64e-3,
+    ARROW_CROPS: 5.82e-3,
+    MODEL_BUILD: 0.233,
 }
 ORIGINAL_WHEN = (
-    "measured here 2026-12-06 21:42 UTC on a shared machine, load average 9.8 before, 12.2 after on 2 CPUs (the "
-    "bench's yardstick ran 2.04x its idle figure: CPU times inflated by the load; least of 3 runs)"
+    "measured here 2026-12-07 05:15 UTC with another session's tests running, load average 1.2 before, 5.4 after on "
+    "2 CPUs (the bench's yardstick ran 1.48x its idle figure: CPU times inflated by the load; least of 3 runs)"
 )
 
 
