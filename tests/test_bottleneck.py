@@ -98,18 +98,32 @@ def test_more_slots_than_cores_are_bound_by_the_cores() -> None:
 
 
 def test_two_stage_pays_the_intermediate_and_a_second_job() -> None:
-    # job 1 on a 16-core CPU cluster: 16 tasks x 100 images x (0.016 + 0.01 write) = 2.6 s; job 2 reads the 16
-    # files on 1 GPU slot: 16 waves x 100 x (0.01 read + 0.02 device) = 48 s; 2 jobs x 0.3 s: 51.2 s
+    # job 1 on a 16-core CPU cluster: 16 tasks x 100 images x (0.016 + 0.01 write) = 2.6 s of its 16 cores; job 2
+    # reads the 16 files on 1 GPU slot, 16 waves of a task of 10 batches, its JVM reading 1.0 s (100 x 0.01) beside
+    # its Python worker's 2.0 s on the device: 3.0 / 10 + 9 / 10 x 2.0 = 2.1 s a task, 33.6 s; 2 jobs x 0.3 s: 36.8 s
     rates = Rates(preprocess_s=0.016, job_s=0.3, write_s_per_byte=1e-7, read_s_per_byte=1e-7)
     shape = Shape(1, 4, 1, task_gpu_amount=1.0, preprocess_nodes=1, preprocess_cores_per_node=16)
     work = Workload(num_images=1600, batch_size=10, records_per_batch=10, crop_bytes_per_image=1e5)
     device = Device("d", images_per_s=50.0, batch_size=10)
     prediction = predict("two_stage", rates, device, shape, work)
-    assert [stage.seconds for stage in prediction.stages] == pytest.approx([2.6, 48.0])
-    assert prediction.seconds == pytest.approx(51.2)
+    assert [stage.seconds for stage in prediction.stages] == pytest.approx([2.6, 33.6])
+    assert prediction.seconds == pytest.approx(36.8)
     assert prediction.bound == GPU
-    assert prediction.utilization["preprocess cluster cores"] == pytest.approx(1600 * 0.026 / (16 * 51.2))
-    assert prediction.utilization["gpus"] == pytest.approx(32 / 51.2)
+    assert prediction.utilization["preprocess cluster cores"] == pytest.approx(1600 * 0.026 / (16 * 36.8))
+    assert prediction.utilization["gpus"] == pytest.approx(32 / 36.8)
+
+
+def test_a_tasks_jvm_side_runs_beside_its_python_worker_between_arrow_batches_where_cores_are_free() -> None:
+    # fused, 1 task of 100 images in 10 Arrow batches on 4 cores: the JVM moves each batch in (0.01 an image,
+    # 1.0 s a task) while the worker decodes the last (0.02, 2.0 s): 3.0 / 10 + 9 / 10 x 2.0 = 2.1 s, not 3.0
+    rates = Rates(preprocess_s=0.02, scan_s_per_image=0.01)
+    work = Workload(100, batch_size=10, records_per_batch=10, images_per_file=100, row_group_size=100)
+    alone = predict("fused", rates, NULL_DEVICE, Shape(1, 4), work)
+    assert alone.seconds == pytest.approx(2.1)
+    # one batch a task overlaps nothing; on 1 core the two sides share it: 100 x 0.03 = 3.0 s either way
+    one_batch = predict("fused", rates, NULL_DEVICE, Shape(1, 4), replace(work, records_per_batch=100))
+    assert one_batch.seconds == pytest.approx(3.0)
+    assert predict("fused", rates, NULL_DEVICE, Shape(1, 1), work).seconds == pytest.approx(3.0)
 
 
 def test_latency_is_paid_per_model_call() -> None:
