@@ -28,7 +28,7 @@ def test_the_kill_hook_refuses_a_process_that_is_not_under_an_executor_jvm():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["local_cluster", "standalone"])
-def test_a_killed_executor_costs_a_retry_and_no_image(tmp_path, cache_dir, weights_file, mode):
+def test_a_killed_executor_costs_a_retry_and_no_image(tmp_path, cache_dir, mode):
     run_dir = tmp_path / "run"
     scratch = tmp_path / "executor-tmp"  # a SIGKILLed executor runs no shutdown hook: its native libraries stay
     scratch.mkdir()
@@ -39,6 +39,7 @@ def test_a_killed_executor_costs_a_retry_and_no_image(tmp_path, cache_dir, weigh
         "cluster.worker_cores=1",
         "cluster.worker_memory=1g",
         "cluster.executor_memory=512m",
+        "model=null_model",  # the kill aims itself at the second batch (pipeline.spark.faults): no network needed
         "dataset.num_images=64",  # two row groups: two partitions of 32 images
         "model.batch_size=16",
         "spark.max_records_per_batch=16",
