@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.projection.bottleneck import Rates, device_of, predict, shape_of
-from pipeline.projection.calibrate import RatesFileError, load
+from pipeline.projection.calibrate import Calibration, RatesFileError, load
 from pipeline.projection.rates import measured_rates, serve_runs
 from pipeline.results import read_results
 from pipeline.spark.nodes import machine_cpus
@@ -73,6 +73,11 @@ def _checkable(job: Job) -> bool:
     )
 
 
+def _image_path(config: dict[str, Any]) -> tuple[str, str]:
+    """The image format and JPEG decoder a run's recorded config ran: the rates it is predicted from must be theirs."""
+    return (config.get("dataset") or {}).get("format", "jpeg"), (config.get("preprocess") or {}).get("decoder", "pil")
+
+
 def _check(
     job: Job,
     rates: dict[tuple[Any, ...], Any],
@@ -94,8 +99,7 @@ def _check(
     )
     if not shape.gpus_per_node:
         return None
-    image_format = (config.get("dataset") or {}).get("format", "jpeg")
-    decoder = (config.get("preprocess") or {}).get("decoder", "pil")
+    image_format, decoder = _image_path(config)
     leave_out = (job.dir,)  # its own task cost (`rates.task_runs`) and server costs are not its prediction's
     key = (image_format, decoder, leave_out)
     if calibrated is None and key not in rates:
@@ -119,30 +123,24 @@ def _check(
     )
 
 
-def checks(directories: list[Path], rates_file: Path | None = None) -> list[Check]:
+def checks(directories: list[Path], calibration: Calibration | None = None) -> list[Check]:
     """Every ok simulated-device run on GPUs under `directories`, checked, in sweep order: from the rates of the
-    other checked runs, or from `rates_file` (RatesFileError for one that cannot be read, or that was measured
-    on another image format or decoder than a checked run's)."""
+    other checked runs, or from `calibration`'s (a rates file's; RatesFileError for one measured on another image
+    format or decoder than a checked run's)."""
     directories = [Path(directory) for directory in directories]
     checked = [job for job in find_jobs(directories) if _checkable(job)]
     dirs = {job.dir for job in checked}
     served = {path.parent for path, _, _ in serve_runs(read_results(directories))} & dirs
     rates: dict[tuple[Any, ...], Any] = {}
-    calibrated = None
-    if rates_file is not None:
-        calibration = load(rates_file)
-        calibrated = calibration.rates
+    if calibration is not None:
         for job in checked:
-            config = job.decoded.config
-            ran = (
-                (config.get("dataset") or {}).get("format", "jpeg"),
-                (config.get("preprocess") or {}).get("decoder", "pil"),
-            )
+            ran = _image_path(job.decoded.config)
             if ran != (calibration.image_format, calibration.decoder):
                 raise RatesFileError(
-                    f"{rates_file}: measured on {calibration.image_format} decoded by {calibration.decoder}, "
+                    f"the rates file was measured on {calibration.image_format} decoded by {calibration.decoder}, "
                     f"but {job.dir} ran {ran[0]} decoded by {ran[1]}"
                 )
+    calibrated = calibration.rates if calibration else None
     found = (_check(job, rates, directories, served, calibrated) for job in checked)
     return [check for check in found if check is not None]
 
@@ -202,7 +200,7 @@ def table(found: list[Check]) -> list[list[str]]:
 def summary(directories: list[Path], rates_file: Path | None = None) -> list[str]:
     """Lines a sweep prints at its end (`pipeline.callbacks`): predicted/measured per run and the spread;
     nothing when the sweep ran no simulated device."""
-    found = checks(directories, rates_file)
+    found = checks(directories, load(rates_file) if rates_file else None)
     if not found:
         return []
     source = f"rates from {rates_file}" if rates_file else "rates from the other checked runs"

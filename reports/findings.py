@@ -235,20 +235,21 @@ def bottleneck_table(jobs: list[Job], frame: pd.DataFrame, directories: list[Pat
     what the advice predicts from) where the finding holds one."""
     lines = []
     for rates_file in [None, *(path for d in directories if (path := d / RATES_FILE).is_file())]:
-        found = bottleneck_check.checks(directories, rates_file)
+        calibration = load(rates_file) if rates_file else None
+        found = bottleneck_check.checks(directories, calibration)
         if not found:
             return []
         header, *rows = bottleneck_check.table(found)
         shown = bottleneck_check.spread(found)
         low, high = bottleneck_check.TARGET
-        if rates_file is None:
+        if calibration is None:
             title = (
                 "Rates read from the kept runs, each run left out of its own prediction (`pipeline.projection.rates`)"
             )
             rates = measured_rates(directories)
         else:
             title = f"Rates from the kept `{RATES_FILE}` of a `sweep=calibrate` (what `python -m reports advise` reads)"
-            rates = load(rates_file).rates
+            rates = calibration.rates
         lines += [
             f"{title}:",
             "",

@@ -266,7 +266,7 @@ def test_with_a_rates_file_every_run_is_predicted_from_its_rates_not_the_checked
     rates_file = write([CALIBRATE_RUNS], tmp_path / "rates.json")
     _simulated_result(tmp_path / "runs" / "0", 10.0, "device.images_per_s=20")
     _simulated_result(tmp_path / "runs" / "1", 5.0, "topology=model_server")
-    found = bottleneck_check.checks([tmp_path / "runs"], rates_file)
+    found = bottleneck_check.checks([tmp_path / "runs"], load(rates_file))
     for check in found:
         config = json.loads((Path(check.job_dir) / "result.json").read_text())["config"]
         topology, shape, workload = shape_of(config, 2)
@@ -290,14 +290,13 @@ def test_the_findings_page_checks_the_kept_runs_again_from_a_kept_rates_file_nam
 
 
 def test_a_rates_file_of_another_decoder_is_refused_naming_both(tmp_path):
-    from pipeline.projection.calibrate import RatesFileError, write
+    from pipeline.projection.calibrate import RatesFileError
     from reports import bottleneck_check
-    from tests.helpers.advice import CALIBRATE_RUNS
+    from tests.helpers.advice import calibrated
 
-    rates_file = write([CALIBRATE_RUNS], tmp_path / "rates.json")
     _simulated_result(tmp_path / "runs" / "0", 10.0, "preprocess.decoder=torchvision")
     with pytest.raises(RatesFileError, match="decoded by pil, but .*ran jpeg decoded by torchvision"):
-        bottleneck_check.checks([tmp_path / "runs"], rates_file)
+        bottleneck_check.checks([tmp_path / "runs"], calibrated())
 
 
 def test_the_check_command_prints_the_table_or_names_a_bad_rates_file(tmp_path, capsys):

@@ -424,6 +424,8 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
         pre_cpus = pre_nodes * (shape.preprocess_cpus_per_node or pre_cores) if separate else cpus
         if separate:
             input_tasks, empty = _input_tasks(workload, pre_nodes * pre_cores)
+        speed = shape.preprocess_cpu_speed if separate else 1.0
+        jvm_side = move_in + crop_move + rates.write_s_per_byte * crop
         pre = _stage(
             "preprocess",
             n,
@@ -431,10 +433,8 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             pre_slots,
             pre_cpus,
             0 if separate else all_gpus,
-            cpu_per_image=(rates.preprocess_s + move_in + crop_move + rates.write_s_per_byte * crop)
-            / (shape.preprocess_cpu_speed if separate else 1.0),
-            jvm_per_image=(move_in + crop_move + rates.write_s_per_byte * crop)
-            / (shape.preprocess_cpu_speed if separate else 1.0),
+            cpu_per_image=(rates.preprocess_s + jvm_side) / speed,
+            jvm_per_image=jvm_side / speed,
             device=None,
             rebuild_model=False,
             empty_tasks=empty,

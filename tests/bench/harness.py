@@ -140,8 +140,13 @@ def measure(
 
     benchmark.pedantic(timed, setup=setup, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS, iterations=1)
     spark.sparkContext.setJobDescription(None)
-    timed_rounds = seconds[WARMUP_ROUNDS:] if benchmark.enabled else seconds
-    return Measured(timed_rounds, log.calls() if log is not None else [])
+    return Measured(timed_rounds(benchmark, seconds), log.calls() if log is not None else [])
+
+
+def timed_rounds(benchmark: Any, seconds: list[float]) -> list[float]:
+    """The rounds pytest-benchmark times, of one figure per round `measure` ran: all but its warm-up rounds, or the
+    one round a disabled benchmark runs as a test."""
+    return seconds[WARMUP_ROUNDS:] if benchmark.enabled else seconds
 
 
 def expected_sleep_s(calls: int, slots: int) -> float:

@@ -18,7 +18,7 @@ from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference, fused
 from pipeline.spark.ledger import TaskLedger
-from tests.bench.harness import WARMUP_ROUNDS, BenchData, SilentLedger, measure, noop, record
+from tests.bench.harness import BenchData, SilentLedger, measure, noop, record, timed_rounds
 from tests.helpers.config import compose_config
 from variants import UDF_STYLES
 
@@ -46,8 +46,7 @@ def test_task_records(benchmark, spark, bench: BenchData, style: str, tmp_path) 
 
     measured = measure(benchmark, spark, case, build(written), reset=before_each_round)
     reports = len(list(written.directory.iterdir()))
-    without = without[WARMUP_ROUNDS:] if benchmark.enabled else without
-    without_s = statistics.median(without)
+    without_s = statistics.median(timed_rounds(benchmark, without))
     record(
         benchmark,
         case,
