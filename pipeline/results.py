@@ -28,6 +28,8 @@ class Metrics:
     wall_s: list[float] = field(default_factory=list)
     warmup_s: list[float] = field(default_factory=list)
     job_s: dict[str, list[float]] = field(default_factory=dict)
+    # CPU seconds of each timed pass by kind of process on this machine (pipeline.runtime.process_cpu)
+    process_cpu_s: dict[str, list[float]] = field(default_factory=dict)
     intermediate_bytes: int | None = None
     cluster_start_s: float | None = None
     throughput_images_per_s: float | None = None

@@ -104,6 +104,8 @@ def _record(result: Result, measurement: Measurement, num_images: int) -> None:
     result.tasks = dict(last.tasks)
     metrics.max_model_loads_per_worker = last.tasks.get("max_model_loads_per_worker")
     metrics.job_s = {name: [p.jobs[name] for p in measurement.timed] for name in last.jobs}
+    kinds = sorted({kind for p in measurement.timed for kind in p.cpu})
+    metrics.process_cpu_s = {kind: [p.cpu.get(kind, 0.0) for p in measurement.timed] for kind in kinds}
     result.spark_conf = measurement.spark_conf
     metrics.intermediate_bytes = measurement.intermediate_bytes
     metrics.cluster_start_s = measurement.cluster_start_s

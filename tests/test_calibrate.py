@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ import pytest
 
 from pipeline.config.schema import ConfigError
 from pipeline.config.validate import validate
-from pipeline.projection.calibrate import FORMAT, RatesFileError, _overrides, load, write
+from pipeline.projection.calibrate import FORMAT, RatesFileError, _overrides, calibration, load, write
 from pipeline.projection.rates import main as rates_main
+from pipeline.runtime.process_cpu import DRIVER, DRIVER_JVM, PYTHON_WORKERS
 from tests.helpers.advice import CALIBRATE_RUNS, calibrated
 from tests.helpers.cli import checkout_env, cli
 from tests.helpers.config import compose_config, with_server_client
@@ -134,6 +136,43 @@ def test_a_figure_whose_run_failed_is_assumed_with_the_run_s_error():
 
 def test_a_figure_with_no_run_says_no_such_run():
     assert "no such run" in calibrated().rates.sources["shuffle_s_per_byte"]
+
+
+def _with_process_cpu(directory, per_pass: float, workers: bool = True):
+    """The kept calibrate runs, copied to `directory`, their no-model fused passes having used `per_pass` CPU
+    seconds over the run's processes (Python workers among them, or not seen)."""
+    shutil.copytree(CALIBRATE_RUNS, directory)
+    for path in directory.glob("*/result.json"):
+        result = json.loads(path.read_text())
+        if (result["variant"]["model"], result["variant"]["topology"]) == ("null_model", "fused"):
+            passes = len(result["metrics"]["wall_s"])
+            seen = {
+                DRIVER_JVM: [per_pass / 2] * passes,
+                (PYTHON_WORKERS if workers else DRIVER): [per_pass / 2] * passes,
+            }
+            result["metrics"]["process_cpu_s"] = seen
+            path.write_text(json.dumps(result))
+    return calibration([directory])
+
+
+def test_the_jvms_cpu_around_a_stage_is_what_the_runs_processes_used_beyond_what_the_model_counts(tmp_path):
+    low, high = _with_process_cpu(tmp_path / "low", 20.0), _with_process_cpu(tmp_path / "high", 20.5)
+    assert high.rates.stage_cpu_s - low.rates.stage_cpu_s == pytest.approx(0.5)
+    assert low.rates.sources["stage_cpu_s"].startswith("measured:")
+
+
+def test_processes_that_used_less_than_the_model_counts_leave_no_negative_figure(tmp_path):
+    assert _with_process_cpu(tmp_path / "runs", 0.0).rates.stage_cpu_s == 0.0
+
+
+def test_the_jvms_cpu_is_assumed_where_no_run_saw_its_python_workers(tmp_path):
+    found = _with_process_cpu(tmp_path / "runs", 20.0, workers=False)
+    assert found.rates.stage_cpu_s == 0.0
+    assert (
+        found.rates.sources["stage_cpu_s"].startswith("assumed:")
+        and "Python workers" in found.rates.sources["stage_cpu_s"]
+    )
+    assert calibrated().rates.sources["stage_cpu_s"].startswith("assumed:")  # runs from before it was recorded
 
 
 def test_the_model_on_a_core_is_fitted_from_its_two_batch_sizes():

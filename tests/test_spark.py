@@ -11,6 +11,7 @@ import pytest
 from pipeline.config.schema import UdfStyle
 from pipeline.engines.spark import measure
 from pipeline.runtime.errors import describe_error
+from pipeline.runtime.process_cpu import DRIVER_JVM, PYTHON_WORKERS
 from pipeline.spark.ledger import TaskLedger
 from pipeline.verify import compare, reference_predictions
 from tests.helpers.config import compose_config
@@ -53,6 +54,13 @@ def test_every_image_is_counted_once_per_pass(spark, tmp_path, tiny_dataset, nul
     run = measured(spark, tmp_path, tiny_dataset, null_inference, "warmup=1", "repeats=2")
     assert [p.predicted for p in run.warmups + run.timed] == [tiny_dataset.num_images] * 3
     assert all(p.tasks["steps"]["fused"]["rows_in"] == tiny_dataset.num_images for p in run.timed)
+
+
+def test_a_pass_records_the_cpu_of_the_driver_s_jvm_and_the_python_workers(
+    spark, tmp_path, tiny_dataset, null_inference
+):
+    cpu = measured(spark, tmp_path, tiny_dataset, null_inference).timed[0].cpu
+    assert cpu[DRIVER_JVM] > 0 and cpu[PYTHON_WORKERS] > 0  # the workers decoded every image
 
 
 def test_model_is_built_once_per_python_worker(spark, tmp_path, tiny_dataset, inference):

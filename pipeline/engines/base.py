@@ -30,6 +30,7 @@ class Pass:
     predicted: int
     bad: list[BadImageRecord]
     tasks: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by kind of process (pipeline.runtime.process_cpu)
 
     @property
     def seconds(self) -> float:

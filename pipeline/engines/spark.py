@@ -35,6 +35,7 @@ from pipeline.data.storage import Storage
 from pipeline.engines.base import Measurement, Pass, run_passes
 from pipeline.inference.steps import STEPS, Inference
 from pipeline.rundir import RunDir
+from pipeline.runtime import process_cpu
 from pipeline.runtime.progress import PassProgress
 from pipeline.spark.batching import check_batches
 from pipeline.spark.cluster import Cluster, cluster, keep_worker_logs
@@ -331,6 +332,10 @@ def _joined(halves: tuple[Pass, ...]) -> Pass:
         predicted.predicted,
         preprocessed.bad,
         merge(preprocessed.tasks, predicted.tasks),
+        {
+            kind: preprocessed.cpu.get(kind, 0.0) + predicted.cpu.get(kind, 0.0)
+            for kind in {**preprocessed.cpu, **predicted.cpu}
+        },
     )
 
 
@@ -390,6 +395,7 @@ def measure(
     ]
     number = iter(range(1, 1 + config.warmup + config.repeats))
     shown: list[PassProgress] = []  # the running pass's bar: its polling thread starts before the timer
+    marks: list[process_cpu.CpuMark] = []  # the processes' CPU just before the pass's timer
 
     def reset() -> None:
         ledger.clear()
@@ -399,8 +405,10 @@ def measure(
         describe(spark, description)
         shown.append(PassProgress(context, description + (f" {only}" if only else ""), dataset.num_images))
         shown[-1].__enter__()
+        marks.append(process_cpu.mark())
 
     def observe(times: dict[str, float]) -> Pass:
+        cpu = process_cpu.used(marks.pop(), process_cpu.mark())
         progress = shown.pop()
         progress.__exit__()  # after the timer stopped
         records = ledger.records()
@@ -419,7 +427,8 @@ def measure(
         last = [r for r in records if STEPS[r.step].runs_model]
         bad = [image for record in first for image in record.bad]
         read, predicted = sum(r.rows_in for r in first), sum(r.rows_out for r in last)
-        return Pass(times, read, predicted, bad, {**ledger.summary(records), "progress_thread": progress.cost()})
+        tasks = {**ledger.summary(records), "progress_thread": progress.cost()}
+        return Pass(times, read, predicted, bad, tasks, cpu)
 
     try:
         try:

@@ -88,7 +88,9 @@ class Rates:
     scan of an input image beyond what task_s holds (0 for a binary column, whose scan task_s measured; the
     original's int16 list column, decoded value by value, costs per image); crop_transfer_s_per_byte: moving a
     preprocessed crop through Arrow, per byte, where a crop's column differs from the input's (the original's
-    float32 list crops; 0: at transfer_s_per_byte). `sources` says where each figure came from.
+    float32 list crops; 0: at transfer_s_per_byte). stage_cpu_s: core-seconds a stage costs the nodes beyond
+    its tasks' own work and the job's wall time outside it (the driver's and executors' JVMs scheduling, tracking
+    and logging the tasks while they run), counted in the CPU term only. `sources` says where each figure came from.
     """
 
     preprocess_s: float
@@ -104,6 +106,7 @@ class Rates:
     crop_transfer_s_per_byte: float = 0.0
     request_s: float = 0.0
     serve_cpu_s_per_image: float = 0.0
+    stage_cpu_s: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -305,8 +308,10 @@ def _stage(
     work_per_task = _overlapped(jvm_per_task, python_work, batches_per_task)
     slot_seconds = waves * (overhead_per_task + work_per_task)
     slot_seconds += (math.ceil((tasks + empty_tasks) / slots) - waves) * rates.task_s
-    # a task's own cost (its split's scan, Arrow, the Python worker's handshake) is CPU work on the node too
+    # a task's own cost (its split's scan, Arrow, the Python worker's handshake) is CPU work on the node too, and
+    # so is the JVMs' work around the tasks while the stage runs
     cpu_s = tasks * (cpu_per_task + batches_per_task * (rates.batch_s + build)) + (tasks + empty_tasks) * rates.task_s
+    cpu_s += rates.stage_cpu_s
     device_s = tasks * device_per_task
     cpu_seconds = cpu_s / cpus
     device_seconds = device_s / gpus if device_s else 0.0

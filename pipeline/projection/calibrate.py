@@ -15,7 +15,9 @@ split (`evidence.time`, `pipeline.spark.time_split`) gives the figures in slot-s
   and two_stage run over the bytes they move, less the Arrow transfer the model prices apart;
 - the model: its phase's time per call at two batch sizes, fitted as `latency + n x per image`, on the device
   (a real GPU) or on a core (no GPU); a simulated device is its own profile, which the runs ran;
-- the model server's round trip and CPU: `pipeline.projection.rates.serve_runs`.
+- the model server's round trip and CPU: `pipeline.projection.rates.serve_runs`;
+- the JVMs' CPU around a stage's tasks (`stage_cpu_s`): a no-model fused pass's CPU over the run's process tree
+  less what the model counts of it (`stage_cpu`), where the executors run on this machine.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.projection.bottleneck import Device, Rates, Shape, shape_of
+from pipeline.projection.bottleneck import NULL_DEVICE, Device, Rates, Shape, predict, shape_of
 from pipeline.projection.rates import DEFAULTS, _defaults, serve_runs, task_runs
 from pipeline.results import Result, read_results
 from pipeline.rundir import atomic_write
+from pipeline.runtime.process_cpu import PYTHON_WORKERS
 from pipeline.spark.nodes import machine_cpus
 
 RATES_FILE = "rates.json"
@@ -175,6 +178,29 @@ def job_cost(nulls: list[tuple[Path, Result]]) -> tuple[float, str] | None:
     return _median(found, "no-model fused runs' last pass wall time less its stage's")
 
 
+def stage_cpu(nulls: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str] | None:
+    """`stage_cpu_s`: a no-model fused pass's CPU over every process of the run (`metrics.process_cpu_s`), less what
+    the model counts for its one stage from `rates` and one core through the job's time outside the stage (`job_s`):
+    the JVMs' work around the tasks. Only runs whose Python workers were seen count (a cluster on other machines
+    hides its executors from the driver's process tree)."""
+    found = []
+    for path, result in nulls:
+        cpu = result.metrics.process_cpu_s
+        if PYTHON_WORKERS not in cpu or not result.metrics.wall_s:
+            continue
+        per_pass = statistics.median(sum(seconds) for seconds in zip(*cpu.values(), strict=True))
+        topology, shape, workload = shape_of(
+            result.config, result.env.get("cpu_count"), (result.cluster or {}).get("gpus"), None
+        )
+        counted = sum(stage.cpu_s for stage in predict(topology, rates, NULL_DEVICE, shape, workload).stages)
+        found.append((path, max(0.0, per_pass - counted - rates.job_s)))
+    what = (
+        "no-model fused runs' CPU of every process a pass (pipeline.runtime.process_cpu) less the tasks' CPU the "
+        "model counts and one core through the job's time outside its stage"
+    )
+    return _median(found, what)
+
+
 def moved_per_byte(
     runs: list[tuple[Path, Result]], transfer_s: float, what: str, write_step: str, read_step: str
 ) -> dict[str, tuple[float, str]]:
@@ -313,6 +339,8 @@ def calibration(directories: Iterable[Path]) -> Calibration:
         "not measured, not used by the advice (only the original's per-batch rebuild pays it); "
         + (sources["model_build_s"])
     )
+    no_cpu = "no no-model fused run recorded the CPU of its Python workers (a cluster on other machines)"
+    use("stage_cpu_s", stage_cpu(nulls, replace(Rates(**{**values, "stage_cpu_s": 0.0}))), no_cpu)
     rates = replace(Rates(**values), sources=sources)
     topology, shape, _ = shape_of(
         base.config,
