@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.data.datasets import prepare
-from pipeline.data.storage import Storage
-from tests.helpers.config import compose_config
 from tests.helpers.nscluster import NamespaceCluster
 from tests.helpers.one_application import assert_every_style_agrees, styles_in_one_application
-from tests.helpers.otherhosts import STYLES, left_on, on, run, sweep
+from tests.helpers.otherhosts import STYLES, left_on, made_here, on, run, sweep
 
 pytestmark = pytest.mark.slow
 
@@ -54,10 +51,9 @@ def test_executors_that_cannot_reach_the_driver_fail_the_run_in_bounded_time_nam
 
 def test_records_the_driver_cannot_read_fail_the_run_naming_the_storage_key(nodes, cache_dir, tmp_path):
     """The data set on the shared storage, but no storage root: the tasks write their records into their own
-    node's view of the run dir. The data set is made here, where a run on the cluster puts it (the same bytes:
-    test_scaling.py), not by a whole run of its own."""
-    config = compose_config(*on(nodes, cache_dir))
-    shared = prepare(config.dataset, Storage.of(config.storage, tmp_path, config.cache_dir).dataset_cache)
+    node's view of the run dir. The data set is made here, where a run on the cluster puts it, not by a whole run
+    of its own."""
+    shared = made_here(nodes.storage, *on(nodes, cache_dir))
     overrides = [o for o in on(nodes, cache_dir, "model=null_model") if not o.startswith(("storage=", "dataset."))]
     result = run(tmp_path, *overrides, "dataset=parquet", f"dataset.path={shared.path}")
     assert result["status"] == "failed" and result["error"]["type"] == "TasksUnheard"
