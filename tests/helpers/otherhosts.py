@@ -25,6 +25,7 @@ STYLES = [
     "predict_batch_udf",
     "arrow_udf",
 ]
+DATA = ("dataset.num_images=8", "dataset.images_per_file=4", "dataset.row_group_size=4")  # two files, two tasks
 APPLICATION_PROCESSES = ("CoarseGrainedExecutorBackend", "pyspark.daemon", "pyspark.worker")
 
 
@@ -40,9 +41,7 @@ def on(cluster: NamespaceCluster, cache_dir: Path, *overrides: str, master: str 
         "cluster.register_timeout_s=90",
         f"storage={cluster.storage}",
         f"cache_dir={cache_dir}",
-        "dataset.num_images=8",
-        "dataset.images_per_file=4",
-        "dataset.row_group_size=4",
+        *DATA,
         "warmup=0",
         "repeats=1",
         *overrides,
