@@ -111,7 +111,6 @@ def local_cluster_runs(tmp_path_factory, cache_dir, weights_file) -> dict[str, d
     base = ["cluster=local_cluster", "gpu.emulate=2", "dataset.num_images=16", "dataset.images_per_file=4"]
     base += ["model.batch_size=4", "warmup=0", "repeats=1", "verify=true", f"cache_dir={cache_dir}"]
     base += ["model.arch=resnet18"]  # the scheduling is what these prove, not the network: shorter passes
-    base += ["sink=parquet"]  # verify reads back what the timed pass wrote instead of running it again
     return {name: run_apart(root / name, *base, *overrides) for name, overrides in CLUSTER_CASES.items()}
 
 
@@ -176,7 +175,6 @@ def test_two_stage_with_a_preprocess_cluster_runs_each_job_in_its_own_applicatio
         "warmup=0",
         "repeats=1",
         "verify=true",
-        "sink=parquet",  # verify reads back what the predict job wrote instead of running it again
         f"hydra.run.dir={run_dir}",
         f"cache_dir={cache_dir}",
     )
