@@ -224,7 +224,9 @@ def left_running(result: dict) -> list[int]:
 @pytest.mark.parametrize("udf", ["map_in_pandas", "predict_batch_udf"])
 def test_model_server_run_agrees_with_the_reference_and_leaves_nothing(tmp_path, cache_dir, udf):
     run_dir = tmp_path / "run"
-    overrides = [SERVER, f"udf={udf}", "verify=true", *SMALL, f"cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    # sink=parquet: verify reads back what the served pass wrote instead of serving it again
+    overrides = [SERVER, f"udf={udf}", "verify=true", "sink=parquet", *SMALL, f"cache_dir={cache_dir}"]
+    overrides += [f"hydra.run.dir={run_dir}"]
     done = cli(tmp_path, *overrides)
     result = result_of(run_dir)
     assert result["status"] == "ok", (result.get("error"), done.stderr[-3000:])

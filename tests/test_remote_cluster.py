@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.nscluster import NamespaceCluster
 from tests.helpers.one_application import assert_every_style_agrees, styles_in_one_application
-from tests.helpers.otherhosts import STYLES, left_on, on, run, sweep
+from tests.helpers.otherhosts import DATA, STYLES, left_on, made_here, on, run, sweep
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,10 @@ TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: the styles test; mo
 @pytest.fixture
 def nodes(tool_nodes: NamespaceCluster) -> NamespaceCluster:
     """The session's cluster (tests/conftest.py): a master and two workers of 1 core and 1 emulated GPU each, the
-    tool installed on them, and a storage directory every node and this machine share."""
+    tool installed on them, and a storage directory every node and this machine share, with the runs' data set
+    made on it by this process (`made_here`; a cluster's generation, an application of its own, is
+    test_scaling.py's)."""
+    made_here(tool_nodes.storage, *DATA)
     return tool_nodes
 
 
@@ -52,9 +55,9 @@ def test_executors_that_cannot_reach_the_driver_fail_the_run_in_bounded_time_nam
 def test_records_the_driver_cannot_read_fail_the_run_naming_the_storage_key(nodes, cache_dir, tmp_path):
     """The data set on the shared storage, but no storage root: the tasks write their records into their own
     node's view of the run dir."""
-    shared = run(tmp_path / "first", *on(nodes, cache_dir, "model=null_model"))
+    shared = made_here(nodes.storage, *DATA)  # the `nodes` fixture's
     overrides = [o for o in on(nodes, cache_dir, "model=null_model") if not o.startswith(("storage=", "dataset."))]
-    result = run(tmp_path, *overrides, "dataset=parquet", f"dataset.path={shared['dataset']['path']}")
+    result = run(tmp_path, *overrides, "dataset=parquet", f"dataset.path={shared.path}")
     assert result["status"] == "failed" and result["error"]["type"] == "TasksUnheard"
     assert "set storage=DIR" in result["error"]["message"]
 

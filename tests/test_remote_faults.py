@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers.cli import result_of
 from tests.helpers.nscluster import namespace_cluster, unavailable
-from tests.helpers.otherhosts import left_on
+from tests.helpers.otherhosts import left_on, made_here
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,8 @@ def test_a_node_lost_mid_pass_costs_a_retry_not_an_image(tmp_path, cache_dir):
         pytest.skip(f"namespace clusters cannot be made here: {reason}")
     storage = tmp_path / "storage"
     storage.mkdir()
+    data = ["dataset.num_images=16", "dataset.images_per_file=4", "dataset.row_group_size=4"]
+    made_here(storage, *data)  # found there by the run: a cluster's generation of it is test_scaling.py's
     with namespace_cluster(tmp_path / "cluster", workers=2, storage=storage, tool_on_nodes=True) as cluster:
         run_dir = tmp_path / "run"
         command = [
@@ -46,9 +48,7 @@ def test_a_node_lost_mid_pass_costs_a_retry_not_an_image(tmp_path, cache_dir):
             f"cache_dir={cache_dir}",
             "model=accelerator",
             "device.images_per_s=1",  # 4 s a task of 4 images: the kill lands while the other node's task runs
-            "dataset.num_images=16",
-            "dataset.images_per_file=4",
-            "dataset.row_group_size=4",
+            *data,
             "warmup=0",
             "repeats=1",
             f"hydra.run.dir={run_dir}",

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.datasets import Dataset, prepare
+from pipeline.data.storage import Storage
 from tests.helpers.cli import cli, result_of
+from tests.helpers.config import compose_config
 from tests.helpers.nscluster import NamespaceCluster
 from tests.helpers.processes import cmdline
 
@@ -22,6 +25,7 @@ STYLES = [
     "predict_batch_udf",
     "arrow_udf",
 ]
+DATA = ("dataset.num_images=8", "dataset.images_per_file=4", "dataset.row_group_size=4")  # two files, two tasks
 APPLICATION_PROCESSES = ("CoarseGrainedExecutorBackend", "pyspark.daemon", "pyspark.worker")
 
 
@@ -37,13 +41,21 @@ def on(cluster: NamespaceCluster, cache_dir: Path, *overrides: str, master: str 
         "cluster.register_timeout_s=90",
         f"storage={cluster.storage}",
         f"cache_dir={cache_dir}",
-        "dataset.num_images=8",
-        "dataset.images_per_file=4",
-        "dataset.row_group_size=4",
+        *DATA,
         "warmup=0",
         "repeats=1",
         *overrides,
     ]
+
+
+def made_here(storage: Path, *overrides: str) -> Dataset:
+    """The data set a run of `overrides` with `storage` reads, made now by this process onto the storage root: the
+    files and cache key a cluster's generation job writes (tests/test_generation.py and tests/test_scaling.py prove
+    them the same), so the run finds it there. For tests whose subject is not the generation: its Spark
+    application of its own costs 20-45 s of two busy cores."""
+    config = compose_config(f"storage={storage}", *overrides)
+    where = Storage.of(config.storage, storage, config.cache_dir).dataset_cache
+    return prepare(config.dataset, where, config.preprocess.max_pixels)
 
 
 def run(tmp_path: Path, *overrides: str, timeout: int = 600) -> dict[str, Any]:
