@@ -33,6 +33,7 @@ from pipeline.spark.ledger import TaskRecord, summarize
 from pipeline.spark.nodes import executor_of
 from pipeline.spark.plan import plan
 from tests.helpers.config import compose_config, with_server_client
+from tests.helpers.otherhosts import made_here
 
 REMOTE = ["topology=model_server", "cluster=remote", "cluster.master=spark://127.0.0.1:7077"]
 
@@ -400,8 +401,6 @@ def node_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     the package index reached through pip's cache; part of the first run otherwise), and the module's data sets
     made there by this process (a cluster's generation of them is test_scaling.py's: here it was an application
     of its own, 40 s of each test)."""
-    from tests.helpers.otherhosts import made_here
-
     storage = tmp_path_factory.mktemp("node-storage")
     began = time.monotonic()
     environment.ensure(storage / "server-env")

@@ -340,7 +340,7 @@ def calibration(directories: Iterable[Path]) -> Calibration:
         + (sources["model_build_s"])
     )
     no_cpu = "no no-model fused run recorded the CPU of its Python workers (a cluster on other machines)"
-    use("stage_cpu_s", stage_cpu(nulls, replace(Rates(**{**values, "stage_cpu_s": 0.0}))), no_cpu)
+    use("stage_cpu_s", stage_cpu(nulls, Rates(**{**values, "stage_cpu_s": 0.0})), no_cpu)
     rates = replace(Rates(**values), sources=sources)
     topology, shape, _ = shape_of(
         base.config,
