@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pipeline.results import VARIANT_FIELDS, Result, as_result, read_result
+from pipeline.results import VARIANT_FIELDS, Metrics, Result, as_result, read_result
 from pipeline.rundir import JOB_FILE, RESULT_FILE, RunDir, atomic_write, files_named
 from pipeline.spark.plan import is_connect_url
 from reports.cost import CostUnavailable, run_cost
@@ -85,6 +85,8 @@ CSV_COLUMNS = (
     "usd_per_million_images",
     "usd_per_pass",
     "cost_note",
+    "cpu_core_ms_per_image",
+    "cpu_kinds",
     *VARIANT_FIELDS,
     "num_images",
     "shape",
@@ -318,6 +320,17 @@ def _median(values: list[float] | None) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _cpu_ms_per_image(metrics: Metrics) -> float | None:
+    """What a run's choices cost in cores, beside its throughput: the CPU every process of the run on this machine
+    used in a timed pass (`metrics.process_cpu_s`, summed over its kinds; the median over the passes), in core-ms
+    an image. None where none was recorded (engine=torch or ray, runs from before it was), never 0."""
+    cpu = metrics.process_cpu_s
+    if not cpu or not metrics.num_images:
+        return None
+    per_pass = statistics.median(sum(seconds) for seconds in zip(*cpu.values(), strict=True))
+    return per_pass / metrics.num_images * 1000
+
+
 def _reason(status: str, error: dict[str, Any] | None) -> str:
     if status == "missing":
         return MISSING_REASON
@@ -389,6 +402,10 @@ def _row(job: Job) -> dict[str, Any]:
         "throughput_min": min(repeats, default=None),
         "throughput_max": max(repeats, default=None),
         "wall_s": _median(metrics.wall_s),
+        "cpu_core_ms_per_image": _cpu_ms_per_image(metrics),
+        # the kinds of process counted: no Python workers where the executors are on other machines (cluster=remote),
+        # no executor JVM under cluster=local (its tasks run in the driver's)
+        "cpu_kinds": "; ".join(metrics.process_cpu_s) or None,
         "startup_s": metrics.startup_s,
         "cluster_start_s": metrics.cluster_start_s,
         "data_prepare_s": metrics.data_prepare_s,

@@ -20,6 +20,7 @@ import jinja2
 import pandas as pd
 
 from pipeline.results import model_text
+from pipeline.runtime.process_cpu import PYTHON_WORKERS
 from reports import bottleneck_check, connect, fast_paths, microbench, nodes, peers, plots, scaling, server
 from reports.aggregate import Job
 from reports.cost import CostUnavailable, run_cost
@@ -78,6 +79,15 @@ def _slot_use(row: dict[str, Any]) -> Cell:
     return Cell(f"{value:.0%}" + (" (a slot idle)" if idle else ""), repr(float(value)), "num")
 
 
+def _cpu_per_image(row: dict[str, Any]) -> Cell:
+    """The run's CPU core-ms an image, marked "driver only" where its tasks' Python workers were not seen: its
+    executors ran on other machines, so the figure leaves out the work of its tasks."""
+    cell = _number(row["cpu_core_ms_per_image"], 1)
+    if not cell.sort or PYTHON_WORKERS in row["cpu_kinds"].split("; "):
+        return cell
+    return Cell(f"{cell.text} (driver only)", cell.sort, cell.css)
+
+
 def _relative(job_dir: str, out_dir: Path) -> str:
     return os.path.relpath(job_dir, out_dir.resolve())
 
@@ -93,6 +103,7 @@ SUMMARY_COLUMNS = (
     "timed passes",
     "median pass (s)",
     "USD / million images",
+    "CPU core-ms / image",
     "bad images",
     "Spark start (s)",
     "cluster start (s)",
@@ -158,6 +169,7 @@ def _summary_rows(frame: pd.DataFrame, out_dir: Path) -> list[list[Cell]]:
                 _number(row["repeats"] or None, 0),
                 _number(row["wall_s"]),
                 _usd(row["usd_per_million_images"]),
+                _cpu_per_image(row),
                 _number(row["num_bad_images"], 0),
                 _number(row["startup_s"], 1),
                 _number(row["cluster_start_s"], 1),

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from pipeline.callbacks import SweepProgress
+from pipeline.runtime.process_cpu import DRIVER, DRIVER_JVM, PYTHON_WORKERS
 from reports.__main__ import main
 from reports.aggregate import CSV_COLUMNS, comparable, find_jobs, job_frame
 from reports.build import build
@@ -299,6 +300,24 @@ def test_a_run_under_an_sc_server_is_a_connect_run(tmp_path: Path) -> None:
     assert list(job_frame(find_jobs([tmp_path]))["connect"]) == [True, True, False]
 
 
+def test_cpu_an_image_is_the_median_passs_cpu_over_every_kind_of_process(tmp_path: Path) -> None:
+    # passes of 1.1, 0.8 and 2.2 core-s: the median pass 1.1, not the kinds' medians summed (1.2) nor the mean (1.37)
+    cpu = {DRIVER_JVM: [0.1, 0.5, 0.2], PYTHON_WORKERS: [1.0, 0.3, 2.0]}
+    write(tmp_path / "0", [8.0] * 3, num_images=64, process_cpu_s=cpu)
+    row = job_frame(find_jobs([tmp_path])).loc[0]
+    assert row["cpu_core_ms_per_image"] == pytest.approx(1.1 / 64 * 1000)
+    assert row["cpu_kinds"] == "driver jvm; python workers"
+
+
+def test_a_run_that_recorded_no_cpu_has_an_empty_cell_not_zero(tmp_path: Path) -> None:
+    write(tmp_path / "0", [8.0] * 3, process_cpu_s={PYTHON_WORKERS: [0.5] * 3})
+    write(tmp_path / "1", [8.0] * 3)  # engine=torch or ray, or a run from before it was recorded
+    csv_path, _ = build([tmp_path], tmp_path)
+    table = pd.read_csv(csv_path, keep_default_na=False)
+    assert list(table["cpu_core_ms_per_image"].astype(str)) == [str(0.5 / 64 * 1000), ""]
+    assert list(table["cpu_kinds"]) == ["python workers", ""]
+
+
 def test_timeline_has_one_row_per_executor_slot(frame: pd.DataFrame) -> None:
     chart = task_timeline(find_jobs([SWEEP])[3].result, frame.loc[3, "label"])
     labels = [tick.get_text() for tick in chart.figure.axes[0].get_yticklabels()]
@@ -348,6 +367,30 @@ def test_results_csv_has_one_row_per_job_with_reasons(report: tuple[Path, Path])
     assert list(table["status"]) == ["ok", "ok", "ok", "ok", "failed", "missing"]
     assert table.loc[4, "reason"].startswith("ClusterError: the standalone worker exited")
     assert float(table.loc[2, "usd_per_million_images"]) == pytest.approx(17.98)
+
+
+def summary_cells(html: str) -> list[dict[str, str]]:
+    """The summary table's rows, each cell's text by its column heading."""
+    table = html.split('id="summary-table"', 1)[1].split("</table>", 1)[0]
+    head, body = table.split("</thead>", 1)
+    headings = re.findall(r"<th>(.*?)</th>", head)
+    return [dict(zip(headings, re.findall(r"<td[^>]*>(.*?)</td>", row))) for row in body.split("</tr>")[:-1]]
+
+
+def test_summary_shows_cpu_an_image_and_says_what_it_counts(tmp_path: Path) -> None:
+    write(tmp_path / "0", [8.0] * 3, num_images=64, process_cpu_s={DRIVER_JVM: [0.2] * 3, PYTHON_WORKERS: [1.0] * 3})
+    write(tmp_path / "1", [8.0] * 3, udf="map_in_arrow")  # nothing recorded
+    html = build([tmp_path], tmp_path)[1].read_text()
+    assert [row["CPU core-ms / image"] for row in summary_cells(html)] == ["18.8", "–"]  # 1.2 core-s / 64 images
+    assert "every process of the run on this machine" in html and "executors on other machines are not counted" in html
+
+
+def test_cpu_an_image_of_a_run_whose_executors_were_elsewhere_says_driver_only(tmp_path: Path) -> None:
+    config = {"cluster": {"mode": "remote", "master": "spark://m:7077"}}
+    driver = {DRIVER: [0.1] * 3, DRIVER_JVM: [0.2] * 3}  # no Python workers: they ran on the cluster's machines
+    write(tmp_path / "0", [8.0] * 3, num_images=64, cluster="remote", config=config, process_cpu_s=driver)
+    html = build([tmp_path], tmp_path)[1].read_text()
+    assert summary_cells(html)[0]["CPU core-ms / image"] == "4.7 (driver only)"  # 0.3 core-s / 64 images
 
 
 def test_report_is_self_contained(html: str) -> None:

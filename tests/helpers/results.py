@@ -37,18 +37,24 @@ def result(
     cluster_record: dict[str, Any] | None = None,
     evidence: dict[str, Any] | None = None,
     tasks: dict[str, Any] | None = None,
+    process_cpu_s: dict[str, list[float]] | None = None,
     **variant: Any,
 ) -> Result:
     """One run's result: VARIANT updated with `variant` (Spark's fields empty for another engine unless given),
     a timed pass over `num_images` at each of `images_per_s` (the metrics `pipeline.run` derives from the walls
     those rates take), and a warm-up pass at `first` images/s. `cluster_record` is the result's `cluster` (the
-    variant's cluster mode is `cluster`)."""
+    variant's cluster mode is `cluster`); `process_cpu_s` the CPU seconds of each timed pass by kind of process."""
     fields = dict.fromkeys(VARIANT_FIELDS) | VARIANT | variant
     if fields["engine"] != "spark":
         fields |= {key: variant.get(key) for key in SPARK_ONLY}
     rates = [images_per_s] if isinstance(images_per_s, (int, float)) else list(images_per_s)
     walls = [num_images / rate for rate in rates]
-    metrics = Metrics(num_images=num_images, wall_s=walls, warmup_s=[num_images / first] if first else [])
+    metrics = Metrics(
+        num_images=num_images,
+        wall_s=walls,
+        warmup_s=[num_images / first] if first else [],
+        process_cpu_s=process_cpu_s or {},
+    )
     if walls:
         metrics.throughput_per_repeat = [num_images / wall for wall in walls]
         metrics.throughput_images_per_s = num_images / statistics.median(walls)
