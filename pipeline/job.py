@@ -19,11 +19,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pipeline.config.schema import Config, typed
-from pipeline.run import run
 from pipeline.rundir import RESULT_UNWRITABLE, RunDir, StorageError, storage_error
 from pipeline.runtime.lifetime import die_with_parent, parent_from_env
 from pipeline.runtime.processes import descendants, python_helpers, stop_processes
-from pipeline.spark.session import stop_driver_jvm
+from pipeline.spark.driver_jvm import launch_ahead, stop_driver_jvm
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,11 @@ def main(run_dir: Path) -> int:
         log.error("the run did not start: %s", error)
         return RESULT_UNWRITABLE
     try:
-        return 0 if run(load(run_dir), run_dir).status == "ok" else 1
+        config = load(run_dir)
+        launch_ahead(config)  # the driver JVM starts on the other core while torch is imported, data and weights made
+        from pipeline.run import run  # imports torch: after the launch has begun
+
+        return 0 if run(config, run_dir).status == "ok" else 1
     except StorageError:  # run() said why in one line; the parent must not take an older result.json for this run's
         return RESULT_UNWRITABLE
     finally:

@@ -73,7 +73,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     is stopped with it, as a job stops its own: left to die with pytest's process, it outlived the suite by a
     moment, long enough for CI's check for surviving Spark processes to find it."""
     from pipeline.spark.cluster import cluster
-    from pipeline.spark.session import spark_conf, spark_session, stop_driver_jvm
+    from pipeline.spark.driver_jvm import stop_driver_jvm
+    from pipeline.spark.session import spark_conf, spark_session
 
     run_dir, config = tmp_path_factory.mktemp("spark"), compose_config()
     with cluster(config, run_dir) as local, spark_session(spark_conf(config, run_dir, 2**20, local)) as session:

@@ -150,6 +150,7 @@ def test_each_multirun_job_is_its_own_application_with_its_own_driver_settings(t
     first, second = (json.loads((sweep / job / "result.json").read_text())["cluster"] for job in ("0", "1"))
     assert first["app_id"] != second["app_id"] and first["driver_pid"] != second["driver_pid"]
     assert first["driver_jvm_max_memory_mb"] <= 1024 < 2048 < second["driver_jvm_max_memory_mb"]
+    assert first["driver_jvm_ahead_s"] > 0 and second["driver_jvm_ahead_s"] > 0  # each in the JVM launched ahead
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ from pipeline.inference.steps import STEPS, Inference
 from pipeline.rundir import RunDir
 from pipeline.runtime import process_cpu
 from pipeline.runtime.progress import PassProgress
+from pipeline.spark import driver_jvm
 from pipeline.spark.batching import check_batches
 from pipeline.spark.cluster import Cluster, cluster, keep_worker_logs
 from pipeline.spark.connect import ConnectServer, ConnectServerDied, connect_server, connect_session, is_connect
@@ -85,6 +86,8 @@ class Application:
             "driver_jvm_max_memory_mb": None
             if connect
             else self.spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
+            # the driver JVM's launch, where it ran beside the job's imports and data (not in startup_s)
+            "driver_jvm_ahead_s": None if connect else driver_jvm.ahead_s(),
         }
         if connect:
             record["connect"] = {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config.schema import Config
 from pipeline.rundir import RunDir
+from pipeline.spark import driver_jvm
 from pipeline.spark.cluster import Cluster
 from pipeline.spark.fastpaths import fast_path_conf
 from pipeline.spark.plan import LOOPBACK
@@ -37,9 +38,9 @@ class JavaMissing(RuntimeError):
 def java_version() -> int:
     """The major version of the Java that Spark will start; raises JavaMissing with how to fix it."""
     home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    java = driver_jvm.java_path()
     help_text = JAVA_HELP.format(min=MIN_JAVA)
-    if not java or not Path(java).exists():
+    if java is None:
         where = f"JAVA_HOME={home} has no bin/java" if home else "no `java` on PATH and JAVA_HOME is not set"
         raise JavaMissing(f"Java not found ({where}). {help_text}")
     try:
@@ -177,33 +178,11 @@ def driver_env(host: str, python: str | None = None) -> None:
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 
 
-def stop_driver_jvm(timeout: float = 30.0) -> None:
-    """Stop the driver JVM pyspark started in this process (its applications stopped), the way pyspark means
-    it to stop: py4j's client is shut down first, then the JVM's stdin is closed, on which pyspark's gateway
-    server exits by itself (its shutdown hooks run). Killed from outside instead, the JVM left py4j sending
-    the releases of garbage-collected Java objects to a dead socket, each logged with a traceback on the root
-    logger ("Exception while sending command"). Nothing to do when no gateway was started here (engine=torch,
-    Spark Connect clients); a JVM still running after `timeout` is left to the caller's stop by PID."""
-    pyspark = sys.modules.get("pyspark")
-    gateway = pyspark.SparkContext._gateway if pyspark is not None else None
-    if gateway is None:
-        return
-    gateway.shutdown()
-    pyspark.SparkContext._gateway = pyspark.SparkContext._jvm = None  # a later SparkContext starts a new JVM
-    process = getattr(gateway, "proc", None)
-    if process is None:
-        return
-    process.stdin.close()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 @contextmanager
 def spark_session(conf: dict[str, str]) -> Iterator["SparkSession"]:  # noqa: F821
     """A SparkSession built from `conf` (nothing else), stopped however the block ends."""
     driver_env(conf.get("spark.driver.host", LOOPBACK), conf.get("spark.pyspark.python"))
+    driver_jvm.attach(conf)  # the JVM launched as the job started, where it was launched as `conf` asks
     from pyspark.sql import SparkSession
 
     if SparkSession.getActiveSession() is not None:

@@ -157,7 +157,8 @@ def spark_cases(listed: Path, binary: Path, crops: Path, images: int, repeats: i
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType
 
-    from pipeline.spark.session import spark_session, stop_driver_jvm
+    from pipeline.spark.driver_jvm import stop_driver_jvm
+    from pipeline.spark.session import spark_session
 
     @pandas_udf(IntegerType())
     def lengths(image: pd.Series) -> pd.Series:

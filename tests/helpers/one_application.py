@@ -106,7 +106,7 @@ def _main(out: Path, styles: list[str], run_dir: Path, overrides: list[str]) -> 
 
 if __name__ == "__main__":
     from pipeline.runtime.lifetime import die_with_parent
-    from pipeline.spark.session import stop_driver_jvm
+    from pipeline.spark.driver_jvm import stop_driver_jvm
 
     die_with_parent(signum=signal.SIGTERM)  # a test killed by its timeout takes this run with it
     try:
