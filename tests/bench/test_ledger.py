@@ -1,9 +1,12 @@
 """The cost of the tasks' records inside a timed pass: the channel every variant reports through (one side file
 per task report on the storage root, `pipeline.spark.ledger`) against the same pass whose ledger writes nothing.
 
-The target (issue 26): within 1% of a pass without records, at 1,024 images with the null model. The per-batch
-style (scalar pandas UDF: one report per Arrow batch) is the worst case; mapInPandas reports once per task.
-`python -m pytest tests/bench/test_ledger.py --benchmark-only --benchmark-json=FILE` prints and keeps them.
+The target (issue 26): within 1% of a pass without records, at 1,024 images with the null model. Printed two ways:
+the ratio of the two passes' medians (`cost_ratio`: it moves a few % round to round on a shared 2-core VM), and each
+report's write timed inside its task over one more pass, as a share of that pass's slot time
+(`report_write_share`). The per-batch style (scalar pandas UDF: one report per Arrow batch) is the worst case;
+mapInPandas reports once per task. `python -m pytest tests/bench/test_ledger.py --benchmark-only
+--benchmark-json=FILE` prints and keeps them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pipeline.inference.model import ModelSpec
 from pipeline.inference.preprocess import Preprocessing
 from pipeline.inference.steps import Inference, fused
 from pipeline.spark.ledger import TaskLedger
-from tests.bench.harness import BenchData, SilentLedger, measure, noop, record, timed_rounds
+from tests.bench.harness import BenchData, SilentLedger, TimedLedger, measure, noop, record, timed_rounds
 from tests.helpers.config import compose_config
 from variants import UDF_STYLES
 
@@ -47,6 +50,14 @@ def test_task_records(benchmark, spark, bench: BenchData, style: str, tmp_path) 
     measured = measure(benchmark, spark, case, build(written), reset=before_each_round)
     reports = len(list(written.directory.iterdir()))
     without_s = statistics.median(timed_rounds(benchmark, without))
+    # the channel's cost measured directly, where the ratio of two passes cannot resolve 1% on a shared machine:
+    # one more pass whose every report write is timed in its task, set against the slots' time in that pass
+    timed = TimedLedger(tmp_path / "timed")
+    frame = build(timed)()
+    started = time.perf_counter()
+    noop(frame)
+    timed_pass_s = time.perf_counter() - started
+    writes = timed.write_s()
     record(
         benchmark,
         case,
@@ -58,5 +69,9 @@ def test_task_records(benchmark, spark, bench: BenchData, style: str, tmp_path) 
         reports_per_pass=reports,
         without_records_s=without_s,
         cost_ratio=measured.median_s / without_s,
+        report_writes=len(writes),
+        report_write_s=sum(writes),
+        report_write_share=sum(writes) / (timed_pass_s * bench.slots),
     )
+    assert len(writes) == reports  # every report of a pass timed once
     assert reports and not list(silent.directory.iterdir())
