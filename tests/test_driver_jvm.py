@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.spark import driver_jvm
-from pipeline.spark.driver_jvm import launch_conf
+from pipeline.spark.driver_jvm import ahead_host, launch_conf
+from pipeline.spark.plan import LOOPBACK
 from tests.helpers.config import compose_config
 
 ROOT = Path(__file__).parent.parent
@@ -69,19 +69,23 @@ def test_only_the_confs_a_jvm_reads_at_its_launch_are_launched_with():
     }
 
 
+def test_a_classic_run_here_launches_its_jvm_ahead_for_loopback():
+    assert ahead_host(compose_config()) == LOOPBACK
+    assert ahead_host(compose_config("cluster=local_cluster")) == LOOPBACK
+
+
 @pytest.mark.parametrize(
     "overrides",
     [("engine=torch",), ("cluster=connect",), ("cluster=remote", "cluster.master=sc://127.0.0.1:15002")],
     ids=["engine=torch", "cluster=connect", "a Connect server's client"],
 )
 def test_no_jvm_is_launched_ahead_for_a_run_whose_driver_is_not_here(overrides):
-    driver_jvm.launch_ahead(compose_config(*overrides))
-    assert driver_jvm._launch is None
+    assert ahead_host(compose_config(*overrides)) is None
 
 
 def test_no_jvm_is_launched_ahead_for_a_cluster_that_cannot_be_planned():
-    driver_jvm.launch_ahead(compose_config("cluster=local_cluster", "cluster.workers=0"))
-    assert driver_jvm._launch is None  # the run's validation names the key, with no JVM started before it
+    # the run's validation names the key, with no JVM started before it
+    assert ahead_host(compose_config("cluster=local_cluster", "cluster.workers=0")) is None
 
 
 @pytest.mark.slow  # two JVMs launched in a subprocess
@@ -93,5 +97,4 @@ def test_a_jvm_launched_ahead_for_other_settings_is_replaced_by_one_for_the_sess
 
 def test_no_jvm_is_launched_ahead_without_java(monkeypatch, tmp_path):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # no bin/java: the run's own Java check says how to fix it
-    driver_jvm.launch_ahead(compose_config())
-    assert driver_jvm._launch is None
+    assert ahead_host(compose_config()) is None

@@ -69,19 +69,28 @@ def java_path() -> str | None:
     return java if java and Path(java).exists() else None
 
 
-def launch_ahead(config: Config) -> None:
-    """Start launching the driver JVM of `config`'s run in a thread; nothing where the run has none here (engine=
-    torch or ray, a Spark Connect client), or where its cluster cannot be planned or Java is missing: the run's own
-    checks then say what is wrong, before any JVM is launched."""
-    global _launch
-    if _launch is not None or config.engine.name is not Engine.spark:
-        return
+def ahead_host(config: Config) -> str | None:
+    """The driver address to launch `config`'s JVM ahead for; None where none is: the run has no driver JVM here
+    (engine=torch or ray, a Spark Connect client), or its cluster cannot be planned or Java is missing: the run's
+    own checks then say what is wrong, before any JVM is launched."""
+    if config.engine.name is not Engine.spark:
+        return None
     try:
         planned = plan(config)
         host = driver_host(config.cluster)
     except (ConfigError, ClusterError):
-        return
-    if planned.connect or java_path() is None:
+        return None
+    return None if planned.connect or java_path() is None else host
+
+
+def launch_ahead(config: Config) -> None:
+    """Start launching the driver JVM of `config`'s run in a thread, where it has one (`ahead_host`) and this
+    process has none yet."""
+    global _launch
+    pyspark = sys.modules.get("pyspark")
+    running = pyspark is not None and pyspark.SparkContext._gateway is not None  # launched with settings of its own
+    host = None if _launch is not None or running else ahead_host(config)
+    if host is None:
         return
     conf = launch_conf({"spark.driver.memory": config.cluster.driver_memory, **config.spark.conf})
     launch = _launch = _Launch(conf, host)
@@ -111,7 +120,7 @@ def attach(conf: Mapping[str, str]) -> None:
     if launch.thread.is_alive():
         raise RuntimeError(
             f"the driver JVM launched at the job's start gave pyspark no port in {LAUNCH_TIMEOUT_S:.0f} s "
-            "(spark-submit hung: see this run's pipeline.log)"
+            "(spark-submit or java hung; what they printed is on the job's stderr)"
         )
     host = conf.get("spark.driver.host", LOOPBACK)
     if launch.error is not None:
