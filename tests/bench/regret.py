@@ -92,6 +92,7 @@ SHAPES = {
         ClusterShape("1x4-2gpu-gpu-bound", _local_cluster(1, 4, 2), 10.0),
         ClusterShape("1x4-2gpu-cpu-bound", _local_cluster(1, 4, 2), 500.0),
         ClusterShape("ns2x1-1gpu-gpu-bound", _namespace_cluster(2), 10.0, namespace_nodes=2),
+        ClusterShape("ns2x1-1gpu-cpu-bound", _namespace_cluster(2), 500.0, namespace_nodes=2),
     )
 }
 DEFAULT_SHAPES = ("1x2-1gpu-gpu-bound", "1x2-1gpu-cpu-bound")
