@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.config.schema import Config, ConfigError, Engine
 from pipeline.spark.cluster import driver_host
@@ -87,8 +88,7 @@ def launch_ahead(config: Config) -> None:
     """Start launching the driver JVM of `config`'s run in a thread, where it has one (`ahead_host`) and this
     process has none yet."""
     global _launch
-    pyspark = sys.modules.get("pyspark")
-    running = pyspark is not None and pyspark.SparkContext._gateway is not None  # launched with settings of its own
+    running = _gateway() is not None  # a JVM launched with settings of its own
     host = None if _launch is not None or running else ahead_host(config)
     if host is None:
         return
@@ -137,6 +137,12 @@ def attach(conf: Mapping[str, str]) -> None:
     _attached_s = launch.seconds
 
 
+def _gateway() -> Any:
+    """pyspark's gateway to this process's driver JVM; None where none was launched (pyspark not even imported)."""
+    pyspark = sys.modules.get("pyspark")
+    return pyspark.SparkContext._gateway if pyspark is not None else None
+
+
 def ahead_s() -> float | None:
     """The seconds the JVM this process's sessions run in took to launch, where it was launched ahead (not in any
     session's start time); None where the session launched it."""
@@ -155,12 +161,12 @@ def stop_driver_jvm(timeout: float = 30.0) -> None:
     launch, _launch, _attached_s = _launch, None, None
     if launch is not None and launch.thread is not None:
         launch.thread.join(LAUNCH_TIMEOUT_S)
-    pyspark = sys.modules.get("pyspark")
-    gateway = pyspark.SparkContext._gateway if pyspark is not None else None
+    gateway = _gateway()
     if gateway is None:
         return
     gateway.shutdown()
-    pyspark.SparkContext._gateway = pyspark.SparkContext._jvm = None  # a later SparkContext starts a new JVM
+    context = sys.modules["pyspark"].SparkContext
+    context._gateway = context._jvm = None  # a later SparkContext starts a new JVM
     process = getattr(gateway, "proc", None)
     if process is None:
         return

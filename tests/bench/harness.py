@@ -97,6 +97,10 @@ class TimedLedger(TaskLedger):
     """A ledger that times each report its tasks write (the channel's one cost inside a pass: the write the silent
     ledger skips) and keeps the seconds, a line a report, in a file per worker process beside its directory."""
 
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.times.mkdir(exist_ok=True)  # on the driver, once: its tasks run on this machine
+
     @property
     def times(self) -> Path:
         return self.directory.with_name(f"{self.directory.name}-write-s")
@@ -105,7 +109,6 @@ class TimedLedger(TaskLedger):
         started = time.perf_counter()
         super().report(name, data)
         elapsed = time.perf_counter() - started
-        self.times.mkdir(exist_ok=True)
         with (self.times / str(os.getpid())).open("a") as out:
             out.write(f"{elapsed}\n")
 
