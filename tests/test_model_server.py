@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pipeline.config.schema import ModelServerConfig, Topology
 from pipeline.config.validate import ConfigError, validate
 from pipeline.run import build_inference
 from pipeline.runtime.processes import tree_cpu_s
-from pipeline.serving import launcher
+from pipeline.serving import environment, launcher
 from pipeline.serving.launcher import Instance, delta, instances
 from pipeline.spark.evidence import check
 from pipeline.spark.plan import plan
@@ -85,6 +86,13 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tritonclient" else real(name))
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[server\]'"):
         validate(compose_config(SERVER))
+
+
+def test_a_server_environment_made_from_another_venv_is_not_reused(monkeypatch):
+    """Its `.pth` names that venv's site-packages, gone with a deleted CI clone: its server would not import."""
+    here = environment.name()
+    monkeypatch.setattr(site, "getsitepackages", lambda: ["/elsewhere/.venv/lib/python3.11/site-packages"])
+    assert environment.name() != here
 
 
 def test_the_server_imports_no_pyarrow_which_its_numpy_would_refuse():

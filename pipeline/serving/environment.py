@@ -23,6 +23,7 @@ nodes may not reach); the nodes run it, so they need this interpreter and these 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -66,8 +67,12 @@ def root(config: Any) -> Path:
 
 
 def name() -> str:
-    """The environment's directory name: this Python's version and the pinned packages."""
-    return f"py{sys.version_info.major}{sys.version_info.minor}-pytriton0.7.0-numpy1"
+    """The environment's directory name: this Python's version, the pinned packages and which environment's
+    site-packages it extends. An environment made from another venv (a CI clone since deleted) names site-packages
+    that are gone or hold another checkout: its server would fail with `No module named 'pipeline'`, so each
+    driver environment gets its own."""
+    extends = hashlib.sha256("\n".join(site.getsitepackages()).encode()).hexdigest()[:10]
+    return f"py{sys.version_info.major}{sys.version_info.minor}-pytriton0.7.0-numpy1-{extends}"
 
 
 def python(root: Path) -> Path:
