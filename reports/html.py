@@ -80,8 +80,9 @@ def _slot_use(row: dict[str, Any]) -> Cell:
 
 
 def _cpu_per_image(row: dict[str, Any]) -> Cell:
-    """The run's CPU core-ms an image, marked "driver only" where its tasks' Python workers were not seen: its
-    executors ran on other machines, so the figure leaves out the work of its tasks."""
+    """The run's CPU core-ms an image, marked "driver only" where its tasks' Python workers were not seen (no
+    Spark tasks, or a run on other machines from before their tasks read their executors' CPU): the figure then
+    leaves out the work of any tasks."""
     cell = _number(row["cpu_core_ms_per_image"], 1)
     if not cell.sort or PYTHON_WORKERS in row["cpu_kinds"].split("; "):
         return cell

@@ -25,8 +25,9 @@ from pipeline.config.validate import ConfigError, ConnectUnavailable, validate
 from pipeline.inference.steps import BadImageRecord
 from pipeline.run import run
 from pipeline.rundir import RunDir
+from pipeline.runtime.process_cpu import EXECUTOR_JVMS, PYTHON_WORKERS
 from pipeline.spark.connect import probe
-from pipeline.spark.ledger import SUFFIX, TaskLedger, TaskRecord
+from pipeline.spark.ledger import SUFFIX, TaskLedger, TaskRecord, executor_cpu
 from pipeline.spark.plan import ClusterError, plan
 from pipeline.spark.standalone import _free_ports
 from reports.aggregate import find_jobs, job_frame
@@ -155,11 +156,32 @@ def test_the_ledger_keeps_only_the_latest_attempt_of_each_partition(tmp_path):
     assert ledger.records() == [] and not any(ledger.directory.iterdir())
 
 
-def test_the_ledger_travels_as_its_directory_only(tmp_path):
-    ledger = TaskLedger(tmp_path / "tasks")
+def test_the_ledger_travels_as_its_directory_and_whether_tasks_read_their_executors_cpu(tmp_path):
+    ledger = TaskLedger(tmp_path / "tasks", executor_cpu=True)
     ledger._builds[1] = 3
     copy = pickle.loads(pickle.dumps(ledger))
-    assert copy.directory == ledger.directory and not copy._builds
+    assert copy.directory == ledger.directory and copy.executor_cpu and not copy._builds
+
+
+def _on(executor: str, start: float, end: float, cpu_start: float, cpu_end: float) -> TaskRecord:
+    record = TaskRecord("fused", 3, 0, 0, 1, 1, "cpu", [], start, end, host="node", executor=executor)
+    record.executor_cpu_start = {EXECUTOR_JVMS: cpu_start, PYTHON_WORKERS: 2 * cpu_start}
+    record.executor_cpu_end = {EXECUTOR_JVMS: cpu_end, PYTHON_WORKERS: 2 * cpu_end}
+    return record
+
+
+def test_an_executors_cpu_runs_from_its_first_tasks_start_to_its_last_tasks_end():
+    records = [_on("1", 2.0, 5.0, 10.0, 13.0), _on("1", 1.0, 4.0, 9.0, 12.0), _on("2", 1.0, 2.0, 1.0, 1.5)]
+    records.append(TaskRecord("fused", 3, 1, 0, 1, 1, "cpu", [], 0.0, 9.0, host="node", executor="3"))  # unread
+    assert executor_cpu(records) == {
+        "node/1": {EXECUTOR_JVMS: 4.0, PYTHON_WORKERS: 8.0},
+        "node/2": {EXECUTOR_JVMS: 0.5, PYTHON_WORKERS: 1.0},
+    }
+
+
+def test_a_tasks_parts_keep_its_executors_cpu_at_the_first_parts_start_and_the_last_parts_end():
+    merged = _on("1", 1.0, 2.0, 5.0, 6.0).merge(_on("1", 2.5, 3.0, 6.5, 7.0))
+    assert (merged.executor_cpu_start[EXECUTOR_JVMS], merged.executor_cpu_end[EXECUTOR_JVMS]) == (5.0, 7.0)
 
 
 # ------------------------------------------------------------------------------------------ the report

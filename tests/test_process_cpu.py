@@ -55,6 +55,17 @@ def test_a_child_reaped_between_the_marks_counts_under_its_parent():
     assert process_cpu.used(before, process_cpu.mark())[DRIVER] >= 0.3
 
 
+def test_a_trees_totals_differ_by_what_it_used_between_them_a_reaped_child_included():
+    before = process_cpu.totals(psutil.Process())
+    _burn(0.3, then_sleep=False).wait()
+    after = process_cpu.totals(psutil.Process())
+    assert after[DRIVER] - before[DRIVER] >= 0.3
+
+
+def test_a_process_outside_any_jvm_has_no_executor_to_read():
+    assert process_cpu.executor_jvm() is None
+
+
 @dataclass
 class _Fake:
     """What `_kind` reads of a process."""
@@ -91,6 +102,8 @@ JAVA = "/usr/lib/jvm/bin/java -cp jars"
         (_Fake(14, "python -m pyspark.daemon", 12), {12: EXECUTOR_JVMS}, PYTHON_WORKERS),
         (_Fake(15, "python -m pyspark.daemon", 14), {14: PYTHON_WORKERS}, PYTHON_WORKERS),
         (_Fake(16, "python -m pipeline.serving.server", 10), {10: DRIVER}, OTHER),
+        # an executor's tree read from its own JVM (a task on another machine: process_cpu.totals)
+        (_Fake(10, f"{JAVA} org.apache.spark.executor.CoarseGrainedExecutorBackend --driver-url x"), {}, EXECUTOR_JVMS),
     ],
 )
 def test_each_process_is_named_by_the_part_of_spark_it_is(process, kinds, kind):

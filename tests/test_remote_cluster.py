@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.runtime.process_cpu import EXECUTOR_JVMS, PYTHON_WORKERS
 from tests.helpers.nscluster import NamespaceCluster
 from tests.helpers.one_application import assert_every_style_agrees, styles_in_one_application
 from tests.helpers.otherhosts import DATA, STYLES, left_on, made_here, on, run, sweep
@@ -38,6 +39,10 @@ def test_a_run_on_other_machines_counts_every_image_and_agrees_with_the_referenc
     assert result["cluster"]["shipped"]["weights"]["how"] == "SparkContext.addFile"
     assert result["dataset"]["path"].startswith(str(nodes.storage))
     assert len({task["executor_id"] for task in result["evidence"]["timeline"]}) == 2  # one task on each node
+    # the executors' CPU, which the driver's process tree does not reach, read by their tasks on the nodes
+    assert len(result["tasks"]["executor_cpu"]) == 2
+    cpu = result["metrics"]["process_cpu_s"]
+    assert min(cpu[PYTHON_WORKERS]) > 0 and min(cpu[EXECUTOR_JVMS]) > 0
     assert not left_on(nodes), "the run's executors outlived it"
 
 

@@ -375,7 +375,8 @@ def measure(
     job of each pass this application runs (two_stage on two clusters), None runs them all. A model `server`
     (topology=model_server) has its statistics read before each pass and after the last."""
     run_storage = Storage.of(config.storage, run_dir, config.cache_dir)
-    ledger = TaskLedger(run_storage.tasks / (only or "all"))
+    # executors on other machines: their tasks read their CPU, which this process's tree does not reach
+    ledger = TaskLedger(run_storage.tasks / (only or "all"), executor_cpu=config.cluster.mode is ClusterMode.remote)
     # the pass bars poll a SparkContext's status tracker; under Connect there is none (the bar shows no tasks)
     context = None if is_connect(spark) else spark.sparkContext
     images = spark.read.parquet(str(dataset.path))
@@ -431,6 +432,9 @@ def measure(
         bad = [image for record in first for image in record.bad]
         read, predicted = sum(r.rows_in for r in first), sum(r.rows_out for r in last)
         tasks = {**ledger.summary(records), "progress_thread": progress.cost()}
+        for per_kind in tasks.get("executor_cpu", {}).values():
+            for kind, seconds in per_kind.items():
+                cpu[kind] = round(cpu.get(kind, 0.0) + seconds, 4)
         return Pass(times, read, predicted, bad, tasks, cpu)
 
     try:

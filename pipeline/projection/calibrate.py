@@ -17,7 +17,7 @@ split (`evidence.time`, `pipeline.spark.time_split`) gives the figures in slot-s
   (a real GPU) or on a core (no GPU); a simulated device is its own profile, which the runs ran;
 - the model server's round trip and CPU: `pipeline.projection.rates.serve_runs`;
 - the JVMs' CPU around a stage's tasks (`stage_cpu_s`): a no-model fused pass's CPU over the run's process tree
-  less what the model counts of it (`stage_cpu`), where the executors run on this machine.
+  less what the model counts of it (`stage_cpu`); executors on other machines are read by their own tasks.
 """
 
 from __future__ import annotations
@@ -181,8 +181,9 @@ def job_cost(nulls: list[tuple[Path, Result]]) -> tuple[float, str] | None:
 def stage_cpu(nulls: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str] | None:
     """`stage_cpu_s`: a no-model fused pass's CPU over every process of the run (`metrics.process_cpu_s`), less what
     the model counts for its one stage from `rates` and one core through the job's time outside the stage (`job_s`):
-    the JVMs' work around the tasks. Only runs whose Python workers were seen count (a cluster on other machines
-    hides its executors from the driver's process tree)."""
+    the JVMs' work around the tasks. Only runs whose Python workers were seen count: on this machine through the
+    job's process tree, on other machines through the tasks (`pipeline.spark.ledger.executor_cpu`), from their
+    executor's first task's start to its last one's end."""
     found = []
     for path, result in nulls:
         cpu = result.metrics.process_cpu_s
@@ -339,7 +340,7 @@ def calibration(directories: Iterable[Path]) -> Calibration:
         "not measured, not used by the advice (only the original's per-batch rebuild pays it); "
         + (sources["model_build_s"])
     )
-    no_cpu = "no no-model fused run recorded the CPU of its Python workers (a cluster on other machines)"
+    no_cpu = "no no-model fused run recorded the CPU of its Python workers"
     use("stage_cpu_s", stage_cpu(nulls, Rates(**{**values, "stage_cpu_s": 0.0})), no_cpu)
     rates = replace(Rates(**values), sources=sources)
     topology, shape, _ = shape_of(

@@ -4,8 +4,9 @@ Why: the bottleneck model's CPU term counts what the tasks measure of themselves
 per-task cost); on a node whose task slots outnumber its cores, the driver's JVM, the executors' JVMs and the
 Python workers' daemon use cores the tasks then lack. Marking the job process's tree before and after each
 timed pass says how much, so a calibration can measure that CPU rather than assume it. Only processes this job
-started are seen (its driver JVM, a local-cluster's executors, a harness-started server): the executors of a
-cluster on other machines are not, and the kinds recorded say what was counted.
+started are seen (its driver JVM, a local-cluster's executors, a harness-started server). The executors of a
+cluster on other machines are read by their own tasks instead: each task adds up its executor's tree (`totals`)
+as it starts and ends (`pipeline.spark.ledger`), and the kinds recorded say what was counted.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ CpuMark = dict[tuple[int, float], _Seen]  # by (pid, creation time): a reused PI
 
 
 def _kind(process: psutil.Process, root: psutil.Process, kinds: dict[int, str]) -> str:
-    if process.pid == root.pid:
-        return DRIVER
     command = " ".join(process.cmdline())
     if process.name().startswith("java") or " org.apache.spark." in command:
         if "CoarseGrainedExecutorBackend" in command:
@@ -42,6 +41,8 @@ def _kind(process: psutil.Process, root: psutil.Process, kinds: dict[int, str]) 
         if "SparkConnectServer" in command:
             return CONNECT_SERVER
         return DRIVER_JVM
+    if process.pid == root.pid:
+        return DRIVER
     parent = kinds.get(process.ppid())
     if parent in (DRIVER_JVM, EXECUTOR_JVMS, CONNECT_SERVER, PYTHON_WORKERS):
         return PYTHON_WORKERS
@@ -80,3 +81,20 @@ def used(before: CpuMark, after: CpuMark) -> dict[str, float]:
         then = before.get(key, _Seen(now.kind, 0.0, 0.0))
         totals[now.kind] = totals.get(now.kind, 0.0) + (now.own_s - then.own_s) + (now.reaped_s - then.reaped_s)
     return {kind: round(seconds, 4) for kind, seconds in sorted(totals.items())}
+
+
+def executor_jvm() -> psutil.Process | None:
+    """The JVM this Python worker serves: its nearest Java ancestor (an executor's, or a local-mode driver's)."""
+    try:
+        return next((process for process in psutil.Process().parents() if process.name().startswith("java")), None)
+    except psutil.Error:
+        return None
+
+
+def totals(root: psutil.Process) -> dict[str, float]:
+    """CPU seconds every process under `root` has used so far, by kind, reaped children included: two totals of
+    one tree differ by what it used between them, workers forked and reaped in between too (as `used` counts)."""
+    sums: dict[str, float] = {}
+    for seen in mark(root).values():
+        sums[seen.kind] = sums.get(seen.kind, 0.0) + seen.own_s + seen.reaped_s
+    return {kind: round(seconds, 4) for kind, seconds in sorted(sums.items())}

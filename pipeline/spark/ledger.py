@@ -42,6 +42,7 @@ from pipeline.inference import accelerator
 from pipeline.inference.model import model_builds, use_threads
 from pipeline.inference.steps import BadImageRecord, Output, Step
 from pipeline.rundir import atomic_write
+from pipeline.runtime import process_cpu
 from pipeline.runtime.timing import now
 from pipeline.spark import faults
 from pipeline.spark.fastpaths import worker_view
@@ -91,6 +92,12 @@ class TaskRecord:
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
     device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
     device_calls: int = 0
+    # executors on other machines (`TaskLedger.executor_cpu`): the CPU seconds by kind their executor's process
+    # tree had used when the task started and ended (`process_cpu.totals`; empty where the driver sees them), and
+    # the seconds reading them took the task
+    executor_cpu_start: dict[str, float] = field(default_factory=dict)
+    executor_cpu_end: dict[str, float] = field(default_factory=dict)
+    executor_cpu_read_s: float = 0.0
 
     def add(self, output: Output) -> None:
         if self.rows_in and faults.armed(self.step, self.partition):  # a batch is already in Spark's hands
@@ -150,6 +157,9 @@ class TaskRecord:
             device_busy_s=self.device_busy_s + other.device_busy_s,
             device_wait_s=self.device_wait_s + other.device_wait_s,
             device_calls=self.device_calls + other.device_calls,
+            executor_cpu_start=self.executor_cpu_start if self.start <= other.start else other.executor_cpu_start,
+            executor_cpu_end=other.executor_cpu_end if other.end >= self.end else self.executor_cpu_end,
+            executor_cpu_read_s=self.executor_cpu_read_s + other.executor_cpu_read_s,
         )
 
 
@@ -170,19 +180,23 @@ def _next_part(context: TaskContext, step: str) -> int:
 class TaskLedger:
     """Driver side: a directory of side files, cleared before each pass; executor side: `task`.
 
-    The ledger is pickled into the UDFs' closures, so it carries nothing but the directory (the driver's
-    counts stay on the driver: `_builds` is not sent)."""
+    The ledger is pickled into the UDFs' closures, so it carries nothing but the directory and `executor_cpu`
+    (the driver's counts stay on the driver: `_builds` is not sent). `executor_cpu`: the executors run where the
+    driver's process tree does not reach (a cluster of other machines), so each task records its executor's CPU
+    as it starts and ends (module function `executor_cpu`)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, executor_cpu: bool = False) -> None:
         self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.executor_cpu = executor_cpu
         self._builds: Counter[int] = Counter()  # builds of the model per worker PID, over this ledger's passes
 
     def __getstate__(self) -> dict:
-        return {"directory": self.directory}
+        return {"directory": self.directory, "executor_cpu": self.executor_cpu}
 
     def __setstate__(self, state: dict) -> None:
         self.directory = state["directory"]
+        self.executor_cpu = state["executor_cpu"]
         self._builds = Counter()
 
     def summary(self, records: list[TaskRecord]) -> dict:
@@ -197,6 +211,8 @@ class TaskLedger:
             "directory": str(self.directory),
             "reports": len(reports),
             "bytes": sum(path.stat().st_size for path in reports),
+            # the tasks' reading of their executors' CPU (executors on other machines), inside the pass
+            "executor_cpu_read_s": round(sum(record.executor_cpu_read_s for record in records), 4),
         }
         return {
             **summarize(records),
@@ -246,6 +262,10 @@ class TaskLedger:
         use_threads(cpus)
         builds = model_builds(step.inference.model)
         used = accelerator.usage()
+        read_from = now()
+        jvm = process_cpu.executor_jvm() if self.executor_cpu else None
+        # a task's later parts (per-batch styles) need no start: its merged record starts at its first part's
+        started_at = process_cpu.totals(jvm) if jvm and part == 0 else {}
         record = TaskRecord(
             step=step.name,
             stage=context.stageId(),
@@ -258,9 +278,15 @@ class TaskLedger:
             start=time.time(),
             python_worker=worker_view(),
             **where(),
+            executor_cpu_start=started_at,
+            executor_cpu_read_s=now() - read_from if jvm else 0.0,
         )
         yield record
         record.end = time.time()
+        if jvm:
+            read_from = now()
+            record.executor_cpu_end = process_cpu.totals(jvm)
+            record.executor_cpu_read_s += now() - read_from
         record.model_loads = model_builds(step.inference.model)
         record.model_builds = record.model_loads - builds
         usage = accelerator.usage()
@@ -274,6 +300,25 @@ class TaskLedger:
     def report(self, name: str, data: bytes) -> None:
         """Executor side: one task report, whole, under `name` in the directory (its one write)."""
         atomic_write(self.directory / name, data)
+
+
+def executor_cpu(records: list[TaskRecord]) -> dict[str, dict[str, float]]:
+    """Per executor ("host/executor id") whose tasks recorded its CPU: what its process tree used by kind from its
+    first task's start to its last task's end in the pass (the JVM's work before a first task and after a last
+    one is not seen)."""
+    spans: dict[str, tuple[TaskRecord, TaskRecord]] = {}
+    for record in records:
+        if record.executor_cpu_start and record.executor_cpu_end:
+            key = f"{record.host}/{record.executor}"
+            first, last = spans.get(key, (record, record))
+            spans[key] = (min(first, record, key=lambda r: r.start), max(last, record, key=lambda r: r.end))
+    return {
+        key: {
+            kind: round(seconds - first.executor_cpu_start.get(kind, 0.0), 4)
+            for kind, seconds in last.executor_cpu_end.items()
+        }
+        for key, (first, last) in sorted(spans.items())
+    }
 
 
 def summarize(records: list[TaskRecord]) -> dict:
@@ -291,6 +336,7 @@ def summarize(records: list[TaskRecord]) -> dict:
         "hosts": sorted({record.host for record in records}),
         "model_builds": sum(record.model_builds for record in records),
         "records": [asdict(record) for record in records],
+        "executor_cpu": executor_cpu(records),  # empty where the driver sees the executors' processes
     }
 
 
@@ -303,10 +349,13 @@ def merge(first: dict, second: dict) -> dict:
         "max_model_loads_per_worker": max(first["max_model_loads_per_worker"], second["max_model_loads_per_worker"]),
         "model_builds": first["model_builds"] + second["model_builds"],
         "records": first["records"] + second["records"],
+        "executor_cpu": {**first.get("executor_cpu", {}), **second.get("executor_cpu", {})},
         "channel": {
             **second["channel"],
             "reports": first["channel"]["reports"] + second["channel"]["reports"],
             "bytes": first["channel"]["bytes"] + second["channel"]["bytes"],
+            "executor_cpu_read_s": first["channel"].get("executor_cpu_read_s", 0.0)
+            + second["channel"].get("executor_cpu_read_s", 0.0),
         },
     }
 
