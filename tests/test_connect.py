@@ -25,7 +25,7 @@ from pipeline.config.validate import ConfigError, ConnectUnavailable, validate
 from pipeline.inference.steps import BadImageRecord
 from pipeline.run import run
 from pipeline.rundir import RunDir
-from pipeline.runtime.process_cpu import EXECUTOR_JVMS, PYTHON_WORKERS
+from pipeline.runtime.process_cpu import DAEMON, EXECUTOR_JVMS, JVM, PYTHON_WORKERS, WORKER
 from pipeline.spark.connect import probe
 from pipeline.spark.ledger import SUFFIX, TaskLedger, TaskRecord, executor_cpu
 from pipeline.spark.plan import ClusterError, plan
@@ -163,25 +163,27 @@ def test_the_ledger_travels_as_its_directory_and_whether_tasks_read_their_execut
     assert copy.directory == ledger.directory and copy.executor_cpu and not copy._builds
 
 
-def _on(executor: str, start: float, end: float, cpu_start: float, cpu_end: float) -> TaskRecord:
-    record = TaskRecord("fused", 3, 0, 0, 1, 1, "cpu", [], start, end, host="node", executor=executor)
-    record.executor_cpu_start = {EXECUTOR_JVMS: cpu_start, PYTHON_WORKERS: 2 * cpu_start}
-    record.executor_cpu_end = {EXECUTOR_JVMS: cpu_end, PYTHON_WORKERS: 2 * cpu_end}
+def _on(executor: str, pid: int, start: float, end: float, cpu_start: float, cpu_end: float) -> TaskRecord:
+    """A task record whose executor's JVM and daemon, and its worker, used `cpu_end - cpu_start` s over it."""
+    record = TaskRecord("fused", 3, 0, 0, pid, 1, "cpu", [], start, end, host="node", executor=executor)
+    record.executor_cpu_start = {JVM: cpu_start, DAEMON: cpu_start, WORKER: cpu_start}
+    record.executor_cpu_end = {JVM: cpu_end, DAEMON: cpu_end, WORKER: cpu_end}
     return record
 
 
-def test_an_executors_cpu_runs_from_its_first_tasks_start_to_its_last_tasks_end():
-    records = [_on("1", 2.0, 5.0, 10.0, 13.0), _on("1", 1.0, 4.0, 9.0, 12.0), _on("2", 1.0, 2.0, 1.0, 1.5)]
-    records.append(TaskRecord("fused", 3, 1, 0, 1, 1, "cpu", [], 0.0, 9.0, host="node", executor="3"))  # unread
+def test_an_executors_cpu_runs_from_its_first_tasks_start_to_its_last_tasks_end_each_worker_over_its_own_tasks():
+    # executor 1: two workers (pids 7, 8): JVM and daemon 9 -> 13, worker 7 9 -> 12, worker 8 10 -> 13
+    records = [_on("1", 7, 1.0, 4.0, 9.0, 12.0), _on("1", 8, 2.0, 5.0, 10.0, 13.0), _on("2", 7, 1.0, 2.0, 1.0, 1.5)]
+    records.append(TaskRecord("fused", 3, 1, 0, 9, 1, "cpu", [], 0.0, 9.0, host="node", executor="3"))  # unread
     assert executor_cpu(records) == {
-        "node/1": {EXECUTOR_JVMS: 4.0, PYTHON_WORKERS: 8.0},
+        "node/1": {EXECUTOR_JVMS: 4.0, PYTHON_WORKERS: 4.0 + 3.0 + 3.0},
         "node/2": {EXECUTOR_JVMS: 0.5, PYTHON_WORKERS: 1.0},
     }
 
 
 def test_a_tasks_parts_keep_its_executors_cpu_at_the_first_parts_start_and_the_last_parts_end():
-    merged = _on("1", 1.0, 2.0, 5.0, 6.0).merge(_on("1", 2.5, 3.0, 6.5, 7.0))
-    assert (merged.executor_cpu_start[EXECUTOR_JVMS], merged.executor_cpu_end[EXECUTOR_JVMS]) == (5.0, 7.0)
+    merged = _on("1", 7, 1.0, 2.0, 5.0, 6.0).merge(_on("1", 7, 2.5, 3.0, 6.5, 7.0))
+    assert (merged.executor_cpu_start[JVM], merged.executor_cpu_end[JVM]) == (5.0, 7.0)
 
 
 # ------------------------------------------------------------------------------------------ the report

@@ -3,6 +3,7 @@ process, a process started inside the pass counted whole, a reaped one under its
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -55,15 +56,26 @@ def test_a_child_reaped_between_the_marks_counts_under_its_parent():
     assert process_cpu.used(before, process_cpu.mark())[DRIVER] >= 0.3
 
 
-def test_a_trees_totals_differ_by_what_it_used_between_them_a_reaped_child_included():
-    before = process_cpu.totals(psutil.Process())
-    _burn(0.3, then_sleep=False).wait()
-    after = process_cpu.totals(psutil.Process())
-    assert after[DRIVER] - before[DRIVER] >= 0.3
+def test_a_python_worker_reads_its_own_cpu_its_daemons_and_its_jvms(tmp_path):
+    """A task on another machine reads these three (`executor_now`): here a process named java (this interpreter
+    under that name) that burns 0.3 s, starts a daemon, which starts the worker."""
+    java = tmp_path / "java"
+    java.symlink_to(sys.executable)
+    worker = "import json; from pipeline.runtime import process_cpu; print(json.dumps(process_cpu.executor_now()))"
+    start = (
+        "import subprocess, sys; sys.stdout.write(subprocess.run([{python!r}, '-c', {code!r}], capture_output=True, "
+    )
+    start += "text=True).stdout)\n"
+    daemon = start.format(python=sys.executable, code=worker)
+    jvm = BURN.format(seconds=0.3) + start.format(python=sys.executable, code=daemon)
+    finished = subprocess.run([str(java), "-c", jvm], capture_output=True, text=True, timeout=120)
+    read = json.loads(finished.stdout or "null")
+    assert read and read[process_cpu.JVM] >= 0.3 and read[process_cpu.WORKER] > 0, finished.stderr[-2000:]
+    assert process_cpu.DAEMON in read
 
 
 def test_a_process_outside_any_jvm_has_no_executor_to_read():
-    assert process_cpu.executor_jvm() is None
+    assert process_cpu.executor_now() == {}
 
 
 @dataclass
@@ -102,7 +114,7 @@ JAVA = "/usr/lib/jvm/bin/java -cp jars"
         (_Fake(14, "python -m pyspark.daemon", 12), {12: EXECUTOR_JVMS}, PYTHON_WORKERS),
         (_Fake(15, "python -m pyspark.daemon", 14), {14: PYTHON_WORKERS}, PYTHON_WORKERS),
         (_Fake(16, "python -m pipeline.serving.server", 10), {10: DRIVER}, OTHER),
-        # an executor's tree read from its own JVM (a task on another machine: process_cpu.totals)
+        # an executor's tree marked from its own JVM
         (_Fake(10, f"{JAVA} org.apache.spark.executor.CoarseGrainedExecutorBackend --driver-url x"), {}, EXECUTOR_JVMS),
     ],
 )

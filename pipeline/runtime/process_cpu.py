@@ -5,15 +5,19 @@ per-task cost); on a node whose task slots outnumber its cores, the driver's JVM
 Python workers' daemon use cores the tasks then lack. Marking the job process's tree before and after each
 timed pass says how much, so a calibration can measure that CPU rather than assume it. Only processes this job
 started are seen (its driver JVM, a local-cluster's executors, a harness-started server). The executors of a
-cluster on other machines are read by their own tasks instead: each task adds up its executor's tree (`totals`)
-as it starts and ends (`pipeline.spark.ledger`), and the kinds recorded say what was counted.
+cluster on other machines are read by their own tasks instead (`executor_now`, `pipeline.spark.ledger`), and the
+kinds recorded say what was counted.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import cache
 
 import psutil
+
+from pipeline.runtime.processes import jvm_above
 
 DRIVER = "driver python"  # the job process: the pass's actions, the progress thread
 DRIVER_JVM = "driver jvm"  # the SparkContext: planning, scheduling, the local-cluster master and worker
@@ -83,18 +87,29 @@ def used(before: CpuMark, after: CpuMark) -> dict[str, float]:
     return {kind: round(seconds, 4) for kind, seconds in sorted(totals.items())}
 
 
-def executor_jvm() -> psutil.Process | None:
-    """The JVM this Python worker serves: its nearest Java ancestor (an executor's, or a local-mode driver's)."""
+JVM, DAEMON, WORKER = "jvm", "daemon", "worker"  # what `executor_now` reads
+
+
+@cache
+def _executor_chain(worker_pid: int) -> tuple[psutil.Process, psutil.Process | None] | None:
+    """This Python worker's executor JVM and the daemon between them, if any."""
+    jvm = jvm_above(worker_pid)
+    parent = psutil.Process(worker_pid).parent()
+    return None if jvm is None else (jvm, None if parent is None or parent.pid == jvm.pid else parent)
+
+
+def executor_now() -> dict[str, float]:
+    """CPU seconds so far of this Python worker, of the daemon that forked it and of their executor's JVM, each its
+    own (children left out): what a task on another machine reads of its executor, as it starts and ends
+    (`pipeline.spark.ledger`). Three processes read directly: walking the executor's tree (`mark`) scans every
+    process on the node, ~10 ms a read on the namespace cluster here. Empty outside a JVM's worker."""
     try:
-        return next((process for process in psutil.Process().parents() if process.name().startswith("java")), None)
+        found = _executor_chain(os.getpid())
+        if found is None:
+            return {}
+        jvm, daemon = found
+        read = {JVM: jvm, **({DAEMON: daemon} if daemon else {})}
+        own = {name: sum(process.cpu_times()[:2]) for name, process in read.items()}
+        return {name: round(seconds, 4) for name, seconds in {**own, WORKER: sum(os.times()[:2])}.items()}
     except psutil.Error:
-        return None
-
-
-def totals(root: psutil.Process) -> dict[str, float]:
-    """CPU seconds every process under `root` has used so far, by kind, reaped children included: two totals of
-    one tree differ by what it used between them, workers forked and reaped in between too (as `used` counts)."""
-    sums: dict[str, float] = {}
-    for seen in mark(root).values():
-        sums[seen.kind] = sums.get(seen.kind, 0.0) + seen.own_s + seen.reaped_s
-    return {kind: round(seconds, 4) for kind, seconds in sorted(sums.items())}
+        return {}

@@ -81,6 +81,18 @@ def running(process: psutil.Process) -> bool:
         return True
 
 
+def jvm_above(pid: int) -> psutil.Process | None:
+    """The nearest Java ancestor of `pid` (a Python worker's JVM: its executor's, or a local-mode driver's), None
+    if there is none."""
+    for ancestor in psutil.Process(pid).parents():
+        try:
+            if ancestor.name().startswith("java"):
+                return ancestor
+        except psutil.Error:  # gone, a zombie, or not ours to read
+            continue
+    return None
+
+
 def descendants() -> set[psutil.Process]:
     """Every process under this one now (what an engine started is those not there before it started)."""
     try:

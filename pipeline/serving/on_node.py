@@ -43,7 +43,7 @@ from pipeline.inference.preprocess import Preprocessing
 from pipeline.rundir import atomic_write
 from pipeline.runtime.lifetime import PARENT_ENV
 from pipeline.runtime.locks import bounded_lock
-from pipeline.runtime.processes import ProcessesSurvived, running, stop_processes
+from pipeline.runtime.processes import ProcessesSurvived, jvm_above, running, stop_processes
 from pipeline.serving import environment
 from pipeline.serving.launcher import USAGE_FILE, ServerError, start
 from pipeline.spark.nodes import executor
@@ -103,14 +103,7 @@ def free_port(address: str) -> int:
 def executor_jvm() -> psutil.Process:
     """The executor JVM above this Python worker (worker -> pyspark daemon -> JVM): the first java ancestor,
     else the parent."""
-    me = psutil.Process()
-    for ancestor in me.parents():
-        try:
-            if ancestor.name() == "java":
-                return ancestor
-        except psutil.Error:
-            continue
-    return me.parent()
+    return jvm_above(os.getpid()) or psutil.Process().parent()
 
 
 def node_environment() -> dict[str, str]:

@@ -15,6 +15,7 @@ task fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -22,6 +23,8 @@ import time
 
 import psutil
 from pyspark import TaskContext
+
+from pipeline.runtime.processes import jvm_above
 
 KILL_ENV = "SPARK_INFERENCE_BENCH_KILL_EXECUTOR"
 EXECUTOR_CLASS = "CoarseGrainedExecutorBackend"
@@ -37,13 +40,11 @@ def armed(step: str, partition: int) -> bool:
 
 
 def executor_jvm(pid: int) -> psutil.Process:
-    """The nearest ancestor of `pid` that is an executor JVM; raises RuntimeError if there is none."""
-    for ancestor in psutil.Process(pid).parents():
-        try:
-            if any(EXECUTOR_CLASS in arg for arg in ancestor.cmdline()):
-                return ancestor
-        except psutil.Error:  # gone, a zombie, or not ours to read: not this task's executor
-            continue
+    """The executor JVM above Python worker `pid`; raises RuntimeError if its JVM is none (local mode's driver)."""
+    jvm = jvm_above(pid)
+    with contextlib.suppress(psutil.Error):
+        if jvm is not None and any(EXECUTOR_CLASS in arg for arg in jvm.cmdline()):
+            return jvm
     raise RuntimeError(f"{KILL_ENV}: no executor JVM above Python worker {pid}; use local_cluster or standalone")
 
 

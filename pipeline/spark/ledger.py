@@ -92,9 +92,9 @@ class TaskRecord:
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
     device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
     device_calls: int = 0
-    # executors on other machines (`TaskLedger.executor_cpu`): the CPU seconds by kind their executor's process
-    # tree had used when the task started and ended (`process_cpu.totals`; empty where the driver sees them), and
-    # the seconds reading them took the task
+    # executors on other machines (`TaskLedger.executor_cpu`): the CPU seconds its Python worker, that worker's
+    # daemon and its executor's JVM had used when the task started and ended (`process_cpu.executor_now`; empty
+    # where the driver sees them), and the seconds reading them took the task
     executor_cpu_start: dict[str, float] = field(default_factory=dict)
     executor_cpu_end: dict[str, float] = field(default_factory=dict)
     executor_cpu_read_s: float = 0.0
@@ -263,9 +263,8 @@ class TaskLedger:
         builds = model_builds(step.inference.model)
         used = accelerator.usage()
         read_from = now()
-        jvm = process_cpu.executor_jvm() if self.executor_cpu else None
         # a task's later parts (per-batch styles) need no start: its merged record starts at its first part's
-        started_at = process_cpu.totals(jvm) if jvm and part == 0 else {}
+        started_at = process_cpu.executor_now() if self.executor_cpu and part == 0 else {}
         record = TaskRecord(
             step=step.name,
             stage=context.stageId(),
@@ -279,13 +278,13 @@ class TaskLedger:
             python_worker=worker_view(),
             **where(),
             executor_cpu_start=started_at,
-            executor_cpu_read_s=now() - read_from if jvm else 0.0,
+            executor_cpu_read_s=now() - read_from if self.executor_cpu else 0.0,
         )
         yield record
         record.end = time.time()
-        if jvm:
+        if self.executor_cpu:
             read_from = now()
-            record.executor_cpu_end = process_cpu.totals(jvm)
+            record.executor_cpu_end = process_cpu.executor_now()
             record.executor_cpu_read_s += now() - read_from
         record.model_loads = model_builds(step.inference.model)
         record.model_builds = record.model_loads - builds
@@ -303,22 +302,30 @@ class TaskLedger:
 
 
 def executor_cpu(records: list[TaskRecord]) -> dict[str, dict[str, float]]:
-    """Per executor ("host/executor id") whose tasks recorded its CPU: what its process tree used by kind from its
-    first task's start to its last task's end in the pass (the JVM's work before a first task and after a last
-    one is not seen)."""
-    spans: dict[str, tuple[TaskRecord, TaskRecord]] = {}
+    """Per executor ("host/executor id") whose tasks read it (`process_cpu.executor_now`): the CPU its JVM and its
+    Python workers' daemon used from its first task's start to its last task's end in the pass, and each of its
+    Python workers from the first start to the last end of that worker's tasks, by kind. Not seen: a worker's CPU
+    outside its tasks (a new worker's start, once per worker: workers are reused unless
+    `spark.python_worker_reuse=false`), the JVM's before the first task and after the last."""
+    spans: dict[tuple[str, int | None], tuple[TaskRecord, TaskRecord]] = {}
     for record in records:
         if record.executor_cpu_start and record.executor_cpu_end:
-            key = f"{record.host}/{record.executor}"
-            first, last = spans.get(key, (record, record))
-            spans[key] = (min(first, record, key=lambda r: r.start), max(last, record, key=lambda r: r.end))
-    return {
-        key: {
-            kind: round(seconds - first.executor_cpu_start.get(kind, 0.0), 4)
-            for kind, seconds in last.executor_cpu_end.items()
+            for key in ((record.host, record.executor), (record.host, record.executor, record.pid)):
+                first, last = spans.get(key, (record, record))
+                spans[key] = (min(first, record, key=lambda r: r.start), max(last, record, key=lambda r: r.end))
+
+    def used(key: tuple, name: str) -> float:
+        first, last = spans[key]
+        return last.executor_cpu_end.get(name, 0.0) - first.executor_cpu_start.get(name, 0.0)
+
+    found: dict[str, dict[str, float]] = {}
+    for key in sorted(key for key in spans if len(key) == 2):
+        workers = sum(used(other, process_cpu.WORKER) for other in spans if other[:2] == key and len(other) == 3)
+        found["/".join(key)] = {
+            process_cpu.EXECUTOR_JVMS: round(used(key, process_cpu.JVM), 4),
+            process_cpu.PYTHON_WORKERS: round(used(key, process_cpu.DAEMON) + workers, 4),
         }
-        for key, (first, last) in sorted(spans.items())
-    }
+    return found
 
 
 def summarize(records: list[TaskRecord]) -> dict:
