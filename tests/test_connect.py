@@ -157,10 +157,10 @@ def test_the_ledger_keeps_only_the_latest_attempt_of_each_partition(tmp_path):
 
 
 def test_the_ledger_travels_as_its_directory_and_whether_tasks_read_their_executors_cpu(tmp_path):
-    ledger = TaskLedger(tmp_path / "tasks", executor_cpu=True)
+    ledger = TaskLedger(tmp_path / "tasks", reads_executor_cpu=True)
     ledger._builds[1] = 3
     copy = pickle.loads(pickle.dumps(ledger))
-    assert copy.directory == ledger.directory and copy.executor_cpu and not copy._builds
+    assert copy.directory == ledger.directory and copy.reads_executor_cpu and not copy._builds
 
 
 def _on(executor: str, pid: int, start: float, end: float, cpu_start: float, cpu_end: float) -> TaskRecord:

@@ -376,7 +376,9 @@ def measure(
     (topology=model_server) has its statistics read before each pass and after the last."""
     run_storage = Storage.of(config.storage, run_dir, config.cache_dir)
     # executors on other machines: their tasks read their CPU, which this process's tree does not reach
-    ledger = TaskLedger(run_storage.tasks / (only or "all"), executor_cpu=config.cluster.mode is ClusterMode.remote)
+    ledger = TaskLedger(
+        run_storage.tasks / (only or "all"), reads_executor_cpu=config.cluster.mode is ClusterMode.remote
+    )
     # the pass bars poll a SparkContext's status tracker; under Connect there is none (the bar shows no tasks)
     context = None if is_connect(spark) else spark.sparkContext
     images = spark.read.parquet(str(dataset.path))

@@ -92,7 +92,7 @@ class TaskRecord:
     device_busy_s: float = 0.0  # model=accelerator: seconds this task's calls held the simulated device
     device_wait_s: float = 0.0  # ... and waited for its lock (another task held the same GPU)
     device_calls: int = 0
-    # executors on other machines (`TaskLedger.executor_cpu`): the CPU seconds its Python worker, that worker's
+    # executors on other machines (`TaskLedger.reads_executor_cpu`): the CPU seconds its Python worker, that worker's
     # daemon and its executor's JVM had used when the task started and ended (`process_cpu.executor_now`; empty
     # where the driver sees them), and the seconds reading them took the task
     executor_cpu_start: dict[str, float] = field(default_factory=dict)
@@ -180,23 +180,23 @@ def _next_part(context: TaskContext, step: str) -> int:
 class TaskLedger:
     """Driver side: a directory of side files, cleared before each pass; executor side: `task`.
 
-    The ledger is pickled into the UDFs' closures, so it carries nothing but the directory and `executor_cpu`
-    (the driver's counts stay on the driver: `_builds` is not sent). `executor_cpu`: the executors run where the
-    driver's process tree does not reach (a cluster of other machines), so each task records its executor's CPU
-    as it starts and ends (module function `executor_cpu`)."""
+    The ledger is pickled into the UDFs' closures, so it carries nothing but the directory and
+    `reads_executor_cpu` (the driver's counts stay on the driver: `_builds` is not sent). `reads_executor_cpu`:
+    the executors run where the driver's process tree does not reach (a cluster of other machines), so each task
+    records its executor's CPU as it starts and ends (`executor_cpu`)."""
 
-    def __init__(self, directory: Path, executor_cpu: bool = False) -> None:
+    def __init__(self, directory: Path, reads_executor_cpu: bool = False) -> None:
         self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.executor_cpu = executor_cpu
+        self.reads_executor_cpu = reads_executor_cpu
         self._builds: Counter[int] = Counter()  # builds of the model per worker PID, over this ledger's passes
 
     def __getstate__(self) -> dict:
-        return {"directory": self.directory, "executor_cpu": self.executor_cpu}
+        return {"directory": self.directory, "reads_executor_cpu": self.reads_executor_cpu}
 
     def __setstate__(self, state: dict) -> None:
         self.directory = state["directory"]
-        self.executor_cpu = state["executor_cpu"]
+        self.reads_executor_cpu = state["reads_executor_cpu"]
         self._builds = Counter()
 
     def summary(self, records: list[TaskRecord]) -> dict:
@@ -264,7 +264,7 @@ class TaskLedger:
         used = accelerator.usage()
         read_from = now()
         # a task's later parts (per-batch styles) need no start: its merged record starts at its first part's
-        started_at = process_cpu.executor_now() if self.executor_cpu and part == 0 else {}
+        started_at = process_cpu.executor_now() if self.reads_executor_cpu and part == 0 else {}
         record = TaskRecord(
             step=step.name,
             stage=context.stageId(),
@@ -278,11 +278,11 @@ class TaskLedger:
             python_worker=worker_view(),
             **where(),
             executor_cpu_start=started_at,
-            executor_cpu_read_s=now() - read_from if self.executor_cpu else 0.0,
+            executor_cpu_read_s=now() - read_from if self.reads_executor_cpu else 0.0,
         )
         yield record
         record.end = time.time()
-        if self.executor_cpu:
+        if self.reads_executor_cpu:
             read_from = now()
             record.executor_cpu_end = process_cpu.executor_now()
             record.executor_cpu_read_s += now() - read_from
@@ -307,25 +307,27 @@ def executor_cpu(records: list[TaskRecord]) -> dict[str, dict[str, float]]:
     Python workers from the first start to the last end of that worker's tasks, by kind. Not seen: a worker's CPU
     outside its tasks (a new worker's start, once per worker: workers are reused unless
     `spark.python_worker_reuse=false`), the JVM's before the first task and after the last."""
-    spans: dict[tuple[str, int | None], tuple[TaskRecord, TaskRecord]] = {}
+    by_executor: dict[str, list[TaskRecord]] = {}
     for record in records:
         if record.executor_cpu_start and record.executor_cpu_end:
-            for key in ((record.host, record.executor), (record.host, record.executor, record.pid)):
-                first, last = spans.get(key, (record, record))
-                spans[key] = (min(first, record, key=lambda r: r.start), max(last, record, key=lambda r: r.end))
-
-    def used(key: tuple, name: str) -> float:
-        first, last = spans[key]
-        return last.executor_cpu_end.get(name, 0.0) - first.executor_cpu_start.get(name, 0.0)
-
+            by_executor.setdefault(f"{record.host}/{record.executor}", []).append(record)
     found: dict[str, dict[str, float]] = {}
-    for key in sorted(key for key in spans if len(key) == 2):
-        workers = sum(used(other, process_cpu.WORKER) for other in spans if other[:2] == key and len(other) == 3)
-        found["/".join(key)] = {
-            process_cpu.EXECUTOR_JVMS: round(used(key, process_cpu.JVM), 4),
-            process_cpu.PYTHON_WORKERS: round(used(key, process_cpu.DAEMON) + workers, 4),
+    for key, ran in sorted(by_executor.items()):
+        by_worker: dict[int, list[TaskRecord]] = {}
+        for record in ran:
+            by_worker.setdefault(record.pid, []).append(record)
+        workers = sum(_used(tasks, process_cpu.WORKER) for tasks in by_worker.values())
+        found[key] = {
+            process_cpu.EXECUTOR_JVMS: round(_used(ran, process_cpu.JVM), 4),
+            process_cpu.PYTHON_WORKERS: round(_used(ran, process_cpu.DAEMON) + workers, 4),
         }
     return found
+
+
+def _used(records: list[TaskRecord], name: str) -> float:
+    """CPU seconds process `name` used from the earliest start to the latest end among `records`."""
+    first, last = min(records, key=lambda r: r.start), max(records, key=lambda r: r.end)
+    return last.executor_cpu_end.get(name, 0.0) - first.executor_cpu_start.get(name, 0.0)
 
 
 def summarize(records: list[TaskRecord]) -> dict:
