@@ -10,7 +10,9 @@ from the other checked runs, and the table says so. A run also carries the stand
 (`evidence.simulated_device.busy_fraction`), which says whether the run was device-bound as predicted.
 
 With a rates file (`sweep=calibrate`'s), every run is predicted from its rates instead: the advisor's own inputs,
-measured by other runs than the checked ones, which is what the advice's predictions are worth.
+measured by other runs than the checked ones, which is what the advice's predictions are worth. A calibration's
+own directory holds one (`rates.json`), and its runs are checked from it: whether the rates the advice will use
+rebuild the passes they were measured from, printed at the calibration's end.
 
     python -m reports.bottleneck_check DIR [DIR ...] [--rates FILE]   # the table and the spread, printed
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.projection.bottleneck import Rates, device_of, predict, shape_of
-from pipeline.projection.calibrate import Calibration, RatesFileError, load
+from pipeline.projection.calibrate import RATES_FILE, Calibration, RatesFileError, load
 from pipeline.projection.rates import measured_rates, serve_runs
 from pipeline.results import read_results
 from pipeline.spark.nodes import machine_cpus
@@ -199,7 +201,11 @@ def table(found: list[Check]) -> list[list[str]]:
 
 def summary(directories: list[Path], rates_file: Path | None = None) -> list[str]:
     """Lines a sweep prints at its end (`pipeline.callbacks`): predicted/measured per run and the spread;
-    nothing when the sweep ran no simulated device."""
+    nothing when the sweep ran no simulated device. Without `rates_file`, the one a directory holds (a
+    calibration's own) where exactly one does."""
+    if rates_file is None:
+        kept = [Path(directory) / RATES_FILE for directory in directories if (Path(directory) / RATES_FILE).is_file()]
+        rates_file = kept[0] if len(kept) == 1 else None
     found = checks(directories, load(rates_file) if rates_file else None)
     if not found:
         return []

@@ -275,6 +275,18 @@ def test_with_a_rates_file_every_run_is_predicted_from_its_rates_not_the_checked
     assert found[0].predicted != pytest.approx(bottleneck_check.checks([tmp_path / "runs"])[0].predicted)
 
 
+def test_a_calibrations_own_runs_are_checked_from_the_rates_file_it_wrote(tmp_path):
+    from pipeline.projection.calibrate import RATES_FILE, write
+    from reports import bottleneck_check
+    from tests.helpers.advice import CALIBRATE_RUNS
+
+    _simulated_result(tmp_path / "0", 10.0, "device.images_per_s=20")
+    write([CALIBRATE_RUNS], tmp_path / RATES_FILE)
+    lines = bottleneck_check.summary([tmp_path])
+    assert f"rates from {tmp_path / RATES_FILE}" in lines[0]
+    assert lines == bottleneck_check.summary([tmp_path], tmp_path / RATES_FILE)
+
+
 def test_the_findings_page_checks_the_kept_runs_again_from_a_kept_rates_file_naming_each_rates_source(tmp_path):
     from pipeline.projection.calibrate import RATES_FILE, write
     from reports import findings

@@ -127,7 +127,9 @@ def test_the_command_refuses_an_unknown_instance_naming_the_choices(tmp_path, ca
 
 
 def test_a_verified_pick_within_its_prediction_is_not_flagged():
-    found = calibrated()
+    # the model at what it cost in the run itself (238.6 ms an image; the rates file's fit over runs 2 and 3 says
+    # 349 ms, which puts this run at the edge of the 25%)
+    found = replace(calibrated(), model=ModelCost("resnet50", False, 0.0, 0.2386, 0.0, "the run's own"))
     result = as_result(read_result(CALIBRATE_RUNS / "2" / "result.json"))
     assert "MISSED" not in compare(found, 1, result)
 
