@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.projection.bottleneck import Rates, device_of, predict, shape_of
-from pipeline.projection.calibrate import RATES_FILE, Calibration, RatesFileError, load
+from pipeline.projection.calibrate import Calibration, RatesFileError, kept_rates, load
 from pipeline.projection.rates import measured_rates, serve_runs
 from pipeline.results import read_results
 from pipeline.spark.nodes import machine_cpus
@@ -204,7 +204,7 @@ def summary(directories: list[Path], rates_file: Path | None = None) -> list[str
     nothing when the sweep ran no simulated device. Without `rates_file`, the one a directory holds (a
     calibration's own) where exactly one does."""
     if rates_file is None:
-        kept = [Path(directory) / RATES_FILE for directory in directories if (Path(directory) / RATES_FILE).is_file()]
+        kept = kept_rates(directories)
         rates_file = kept[0] if len(kept) == 1 else None
     found = checks(directories, load(rates_file) if rates_file else None)
     if not found:

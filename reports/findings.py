@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 
 from pipeline.config.reference import publish
-from pipeline.projection.calibrate import RATES_FILE, load
+from pipeline.projection.calibrate import RATES_FILE, kept_rates, load
 from pipeline.projection.rates import measured_rates
 from pipeline.rundir import RESULT_FILE, atomic_write
 from reports import bottleneck_check, connect, fast_paths, peers, server
@@ -234,7 +234,7 @@ def bottleneck_table(jobs: list[Job], frame: pd.DataFrame, directories: list[Pat
     rates of the other kept runs, and again from a kept `sweep=calibrate` rates file (RATES_FILE beside the runs:
     what the advice predicts from) where the finding holds one."""
     lines = []
-    for rates_file in [None, *(path for d in directories if (path := d / RATES_FILE).is_file())]:
+    for rates_file in [None, *kept_rates(directories)]:
         calibration = load(rates_file) if rates_file else None
         found = bottleneck_check.checks(directories, calibration)
         if not found:

@@ -441,6 +441,11 @@ def to_json(found: Calibration) -> dict[str, Any]:
     }
 
 
+def kept_rates(directories: Iterable[Path]) -> list[Path]:
+    """The rates files a calibration left beside its runs: `RATES_FILE` at the top of each of `directories`."""
+    return [path for directory in directories if (path := Path(directory) / RATES_FILE).is_file()]
+
+
 def write(directories: Iterable[Path], path: Path) -> Path:
     """Measure the rates of the results under `directories` and write them to `path` (atomically)."""
     document = to_json(calibration(directories))
@@ -487,4 +492,14 @@ def load(path: Path) -> Calibration:
     )
 
 
-__all__ = ["RATES_FILE", "Calibration", "ModelCost", "RatesFileError", "calibration", "load", "write", "DEFAULTS"]
+__all__ = [
+    "RATES_FILE",
+    "Calibration",
+    "ModelCost",
+    "RatesFileError",
+    "calibration",
+    "kept_rates",
+    "load",
+    "write",
+    "DEFAULTS",
+]
