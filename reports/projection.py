@@ -56,7 +56,7 @@ SCALED = (
     "serve_cpu_s_per_image",
     "scan_s_per_image",
     "crop_transfer_s_per_byte",
-    "stage_cpu_s",
+    "job_cpu_s",
 )
 LABEL = "PROJECTION from rates measured on this machine, not a measurement"
 

@@ -335,9 +335,21 @@ def test_a_tasks_own_cost_is_cpu_work_when_slots_outnumber_cores() -> None:
 
 def test_the_jvms_cpu_around_a_stage_is_cpu_work_and_no_tasks_time() -> None:
     # the case above plus 0.4 core-s of the JVMs' work while its stage runs: (1.64 + 0.4) / 2 = 1.02 s
-    rates = Rates(preprocess_s=0.005, task_s=0.25, stage_cpu_s=0.4)
+    rates = Rates(preprocess_s=0.005, task_s=0.25, job_cpu_s=0.4)
     shape = Shape(1, 4, cpus_per_node=2.0)
     assert predict("fused", rates, NULL_DEVICE, shape, Workload(128, row_group_size=32)).seconds == pytest.approx(1.02)
     # on 8 cores the slots bound it (0.41 s a task, one wave): the JVMs' 0.4 core-s fit beside the tasks
     wide = Shape(1, 4, cpus_per_node=8.0)
     assert predict("fused", rates, NULL_DEVICE, wide, Workload(128, row_group_size=32)).seconds == pytest.approx(0.41)
+
+
+def test_the_jvms_cpu_is_charged_once_a_job_however_many_stages_it_has() -> None:
+    # no per-task or per-image cost: every core-second of the CPU term is the JVMs' work of the jobs
+    rates = Rates(preprocess_s=0.0, job_cpu_s=0.4)
+    shape = Shape(1, 2, cpus_per_node=2.0)
+    workload = Workload(128, row_group_size=32)
+    one_job = {
+        topology: sum(stage.cpu_s for stage in predict(topology, rates, NULL_DEVICE, shape, workload).stages)
+        for topology in ("fused", "split", "two_stage")
+    }
+    assert one_job == pytest.approx({"fused": 0.4, "split": 0.4, "two_stage": 0.8})

@@ -157,22 +157,21 @@ def _with_process_cpu(directory, per_pass: float, workers: bool = True):
 
 def test_the_jvms_cpu_around_a_stage_is_what_the_runs_processes_used_beyond_what_the_model_counts(tmp_path):
     low, high = _with_process_cpu(tmp_path / "low", 20.0), _with_process_cpu(tmp_path / "high", 20.5)
-    assert high.rates.stage_cpu_s - low.rates.stage_cpu_s == pytest.approx(0.5)
-    assert low.rates.sources["stage_cpu_s"].startswith("measured:")
+    assert high.rates.job_cpu_s - low.rates.job_cpu_s == pytest.approx(0.5)
+    assert low.rates.sources["job_cpu_s"].startswith("measured:")
 
 
 def test_processes_that_used_less_than_the_model_counts_leave_no_negative_figure(tmp_path):
-    assert _with_process_cpu(tmp_path / "runs", 0.0).rates.stage_cpu_s == 0.0
+    assert _with_process_cpu(tmp_path / "runs", 0.0).rates.job_cpu_s == 0.0
 
 
 def test_the_jvms_cpu_is_assumed_where_no_run_saw_its_python_workers(tmp_path):
     found = _with_process_cpu(tmp_path / "runs", 20.0, workers=False)
-    assert found.rates.stage_cpu_s == 0.0
+    assert found.rates.job_cpu_s == 0.0
     assert (
-        found.rates.sources["stage_cpu_s"].startswith("assumed:")
-        and "Python workers" in found.rates.sources["stage_cpu_s"]
+        found.rates.sources["job_cpu_s"].startswith("assumed:") and "Python workers" in found.rates.sources["job_cpu_s"]
     )
-    assert calibrated().rates.sources["stage_cpu_s"].startswith("assumed:")  # runs from before it was recorded
+    assert calibrated().rates.sources["job_cpu_s"].startswith("assumed:")  # runs from before it was recorded
 
 
 def test_the_model_on_a_core_is_fitted_from_its_two_batch_sizes():
@@ -190,6 +189,13 @@ def test_the_file_reads_back_as_written(tmp_path):
     path = write([CALIBRATE_RUNS], tmp_path / "rates.json")
     found = load(path)
     assert found.rates == calibrated().rates and found.model == calibrated().model
+
+
+def test_a_file_written_before_the_jvms_cpu_was_charged_per_job_reads_its_figure_as_the_job_s(tmp_path):
+    document = json.loads(write([CALIBRATE_RUNS], tmp_path / "rates.json").read_text())
+    document["rates"]["stage_cpu_s"] = document["rates"].pop("job_cpu_s")
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    assert load(tmp_path / "old.json").rates == calibrated().rates
 
 
 def test_the_rates_command_writes_the_file(tmp_path, capsys):

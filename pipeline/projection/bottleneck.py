@@ -88,9 +88,12 @@ class Rates:
     scan of an input image beyond what task_s holds (0 for a binary column, whose scan task_s measured; the
     original's int16 list column, decoded value by value, costs per image); crop_transfer_s_per_byte: moving a
     preprocessed crop through Arrow, per byte, where a crop's column differs from the input's (the original's
-    float32 list crops; 0: at transfer_s_per_byte). stage_cpu_s: core-seconds a stage costs the nodes beyond
-    its tasks' own work and the job's wall time outside it (the driver's and executors' JVMs scheduling, tracking
-    and logging the tasks while they run), counted in the CPU term only. `sources` says where each figure came from.
+    float32 list crops; 0: at transfer_s_per_byte). job_cpu_s: core-seconds a job costs the nodes beyond
+    its tasks' own work and its wall time outside its stages (the driver's and executors' JVMs scheduling, tracking
+    and logging the tasks while they run), counted in the CPU term only, shared evenly by the job's stages: it is
+    measured on a one-stage job, and split's two stages in one job spend about what fused's one does (measured:
+    each run's CPU of every process a pass, `sweep=bottleneck_check`, docs/measurements.md). `sources` says where
+    each figure came from.
     """
 
     preprocess_s: float
@@ -106,7 +109,7 @@ class Rates:
     crop_transfer_s_per_byte: float = 0.0
     request_s: float = 0.0
     serve_cpu_s_per_image: float = 0.0
-    stage_cpu_s: float = 0.0
+    job_cpu_s: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -276,9 +279,11 @@ def _stage(
     empty_tasks: int = 0,
     request_s: float = 0.0,
     jvm_per_image: float = 0.0,
+    job_cpu_s: float = 0.0,
 ) -> Stage:
     """A stage's time by the rules in the module docstring (its waves, its CPU work, its device work);
-    `empty_tasks` more tasks read nothing and cost a task each, in the waves they add; `request_s`: wall
+    `empty_tasks` more tasks read nothing and cost a task each, in the waves they add; `job_cpu_s`: the part of
+    its job's JVM work (`Rates.job_cpu_s`) the stage's CPU term carries; `request_s`: wall
     seconds each model call waits beyond its device time (a model server's round trip); `jvm_per_image`: the
     part of `cpu_per_image` the task's JVM does (scan, Arrow in and out, shuffle, Parquet), beside its Python
     worker."""
@@ -311,7 +316,7 @@ def _stage(
     # a task's own cost (its split's scan, Arrow, the Python worker's handshake) is CPU work on the node too, and
     # so is the JVMs' work around the tasks while the stage runs
     cpu_s = tasks * (cpu_per_task + batches_per_task * (rates.batch_s + build)) + (tasks + empty_tasks) * rates.task_s
-    cpu_s += rates.stage_cpu_s
+    cpu_s += job_cpu_s
     device_s = tasks * device_per_task
     cpu_seconds = cpu_s / cpus
     device_seconds = device_s / gpus if device_s else 0.0
@@ -366,6 +371,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
                 rebuild_model=workload.rebuild_model_per_batch,
                 prefetch=workload.prefetch,
                 empty_tasks=empty,
+                job_cpu_s=rates.job_cpu_s,
                 **common,
             )
         ]
@@ -384,6 +390,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
                 rebuild_model=False,
                 empty_tasks=empty,
                 request_s=rates.request_s,
+                job_cpu_s=rates.job_cpu_s,
                 **common,
             )
         ]
@@ -405,6 +412,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             device=None,
             rebuild_model=False,
             empty_tasks=empty,
+            job_cpu_s=rates.job_cpu_s / 2,  # one job, two stages
             **common,
         )
         pred = _stage(
@@ -418,6 +426,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             jvm_per_image=shuffle + crop_move,
             device=device,
             rebuild_model=workload.rebuild_model_per_batch,
+            job_cpu_s=rates.job_cpu_s / 2,
             **common,
         )
         stages = [pre, pred]
@@ -443,6 +452,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             device=None,
             rebuild_model=False,
             empty_tasks=empty,
+            job_cpu_s=rates.job_cpu_s,
             **common,
         )
         # job 2 reads one task per file job 1 wrote, a file per preprocess task (the harness keeps files whole)
@@ -457,6 +467,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
             jvm_per_image=rates.read_s_per_byte * crop + crop_move,
             device=device,
             rebuild_model=workload.rebuild_model_per_batch,
+            job_cpu_s=rates.job_cpu_s,
             **common,
         )
         stages = [pre, pred]

@@ -16,8 +16,8 @@ split (`evidence.time`, `pipeline.spark.time_split`) gives the figures in slot-s
 - the model: its phase's time per call at two batch sizes, fitted as `latency + n x per image`, on the device
   (a real GPU) or on a core (no GPU); a simulated device is its own profile, which the runs ran;
 - the model server's round trip and CPU: `pipeline.projection.rates.serve_runs`;
-- the JVMs' CPU around a stage's tasks (`stage_cpu_s`): a no-model fused pass's CPU over the run's process tree
-  less what the model counts of it (`stage_cpu`); executors on other machines are read by their own tasks.
+- the JVMs' CPU around a job's tasks (`job_cpu_s`): a no-model fused pass's CPU over the run's process tree
+  less what the model counts of it (`job_cpu`); executors on other machines are read by their own tasks.
 """
 
 from __future__ import annotations
@@ -178,8 +178,8 @@ def job_cost(nulls: list[tuple[Path, Result]]) -> tuple[float, str] | None:
     return _median(found, "no-model fused runs' last pass wall time less its stage's")
 
 
-def stage_cpu(nulls: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str] | None:
-    """`stage_cpu_s`: a no-model fused pass's CPU over every process of the run (`metrics.process_cpu_s`), less what
+def job_cpu(nulls: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str] | None:
+    """`job_cpu_s`: a no-model fused pass's CPU over every process of the run (`metrics.process_cpu_s`), less what
     the model counts for its one stage from `rates` and one core through the job's time outside the stage (`job_s`):
     the JVMs' work around the tasks. Only runs whose Python workers were seen count: on this machine through the
     job's process tree, on other machines through the tasks (`pipeline.spark.ledger.executor_cpu`), from their
@@ -341,7 +341,7 @@ def calibration(directories: Iterable[Path]) -> Calibration:
         + (sources["model_build_s"])
     )
     no_cpu = "no no-model fused run recorded the CPU of its Python workers"
-    use("stage_cpu_s", stage_cpu(nulls, Rates(**{**values, "stage_cpu_s": 0.0})), no_cpu)
+    use("job_cpu_s", job_cpu(nulls, Rates(**{**values, "job_cpu_s": 0.0})), no_cpu)
     rates = replace(Rates(**values), sources=sources)
     topology, shape, _ = shape_of(
         base.config,
@@ -468,6 +468,8 @@ def load(path: Path) -> Calibration:
         )
     try:
         figures = document["rates"]
+        if "stage_cpu_s" in figures:  # files written before 2026-12-07: the same one-stage job's figure
+            figures["job_cpu_s"] = figures.pop("stage_cpu_s")
         rates = Rates(
             **{name: float(figures[name]["value"]) for name in figures},
             sources={name: str(figures[name]["source"]) for name in figures},

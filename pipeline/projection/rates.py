@@ -102,7 +102,7 @@ DEFAULTS: dict[str, tuple[float, str]] = {
         "measured here 2026-12-03 on an idle machine: median of the same 4 runs (0.52-0.83 ms): the PyTriton "
         "server's process tree's CPU seconds per image less the device's host cost",
     ),
-    "stage_cpu_s": (
+    "job_cpu_s": (
         0.0,
         "not measured: only a calibration's runs record the CPU of every process of a pass "
         "(pipeline.runtime.process_cpu); the model then counts the tasks' own CPU alone",
