@@ -138,9 +138,10 @@ def test_a_figure_with_no_run_says_no_such_run():
     assert "no such run" in calibrated().rates.sources["shuffle_s_per_byte"]
 
 
-def _with_process_cpu(directory, per_pass: float, workers: bool = True):
+def _with_process_cpu(directory, per_pass: float, workers: bool = True, last_pass: tuple[float, float] | None = None):
     """The kept calibrate runs, copied to `directory`, their no-model fused passes having used `per_pass` CPU
-    seconds over the run's processes (Python workers among them, or not seen)."""
+    seconds over the run's processes (Python workers among them, or not seen); `last_pass`: their last pass's stage
+    and the job's time outside it, in seconds, instead of the runs' own."""
     shutil.copytree(CALIBRATE_RUNS, directory)
     for path in directory.glob("*/result.json"):
         result = json.loads(path.read_text())
@@ -151,6 +152,10 @@ def _with_process_cpu(directory, per_pass: float, workers: bool = True):
                 (PYTHON_WORKERS if workers else DRIVER): [per_pass / 2] * passes,
             }
             result["metrics"]["process_cpu_s"] = seen
+            if last_pass is not None:
+                result["metrics"]["wall_s"][-1] = sum(last_pass)
+                for row in result["evidence"]["time"]:
+                    row["wall_s"] = last_pass[0] if row["step"] == "fused" else row["wall_s"]
             path.write_text(json.dumps(result))
     return calibration([directory])
 
@@ -159,6 +164,15 @@ def test_the_jvms_cpu_around_a_stage_is_what_the_runs_processes_used_beyond_what
     low, high = _with_process_cpu(tmp_path / "low", 20.0), _with_process_cpu(tmp_path / "high", 20.5)
     assert high.rates.job_cpu_s - low.rates.job_cpu_s == pytest.approx(0.5)
     assert low.rates.sources["job_cpu_s"].startswith("measured:")
+
+
+def test_cpu_the_stages_time_on_every_core_had_no_room_for_was_spent_outside_the_stage(tmp_path):
+    # a stage of 9 s on 2 cores, room for 18 core-s (more than the model counts for its tasks), then 1 s outside it
+    # with one core busy or both: the JVMs' work within the stage is the same
+    one = _with_process_cpu(tmp_path / "one", 18.0 + 1.0, last_pass=(9.0, 1.0))
+    both = _with_process_cpu(tmp_path / "both", 18.0 + 2.0, last_pass=(9.0, 1.0))
+    assert one.rates.job_cpu_s > 0
+    assert both.rates.job_cpu_s == pytest.approx(one.rates.job_cpu_s)
 
 
 def test_processes_that_used_less_than_the_model_counts_leave_no_negative_figure(tmp_path):

@@ -17,7 +17,8 @@ split (`evidence.time`, `pipeline.spark.time_split`) gives the figures in slot-s
   (a real GPU) or on a core (no GPU); a simulated device is its own profile, which the runs ran;
 - the model server's round trip and CPU: `pipeline.projection.rates.serve_runs`;
 - the JVMs' CPU around a job's tasks (`job_cpu_s`): a no-model fused pass's CPU over the run's process tree
-  less what the model counts of it (`job_cpu`); executors on other machines are read by their own tasks.
+  less what the model counts of it and what was spent outside the stage (`job_cpu`); executors on other machines
+  are read by their own tasks.
 """
 
 from __future__ import annotations
@@ -179,25 +180,32 @@ def job_cost(nulls: list[tuple[Path, Result]]) -> tuple[float, str] | None:
 
 
 def job_cpu(nulls: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str] | None:
-    """`job_cpu_s`: a no-model fused pass's CPU over every process of the run (`metrics.process_cpu_s`), less what
-    the model counts for its one stage from `rates` and one core through the job's time outside the stage (`job_s`):
-    the JVMs' work around the tasks. Only runs whose Python workers were seen count: on this machine through the
-    job's process tree, on other machines through the tasks (`pipeline.spark.ledger.executor_cpu`), from their
-    executor's first task's start to its last one's end."""
+    """`job_cpu_s`: the JVMs' work around a job's tasks while its stage runs. A no-model fused run's last pass: its
+    CPU over every process of the run (`metrics.process_cpu_s`), less what the model counts for its one stage from
+    `rates`, less the CPU spent outside the stage: at least one core through the job's wall time outside it, and at
+    least what the stage's wall time on every core had no room for (on this 2-core VM a pass is CPU on both cores
+    from its start to its end, the job's time outside its stage included: docs/measurements.md). Only runs whose
+    Python workers were seen count: on this machine through the job's process tree, on other machines through the
+    tasks (`pipeline.spark.ledger.executor_cpu`), from their executor's first task's start to its last one's end."""
     found = []
     for path, result in nulls:
-        cpu = result.metrics.process_cpu_s
-        if PYTHON_WORKERS not in cpu or not result.metrics.wall_s:
+        cpu, rows = result.metrics.process_cpu_s, _fused(result)
+        if PYTHON_WORKERS not in cpu or not result.metrics.wall_s or not rows:
             continue
-        per_pass = statistics.median(sum(seconds) for seconds in zip(*cpu.values(), strict=True))
+        last_pass = sum(seconds[-1] for seconds in cpu.values())
         topology, shape, workload = shape_of(
             result.config, result.env.get("cpu_count"), (result.cluster or {}).get("gpus"), None
         )
+        cpus = shape.nodes * (shape.cpus_per_node or shape.cores_per_node)
+        stage_wall = sum(row["wall_s"] for row in rows)
+        outside_wall = max(0.0, result.metrics.wall_s[-1] - stage_wall)
+        outside = min(outside_wall * cpus, max(outside_wall, last_pass - stage_wall * cpus))
         counted = sum(stage.cpu_s for stage in predict(topology, rates, NULL_DEVICE, shape, workload).stages)
-        found.append((path, max(0.0, per_pass - counted - rates.job_s)))
+        found.append((path, max(0.0, last_pass - counted - outside)))
     what = (
-        "no-model fused runs' CPU of every process a pass (pipeline.runtime.process_cpu) less the tasks' CPU the "
-        "model counts and one core through the job's time outside its stage"
+        "no-model fused runs' CPU of every process in their last pass (pipeline.runtime.process_cpu) less the tasks' "
+        "CPU the model counts and the CPU outside the stage (one core through the job's time outside it, or what "
+        "the stage's time on every core had no room for, whichever is more)"
     )
     return _median(found, what)
 
