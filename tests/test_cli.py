@@ -18,7 +18,10 @@ from tests.helpers.processes import cmdline, processes_of, survivors, tree
 @pytest.mark.slow
 def test_default_size_run_verifies_against_the_reference(tmp_path, cache_dir, weights_file):
     run_dir = tmp_path / "run"
-    done = cli(tmp_path, "dataset.num_images=64", "verify=true", f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}")
+    # one timed pass, no warm-up: the default size (64 images), the verdict and the printed throughput are what this
+    # proves; the default warm-up and two more timed passes were the same ResNet50 pass three times more
+    overrides = ("dataset.num_images=64", "warmup=0", "repeats=1", "verify=true")
+    done = cli(tmp_path, *overrides, f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "ok"
