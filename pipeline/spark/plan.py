@@ -139,7 +139,7 @@ def _check_amount(key: str, amount: float, limit: float) -> None:
     Measured on pyspark 4.3.0: the application's `spark.task.resource.gpu.amount` still has the old rule,
     SparkContext failing with "The task resource amount 0.6 must be either <= 0.5, or a whole number"; the
     "<= 1.0" of SPARK-45527 is the rule of task resource requests in a ResourceProfile (the predict
-    profile of stage_level), where 0.6 and 0.75 schedule one task per GPU address (slow test)."""
+    profile of stage_level), where 0.6 and 0.75 schedule one task per GPU address (measured; the slow test runs 0.6)."""
     if amount <= 0:
         raise ConfigError(f"{key}={amount}: must be > 0")
     if amount > limit and not float(amount).is_integer():
