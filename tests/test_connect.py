@@ -317,6 +317,7 @@ def test_cluster_connect_verify_agrees_with_the_reference_with_evidence_and_leav
         "verify=true",
         "model=null_model",
         "dataset.num_images=16",
+        "warmup=0",
         "repeats=1",
         f"cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run_dir}",
@@ -380,6 +381,7 @@ def test_a_users_cluster_by_spark_url_and_through_a_connect_server_in_front_of_i
     common = [
         "model=null_model",
         "dataset.num_images=16",
+        "warmup=0",
         "repeats=1",
         "verify=true",
         "cluster.worker_cores=2",
