@@ -122,6 +122,7 @@ def test_a_failing_standalone_run_leaves_no_process(tmp_path, cache_dir, bad_dat
         f"dataset.path={bad_dataset.path}",
         "on_bad_image=fail",  # the bad image fails its decoding, before any model: the null model suffices
         "model=null_model",
+        "spark.task_max_failures=1",  # the failure, not Spark's three retries of it (4 s each: a new Python worker)
         "warmup=0",
         "repeats=1",
         f"hydra.run.dir={run_dir}",
