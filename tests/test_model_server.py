@@ -235,8 +235,7 @@ def test_model_server_run_agrees_with_the_reference_and_leaves_nothing(tmp_path,
     # sink=parquet: verify reads back what the served pass wrote instead of serving it again. ResNet18: the served
     # path (a client per style, the server's batching and statistics) is what this proves, not the network
     overrides = [SERVER, f"udf={udf}", "model.arch=resnet18", "verify=true", "sink=parquet", *SMALL]
-    overrides += [f"cache_dir={cache_dir}"]
-    overrides += [f"hydra.run.dir={run_dir}"]
+    overrides += [f"cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     done = cli(tmp_path, *overrides)
     result = result_of(run_dir)
     assert result["status"] == "ok", (result.get("error"), done.stderr[-3000:])

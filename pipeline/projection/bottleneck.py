@@ -151,6 +151,11 @@ class Shape:
     preprocess_cpus_per_node: float | None = None
     preprocess_cpu_speed: float = 1.0
 
+    @property
+    def cpus(self) -> float:
+        """The physical cores of every node together."""
+        return self.nodes * (self.cpus_per_node or self.cores_per_node)
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -342,7 +347,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
     if math.isfinite(device.images_per_s) and not shape.gpus_per_node:
         raise ValueError(f"device {device.name} needs GPUs on the shape (gpus_per_node is 0)")
     nodes, cores, gpus = shape.nodes, shape.cores_per_node, shape.gpus_per_node
-    cpus = nodes * (shape.cpus_per_node or cores)
+    cpus = shape.cpus
     all_gpus = nodes * gpus
     amount = shape.task_gpu_amount
     n = workload.num_images

@@ -169,13 +169,18 @@ def arrow_costs(nulls: list[tuple[Path, Result]]) -> dict[str, tuple[float, str]
     return found
 
 
+def _last_pass_walls(result: Result) -> tuple[float, float] | None:
+    """The last timed pass's fused stage wall time and the job's wall time outside it; None without a time split."""
+    rows = _fused(result)
+    if not rows or not result.metrics.wall_s:
+        return None
+    stage = sum(row["wall_s"] for row in rows)
+    return stage, max(0.0, result.metrics.wall_s[-1] - stage)
+
+
 def job_cost(nulls: list[tuple[Path, Result]]) -> tuple[float, str] | None:
     """Seconds of a job outside its stages: the last timed pass's wall time less its stages' wall time."""
-    found = []
-    for path, result in nulls:
-        rows = _fused(result)
-        if rows and result.metrics.wall_s:
-            found.append((path, max(0.0, result.metrics.wall_s[-1] - sum(row["wall_s"] for row in rows))))
+    found = [(path, walls[1]) for path, result in nulls if (walls := _last_pass_walls(result))]
     return _median(found, "no-model fused runs' last pass wall time less its stage's")
 
 
@@ -189,17 +194,15 @@ def job_cpu(nulls: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str]
     tasks (`pipeline.spark.ledger.executor_cpu`), from their executor's first task's start to its last one's end."""
     found = []
     for path, result in nulls:
-        cpu, rows = result.metrics.process_cpu_s, _fused(result)
-        if PYTHON_WORKERS not in cpu or not result.metrics.wall_s or not rows:
+        cpu, walls = result.metrics.process_cpu_s, _last_pass_walls(result)
+        if PYTHON_WORKERS not in cpu or walls is None:
             continue
+        stage_wall, outside_wall = walls
         last_pass = sum(seconds[-1] for seconds in cpu.values())
         topology, shape, workload = shape_of(
             result.config, result.env.get("cpu_count"), (result.cluster or {}).get("gpus"), None
         )
-        cpus = shape.nodes * (shape.cpus_per_node or shape.cores_per_node)
-        stage_wall = sum(row["wall_s"] for row in rows)
-        outside_wall = max(0.0, result.metrics.wall_s[-1] - stage_wall)
-        outside = min(outside_wall * cpus, max(outside_wall, last_pass - stage_wall * cpus))
+        outside = min(outside_wall * shape.cpus, max(outside_wall, last_pass - stage_wall * shape.cpus))
         counted = sum(stage.cpu_s for stage in predict(topology, rates, NULL_DEVICE, shape, workload).stages)
         found.append((path, max(0.0, last_pass - counted - outside)))
     what = (
