@@ -160,6 +160,38 @@ def _with_process_cpu(directory, per_pass: float, workers: bool = True, last_pas
     return calibration([directory])
 
 
+def _stretched(directory, factor: float):
+    """The kept calibrate runs, copied to `directory`, their no-model tasks' decode phase having used 1 / `factor`
+    of its wall time in CPU (the runs' own records are from before the CPU was recorded)."""
+    shutil.copytree(CALIBRATE_RUNS, directory)
+    for path in directory.glob("*/result.json"):
+        result = json.loads(path.read_text())
+        if result["variant"]["model"] == "null_model":
+            for record in result["tasks"]["records"]:
+                record["prepare_cpu_s"] = record["prepare_s"] / factor
+            path.write_text(json.dumps(result))
+    return calibration([directory])
+
+
+TASK_COSTS = ("preprocess_s", "task_s", "batch_s", "transfer_s_per_byte", "write_s_per_byte", "read_s_per_byte")
+
+
+def test_costs_measured_on_busy_cores_are_the_tasks_costs_on_a_core_of_their_own(tmp_path):
+    # tasks whose decoding took twice its CPU time waited for a core half the time: so did the rest of their work
+    measured, busy = calibrated().rates, _stretched(tmp_path / "runs", 2.0).rates
+    for name in TASK_COSTS:
+        assert getattr(measured, name) > 0, name
+        assert getattr(busy, name) == pytest.approx(getattr(measured, name) / 2), name
+    assert busy.job_s == measured.job_s  # the job's wall time outside its stages is no task's work
+    assert "over its stretch" in busy.sources["preprocess_s"]
+
+
+def test_a_decode_phase_that_used_more_cpu_than_its_wall_time_stretches_nothing(tmp_path):
+    # threads beside the decoding (prefetch, loader threads) count in its process's CPU: not a faster core
+    measured, threaded = calibrated().rates, _stretched(tmp_path / "runs", 0.5).rates
+    assert [getattr(threaded, name) for name in TASK_COSTS] == [getattr(measured, name) for name in TASK_COSTS]
+
+
 def test_the_jvms_cpu_around_a_stage_is_what_the_runs_processes_used_beyond_what_the_model_counts(tmp_path):
     low, high = _with_process_cpu(tmp_path / "low", 20.0), _with_process_cpu(tmp_path / "high", 20.5)
     assert high.rates.job_cpu_s - low.rates.job_cpu_s == pytest.approx(0.5)

@@ -45,6 +45,20 @@ def test_the_served_step_times_decoding_and_the_servers_round_trip(monkeypatch):
     assert len(output) == 2 and output.prepare_s > 0 and output.finish_s >= 0.05
 
 
+def test_the_cpu_phase_records_its_wall_time_and_the_cpu_its_process_spent_apart(monkeypatch):
+    decode = Preprocessing.crops
+
+    def waiting_for_a_core(self, images, *args):  # 0.2 s of wall time that is no CPU time
+        time.sleep(0.2)
+        return decode(self, images, *args)
+
+    monkeypatch.setattr(Preprocessing, "crops", waiting_for_a_core)
+    inference = Inference(preprocessing=Preprocessing(), model=ModelSpec(name="null_model"), batch_size=2)
+    output = Fused(inference)(_images(4), "cpu")
+    assert output.prepare_s >= 0.4
+    assert 0 < output.prepare_cpu_s < output.prepare_s - 0.3
+
+
 def _images(count: int) -> dict:
     images = [synthetic.synth_jpeg(3, i) for i in range(count)]
     return {"id": [str(i) for i in range(count)], "label": [1] * count, "image": images}

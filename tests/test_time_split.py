@@ -132,6 +132,7 @@ def test_a_real_pass_has_sparks_metrics_and_every_record_in_its_stage(spark, tmp
     [row] = split(log_dir, [{**stage, "step": step_of[stage["stage_id"]]} for stage in stages], records, {True: 2})
     assert row["step"] == "fused" and row["prepare_s"] > 0 and row["model_s"] > 0
     assert row["prepare_s"] == pytest.approx(sum(record["prepare_s"] for record in records))  # each record once
+    assert all(record["prepare_cpu_s"] > 0 for record in records if record["rows_in"])  # its CPU beside its wall
     spark_metrics = row["spark"]
     assert spark_metrics["executor_run_s"] > 0 and spark_metrics["executor_cpu_s"] > 0
     assert spark_metrics["python_run_s"] > 0 and spark_metrics["bytes_to_python"] > 0  # the Python UDF SQL metrics

@@ -24,7 +24,7 @@ import torch
 from pipeline.inference.accelerator import simulated_predictions
 from pipeline.inference.model import ModelSpec, Predictions, load_model, pick_device, predict
 from pipeline.inference.preprocess import Preprocessing, to_device
-from pipeline.runtime.timing import timed
+from pipeline.runtime.timing import timed, timed_with_cpu
 
 Columns = dict[str, Any]  # column name → a sequence of values, one per row
 
@@ -77,6 +77,7 @@ class Output:
     prepare_s: float = 0.0
     finish_s: float = 0.0
     model_calls: tuple[int, ...] = ()
+    prepare_cpu_s: float = 0.0  # the process's CPU seconds in the CPU phase (see Prepared)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -94,6 +95,8 @@ class Prepared:
     bad: list[BadImageRecord]
     encoded: list[bytes] | None = None
     prepare_s: float = 0.0  # how long the CPU phase took (see Output)
+    # the worker process's CPU seconds meanwhile: with prefetch or loader threads, what its other threads did too
+    prepare_cpu_s: float = 0.0
 
     def pin_memory(self) -> Prepared:
         """The batch with its crops in pinned memory. torch's DataLoader (`pin_memory=True`) pins what its workers
@@ -120,8 +123,8 @@ class Inference:
     def crop_batch(self, columns: Columns) -> Prepared:
         """Decode and crop one batch of (id, label, image) rows on the CPU; bad images are listed, not raised.
         With `decode_on="model_device"` the images stay encoded until `predictions`."""
-        prepared, seconds = timed(lambda: self._crop_batch(columns))
-        return replace(prepared, prepare_s=seconds)
+        prepared, seconds, cpu = timed_with_cpu(lambda: self._crop_batch(columns))
+        return replace(prepared, prepare_s=seconds, prepare_cpu_s=cpu)
 
     def _crop_batch(self, columns: Columns) -> Prepared:
         images = list(columns["image"])
@@ -136,8 +139,8 @@ class Inference:
 
     def read_crops(self, columns: Columns) -> Prepared:
         """A batch of (id, label, crop) rows written by the preprocess step, back to uint8 crops."""
-        prepared, seconds = timed(lambda: self._read_crops(columns))
-        return replace(prepared, prepare_s=seconds)
+        prepared, seconds, cpu = timed_with_cpu(lambda: self._read_crops(columns))
+        return replace(prepared, prepare_s=seconds, prepare_cpu_s=cpu)
 
     def _read_crops(self, columns: Columns) -> Prepared:
         size = self.preprocessing.crop_size
@@ -152,7 +155,9 @@ class Inference:
         crops, seconds = timed(lambda: [crop.numpy().tobytes() for crop in prepared.crops])
         columns = {"id": prepared.ids, "label": np.asarray(prepared.labels, dtype=np.int32), "crop": crops}
         rows = len(prepared.positions) + len(prepared.bad)
-        return Output(columns, prepared.positions, prepared.bad, prepared.prepare_s, seconds, (rows,))
+        return Output(
+            columns, prepared.positions, prepared.bad, prepared.prepare_s, seconds, (rows,), prepared.prepare_cpu_s
+        )
 
     def _prepared(
         self, columns: Columns, crops: torch.Tensor | None, positions: list[int], failures: list[tuple[int, str]]
@@ -167,7 +172,7 @@ class Inference:
     def predictions(self, prepared: Prepared, device: str) -> Output:
         """Normalize on `device` and predict; the model is built once per process."""
         output, seconds = timed(lambda: self._predictions(prepared, device))
-        return replace(output, prepare_s=prepared.prepare_s, finish_s=seconds)
+        return replace(output, prepare_s=prepared.prepare_s, prepare_cpu_s=prepared.prepare_cpu_s, finish_s=seconds)
 
     def _predictions(self, prepared: Prepared, device: str) -> Output:
         if prepared.encoded is not None:
@@ -183,7 +188,7 @@ class Inference:
         """The uint8 crops to the model server (`server`), which normalizes and predicts; no model here. The
         request's round trip is the model phase (`finish_s`), as the model's call is in-process."""
         output, seconds = timed(lambda: self._served_predictions(prepared))
-        return replace(output, prepare_s=prepared.prepare_s, finish_s=seconds)
+        return replace(output, prepare_s=prepared.prepare_s, prepare_cpu_s=prepared.prepare_cpu_s, finish_s=seconds)
 
     def _served_predictions(self, prepared: Prepared) -> Output:
         if not prepared.ids:
@@ -342,6 +347,7 @@ def concat_outputs(outputs: Sequence[Output], schema: pa.Schema) -> Output:
         sum(output.prepare_s for output in outputs),
         sum(output.finish_s for output in outputs),
         tuple(rows for output in outputs for rows in output.model_calls),
+        sum(output.prepare_cpu_s for output in outputs),
     )
 
 

@@ -4,7 +4,8 @@ Why: the advisor (`python -m reports advise`) ranks variants for the user's own 
 cluster's, not this machine's scaled by assumed factors. `sweep=calibrate` runs a few short jobs there; this module
 reads their results (any directory of results: it picks runs by what they ran, not by their names) and writes
 one JSON file in which each figure names the runs it came from, or says why it is assumed. The per-stage time
-split (`evidence.time`, `pipeline.spark.time_split`) gives the figures in slot-seconds of the tasks' own timers:
+split (`evidence.time`, `pipeline.spark.time_split`) gives the figures in slot-seconds of the tasks' own timers,
+each over its run's `stretch` (the tasks' time on a core of their own: the runs' tasks share busy cores):
 
 - decode + preprocess per image (`preprocess_s`): a no-model fused run's `prepare_s` over its images;
 - the Arrow transfer per byte: its Parquet scan and wait for rows over the bytes sent to Python;
@@ -121,14 +122,29 @@ def _median(found: list[tuple[Path, float]], what: str) -> tuple[float, str] | N
     return statistics.median(value for _, value in found), f"measured: {what}; median of {len(found)} run(s): {runs}"
 
 
+def stretch(result: Result, step: str = "fused") -> float:
+    """How much longer than on a core of its own a task's work took in the run: its decode phase's wall time over the
+    CPU its Python worker spent in it (`prepare_cpu_s`), at least 1 (threads beside the decoding count in the
+    process's CPU; they are no faster core). A calibration's tasks run as many at once as the cluster has slots,
+    beside the JVMs' work, so where slots outnumber free cores each waits for one, and every cost it times
+    stretches alike; the costs are divided by this, and the bottleneck model's CPU term shares the cores among the
+    tasks again: a stage of fewer tasks than cores runs at the unstretched costs (docs/measurements.md "On a core of
+    its own"). 1 for a result recorded before the CPU was."""
+    records = _records(result, step)
+    wall = sum(record.get("prepare_s", 0.0) for record in records)
+    cpu = sum(record.get("prepare_cpu_s", 0.0) for record in records)
+    return wall / cpu if 0 < cpu < wall else 1.0
+
+
 def preprocess(nulls: list[tuple[Path, Result]]) -> tuple[float, str] | None:
-    """Decode + preprocess seconds per image on one slot: the fused stage's `prepare_s` over its images."""
+    """Decode + preprocess seconds per image on a core of its own: the fused stage's `prepare_s` over its images,
+    less its wait for a core (`stretch`)."""
     found = [
-        (path, sum(row["prepare_s"] for row in rows) / result.metrics.num_images)
+        (path, sum(row["prepare_s"] for row in rows) / result.metrics.num_images / stretch(result))
         for path, result in nulls
         if (rows := _fused(result)) and result.metrics.num_images
     ]
-    return _median(found, "no-model fused runs' decode + preprocess time (prepare_s) per image")
+    return _median(found, "no-model fused runs' decode + preprocess time (prepare_s) per image, over its stretch")
 
 
 def _python_side(result: Result) -> tuple[int, float, float] | None:
@@ -143,7 +159,7 @@ def _python_side(result: Result) -> tuple[int, float, float] | None:
     waited = sum(
         sum(record.get("input_waits") or []) + sum(record.get("between_calls") or []) + record.get("results_s", 0.0)
         for record in records
-    )
+    ) / stretch(result)
     return batches, sent, waited
 
 
@@ -164,7 +180,9 @@ def arrow_costs(nulls: list[tuple[Path, Result]]) -> dict[str, tuple[float, str]
     else:
         batch = 0.0
     per_byte = max(0.0, waited_few - batch * few) / sent
-    how = "the UDF's wait for rows and results per byte sent to Python" + (", less its batches" if batch else "")
+    how = "the UDF's wait for rows and results over its stretch, per byte sent to Python" + (
+        ", less its batches" if batch else ""
+    )
     found["transfer_s_per_byte"] = (per_byte, f"measured: {how}; {runs}")
     return found
 
@@ -218,15 +236,17 @@ def moved_per_byte(
 ) -> dict[str, tuple[float, str]]:
     """Seconds per byte of writing (the first stage's results back, less the Arrow transfer out) and of reading
     (the second stage's scan, wait for rows and crop decoding, less the Arrow transfer in) what moves between two
-    stages: split's shuffle or two_stage's Parquet files."""
+    stages: split's shuffle or two_stage's Parquet files; on a core of their own (over the first stage's
+    `stretch`)."""
     writes, reads = [], []
     for path, result in runs:
         first, second = _fused(result, write_step), _fused(result, read_step)
         moved = result.metrics.intermediate_bytes or sum(row["spark"].get("shuffle_write_bytes", 0.0) for row in first)
         if not first or not second or not moved:
             continue
-        back = sum(row["results_back_s"] for row in first)
-        read = sum(row["jvm_scan_s"] + row["rows_to_python_s"] + row["prepare_s"] for row in second)
+        slower = stretch(result, write_step)
+        back = sum(row["results_back_s"] for row in first) / slower
+        read = sum(row["jvm_scan_s"] + row["rows_to_python_s"] + row["prepare_s"] for row in second) / slower
         writes.append((path, max(0.0, back / moved - transfer_s)))
         reads.append((path, max(0.0, read / moved - transfer_s)))
     found = {}
@@ -319,8 +339,13 @@ def calibration(directories: Iterable[Path]) -> Calibration:
     arrow = arrow_costs(nulls)
     use("transfer_s_per_byte", arrow.get("transfer_s_per_byte"), no_null)
     use("job_s", job_cost(nulls), no_null)
-    tasks = task_runs(nulls)
-    use("task_s", _median(tasks, "task time outside the UDF less the Arrow transfer (rates.task_runs)"), no_null)
+    slower = {path: stretch(result) for path, result in nulls}
+    tasks = [(path, seconds / slower[path]) for path, seconds in task_runs(nulls)]
+    use(
+        "task_s",
+        _median(tasks, "task time outside the UDF less the Arrow transfer (rates.task_runs), over its stretch"),
+        no_null,
+    )
     use(
         "batch_s",
         arrow.get("batch_s"),

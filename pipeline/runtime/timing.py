@@ -21,6 +21,15 @@ def timed(action: Callable[[], T]) -> tuple[T, float]:
     return value, time.perf_counter() - started
 
 
+def timed_with_cpu(action: Callable[[], T]) -> tuple[T, float, float]:
+    """`timed`, and the CPU seconds this process spent meanwhile (every thread of it): a phase's wall time over its
+    CPU time is how long it waited for a core, which the calibration (`pipeline.projection.calibrate`) takes out
+    of the costs it measures on busy cores."""
+    cpu = time.process_time()
+    value, seconds = timed(action)
+    return value, seconds, time.process_time() - cpu
+
+
 def now() -> float:
     """The clock `timed` reads, for the spans a callable cannot wrap (from a generator's yield to its resumption)."""
     return time.perf_counter()

@@ -75,6 +75,7 @@ class TaskRecord:
     udf_call_bytes: list[int] = field(default_factory=list)  # Arrow bytes of each such batch's input columns
     model_call_rows: list[int] = field(default_factory=list)  # rows of each model call (finish phase)
     prepare_s: float = 0.0  # decode + preprocess (with prefetch: in the background thread)
+    prepare_cpu_s: float = 0.0  # the Python worker's CPU seconds meanwhile (`Prepared.prepare_cpu_s`)
     finish_s: float = 0.0  # the model (a preprocess step: the crops as bytes)
     results_s: float = 0.0  # results converted and handed back, until Spark asked for more
     # seconds the UDF waited for each batch Spark handed it (`fed`); batch k+1 fetched while batch k
@@ -107,6 +108,7 @@ class TaskRecord:
         self.bad.extend(output.bad)
         self.model_call_rows.extend(output.model_calls)
         self.prepare_s += output.prepare_s
+        self.prepare_cpu_s += output.prepare_cpu_s
         self.finish_s += output.finish_s
 
     def fed(self, batches: Iterable[T], size: Callable[[T], tuple[int, int]] | None) -> Iterator[T]:
@@ -152,6 +154,7 @@ class TaskRecord:
             input_waits=self.input_waits + other.input_waits,
             between_calls=[*self.between_calls, max(0.0, other.start - self.end), *other.between_calls],
             prepare_s=self.prepare_s + other.prepare_s,
+            prepare_cpu_s=self.prepare_cpu_s + other.prepare_cpu_s,
             finish_s=self.finish_s + other.finish_s,
             results_s=self.results_s + other.results_s,
             device_busy_s=self.device_busy_s + other.device_busy_s,
