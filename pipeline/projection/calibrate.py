@@ -251,8 +251,12 @@ def moved_per_byte(
         reads.append((path, max(0.0, read / moved - transfer_s)))
     found = {}
     if writes:
-        found["write"] = _median(writes, f"{what} runs' results-back time per byte moved, less the Arrow transfer")
-        found["read"] = _median(reads, f"{what} runs' scan, row wait and crop read per byte moved, less the transfer")
+        found["write"] = _median(
+            writes, f"{what} runs' results-back time over its stretch per byte moved, less the Arrow transfer"
+        )
+        found["read"] = _median(
+            reads, f"{what} runs' scan, row wait and crop read over its stretch per byte moved, less the transfer"
+        )
     return found
 
 
