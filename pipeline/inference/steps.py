@@ -156,7 +156,13 @@ class Inference:
         columns = {"id": prepared.ids, "label": np.asarray(prepared.labels, dtype=np.int32), "crop": crops}
         rows = len(prepared.positions) + len(prepared.bad)
         return Output(
-            columns, prepared.positions, prepared.bad, prepared.prepare_s, seconds, (rows,), prepared.prepare_cpu_s
+            columns,
+            prepared.positions,
+            prepared.bad,
+            prepare_s=prepared.prepare_s,
+            prepare_cpu_s=prepared.prepare_cpu_s,
+            finish_s=seconds,
+            model_calls=(rows,),
         )
 
     def _prepared(
@@ -344,10 +350,10 @@ def concat_outputs(outputs: Sequence[Output], schema: pa.Schema) -> Output:
         columns,
         positions,
         [record for output in outputs for record in output.bad],
-        sum(output.prepare_s for output in outputs),
-        sum(output.finish_s for output in outputs),
-        tuple(rows for output in outputs for rows in output.model_calls),
-        sum(output.prepare_cpu_s for output in outputs),
+        prepare_s=sum(output.prepare_s for output in outputs),
+        prepare_cpu_s=sum(output.prepare_cpu_s for output in outputs),
+        finish_s=sum(output.finish_s for output in outputs),
+        model_calls=tuple(rows for output in outputs for rows in output.model_calls),
     )
 
 
