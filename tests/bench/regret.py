@@ -10,9 +10,12 @@ possible on a 2-core machine), it
    and writes `DIR/SHAPE/rates.json` (`pipeline.projection.calibrate.write`);
 2. asks the advisor (`reports.advise.advise` and `picks`, for the images the runs measure, the model server
    left out as the sweep below does not run it) for its top `--top` picks;
-3. runs a small full sweep of the shape: those picks, and the advisor's best point of every topology it searched
-   (fused, split, stage_level where the shape allows, two_stage) at the #1 pick's model batch and Arrow rows, each
-   a bounded `python -m pipeline` job (`reports.verify_advice.run_pick`) into `DIR/SHAPE/sweep/`;
+3. runs a sweep of the shape: those picks; the advisor's best point of every topology it searched (fused, split,
+   stage_level where the shape allows, two_stage) at the #1 pick's model batch and Arrow rows; and the #1 pick's
+   neighbours, each the pick with one setting changed to every other value the advisor searched (model batch,
+   Arrow rows, partitions, GPU amounts, prefetch): so a pick that is best only among the advisor's favourites,
+   not against what a user would try next to it, shows regret. Each a bounded `python -m pipeline` job
+   (`reports.verify_advice.run_pick`) into `DIR/SHAPE/sweep/`;
 4. prints a table: the shape, the device's bound, the advisor's pick with its prediction (for what the run ran,
    `reports.verify_advice.predicted`) and measurement, the best measured variant, regret = 1 - pick / best,
    predicted / measured, and the load average over the shape's runs.
@@ -176,8 +179,38 @@ def label(candidate: Candidate) -> str:
     return " ".join(parts)
 
 
+# a pick's settings a neighbour changes one of (the GPU amounts together: stage_level's pair is one choice)
+AXES = (
+    ("batch_size",),
+    ("records_per_batch",),
+    ("partitions",),
+    ("task_gpu_amount", "predict_gpu_amount"),
+    ("prefetch",),
+)
+
+
+def neighbours(ranked: list[Choice], pick: Candidate) -> list[Choice]:
+    """The searched points that differ from `pick` in one setting of `AXES` alone (the GPU amounts count as one),
+    its style kept where the point allows it; the advisor's order."""
+    found = []
+    for choice in ranked:
+        other = choice.candidate
+        changed = [axis for axis in AXES if any(getattr(other, key) != getattr(pick, key) for key in axis)]
+        if len(changed) != 1 or (other.topology, other.nodes) != (pick.topology, pick.nodes):
+            continue
+        styles = (pick.styles[0],) if pick.styles[0] in other.styles else other.styles
+        found.append(replace(choice, candidate=replace(other, styles=styles)))
+    return found
+
+
+def _point(candidate: Candidate) -> Candidate:
+    """What a run runs, whichever of the tied styles it runs it with."""
+    return replace(candidate, styles=())
+
+
 def sweep_points(ranked: list[Choice], chosen: list[Choice]) -> list[Choice]:
-    """The picks, then the advisor's best point of each other topology at the #1 pick's batch and Arrow rows."""
+    """The picks, the advisor's best point of each other topology at the #1 pick's batch and Arrow rows, then the
+    #1 pick's `neighbours`; each point once."""
     first = chosen[0].candidate
     found = list(chosen)
     for topology in dict.fromkeys(choice.candidate.topology for choice in ranked):
@@ -188,9 +221,12 @@ def sweep_points(ranked: list[Choice], chosen: list[Choice]) -> list[Choice]:
             and choice.candidate.batch_size == first.batch_size
             and choice.candidate.records_per_batch == first.records_per_batch
         ]
-        if same and all(same[0].candidate != other.candidate for other in found):
+        if same and all(_point(same[0].candidate) != _point(other.candidate) for other in found):
             styles = (first.styles[0],) if first.styles[0] in same[0].candidate.styles else same[0].candidate.styles
             found.append(replace(same[0], candidate=replace(same[0].candidate, styles=styles)))
+    for choice in neighbours(ranked, first):
+        if all(_point(choice.candidate) != _point(other.candidate) for other in found):
+            found.append(choice)
     return found
 
 
