@@ -14,24 +14,32 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
+from pyspark import cloudpickle
 
 from pipeline.config.validate import ConfigError, validate
+from pipeline.inference.model import ModelSpec
+from pipeline.inference.preprocess import Preprocessing
 from pipeline.runtime.locks import LockTimeout
 from pipeline.serving import client, environment, on_node
 from pipeline.serving.client import ServerAddress, ServerPerNode, ServerUnavailable
-from pipeline.serving.launcher import Instance, ServerDied, ServerError
+from pipeline.serving.launcher import Instance, ServerDied
 from pipeline.serving.node_stats import NodeServers, servers_of
 from pipeline.serving.nodes import keep_logs, left_running
 from pipeline.serving.on_node import stop_recorded
+from pipeline.serving.process import ServerError
 from pipeline.spark.evidence import check, node_usage
 from pipeline.spark.ledger import TaskRecord, summarize
 from pipeline.spark.nodes import executor_of
 from pipeline.spark.plan import plan
+from pipeline.spark.shipping import SparkFile
+from tests.helpers.cli import checkout_env
 from tests.helpers.config import compose_config, with_server_client
 from tests.helpers.otherhosts import made_here
 
@@ -121,8 +129,13 @@ def test_a_node_that_got_two_servers_is_refused_naming_it():
         servers_of([record("node-a", "10.0.0.3", 100), record("node-a", "10.0.0.3", 101, "1")], count=2)
 
 
+def _launch_of(weights: object, directory: str) -> on_node.NodeLaunch:
+    model, preprocessing = asdict(ModelSpec(arch="resnet18")), asdict(Preprocessing())
+    return on_node.NodeLaunch(model, weights, preprocessing, {}, "/nowhere", directory, "127.0.0.1", None, None, 1.0)
+
+
 def test_a_nodes_other_tasks_neither_start_nor_stop_its_server(tmp_path):
-    launch = on_node.NodeLaunch(None, None, {}, "/nowhere/python", str(tmp_path), "127.0.0.1", None, None, 1.0)
+    launch = _launch_of(None, str(tmp_path))
     assert on_node.start_here(launch, starter=False) == {
         "node": socket.gethostname(),
         "address": "127.0.0.1",
@@ -136,6 +149,19 @@ def test_a_nodes_other_tasks_neither_start_nor_stop_its_server(tmp_path):
     finally:
         server.kill()
         server.wait(5)
+
+
+def test_a_nodes_start_and_stop_tasks_import_no_torch(tmp_path):
+    # what each barrier task unpickles (the weights a file Spark shipped); the server process imports torch itself
+    work = cloudpickle.dumps(
+        [partial(on_node.start_here, _launch_of(SparkFile("w.pt"), str(tmp_path))), partial(on_node.stop_here, "d")]
+    )
+    unpickled = "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"
+    code = f"{unpickled}; print(sorted({{'torch', 'torchvision'}} & {{*sys.modules}}))"
+    env = {**os.environ, **checkout_env()}
+    done = subprocess.run([sys.executable, "-c", code], input=work, capture_output=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().strip() == "[]"
 
 
 def test_an_overlapping_attempt_waits_for_the_nodes_lock_and_no_longer_than_its_bound(tmp_path):

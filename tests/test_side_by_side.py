@@ -26,7 +26,7 @@ from pipeline.callbacks import claim_output_dir
 from pipeline.data import datasets, storage
 from pipeline.runtime.claim import CLAIM_FILE, DirectoryInUse, claim, claimed, holder_of, this_host, unique_dir
 from pipeline.runtime.locks import LockTimeout, bounded_lock
-from pipeline.serving import environment, launcher
+from pipeline.serving import environment, process
 from pipeline.spark import connect, standalone
 from pipeline.spark.plan import plan as spark_plan
 from tests.helpers.cli import checkout_env, cli, result_of
@@ -445,7 +445,7 @@ def test_a_model_server_start_that_found_its_port_taken_is_tried_again_on_new_po
         "Socket '127.0.0.1:47959' already in use \""
     )
     assert (
-        launcher.retryable(taken)
+        process.retryable(taken)
         == "the HTTP port 127.0.0.1:47959 was taken by another process after it was probed free"
     )
 
@@ -459,7 +459,7 @@ def test_a_model_server_start_that_found_its_port_taken_is_tried_again_on_new_po
     ],
 )
 def test_a_model_server_start_that_failed_otherwise_is_not_tried_again(log_text):
-    assert launcher.retryable(log_text) is None
+    assert process.retryable(log_text) is None
 
 
 def test_a_dir_spelt_two_ways_is_one_claim_of_this_process(tmp_path):

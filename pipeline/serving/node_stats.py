@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.serving.client import MODEL_NAME, ServerPerNode
-from pipeline.serving.launcher import TOKEN_HEADER, Instance, ServerDied, ServerError, _flat, delta
+from pipeline.serving.launcher import TOKEN_HEADER, Instance, ServerDied, _flat, delta
+from pipeline.serving.process import ServerError
 
 STATUS_TIMEOUT_S = 10.0  # a status file that does not move in this long: its server is stuck or gone
 DYING_S = 10.0  # a server that refused its statistics (Triton shutting down: "Server not ready") gone by then
@@ -44,7 +45,7 @@ class NodeServer:
     usage: str
     executor_pid: int  # the JVM of the executor whose task started it: the server lives as long as it
     stopped_earlier: list[int] = field(default_factory=list)
-    start_retries: list[dict[str, Any]] = field(default_factory=list)  # launcher.start: the failed starts tried again
+    start_retries: list[dict[str, Any]] = field(default_factory=list)  # process.start: the failed starts tried again
     executors: list[str] = field(default_factory=list)  # the executors on the node, which share its server
 
 

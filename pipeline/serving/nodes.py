@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,10 @@ from typing import Any
 from pipeline.config.schema import Config, ModelName
 from pipeline.inference.steps import Inference
 from pipeline.serving import environment
-from pipeline.serving.launcher import ServerError, instances
+from pipeline.serving.launcher import instances
 from pipeline.serving.node_stats import NodeServers, answers, servers_of
 from pipeline.serving.on_node import PID_FILES, NodeLaunch, start_here, stop_here
+from pipeline.serving.process import ServerError
 from pipeline.spark.cluster import driver_host
 from pipeline.spark.plan import Plan
 
@@ -117,8 +118,9 @@ def _launch(config: Config, plan: Plan, inference: Inference, python: Path, dire
         "token": token,
     }
     return NodeLaunch(
-        model=inference.model,
-        preprocessing=inference.preprocessing,
+        model=asdict(replace(inference.model, weights_file=None)),
+        weights=inference.model.weights_file,
+        preprocessing=asdict(inference.preprocessing),
         settings=settings,
         python=str(python),
         directory=str(directory),

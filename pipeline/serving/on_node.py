@@ -23,7 +23,6 @@ stage retried while the old attempt still runs; barrier stages are never specula
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -32,20 +31,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from pipeline.inference.model import ModelSpec
-from pipeline.inference.preprocess import Preprocessing
 from pipeline.rundir import atomic_write
 from pipeline.runtime.lifetime import PARENT_ENV
 from pipeline.runtime.locks import bounded_lock
 from pipeline.runtime.processes import ProcessesSurvived, jvm_above, running, stop_processes
 from pipeline.serving import environment
-from pipeline.serving.launcher import USAGE_FILE, ServerError, start
+from pipeline.serving.process import USAGE_FILE, ServerError, start
 from pipeline.spark.nodes import executor
 
 STATUS_FILE = "status.json"
@@ -56,10 +53,13 @@ STOP_GRACE_S = 20.0  # SIGTERM to SIGKILL, per server
 
 @dataclass(frozen=True)
 class NodeLaunch:
-    """What each server-starting task needs, pickled into the barrier stage."""
+    """What each server-starting task needs, pickled into the barrier stage: plain data and the weights' path,
+    so that a task imports neither torch nor the model's modules (seconds a task, in each start and stop stage;
+    the server process imports them itself)."""
 
-    model: ModelSpec  # its weights a SparkFile (shipped with the application), resolved on the node
-    preprocessing: Preprocessing
+    model: dict[str, Any]  # the ModelSpec's fields, but its weights file
+    weights: str | os.PathLike[str] | None  # a SparkFile (shipped with the application), resolved on the node
+    preprocessing: dict[str, Any]  # the Preprocessing's fields
     settings: dict[str, Any]  # the spec every node's server shares: instances, batching, token
     python: str  # the server environment's interpreter, at a path every node sees
     directory: str  # <run area>/server on the storage root: each node's files under <directory>/<node>/
@@ -180,12 +180,11 @@ def _start_here(launch: NodeLaunch, node: str) -> dict[str, Any]:
     address = node_address(launch.reach)
     executor = executor_jvm()
     workspace = Path(tempfile.mkdtemp(prefix="sib-triton-"))  # on the node: unix socket paths under 108 bytes
-    weights = launch.model.weights_file
-    model = dataclasses.replace(launch.model, weights_file=os.fspath(weights) if weights is not None else None)
+    weights = os.fspath(launch.weights) if launch.weights is not None else None
     common = {
         **launch.settings,
-        "model": asdict(model),
-        "preprocessing": asdict(launch.preprocessing),
+        "model": {**launch.model, "weights_file": weights},
+        "preprocessing": launch.preprocessing,
         "address": address,
         "threads": launch.threads or os.cpu_count() or 1,
         "workspace": str(workspace / "triton"),

@@ -49,14 +49,16 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from pipeline.config.schema import Config, Ship
-from pipeline.inference.steps import Inference
 from pipeline.rundir import temporary_name
 from pipeline.spark.connect import is_connect
+
+if TYPE_CHECKING:  # a task that unpickles a SparkFile imports this module: no torch for it
+    from pipeline.inference.steps import Inference
 
 log = logging.getLogger(__name__)
 
