@@ -4,7 +4,7 @@ addresses, hostnames and filesystems of their own, and see only the shared stora
 What a new user met there before (issue 26): a driver on 127.0.0.1 the executors could not reach (the run hung),
 the weights file in the driver's cache dir (every task failed), the tasks' records in each node's view of the
 run dir (0 images counted). Each test is a whole `python -m pipeline` in a subprocess, as a user runs it, but
-the styles' test: their passes in one application (tests/helpers/one_application.py).
+the styles' and the topologies' tests: their passes in one application (tests/helpers/one_application.py).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import pytest
 
 from pipeline.runtime.process_cpu import EXECUTOR_JVMS, PYTHON_WORKERS
 from tests.helpers.nscluster import NamespaceCluster
-from tests.helpers.one_application import assert_every_style_agrees, styles_in_one_application
-from tests.helpers.otherhosts import DATA, STYLES, left_on, made_here, on, run, sweep
+from tests.helpers.one_application import assert_every_variant_agrees, in_one_application
+from tests.helpers.otherhosts import DATA, STYLES, left_on, made_here, on, run
 
 pytestmark = pytest.mark.slow
 
 TOPOLOGIES = ["split", "two_stage", "stage_level"]  # fused: the styles test; model_server: test_node_servers
+STYLE_RUNS = [f"udf={style}" for style in STYLES]  # fused
+TOPOLOGY_RUNS = [f"topology={topology}" for topology in TOPOLOGIES]  # map_in_pandas
 
 
 @pytest.fixture
@@ -67,25 +69,26 @@ def test_records_the_driver_cannot_read_fail_the_run_naming_the_storage_key(node
     assert "set storage=DIR" in result["error"]["message"]
 
 
-def test_every_udf_style_on_other_machines_agrees_with_the_reference(nodes, cache_dir, tmp_path):
-    """Every style's tasks on the worker nodes, in one application (tests/helpers/one_application.py: a style does
-    the same in a job's own; the whole job on other machines is the first test's). ResNet18: each style's path on
-    other machines is what is proven, not the network (ResNet50's is, by the first test); its weights are shipped
-    the same way, and its passes are shorter. sink=parquet: predictions read back from what the pass wrote."""
-    overrides = on(nodes, cache_dir, "model.arch=resnet18", "verify=true", "sink=parquet", "gpu.emulate=1")
-    found = styles_in_one_application(tmp_path, STYLES, *overrides)
+@pytest.fixture(scope="module")
+def one_application(tool_nodes: NamespaceCluster, cache_dir, tmp_path_factory) -> dict:
+    """Every style's and every topology's passes on the worker nodes, in one application
+    (tests/helpers/one_application.py: a variant does the same in a job's own; the whole job on other machines is
+    the first test's). ResNet18: each variant's path on other machines is what is proven, not the network
+    (ResNet50's is, by the first test); its weights are shipped the same way, and its passes are shorter.
+    sink=parquet: predictions read back from what the pass wrote."""
+    made_here(tool_nodes.storage, *DATA)
+    overrides = on(tool_nodes, cache_dir, "model.arch=resnet18", "verify=true", "sink=parquet", "gpu.emulate=1")
+    found = in_one_application(tmp_path_factory.mktemp("one-application"), STYLE_RUNS + TOPOLOGY_RUNS, *overrides)
     assert found["shipped"]["weights"]["how"] == "SparkContext.addFile"
-    workers = {node.hostname for node in nodes.workers}
-    assert_every_style_agrees(found, STYLES, workers, images=8)
-    assert not left_on(nodes), "the application's executors outlived it"
+    return found
 
 
-@pytest.mark.timeout(1800)  # one whole run per topology, each with its own Spark application
-def test_every_topology_on_other_machines_agrees_with_the_reference(nodes, cache_dir, tmp_path):
-    # sink=parquet: verify reads back what the pass wrote instead of running it again. ResNet18, as above.
-    overrides = on(nodes, cache_dir, "model.arch=resnet18", "verify=true", "sink=parquet", "gpu.emulate=1")
-    results = sweep(tmp_path, "topology", TOPOLOGIES, *overrides)
-    for name, result in results.items():
-        assert result["status"] == "ok", (name, result["error"])
-        assert result["metrics"]["num_predicted"] == 8, name
-        assert result["metrics"]["top1_agreement"] == 1.0, name
+def test_every_udf_style_on_other_machines_agrees_with_the_reference(one_application, tool_nodes):
+    workers = {node.hostname for node in tool_nodes.workers}
+    assert_every_variant_agrees(one_application, STYLE_RUNS, workers, images=8)
+    assert not left_on(tool_nodes), "the application's executors outlived it"
+
+
+def test_every_topology_on_other_machines_agrees_with_the_reference(one_application, tool_nodes):
+    workers = {node.hostname for node in tool_nodes.workers}
+    assert_every_variant_agrees(one_application, TOPOLOGY_RUNS, workers, images=8)

@@ -1,10 +1,9 @@
 """Runs of `python -m pipeline` against the namespace cluster (`tests.helpers.nscluster`), as a user runs them from
-the driver's machine: the overrides that point a run at the cluster, a whole run or a sweep in a subprocess, and
+the driver's machine: the overrides that point a run at the cluster, a whole run in a subprocess, and
 what a run left on the nodes."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -64,16 +63,6 @@ def run(tmp_path: Path, *overrides: str, timeout: int = 600) -> dict[str, Any]:
     completed = cli(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", *overrides, timeout=timeout)
     assert (tmp_path / "run" / "result.json").exists(), completed.stderr[-3000:]
     return result_of(tmp_path / "run")
-
-
-def sweep(tmp_path: Path, key: str, options: list[str], *overrides: str) -> dict[str, dict[str, Any]]:
-    """A multirun over `key`'s `options` in `tmp_path/sweep`; each option's result, by option."""
-    completed = cli(
-        tmp_path, "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"{key}={','.join(options)}", *overrides, timeout=1800
-    )
-    results = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").glob("*/result.json"))]
-    assert len(results) == len(options), completed.stderr[-3000:]
-    return {result["config"][key]["style" if key == "udf" else "kind"]: result for result in results}
 
 
 def left_on(cluster: NamespaceCluster, seconds: float = 60.0) -> list[str]:
