@@ -166,6 +166,7 @@ def workload(candidate: Candidate, images: int, image_format: str) -> Workload:
         batch_size=candidate.batch_size,
         records_per_batch=candidate.records_per_batch,
         partitions=candidate.partitions,
+        repartition=candidate.partitions is not None,
         input_bytes_per_image=image_bytes(image_format),
         prefetch=candidate.prefetch,
         row_group_size=ROW_GROUP,

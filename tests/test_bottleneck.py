@@ -353,3 +353,27 @@ def test_the_jvms_cpu_is_charged_once_a_job_however_many_stages_it_has() -> None
         for topology in ("fused", "split", "two_stage")
     }
     assert one_job == pytest.approx({"fused": 0.4, "split": 0.4, "two_stage": 0.8})
+
+
+def test_a_repartition_is_a_stage_of_jvm_tasks_ahead_of_the_first_step() -> None:
+    # 128 images in row groups of 32 on 4 cores: the scan's 4 tasks, one wave of 0.2 s each plus its 32 images'
+    # shuffle write (32 x 120 KB x 1e-9 s/B / 2 = 1.92 ms); then 2 fused tasks of 64 images each reading the shuffle
+    # (the same 1.92 ms a 32 images) and decoding (64 x 0.01 s): 0.64 + 0.00384 s, as 2 tasks on 4 cores
+    rates = Rates(preprocess_s=0.01, shuffle_s_per_byte=1e-9, repartition_task_s=0.2)
+    work = Workload(128, row_group_size=32, partitions=2, repartition=True)
+    prediction = predict("fused", rates, NULL_DEVICE, Shape(1, 4), work)
+    assert [(stage.name, stage.tasks) for stage in prediction.stages] == [("repartition", 4), ("fused", 2)]
+    assert [stage.seconds for stage in prediction.stages] == pytest.approx([0.20192, 0.64384])
+
+
+def test_partitions_the_input_lies_in_cost_no_repartition() -> None:
+    # the same 2 tasks as the data's own files (a projection's input, not the tool's spark.partitions)
+    rates = Rates(preprocess_s=0.01, shuffle_s_per_byte=1e-9, repartition_task_s=0.2)
+    prediction = predict("fused", rates, NULL_DEVICE, Shape(1, 4), Workload(128, row_group_size=32, partitions=2))
+    assert [stage.name for stage in prediction.stages] == ["fused"]
+    assert prediction.seconds == pytest.approx(0.64)
+
+
+def test_a_run_with_spark_partitions_repartitioned_its_input() -> None:
+    config = {"cluster": {"mode": "local", "cores": 2}, "spark": {"partitions": 4}}
+    assert shape_of(config)[2].repartition and not shape_of({**config, "spark": {}})[2].repartition

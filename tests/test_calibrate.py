@@ -9,11 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from pipeline.config.schema import ConfigError
 from pipeline.config.validate import validate
+from pipeline.projection.bottleneck import JPEG_BYTES
 from pipeline.projection.calibrate import FORMAT, RatesFileError, _overrides, calibration, load, write
 from pipeline.projection.rates import main as rates_main
 from pipeline.runtime.process_cpu import DRIVER, DRIVER_JVM, PYTHON_WORKERS
@@ -21,7 +23,7 @@ from tests.helpers.advice import CALIBRATE_RUNS, calibrated
 from tests.helpers.cli import checkout_env, cli
 from tests.helpers.config import compose_config, with_server_client
 
-OPTIONS = ("spark", "small_batches", "model_small", "model_large", "split", "two_stage", "server")
+OPTIONS = ("spark", "small_batches", "repartition", "model_small", "model_large", "split", "two_stage", "server")
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -42,7 +44,7 @@ def test_the_model_runs_run_the_config_s_model_at_two_batch_sizes():
     assert len(sizes) == 2
 
 
-NO_MODEL = ("spark", "small_batches", "split", "two_stage")
+NO_MODEL = ("spark", "small_batches", "repartition", "split", "two_stage")
 MODEL = ("model_small", "model_large")
 
 
@@ -231,6 +233,38 @@ def test_the_shape_is_the_cluster_the_runs_ran_on():
     assert (shape.nodes, shape.cores_per_node, shape.gpus_per_node) == (1, 2, 0)
 
 
+def _with_repartitioned(directory, map_stage_s: float):
+    """The kept calibrate runs, copied to `directory`, and beside them the no-model fused run again with its input
+    repartitioned into 2 (`spark.partitions`): its last pass's map stage of 2 tasks on 2 slots took `map_stage_s`."""
+    shutil.copytree(CALIBRATE_RUNS, directory)
+    result = json.loads((directory / "0" / "result.json").read_text())
+    result["config"]["spark"]["partitions"] = 2
+    fused = result["evidence"]["stages"]
+    result["evidence"]["stages"] = [{"step": None, "num_tasks": 2, "slots": 2, "duration_s": map_stage_s}, *fused]
+    (directory / "6").mkdir()
+    (directory / "6" / "result.json").write_text(json.dumps(result))
+    return calibration([directory])
+
+
+def test_a_repartitions_task_is_its_map_stage_per_wave_less_its_scan_and_shuffle_write(tmp_path):
+    rates = _with_repartitioned(tmp_path / "runs", 0.35).rates
+    write = 32 * rates.shuffle_s_per_byte * JPEG_BYTES / 2  # 64 images in 2 tasks, no scan cost beyond the task's
+    assert rates.repartition_task_s == pytest.approx(0.35 - write)
+    source = rates.sources["repartition_task_s"]
+    assert source.startswith("measured:") and "runs/6" in source
+
+
+def test_a_repartitioned_run_gives_no_other_figure(tmp_path):
+    # its job's time outside the fused stage holds the map stage: not a one-stage job's cost
+    rates, kept = _with_repartitioned(tmp_path / "runs", 0.35).rates, calibrated().rates
+    assert replace(rates, repartition_task_s=0.0, sources={}) == replace(kept, repartition_task_s=0.0, sources={})
+
+
+def test_without_a_repartitioned_run_a_repartition_is_priced_at_its_scan_and_write_alone():
+    rates = calibrated().rates
+    assert rates.repartition_task_s == 0.0 and "no such run" in rates.sources["repartition_task_s"]
+
+
 def test_the_file_reads_back_as_written(tmp_path):
     path = write([CALIBRATE_RUNS], tmp_path / "rates.json")
     found = load(path)
@@ -242,6 +276,14 @@ def test_a_file_written_before_the_jvms_cpu_was_charged_per_job_reads_its_figure
     document["rates"]["stage_cpu_s"] = document["rates"].pop("job_cpu_s")
     (tmp_path / "old.json").write_text(json.dumps(document))
     assert load(tmp_path / "old.json").rates == calibrated().rates
+
+
+def test_a_file_written_before_a_repartition_was_priced_reads_it_as_free(tmp_path):
+    document = json.loads(write([CALIBRATE_RUNS], tmp_path / "rates.json").read_text())
+    del document["rates"]["repartition_task_s"]
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    rates = load(tmp_path / "old.json").rates
+    assert rates.repartition_task_s == 0.0 and "not in this rates file" in rates.sources["repartition_task_s"]
 
 
 def test_the_rates_command_writes_the_file(tmp_path, capsys):

@@ -30,6 +30,11 @@ Spark's concurrency rules, as modelled:
   the queue and that CPU (`request_s`: the client's side, gRPC both ways) is task time, and the device calls are
   the same as in-process, over the node's GPUs (one server instance each).
 
+A repartition (`Workload.repartition`: the tool's `spark.partitions`, `images.repartition(N)` before the first
+step) is a stage of its own first: JVM tasks, one per split of the scan, that read their split and write its rows
+to the shuffle, no Python (`repartition_task_s` a task, measured by the calibrate run with partitions set, and the
+input bytes' shuffle write); the first step's N tasks then read the shuffle instead of the Parquet scan.
+
 Stages separated by a shuffle do not overlap: Spark's scheduler starts a reduce stage only when every map task
 of the stage before it has finished, so a run's time is the sum of its stages' times (plus each job's fixed
 cost), not the max of stage rates. A stage's time is the largest of: its waves of tasks on the slots it may
@@ -92,8 +97,10 @@ class Rates:
     its tasks' own work and its wall time outside its stages (the driver's and executors' JVMs scheduling, tracking
     and logging the tasks while they run), counted in the CPU term only, shared evenly by the job's stages: it is
     measured on a one-stage job, and split's two stages in one job spend about what fused's one does (measured:
-    each run's CPU of every process a pass, `sweep=bottleneck_check`, docs/measurements.md). `sources` says where
-    each figure came from.
+    each run's CPU of every process a pass, `sweep=bottleneck_check`, docs/measurements.md). repartition_task_s:
+    wall seconds of one task of a repartition's map stage (scanning its split and handing its rows to the shuffle,
+    no Python) beyond its bytes' shuffle write: its launch, the scan's setup and the stage's scheduling, per wave.
+    `sources` says where each figure came from.
     """
 
     preprocess_s: float
@@ -110,6 +117,7 @@ class Rates:
     request_s: float = 0.0
     serve_cpu_s_per_image: float = 0.0
     job_cpu_s: float = 0.0
+    repartition_task_s: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -165,7 +173,9 @@ class Workload:
     a task decodes its next model batch while the device runs the last (the iterator UDF's `udf.prefetch`), so a
     fused task's per-image time tends to the larger of its CPU and device time, not their sum, as its model calls
     grow (`_overlapped`: its first batch's preparing and last call are not overlapped). `row_group_size` and
-    `images_per_file`: the data's Parquet layout, which decides the scan's tasks (None: one row group a split)."""
+    `images_per_file`: the data's Parquet layout, which decides the scan's tasks (None: one row group a split).
+    `repartition`: the `partitions` input tasks come from repartitioning what the scan read (the tool's
+    `spark.partitions`: a map stage ahead, `_repartition`), not from the input's files as they lie."""
 
     num_images: int
     batch_size: int = 32
@@ -178,6 +188,7 @@ class Workload:
     prefetch: bool = False
     row_group_size: int | None = None
     images_per_file: int = 1000
+    repartition: bool = False
 
 
 @dataclass(frozen=True)
@@ -338,6 +349,34 @@ def _stage(
     return Stage(name, tasks, min(tasks, slots), seconds, bound, cpu_s, device_s, slots, cpus)
 
 
+def _repartition(
+    workload: Workload, tasks: int, empty: int, slots: int, cpus: float, rates: Rates
+) -> tuple[Stage, float]:
+    """A repartition's map stage (module docstring) over the scan's `tasks` (and `empty` ones, which cost a task
+    too), on the first step's `slots`; and the seconds per image the first step then spends reading the shuffle
+    in place of the scan. A task's fixed cost is waited for, not computed: the CPU term holds the scan and the
+    shuffle write only."""
+    half_shuffle = rates.shuffle_s_per_byte * workload.input_bytes_per_image / 2
+    write = workload.num_images / tasks * (rates.scan_s_per_image + half_shuffle)
+    waves = math.ceil((tasks + empty) / slots)
+    slot_seconds = waves * rates.repartition_task_s + math.ceil(tasks / slots) * write
+    cpu_s = tasks * write
+    seconds = max(slot_seconds, cpu_s / cpus)
+    bound = CORES if cpu_s / cpus >= slot_seconds or write > rates.repartition_task_s else TASK_OVERHEAD
+    stage = Stage("repartition", tasks + empty, min(tasks + empty, slots), seconds, bound, cpu_s, 0.0, slots, cpus)
+    return stage, half_shuffle
+
+
+def _ahead(workload: Workload, rates: Rates, parallelism: int, slots: int, cpus: float) -> tuple[list[Stage], float]:
+    """The stages ahead of the first step (a repartition's, `_repartition`, when `partitions` is set; else none)
+    and the seconds per image the first step spends reading its input: the shuffle's or the scan's."""
+    if not (workload.partitions and workload.repartition):
+        return [], rates.scan_s_per_image
+    scanned, reading = input_scan(workload, parallelism)
+    stage, read_s = _repartition(workload, reading, scanned - reading, slots, cpus, rates)
+    return [stage], read_s
+
+
 def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload: Workload) -> Prediction:
     """The throughput `topology` reaches on `shape` for `workload`, by the rules in the module docstring."""
     if topology not in TOPOLOGIES:
@@ -351,7 +390,6 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
     all_gpus = nodes * gpus
     amount = shape.task_gpu_amount
     n = workload.num_images
-    move_in = rates.scan_s_per_image + rates.transfer_s_per_byte * workload.input_bytes_per_image  # read, to Python
     crop = workload.crop_bytes_per_image
     crop_move = (rates.crop_transfer_s_per_byte or rates.transfer_s_per_byte) * crop  # one way through Arrow
     model_cpu = device.host_s_per_image
@@ -359,6 +397,8 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
 
     default_slots = nodes * _slots(cores, gpus, amount)
     input_tasks, empty = _input_tasks(workload, nodes * cores)
+    ahead, read_s = _ahead(workload, rates, nodes * cores, default_slots, cpus)
+    move_in = read_s + rates.transfer_s_per_byte * workload.input_bytes_per_image  # read, to Python
     stages: list[Stage]
     jobs = 1
     if topology == "fused":
@@ -441,8 +481,10 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
         separate = shape.preprocess_nodes is not None
         pre_slots = pre_nodes * (pre_cores if separate else _slots(cores, gpus, amount))
         pre_cpus = pre_nodes * (shape.preprocess_cpus_per_node or pre_cores) if separate else cpus
-        if separate:
+        if separate:  # job 1, and its repartition, on the CPU cluster
             input_tasks, empty = _input_tasks(workload, pre_nodes * pre_cores)
+            ahead, read_s = _ahead(workload, rates, pre_nodes * pre_cores, pre_slots, pre_cpus)
+            move_in = read_s + rates.transfer_s_per_byte * workload.input_bytes_per_image
         speed = shape.preprocess_cpu_speed if separate else 1.0
         jvm_side = move_in + crop_move + rates.write_s_per_byte * crop
         pre = _stage(
@@ -477,6 +519,7 @@ def predict(topology: str, rates: Rates, device: Device, shape: Shape, workload:
         )
         stages = [pre, pred]
         jobs = 2
+    stages = ahead + stages
     fixed = jobs * rates.job_s
     seconds = fixed + sum(stage.seconds for stage in stages)
     slowest = max(stages, key=lambda stage: stage.seconds)
@@ -491,9 +534,9 @@ def _utilization(
     """Busy fraction of each resource over the whole run: CPU work over cores x time, device work over GPUs x
     time, and for two_stage with a cluster of its own its cores apart (they idle while job 2 runs)."""
     if topology == "two_stage" and shape.preprocess_nodes is not None:
-        pre, pred = stages
+        *pre, pred = stages  # job 1's stages (a repartition's too) ran on the CPU cluster
         return {
-            "preprocess cluster cores": pre.cpu_s / (pre.cpus * seconds),
+            "preprocess cluster cores": sum(stage.cpu_s for stage in pre) / (pre[0].cpus * seconds),
             "cores": pred.cpu_s / (cpus * seconds),
             "gpus": pred.device_s / (gpus * seconds) if gpus else 0.0,
         }
@@ -557,6 +600,7 @@ def shape_of(
         batch_size=int(model.get("batch_size", 32)),
         records_per_batch=int(spark.get("max_records_per_batch", 128)),
         partitions=spark.get("partitions"),
+        repartition=spark.get("partitions") is not None,  # measure() repartitions the scanned images
         predict_partitions=topology_config.get("predict_partitions"),
         input_bytes_per_image=image_bytes(dataset.get("format")),
         rebuild_model_per_batch=bool(udf.get("rebuild_model_per_batch", False)),

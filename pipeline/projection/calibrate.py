@@ -17,6 +17,8 @@ each over its run's `stretch` (the tasks' time on a core of their own: the runs'
 - the model: its phase's time per call at two batch sizes, fitted as `latency + n x per image`, on the device
   (a real GPU) or on a core (no GPU); a simulated device is its own profile, which the runs ran;
 - the model server's round trip and CPU: `pipeline.projection.rates.serve_runs`;
+- a repartition's map stage, per task (`repartition_task_s`): the stage ahead of the first step in a no-model
+  fused run with `spark.partitions` set, per wave of its tasks, less their scan and shuffle write;
 - the JVMs' CPU around a job's tasks (`job_cpu_s`): a no-model fused pass's CPU over the run's process tree
   less what the model counts of it and what was spent outside the stage (`job_cpu`); executors on other machines
   are read by their own tasks.
@@ -34,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.projection.bottleneck import NULL_DEVICE, Device, Rates, Shape, predict, shape_of
+from pipeline.projection.bottleneck import NULL_DEVICE, Device, Rates, Shape, image_bytes, predict, shape_of
 from pipeline.projection.rates import DEFAULTS, _defaults, serve_runs, task_runs
 from pipeline.results import Result, read_results
 from pipeline.rundir import atomic_write
@@ -107,8 +109,18 @@ def _ok_spark(results: Iterable[tuple[Path, Result]]) -> list[tuple[Path, Result
     ]
 
 
-def _null(results: list[tuple[Path, Result]], topology: str) -> list[tuple[Path, Result]]:
-    return [(p, r) for p, r in results if (r.variant.model, r.variant.topology) == ("null_model", topology)]
+def _repartitioned(result: Result) -> bool:
+    """Whether the run repartitioned its input (`spark.partitions`): a map stage ahead of its first step."""
+    return bool((result.config.get("spark") or {}).get("partitions"))
+
+
+def _null(results: list[tuple[Path, Result]], topology: str, repartitioned: bool = False) -> list[tuple[Path, Result]]:
+    """The no-model runs of `topology`, with their input repartitioned or (the costs of a one-stage job) not."""
+    return [
+        (p, r)
+        for p, r in results
+        if (r.variant.model, r.variant.topology) == ("null_model", topology) and _repartitioned(r) == repartitioned
+    ]
 
 
 def _records(result: Result, step: str) -> list[dict[str, Any]]:
@@ -228,6 +240,25 @@ def job_cpu(nulls: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str]
         "CPU the model counts and the CPU outside the stage (one core through the job's time outside it, or what "
         "the stage's time on every core had no room for, whichever is more)"
     )
+    return _median(found, what)
+
+
+def repartition_cost(runs: list[tuple[Path, Result]], rates: Rates) -> tuple[float, str] | None:
+    """`repartition_task_s`: each run's last pass's map stage (the stage ahead of its first step, step None in
+    `evidence.stages`), its wall time per wave of its tasks on its slots, less what a task's scan and shuffle write
+    of its images' bytes cost at `rates` (the rest of the model's `_repartition`). Wall time, as the stage ran: its
+    tasks have no Python worker whose CPU would give their stretch."""
+    found = []
+    for path, result in runs:
+        maps = [stage for stage in result.evidence.get("stages") or [] if stage.get("step") is None]
+        if not maps or not maps[0].get("num_tasks") or not result.metrics.num_images:
+            continue
+        stage = maps[0]
+        waves = math.ceil(stage["num_tasks"] / max(1, stage.get("slots") or stage["num_tasks"]))
+        per_byte = rates.shuffle_s_per_byte * image_bytes((result.config.get("dataset") or {}).get("format")) / 2
+        write = result.metrics.num_images / stage["num_tasks"] * (rates.scan_s_per_image + per_byte)
+        found.append((path, max(0.0, stage["duration_s"] / waves - write)))
+    what = "no-model fused runs with spark.partitions set: their map stage's wall time per wave less its scan and write"
     return _median(found, what)
 
 
@@ -366,6 +397,11 @@ def calibration(directories: Iterable[Path]) -> Calibration:
     no_two = "no ok no-model two_stage run (calibrate=two_stage): " + _failed(everything, "two_stage")
     use("write_s_per_byte", staged.get("write"), no_two)
     use("read_s_per_byte", staged.get("read"), no_two)
+    repartitioned = _null(spark, "fused", repartitioned=True)
+    no_repartition = "no ok no-model fused run with spark.partitions set (calibrate=repartition): " + _failed(
+        [(p, r) for p, r in everything if _repartitioned(r)], "fused"
+    )
+    use("repartition_task_s", repartition_cost(repartitioned, Rates(**values)), no_repartition)
     served = serve_runs(spark)
     no_server = "no ok model_server run (calibrate=server): " + _failed(everything, "model_server")
     if served:
@@ -510,6 +546,8 @@ def load(path: Path) -> Calibration:
         figures = document["rates"]
         if "stage_cpu_s" in figures:  # files written before 2026-12-07: the same one-stage job's figure
             figures["job_cpu_s"] = figures.pop("stage_cpu_s")
+        if "repartition_task_s" not in figures:  # files written before 2026-12-08
+            figures["repartition_task_s"] = {"value": 0.0, "source": "not in this rates file: a repartition is free"}
         rates = Rates(
             **{name: float(figures[name]["value"]) for name in figures},
             sources={name: str(figures[name]["source"]) for name in figures},

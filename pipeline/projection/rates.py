@@ -102,6 +102,11 @@ DEFAULTS: dict[str, tuple[float, str]] = {
         "measured here 2026-12-03 on an idle machine: median of the same 4 runs (0.52-0.83 ms): the PyTriton "
         "server's process tree's CPU seconds per image less the device's host cost",
     ),
+    "repartition_task_s": (
+        0.0,
+        "not measured: only a calibrate run with spark.partitions set (calibrate=repartition) times a repartition's "
+        "map stage; the model then prices its scan and shuffle write alone",
+    ),
     "job_cpu_s": (
         0.0,
         "not measured: only a calibration's runs record the CPU of every process of a pass "

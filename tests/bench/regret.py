@@ -43,7 +43,7 @@ from reports.advise import Candidate, Choice, advise, overrides, picks
 from reports.verify_advice import predicted, run_pick
 
 PASSES = ("warmup=1", "repeats=2")
-CALIBRATE_RUNS = "spark,small_batches,split,two_stage,model_small,model_large"  # the model server left out
+CALIBRATE_RUNS = "spark,small_batches,repartition,split,two_stage,model_small,model_large"  # the model server left out
 REGRET_TARGET = 0.10
 RATIO_TARGET = (0.8, 1.25)
 
