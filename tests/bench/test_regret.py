@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from reports.advise import Candidate, Choice
-from tests.bench.regret import Row, neighbours, ratio, regret, sweep_points, table
+from tests.bench.regret import Measured, Row, confirmed, neighbours, ratio, regret, sweep_points, table
 
 PICK = Candidate("fused", ("map_in_pandas", "map_in_arrow"), 16, 32, None, 0.5, None, False, 1)
 
@@ -68,3 +68,11 @@ def test_the_table_prints_one_line_a_shape_with_regret_ratio_and_load() -> None:
     assert "| 1.12 |" in line
     assert line.endswith("| 2.5-3.8 |")
     assert table([Row("1x2", "d", "p", 9.0, None, "p", None, (1.0, 1.0))])[-1].split("|")[8].strip() == "-"
+
+
+def test_a_confirmed_point_is_the_median_of_its_runs_that_gave_a_throughput() -> None:
+    first = Measured("fused b8", 210.0, 189.0, "ran", (210.0,))
+    again = [Measured("fused b8", 190.0, 189.0, "ran", (190.0,)), Measured("fused b8", None, None, "failed")]
+    again.append(Measured("fused b8", 196.0, 189.0, "ran", (196.0,)))
+    found = confirmed(first, again)
+    assert (found.images_per_s, found.runs) == (196.0, (210.0, 190.0, 196.0))
