@@ -206,6 +206,11 @@ AXES = (
 )
 
 
+def _in_style_of(candidate: Candidate, pick: Candidate) -> Candidate:
+    """`candidate` run in the pick's style where it allows it (the styles the model ties), else as it is."""
+    return replace(candidate, styles=(pick.styles[0],)) if pick.styles[0] in candidate.styles else candidate
+
+
 def neighbours(ranked: list[Choice], pick: Candidate) -> list[Choice]:
     """The searched points that differ from `pick` in one setting of `AXES` alone (the GPU amounts count as one),
     its style kept where the point allows it; the advisor's order."""
@@ -215,8 +220,7 @@ def neighbours(ranked: list[Choice], pick: Candidate) -> list[Choice]:
         changed = [axis for axis in AXES if any(getattr(other, key) != getattr(pick, key) for key in axis)]
         if len(changed) != 1 or (other.topology, other.nodes) != (pick.topology, pick.nodes):
             continue
-        styles = (pick.styles[0],) if pick.styles[0] in other.styles else other.styles
-        found.append(replace(choice, candidate=replace(other, styles=styles)))
+        found.append(replace(choice, candidate=_in_style_of(other, pick)))
     return found
 
 
@@ -238,13 +242,15 @@ def sweep_points(ranked: list[Choice], chosen: list[Choice]) -> list[Choice]:
             and choice.candidate.batch_size == first.batch_size
             and choice.candidate.records_per_batch == first.records_per_batch
         ]
-        if same and all(_point(same[0].candidate) != _point(other.candidate) for other in found):
-            styles = (first.styles[0],) if first.styles[0] in same[0].candidate.styles else same[0].candidate.styles
-            found.append(replace(same[0], candidate=replace(same[0].candidate, styles=styles)))
-    for choice in neighbours(ranked, first):
-        if all(_point(choice.candidate) != _point(other.candidate) for other in found):
-            found.append(choice)
-    return found
+        if same:
+            found.append(replace(same[0], candidate=_in_style_of(same[0].candidate, first)))
+    seen: set[Candidate] = set()
+    unique = []
+    for choice in found + neighbours(ranked, first):
+        if _point(choice.candidate) not in seen:
+            seen.add(_point(choice.candidate))
+            unique.append(choice)
+    return unique
 
 
 def run_point(calibration: Calibration, choice: Choice, directory: Path, images: int) -> Measured:
